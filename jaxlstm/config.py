@@ -1,0 +1,596 @@
+"""Frozen, validated experiment configs; overrides by dotted name; grids; a stable id.
+
+A `Config` holds five sections (`data`, `model`, `optim`, `train`) of frozen
+dataclasses. Every section validates itself on construction (and so on every
+`dataclasses.replace`), so an impossible value fails before anything compiles,
+with a message that names the field, the value, what is allowed and the fix.
+
+Fields fall in two kinds (DESIGN §3):
+  * static: they change array shapes or control flow (cells, layers, batch size,
+    epochs, ...); configs differing in them need their own compile;
+  * traced: continuous hyper-parameters (`TRACED_FIELDS`) that ride along with
+    the seeds as per-member inputs, so a grid over them is one compile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+PROBLEMS = ("linear", "echo", "damped_sine", "addition", "moving_square", "csv")
+CELLS = ("lstm", "gru")
+ARCHITECTURES = ("vanilla", "bidirectional", "cnn_lstm", "encoder_decoder")
+MERGE_MODES = ("concat", "sum", "mul", "ave")
+INITIALIZERS = (
+    "glorot_uniform", "glorot_normal", "random_uniform", "random_normal",
+    "orthogonal", "lecun_normal", "he_uniform", "he_normal", "zeros",
+)
+ACTIVATIONS = ("tanh", "sigmoid", "hard_sigmoid", "relu", "softsign", "linear")
+OUTPUT_ACTIVATIONS = ("linear", "sigmoid", "softmax")
+OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
+SCHEDULES = ("constant", "exponential", "cosine", "warmup_cosine", "piecewise")
+LOSSES = ("mse", "mae", "binary_crossentropy", "categorical_crossentropy")
+METRICS = ("mse", "mae", "accuracy")
+STREAMS = ("init", "shuffle", "dropout", "split")
+ES_MODES = ("auto", "min", "max")
+
+# Continuous hyper-parameters that are per-member runtime inputs (never baked
+# into the compiled program). Whether a field is *used* at all (clip norm set
+# or not, dropout zero or not) stays static; its value is traced.
+TRACED_FIELDS = (
+    "optim.learning_rate", "optim.momentum", "optim.weight_decay",
+    "optim.global_clipnorm", "optim.clipvalue",
+    "model.dropout", "model.recurrent_dropout",
+    "model.kernel_l1", "model.kernel_l2", "model.recurrent_l1",
+    "model.recurrent_l2", "model.bias_l1", "model.bias_l2",
+)
+
+
+class ConfigError(ValueError):
+  """A config field holds a value that is not allowed."""
+
+
+def _fail(section: str, name: str, value: Any, allowed: str) -> typing.NoReturn:
+  raise ConfigError(f"{section}.{name} = {value!r} is not allowed: {allowed}.")
+
+
+def _choice(section, name, value, options):
+  if value not in options:
+    hint = difflib.get_close_matches(str(value), options, n=1)
+    extra = f" Did you mean {hint[0]!r}?" if hint else ""
+    _fail(section, name, value, f"expected one of {', '.join(map(repr, options))}.{extra}")
+
+
+def _positive_int(section, name, value, minimum=1):
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    _fail(section, name, value, f"expected an integer >= {minimum}")
+
+
+def _number(section, name, value, *, low=-math.inf, high=math.inf,
+            low_open=False, high_open=False, allow_none=False):
+  if value is None and allow_none:
+    return
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    _fail(section, name, value, "expected a finite number")
+  too_low = value <= low if low_open else value < low
+  too_high = value >= high if high_open else value > high
+  if too_low or too_high:
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    _fail(section, name, value, f"expected a value in {lo}{low}, {high}{hi}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Which problem to train on, and how to hold out validation data.
+
+  Attributes:
+    problem: a name in `jaxlstm.problems` (the five-point `linear` problem by default).
+    options: keyword arguments for the problem generator (e.g. `{"n_train": 1000}`).
+    validation_split: Keras' `validation_split`: the last fraction of the
+      training arrays becomes the validation set (taken before any shuffling).
+      0 keeps the problem's own validation set.
+    resplit: if > 0, each repeat draws its own random train/validation split of
+      all the data with this validation fraction, from its `split` key.
+  """
+  problem: str = "linear"
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  validation_split: float = 0.0
+  resplit: float = 0.0
+
+  def __post_init__(self):
+    _choice("data", "problem", self.problem, PROBLEMS)
+    if not isinstance(self.options, Mapping):
+      _fail("data", "options", self.options, "expected a mapping of problem keyword arguments")
+    object.__setattr__(self, "options", dict(self.options))
+    _number("data", "validation_split", self.validation_split, low=0.0, high=1.0, high_open=True)
+    _number("data", "resplit", self.resplit, low=0.0, high=1.0, high_open=True)
+    if self.validation_split and self.resplit:
+      _fail("data", "resplit", self.resplit,
+            "use either validation_split or resplit, not both (set one to 0)")
+
+  def __hash__(self):
+    return hash(_canonical_json(dataclasses.asdict(self)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The recurrent network: cell, width, depth, initialisers, head.
+
+  Keras defaults throughout: glorot_uniform kernel, orthogonal recurrent
+  kernel, zero bias with forget-gate bias 1, tanh / sigmoid activations.
+  `outputs=0` sizes the Dense head from the data.
+  """
+  cell: str = "lstm"
+  cells: int = 10
+  layers: int = 1
+  architecture: str = "vanilla"
+  merge_mode: str = "concat"
+  kernel_init: str = "glorot_uniform"
+  recurrent_init: str = "orthogonal"
+  bias_init: str = "zeros"
+  unit_forget_bias: bool = True
+  activation: str = "tanh"
+  recurrent_activation: str = "sigmoid"
+  output_activation: str = "linear"
+  outputs: int = 0
+  return_sequences: bool = False
+  dropout: float = 0.0
+  recurrent_dropout: float = 0.0
+  kernel_l1: float = 0.0
+  kernel_l2: float = 0.0
+  recurrent_l1: float = 0.0
+  recurrent_l2: float = 0.0
+  bias_l1: float = 0.0
+  bias_l2: float = 0.0
+  layer_norm: bool = False
+  learn_initial_state: bool = False
+  input_projection: int = 0
+  tbptt: int = 0
+  conv_filters: int = 8
+  conv_kernel: int = 3
+  pool_size: int = 2
+
+  def __post_init__(self):
+    s = "model"
+    _choice(s, "cell", self.cell, CELLS)
+    _positive_int(s, "cells", self.cells)
+    _positive_int(s, "layers", self.layers)
+    _choice(s, "architecture", self.architecture, ARCHITECTURES)
+    _choice(s, "merge_mode", self.merge_mode, MERGE_MODES)
+    for name in ("kernel_init", "recurrent_init", "bias_init"):
+      _choice(s, name, getattr(self, name), INITIALIZERS)
+    for name in ("activation", "recurrent_activation"):
+      _choice(s, name, getattr(self, name), ACTIVATIONS)
+    _choice(s, "output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
+    _positive_int(s, "outputs", self.outputs, minimum=0)
+    for name in ("dropout", "recurrent_dropout"):
+      _number(s, name, getattr(self, name), low=0.0, high=1.0, high_open=True)
+    for name in ("kernel_l1", "kernel_l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2"):
+      _number(s, name, getattr(self, name), low=0.0)
+    _positive_int(s, "input_projection", self.input_projection, minimum=0)
+    _positive_int(s, "tbptt", self.tbptt, minimum=0)
+    _positive_int(s, "conv_filters", self.conv_filters)
+    _positive_int(s, "conv_kernel", self.conv_kernel)
+    _positive_int(s, "pool_size", self.pool_size)
+    for name in ("unit_forget_bias", "return_sequences", "layer_norm", "learn_initial_state"):
+      if not isinstance(getattr(self, name), bool):
+        _fail(s, name, getattr(self, name), "expected true or false")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """One optax chain: optimizer, learning-rate schedule, clipping, weight decay.
+
+  Defaults are Keras' (Adam: lr 1e-3, beta 0.9 / 0.999, epsilon 1e-7).
+  `schedule` shapes the learning rate over optimizer steps:
+    constant; exponential (lr * decay_rate ** (step / decay_steps));
+    cosine (to alpha * lr over decay_steps); warmup_cosine (linear warmup over
+    warmup_steps, then cosine); piecewise (lr * scales[i] after boundaries[i]).
+  Gradients are clipped first (`global_clipnorm`: optax.clip_by_global_norm,
+  Keras' `global_clipnorm`; `clipvalue`: element-wise), and weight decay is
+  decoupled and scaled by the learning rate, as Keras' `weight_decay`.
+  """
+  name: str = "adam"
+  learning_rate: float = 1e-3
+  beta_1: float = 0.9
+  beta_2: float = 0.999
+  epsilon: float = 1e-7
+  rho: float = 0.9
+  momentum: float = 0.0
+  nesterov: bool = False
+  initial_accumulator_value: float = 0.1
+  schedule: str = "constant"
+  decay_steps: int = 1000
+  decay_rate: float = 0.96
+  alpha: float = 0.0
+  warmup_steps: int = 0
+  boundaries: tuple[int, ...] = ()
+  scales: tuple[float, ...] = ()
+  global_clipnorm: float | None = None
+  clipvalue: float | None = None
+  weight_decay: float = 0.0
+
+  def __post_init__(self):
+    s = "optim"
+    _choice(s, "name", self.name, OPTIMIZERS)
+    _number(s, "learning_rate", self.learning_rate, low=0.0, low_open=True)
+    _number(s, "beta_1", self.beta_1, low=0.0, high=1.0, high_open=True)
+    _number(s, "beta_2", self.beta_2, low=0.0, high=1.0, high_open=True)
+    _number(s, "epsilon", self.epsilon, low=0.0, low_open=True)
+    _number(s, "rho", self.rho, low=0.0, high=1.0, high_open=True)
+    _number(s, "momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+    _number(s, "initial_accumulator_value", self.initial_accumulator_value, low=0.0)
+    _choice(s, "schedule", self.schedule, SCHEDULES)
+    _positive_int(s, "decay_steps", self.decay_steps)
+    _number(s, "decay_rate", self.decay_rate, low=0.0, low_open=True)
+    _number(s, "alpha", self.alpha, low=0.0, high=1.0)
+    _positive_int(s, "warmup_steps", self.warmup_steps, minimum=0)
+    object.__setattr__(self, "boundaries", tuple(self.boundaries))
+    object.__setattr__(self, "scales", tuple(self.scales))
+    if len(self.boundaries) != len(self.scales):
+      _fail(s, "scales", self.scales,
+            f"give one scale per boundary ({len(self.boundaries)} boundaries)")
+    if list(self.boundaries) != sorted(set(self.boundaries)):
+      _fail(s, "boundaries", self.boundaries, "expected strictly increasing step numbers")
+    if self.schedule == "piecewise" and not self.boundaries:
+      _fail(s, "boundaries", self.boundaries, "the piecewise schedule needs boundaries and scales")
+    _number(s, "global_clipnorm", self.global_clipnorm, low=0.0, low_open=True, allow_none=True)
+    _number(s, "clipvalue", self.clipvalue, low=0.0, low_open=True, allow_none=True)
+    _number(s, "weight_decay", self.weight_decay, low=0.0)
+    if not isinstance(self.nesterov, bool):
+      _fail(s, "nesterov", self.nesterov, "expected true or false")
+    if self.nesterov and self.name != "sgd":
+      _fail(s, "nesterov", self.nesterov, "nesterov applies to optim.name = 'sgd' only")
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStoppingConfig:
+  """Keras 3 `EarlyStopping` arguments (verbose aside); see `jaxlstm.early_stopping`."""
+  monitor: str = "val_loss"
+  min_delta: float = 0.0
+  patience: int = 0
+  mode: str = "auto"
+  baseline: float | None = None
+  restore_best_weights: bool = False
+  start_from_epoch: int = 0
+
+  def __post_init__(self):
+    s = "train.early_stopping"
+    if not isinstance(self.monitor, str) or not self.monitor:
+      _fail(s, "monitor", self.monitor, "expected a history key such as 'val_loss'")
+    _number(s, "min_delta", self.min_delta)
+    object.__setattr__(self, "min_delta", abs(self.min_delta))
+    _positive_int(s, "patience", self.patience, minimum=0)
+    _choice(s, "mode", self.mode, ES_MODES)
+    _number(s, "baseline", self.baseline, allow_none=True)
+    _positive_int(s, "start_from_epoch", self.start_from_epoch, minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReduceLRConfig:
+  """Keras 3 `ReduceLROnPlateau` arguments (verbose aside)."""
+  monitor: str = "val_loss"
+  factor: float = 0.1
+  patience: int = 10
+  mode: str = "auto"
+  min_delta: float = 1e-4
+  cooldown: int = 0
+  min_lr: float = 0.0
+
+  def __post_init__(self):
+    s = "train.reduce_lr"
+    _number(s, "factor", self.factor, low=0.0, high=1.0, low_open=True, high_open=True)
+    _positive_int(s, "patience", self.patience, minimum=0)
+    _choice(s, "mode", self.mode, ES_MODES)
+    _number(s, "min_delta", self.min_delta, low=0.0)
+    _positive_int(s, "cooldown", self.cooldown, minimum=0)
+    _number(s, "min_lr", self.min_lr, low=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The training loop.
+
+  Attributes:
+    epochs: passes over the training data.
+    batch_size: samples per step; 0 means the whole training set as one batch.
+      A last partial batch is kept (masked), never dropped, as in Keras.
+    shuffle: reshuffle the training samples each epoch (Keras' default).
+    loss, metrics: names in LOSSES / METRICS.
+    vary: which random streams differ between repeats. A stream left out is
+      held fixed (every repeat uses repeat 0's draw), e.g. `("shuffle",)`
+      gives every repeat the same initial weights but its own data order.
+    early_stopping, reduce_lr: Keras-style per-seed callbacks, or None.
+    checkpoint_every: save the full training state every this many epochs
+      (at chunk boundaries) so a killed run resumes; 0 disables.
+  """
+  epochs: int = 500
+  batch_size: int = 32
+  shuffle: bool = True
+  loss: str = "mse"
+  metrics: tuple[str, ...] = ()
+  vary: tuple[str, ...] = STREAMS
+  early_stopping: EarlyStoppingConfig | None = None
+  reduce_lr: ReduceLRConfig | None = None
+  checkpoint_every: int = 0
+
+  def __post_init__(self):
+    s = "train"
+    _positive_int(s, "epochs", self.epochs)
+    _positive_int(s, "batch_size", self.batch_size, minimum=0)
+    if not isinstance(self.shuffle, bool):
+      _fail(s, "shuffle", self.shuffle, "expected true or false")
+    _choice(s, "loss", self.loss, LOSSES)
+    metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
+    for metric in metrics:
+      _choice(s, "metrics", metric, METRICS)
+    object.__setattr__(self, "metrics", metrics)
+    vary = (self.vary,) if isinstance(self.vary, str) else tuple(self.vary)
+    for stream in vary:
+      _choice(s, "vary", stream, STREAMS)
+    object.__setattr__(self, "vary", tuple(sorted(set(vary), key=STREAMS.index)))
+    if isinstance(self.early_stopping, Mapping):
+      object.__setattr__(self, "early_stopping", _section(EarlyStoppingConfig, self.early_stopping, "train.early_stopping"))
+    if isinstance(self.reduce_lr, Mapping):
+      object.__setattr__(self, "reduce_lr", _section(ReduceLRConfig, self.reduce_lr, "train.reduce_lr"))
+    _positive_int(s, "checkpoint_every", self.checkpoint_every, minimum=0)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+_NESTED = {"train.early_stopping": EarlyStoppingConfig, "train.reduce_lr": ReduceLRConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The root config: one grid point of an experiment."""
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+  def __post_init__(self):
+    for name, cls in _SECTIONS.items():
+      value = getattr(self, name)
+      if isinstance(value, Mapping):
+        object.__setattr__(self, name, _section(cls, value, name))
+      elif not isinstance(value, cls):
+        raise ConfigError(f"Config.{name} must be a {cls.__name__} or a mapping, got {type(value).__name__}.")
+    _check_cross_fields(self)
+
+  def __hash__(self):
+    return hash(self.config_id)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> Config:
+    """Build from a nested dict (as `to_dict` gives, or as read from JSON/TOML)."""
+    if not isinstance(d, Mapping):
+      raise ConfigError(f"expected a mapping of config sections, got {type(d).__name__}.")
+    _reject_unknown(d, list(_SECTIONS), "")
+    return cls(**{k: _section(_SECTIONS[k], v, k) for k, v in d.items()})
+
+  def to_dict(self) -> dict[str, Any]:
+    """Nested plain dict (JSON-safe: tuples become lists)."""
+    return json.loads(_canonical_json(dataclasses.asdict(self)))
+
+  def override(self, changes: Mapping[str, Any] | None = None, **kwargs) -> Config:
+    """Return a copy with dotted fields replaced: `cfg.override({"model.cells": 5})`.
+
+    Values given as strings (from a command line) are converted to the field's
+    type. Unknown names get a "did you mean".
+    """
+    changes = {**(changes or {}), **kwargs}
+    d = self.to_dict()
+    for dotted, value in changes.items():
+      path = _resolve_path(dotted)
+      target = d
+      for part in path[:-1]:
+        if target.get(part) is None:
+          target[part] = {}
+        target = target[part]
+      target[path[-1]] = parse_value(dotted, value) if isinstance(value, str) else value
+    return Config.from_dict(d)
+
+  def get(self, dotted: str) -> Any:
+    """Value of a dotted field, e.g. `cfg.get("optim.learning_rate")`."""
+    value: Any = self
+    for part in _resolve_path(dotted):
+      value = getattr(value, part) if value is not None else None
+    return value
+
+  @property
+  def config_id(self) -> str:
+    """Stable 12-hex-digit id: a hash of the canonical JSON of the config."""
+    return hashlib.sha256(_canonical_json(self.to_dict()).encode()).hexdigest()[:12]
+
+
+def _check_cross_fields(cfg: Config) -> None:
+  m, t = cfg.model, cfg.train
+  if t.loss == "categorical_crossentropy" and m.output_activation != "softmax":
+    raise ConfigError(
+        f"train.loss = 'categorical_crossentropy' needs model.output_activation = 'softmax', "
+        f"got {m.output_activation!r}.")
+  if t.loss == "binary_crossentropy" and m.output_activation != "sigmoid":
+    raise ConfigError(
+        f"train.loss = 'binary_crossentropy' needs model.output_activation = 'sigmoid', "
+        f"got {m.output_activation!r}.")
+  if m.architecture == "encoder_decoder" and m.return_sequences:
+    raise ConfigError("model.return_sequences does not apply to architecture 'encoder_decoder' "
+                      "(its decoder always returns sequences); set it to false.")
+
+
+def _canonical_json(obj: Any) -> str:
+  return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(obj):
+  if isinstance(obj, tuple):
+    return list(obj)
+  if isinstance(obj, Mapping):
+    return dict(obj)
+  raise TypeError(f"not JSON-serialisable: {obj!r}")
+
+
+def _reject_unknown(d: Mapping[str, Any], names: Sequence[str], prefix: str) -> None:
+  for bad in d.keys() - set(names):
+    full = [prefix + n for n in names]
+    hint = difflib.get_close_matches(prefix + str(bad), full, n=1)
+    extra = f" Did you mean {hint[0]!r}?" if hint else ""
+    raise ConfigError(f"Unknown config field {prefix + str(bad)!r}.{extra} "
+                      f"Known fields: {', '.join(full)}.")
+
+
+def _section(cls, value, name):
+  if isinstance(value, cls):
+    return value
+  if value is None and name in _NESTED:
+    return None
+  if not isinstance(value, Mapping):
+    raise ConfigError(f"{name} must be a mapping of fields, got {value!r}.")
+  names = [f.name for f in dataclasses.fields(cls)]
+  _reject_unknown(value, names, name + ".")
+  kwargs = dict(value)
+  for key in ("early_stopping", "reduce_lr"):
+    nested = f"{name}.{key}"
+    if nested in _NESTED and kwargs.get(key) is not None:
+      kwargs[key] = _section(_NESTED[nested], kwargs[key], nested)
+  for f in dataclasses.fields(cls):
+    if f.name in kwargs and isinstance(kwargs[f.name], list):
+      kwargs[f.name] = tuple(kwargs[f.name])
+  try:
+    return cls(**kwargs)
+  except TypeError as e:  # e.g. a wrong value type reaching a comparison
+    raise ConfigError(f"{name}: {e}") from None
+
+
+def all_fields() -> list[str]:
+  """Every dotted field name, e.g. 'model.cells', 'train.early_stopping.patience'."""
+  names = []
+  for section, cls in _SECTIONS.items():
+    for f in dataclasses.fields(cls):
+      dotted = f"{section}.{f.name}"
+      if dotted in _NESTED:
+        names += [f"{dotted}.{g.name}" for g in dataclasses.fields(_NESTED[dotted])]
+      names.append(dotted)
+  return names
+
+
+def _resolve_path(dotted: str) -> list[str]:
+  if dotted not in all_fields() and not dotted.startswith("data.options."):
+    hint = difflib.get_close_matches(dotted, all_fields(), n=1)
+    if not hint:  # a bare field name: 'cells' -> 'model.cells'
+      hint = [n for n in all_fields() if n.endswith("." + dotted)][:1]
+    extra = f" Did you mean {hint[0]!r}?" if hint else ""
+    raise ConfigError(f"Unknown config field {dotted!r}.{extra} "
+                      f"Use dotted names such as 'model.cells' or 'optim.learning_rate'.")
+  return dotted.split(".")
+
+
+def _field_type(dotted: str):
+  path = dotted.split(".")
+  if path[:2] == ["data", "options"]:
+    return Any
+  cls = _SECTIONS[path[0]]
+  for i, part in enumerate(path[1:], start=1):
+    hints = typing.get_type_hints(cls)
+    tp = hints[part]
+    if i < len(path) - 1:
+      cls = _NESTED[".".join(path[: i + 1])]
+  return tp
+
+
+def parse_value(dotted: str, text: str) -> Any:
+  """Convert a command-line string to the type of field `dotted`.
+
+  Raises:
+    ConfigError: naming the field, the text and the expected type.
+  """
+  tp = _field_type(dotted)
+  args = typing.get_args(tp)
+  optional = type(None) in args
+  if optional:
+    tp = next(a for a in args if a is not type(None))
+  text = text.strip()
+  if optional and text.lower() in ("none", "null", ""):
+    return None
+  origin = typing.get_origin(tp)
+  try:
+    if tp is bool:
+      lowered = text.lower()
+      if lowered in ("true", "1", "yes", "on"):
+        return True
+      if lowered in ("false", "0", "no", "off"):
+        return False
+      raise ValueError
+    if tp is int:
+      return int(text)
+    if tp is float:
+      return float(text)
+    if tp is str:
+      return text
+    if origin is tuple:
+      (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+      parts = [p for p in text.replace(";", "/").split("/") if p.strip()] if text else []
+      return tuple(item(p.strip()) for p in parts)
+    if tp is Any or origin in (Mapping, dict) or tp in (EarlyStoppingConfig, ReduceLRConfig):
+      return json.loads(text)
+  except (ValueError, json.JSONDecodeError):
+    pass
+  else:
+    return text
+  name = getattr(tp, "__name__", str(tp))
+  raise ConfigError(f"{dotted} = {text!r} is not a valid {name}.")
+
+
+def expand_grid(base: Config, grid: Mapping[str, Iterable[Any]]) -> list[Config]:
+  """All configs of the Cartesian product of `grid` (dotted key -> values), in order.
+
+  The first key varies slowest, as in nested for-loops written in grid order.
+  """
+  keys = list(grid)
+  for key in keys:
+    _resolve_path(key)
+  values = [list(grid[k]) for k in keys]
+  for key, vals in zip(keys, values):
+    if not vals:
+      raise ConfigError(f"grid {key!r} has no values; give at least one.")
+  configs = [base.override(dict(zip(keys, combo))) for combo in itertools.product(*values)]
+  ids = [c.config_id for c in configs]
+  if len(set(ids)) != len(ids):
+    raise ConfigError("the grid repeats a config (two grid points resolve to the same values).")
+  return configs
+
+
+def static_key(cfg: Config, *, pad_cells: bool = False) -> str:
+  """Canonical text of the static part of `cfg`: configs with equal keys share a compile.
+
+  Traced fields only contribute whether they are in use. With `pad_cells`, the
+  cell count is left out too where padding is exact (see `can_pad_cells`).
+  """
+  d = cfg.to_dict()
+  for dotted in TRACED_FIELDS:
+    section, name = dotted.split(".")
+    value = d[section][name]
+    d[section][name] = None if value is None else bool(value)
+  if pad_cells and can_pad_cells(cfg):
+    d["model"]["cells"] = "padded"
+  return _canonical_json(d)
+
+
+def can_pad_cells(cfg: Config) -> bool:
+  """Whether `cfg` can run padded to more cells with results equal to its own width.
+
+  Padded units start at zero and get exactly zero gradients for plain stacked
+  LSTM/GRU layers; layer norm (statistics over units), dropout (mask shapes),
+  a learned initial state and the other architectures are left unpadded.
+  """
+  m = cfg.model
+  return (m.architecture == "vanilla" and not m.layer_norm and not m.learn_initial_state
+          and m.dropout == 0 and m.recurrent_dropout == 0 and m.input_projection == 0
+          and m.tbptt == 0)

@@ -1,0 +1,74 @@
+"""The only place an integer becomes a PRNG key.
+
+Repeat i of a config gets `fold_in(fold_in(key(seed), config_number), i)`: it
+depends on (seed, config, i) alone, never on how many repeats run, so the
+first 30 repeats of a 100-repeat run equal a 30-repeat run. Each source of
+randomness draws from its own named stream of that key, so one source can be
+held fixed across repeats while another varies (`train.vary`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlstm.config import STREAMS, Config
+
+# Fixed stream numbers: part of the reproducibility contract, never renumber.
+_STREAM_NUMBER = {"init": 1, "shuffle": 2, "dropout": 3, "split": 4}
+
+
+class StreamKeys(NamedTuple):
+  """One key per source of randomness; leaves are `[repeats]` key arrays when stacked."""
+  init: jax.Array
+  shuffle: jax.Array
+  dropout: jax.Array
+  split: jax.Array
+
+
+def config_number(config: Config | str) -> int:
+  """The config id as a uint32-safe integer for `fold_in`."""
+  config_id = config if isinstance(config, str) else config.config_id
+  return int(config_id[:8], 16)
+
+
+def repeat_keys(seed: int, config: Config | str, repeats: int | Sequence[int]) -> jax.Array:
+  """Keys of repeats `range(repeats)` (or the given repeat indices) of `config`.
+
+  Returns:
+    `[repeats]` typed key array.
+  """
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+  indices = np.arange(repeats) if np.isscalar(repeats) else np.asarray(repeats)
+  base = jax.random.fold_in(jax.random.key(int(seed)), config_number(config))
+  return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices, jnp.uint32))
+
+
+def stream_keys(keys: jax.Array, vary: Sequence[str] = STREAMS) -> StreamKeys:
+  """Split repeat keys into named streams; streams not in `vary` use repeat 0's key.
+
+  Args:
+    keys: `[repeats]` repeat keys whose first entry is repeat 0 of the config
+      (the held-fixed draw comes from there).
+    vary: the streams that differ between repeats.
+  """
+  streams = {}
+  for name, number in _STREAM_NUMBER.items():
+    per_repeat = jax.vmap(lambda k, n=number: jax.random.fold_in(k, n))(keys)
+    if name not in vary:
+      per_repeat = jnp.broadcast_to(per_repeat[:1], per_repeat.shape)
+    streams[name] = per_repeat
+  return StreamKeys(**streams)
+
+
+def member_keys(seed: int, config: Config, repeats: int | Sequence[int]) -> StreamKeys:
+  """Stream keys of the given repeats of `config` (honouring `config.train.vary`)."""
+  indices = np.arange(repeats) if np.isscalar(repeats) else np.asarray(repeats)
+  # Held-fixed streams come from repeat 0, whichever repeats are asked for.
+  with_zero = np.concatenate([[0], indices])
+  keys = stream_keys(repeat_keys(seed, config, with_zero), config.train.vary)
+  return jax.tree.map(lambda k: k[1:], keys)

@@ -1,0 +1,57 @@
+"""Per-sample losses and metrics on network logits, Keras' definitions.
+
+Every function maps logits and targets `[batch, ...]` to `[batch]`: the mean
+over all non-batch entries, as Keras' `sum_over_batch_size` reduction does
+once the batch mean is taken. Cross-entropies are computed from logits
+(log-softmax / log-sigmoid), which equals Keras' probability form without
+its 1e-7 clipping of probabilities.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxlstm.models import activate
+
+
+def _per_sample(values: jax.Array) -> jax.Array:
+  return values.reshape(values.shape[0], -1).mean(axis=1)
+
+
+def mse(logits, targets, output_activation="linear"):
+  return _per_sample(jnp.square(activate(logits, output_activation) - targets))
+
+
+def mae(logits, targets, output_activation="linear"):
+  return _per_sample(jnp.abs(activate(logits, output_activation) - targets))
+
+
+def binary_crossentropy(logits, targets, output_activation="sigmoid"):
+  del output_activation
+  # -[y log s(z) + (1 - y) log(1 - s(z))] = softplus(z) - y z, stable for any z.
+  return _per_sample(jax.nn.softplus(logits) - targets * logits)
+
+
+def categorical_crossentropy(logits, targets, output_activation="softmax"):
+  del output_activation
+  per_step = -jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+  return per_step.reshape(per_step.shape[0], -1).mean(axis=1)
+
+
+def accuracy(logits, targets, output_activation="softmax"):
+  """Keras' 'accuracy' for the head: argmax match (softmax) or threshold 0.5 (sigmoid)."""
+  if output_activation == "softmax":
+    hits = jnp.argmax(logits, -1) == jnp.argmax(targets, -1)
+    return hits.reshape(hits.shape[0], -1).mean(axis=1).astype(jnp.float32)
+  hits = (logits > 0.0) == (targets > 0.5)  # sigmoid(z) > 0.5  <=>  z > 0
+  return _per_sample(hits.astype(jnp.float32))
+
+
+LOSSES: dict[str, Callable] = {
+    "mse": mse, "mae": mae,
+    "binary_crossentropy": binary_crossentropy,
+    "categorical_crossentropy": categorical_crossentropy,
+}
+METRICS: dict[str, Callable] = {"mse": mse, "mae": mae, "accuracy": accuracy}
