@@ -103,8 +103,8 @@ def check_dataset(ds: Dataset) -> None:
     raise ValueError(f"y_val has per-sample shape {ds.y_val.shape[1:]} but y_train has {ds.y_train.shape[1:]}.")
 
 
-# Shared by every generated problem: the hints the trainer needs to pick a head
-# and a loss (names as in jaxlstm.config's OUTPUT_ACTIVATIONS/LOSSES/METRICS).
+# The head, loss and metrics each kind of task suggests, in metadata so a
+# script can configure a model from the data (names as in jaxlstm.config).
 _REGRESSION = {"output_activation": "linear", "loss": "mse", "metrics": ["mae"]}
 _BINARY = {"output_activation": "sigmoid", "loss": "binary_crossentropy", "metrics": ["accuracy"]}
 _CATEGORICAL = {"output_activation": "softmax", "loss": "categorical_crossentropy", "metrics": ["accuracy"]}

@@ -102,7 +102,7 @@ def resolve_dataset(config: Config, dataset: Dataset | None = None) -> Dataset:
   split = config.data.validation_split
   if split:
     n = dataset.x_train.shape[0]
-    n_val = int(n * split)  # Keras: the last fraction, before shuffling
+    n_val = n - int(math.floor(n * (1.0 - split)))  # Keras: the last fraction, before shuffling
     if n_val < 1 or n_val >= n:
       raise ConfigError(f"data.validation_split = {split} leaves {n_val} of {n} samples for validation; "
                         "choose a fraction that keeps at least one sample on each side.")
@@ -152,13 +152,6 @@ def check_compatible(config: Config, dataset: Dataset) -> None:
           f"train.{name}.monitor = {callback.monitor!r} is not a history key of this config"
           + (f"; did you mean {hint[0]!r}" if hint else "")
           + f". Known keys: {', '.join(known)}.")
-
-
-def reduce_lr_mode(monitor: str, mode: str) -> str:
-  """Keras ReduceLROnPlateau's auto rule (not EarlyStopping's): max if 'acc' is in the name."""
-  if mode != "auto":
-    return mode
-  return "max" if "acc" in monitor else "min"
 
 
 def batch_layout(n: int, batch_size: int) -> tuple[int, int]:
@@ -274,6 +267,12 @@ class Program:
       values[metric] = jnp.mean(losses.METRICS[metric](out, y, act))
     return values
 
+  def epoch_order(self, shuffle_key: jax.Array, epoch: jax.Array) -> jax.Array:
+    """`[n_train]` order in which an epoch visits the training samples."""
+    if not self.config.train.shuffle:
+      return jnp.arange(self.n_train)
+    return jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), self.n_train)
+
   def run_epochs(self, state: TrainState, member: Member, data: Data, n_epochs: int):
     """Train one member for `n_epochs` epochs from `state.epoch`.
 
@@ -319,10 +318,7 @@ class Program:
       epoch = state.epoch
       stopped = state.stopping.stopped if cfg.train.early_stopping is not None else jnp.array(False)
       active = jnp.logical_and(epoch < self.epochs, jnp.logical_not(stopped))
-      if cfg.train.shuffle:
-        order = jax.random.permutation(jax.random.fold_in(member.keys.shuffle, epoch), n)
-      else:
-        order = jnp.arange(n)
+      order = self.epoch_order(member.keys.shuffle, epoch)
       idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]).reshape(steps, batch)
       mask = (jnp.arange(steps * batch) < n).astype(jnp.float32).reshape(steps, batch)
       batch_step = make_batch_step(jax.random.fold_in(member.keys.dropout, epoch))
@@ -343,7 +339,7 @@ class Program:
         lr = state.opt_state.hyperparams["learning_rate"]
         record["learning_rate"] = lr
         reduce_state, new_lr = es.update_reduce_lr(
-            state.reduce_lr, record[rl.monitor], lr, mode=reduce_lr_mode(rl.monitor, rl.mode),
+            state.reduce_lr, record[rl.monitor], lr, mode=es.resolve_mode(rl.monitor, rl.mode),
             factor=rl.factor, patience=rl.patience, min_delta=rl.min_delta, cooldown=rl.cooldown,
             min_lr=rl.min_lr)
         new.opt_state.hyperparams["learning_rate"] = new_lr

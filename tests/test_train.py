@@ -1,0 +1,215 @@
+"""The engine contract (DESIGN §3): seed equivalence, one compile per group, Keras batching, divergence.
+
+Compiles dominate on CPU, so every program is built once per module in a fixture.
+Vmapped members match solo runs to float32 rounding, not bit for bit
+(reference/reliability.md §0 finding 1); PRNG-derived draws match exactly.
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxlstm
+from jaxlstm import losses
+from jaxlstm.config import Config
+from jaxlstm.ensemble import members_of, plan, run_group
+from jaxlstm.train import Member, Program, resolve_dataset
+
+TINY = {"model.cells": 4, "train.epochs": 8, "train.batch_size": 2, "train.shuffle": True}
+
+
+def tiny(**changes) -> Config:
+  return Config().override({**TINY, **changes})
+
+
+def member(members: Member, i: int) -> Member:
+  return jax.tree.map(lambda a: a[i], members)
+
+
+@pytest.fixture(scope="module")
+def base():
+  """A 30-member run of the tiny config plus what a solo run needs."""
+  cfg = tiny()
+  (group,) = plan([cfg], 30)
+  (ens,), info = run_group(group, seed=0)
+  program = Program(cfg, resolve_dataset(cfg))
+  members = members_of(group, 0)
+  return cfg, ens, info, program, members
+
+
+def test_seed_i_of_30_matches_solo_run(base):
+  cfg, ens, info, program, members = base
+  assert info.compiles == 1 and info.epoch_chunks == 1
+  solo_train = jax.jit(program.train)
+  for i in (0, 7, 29):
+    state, history = solo_train(member(members, i))
+    for name in ens.history:
+      np.testing.assert_allclose(ens.history[name][i], history[name], rtol=1e-5, atol=1e-6)
+    chex_close = jax.tree.map(lambda a, b: np.allclose(a[i], b, rtol=1e-5, atol=1e-6), ens.params, state.params)
+    assert all(jax.tree.leaves(chex_close))
+  assert not np.allclose(ens.history["loss"][0], ens.history["loss"][1])
+
+
+def test_random_draws_are_bit_identical_to_solo(base):
+  cfg, ens, info, program, members = base
+  init_all = jax.jit(lambda m: program.init_members(m, ((cfg.model.cells, 30),)))(members)
+  init_one = jax.jit(program.init_params)
+  orders_all = jax.jit(jax.vmap(program.epoch_order, in_axes=(0, None)))(members.keys.shuffle, 3)
+  for i in (0, 13):
+    solo = init_one(members.keys.init[i])
+    same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a[i]), np.asarray(b)), init_all.params, solo)
+    assert all(jax.tree.leaves(same))
+    np.testing.assert_array_equal(orders_all[i], program.epoch_order(members.keys.shuffle[i], 3))
+  assert not np.array_equal(orders_all[0], orders_all[1]) or not np.array_equal(orders_all[0], orders_all[2])
+
+
+def test_repeats_extend(base):
+  """The first 5 repeats of a 12-repeat run equal a 5-repeat run (keys depend on i only)."""
+  cfg = base[0]
+  five = jaxlstm.fit(cfg, repeats=5, seed=3)
+  twelve = jaxlstm.fit(cfg, repeats=12, seed=3)
+  for name in five.history:
+    np.testing.assert_allclose(twelve.history[name][:5], five.history[name], rtol=1e-5, atol=1e-6)
+  other_seed = jaxlstm.fit(cfg, repeats=5, seed=4)
+  assert not np.allclose(other_seed.history["loss"], five.history["loss"])
+
+
+def test_learning_rate_grid_is_one_compile_and_equals_separate_runs():
+  cfg = tiny()
+  configs = jaxlstm.expand_grid(cfg, {"optim.learning_rate": [1e-3, 1e-2, 3e-2]})
+  groups = plan(configs, 4)
+  assert len(groups) == 1
+  ensembles, info = run_group(groups[0], seed=0)
+  assert info.compiles == 1
+  for grid_config, ens in zip(configs, ensembles):
+    alone = jaxlstm.fit(grid_config, repeats=4, seed=0)
+    for name in ens.history:
+      np.testing.assert_allclose(ens.history[name], alone.history[name], rtol=1e-5, atol=1e-6)
+  finals = [e.final("loss").mean() for e in ensembles]
+  assert len(set(np.round(finals, 6))) == 3  # the learning rates really differed
+
+
+def test_no_retrace_on_new_keys(base):
+  cfg, ens, info, program, members = base
+  start = program.make_start(((cfg.model.cells, 30),), cfg.train.epochs)
+  data = program.data()
+  before = program.traces
+  start(members, data)
+  shifted = members._replace(keys=jax.tree.map(jax.vmap(lambda k: jax.random.fold_in(k, 1)), members.keys))
+  start(shifted, data)
+  assert program.traces - before == 1
+
+
+@pytest.mark.parametrize("batch_size,steps", [(1, 5), (2, 3), (3, 2), (5, 1), (32, 1)])
+def test_partial_batches_match_a_plain_keras_style_loop(batch_size, steps):
+  """Keras keeps the last partial batch; epoch loss = batch losses weighted by batch size."""
+  cfg = tiny(**{"train.batch_size": batch_size, "train.epochs": 2, "train.shuffle": False,
+                "optim.learning_rate": 0.01})
+  program = Program(cfg, resolve_dataset(cfg))
+  assert program.steps == steps
+  (group,) = plan([cfg], 1)
+  members = members_of(group, 0)
+  _, history = jax.jit(program.train)(member(members, 0))
+
+  # The reference: a Python loop over epochs and real (unpadded) batches.
+  ds = program.dataset
+  params = program.init_params(members.keys.init[0])
+  tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.01)  # placeholder, replaced below
+  tx = program.tx
+  opt_state = tx.init(params)
+
+  def batch_loss(p, xb, yb):
+    return jnp.mean(losses.mse(program.logits(p, xb), yb))
+
+  expected = []
+  for _ in range(2):
+    total = 0.0
+    for start in range(0, 5, batch_size):
+      xb, yb = ds.x_train[start:start + batch_size], ds.y_train[start:start + batch_size]
+      loss, grads = jax.value_and_grad(batch_loss)(params, xb, yb)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+      total += float(loss) * len(xb)
+    expected.append(total / 5)
+  np.testing.assert_allclose(history["loss"], expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("scheme", ["glorot_uniform", "he_uniform", "random_uniform"])
+def test_uniform_init_bounds_use_keras_fans_of_the_fused_kernel(scheme):
+  cfg = Config().override({"model.cells": 16, "model.kernel_init": scheme})
+  program = Program(cfg, jaxlstm.problems.linear())
+  params = program.init_params(jax.random.key(0))["lstm_0"]
+  kernel = np.asarray(params["kernel"])
+  fan_in, fan_out = kernel.shape  # (features, 4 * units), as Keras computes for the fused kernel
+  assert kernel.shape == (1, 64)
+  limit = {"glorot_uniform": np.sqrt(6 / (fan_in + fan_out)), "he_uniform": np.sqrt(6 / fan_in),
+           "random_uniform": 0.05}[scheme]
+  assert np.abs(kernel).max() <= limit
+  assert np.abs(kernel).max() > 0.8 * limit  # fills the range: not a narrower scheme
+  bias = np.asarray(params["bias"])
+  np.testing.assert_array_equal(bias[16:32], 1.0)  # unit_forget_bias
+  np.testing.assert_array_equal(np.delete(bias, np.s_[16:32]), 0.0)
+
+
+def test_orthogonal_recurrent_kernel_and_normal_scheme_statistics():
+  cfg = Config().override({"model.cells": 32, "model.layers": 1, "model.kernel_init": "glorot_normal"})
+  program = Program(cfg, jaxlstm.problems.linear())
+  params = program.init_params(jax.random.key(1))["lstm_0"]
+  recurrent = np.asarray(params["recurrent_kernel"])  # (32, 128): orthonormal rows
+  np.testing.assert_allclose(recurrent @ recurrent.T, np.eye(32), atol=1e-5)
+  big = Program(Config().override({"model.cells": 64, "model.kernel_init": "glorot_normal"}),
+                dataclasses.replace(jaxlstm.problems.linear()))
+  kernel = np.asarray(big.init_params(jax.random.key(2))["lstm_0"]["kernel"])
+  expected_std = np.sqrt(2 / (1 + 256))  # Keras truncated-normal glorot keeps this variance
+  assert abs(kernel.std() / expected_std - 1) < 0.2
+  no_forget = Program(Config().override({"model.cells": 4, "model.unit_forget_bias": False}),
+                      jaxlstm.problems.linear())
+  assert np.all(np.asarray(no_forget.init_params(jax.random.key(0))["lstm_0"]["bias"]) == 0)
+
+
+def test_poisoned_seed_is_flagged_and_others_untouched():
+  cfg = tiny(**{"optim.learning_rate": 1e-2})
+  exploding = cfg.override({"optim.learning_rate": 1e30})
+  groups = plan([cfg, exploding], 3)
+  assert len(groups) == 1
+  (clean, poisoned), _ = run_group(groups[0], seed=0)
+  assert poisoned.diverged.all() and not clean.diverged.any()
+  assert (poisoned.diverged_epoch >= 0).all()
+  alone = jaxlstm.fit(cfg, repeats=3, seed=0)
+  for name in alone.history:
+    np.testing.assert_allclose(clean.history[name], alone.history[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"model.cells": 0}, "model.cells"),
+    ({"train.epochs": -1}, "train.epochs"),
+    ({"optim.learning_rate": 0.0}, "optim.learning_rate"),
+    ({"model.dropout": 1.0}, "model.dropout"),
+    ({"optim.name": "adamw"}, "optim.name"),
+    ({"model.activation": "gelu"}, "model.activation"),
+    ({"model.kernel_init": "xavier"}, "model.kernel_init"),
+])
+def test_config_errors_name_the_field_before_any_compile(changes, field):
+  with pytest.raises(jaxlstm.ConfigError, match=field.replace(".", r"\.")):
+    Config().override(changes)
+
+
+def test_unknown_key_gets_did_you_mean():
+  with pytest.raises(jaxlstm.ConfigError, match="Did you mean 'model.cells'"):
+    Config().override({"model.cels": 3})
+  with pytest.raises(jaxlstm.ConfigError, match="Did you mean 'model.cells'"):
+    Config.from_dict({"model": {"celss": 3}})
+
+
+def test_data_errors_raise_before_compile():
+  cfg = tiny(**{"train.early_stopping": {"monitor": "val_acc"}})
+  with pytest.raises(jaxlstm.ConfigError, match="monitor"):
+    jaxlstm.fit(cfg, repeats=2)
+  bad = jaxlstm.problems.linear()
+  with pytest.raises(ValueError, match="x_train"):
+    dataclasses.replace(bad, x_train=np.full((5, 1, 1), np.nan))
+  with pytest.raises(ValueError, match=r"\[samples, time, features\]"):
+    dataclasses.replace(bad, x_train=np.zeros((5, 1)))
