@@ -190,8 +190,7 @@ def estimate_member_bytes(program: Program) -> int:
 
 def members_of(group: Group, seed: int) -> Member:
   """Stacked keys and traced hyper-parameters of every (config, repeat) of a group."""
-  keys = [keys_lib.member_keys(seed, cfg, group.repeats) for cfg in group.configs]
-  stacked_keys = jax.tree.map(lambda *k: jnp.concatenate(k), *keys)
+  stacked_keys = keys_lib.group_keys(seed, group.configs, group.repeats)
   hparams = [member_hparams(cfg) for cfg in group.configs]
   names = hparams[0].keys()
   stacked = {n: jnp.asarray(np.repeat([h[n] for h in hparams], group.repeats), jnp.float32) for n in names}

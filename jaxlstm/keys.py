@@ -8,6 +8,7 @@ held fixed across repeats while another varies (`train.vary`).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -67,8 +68,36 @@ def stream_keys(keys: jax.Array, vary: Sequence[str] = STREAMS) -> StreamKeys:
 
 def member_keys(seed: int, config: Config, repeats: int | Sequence[int]) -> StreamKeys:
   """Stream keys of the given repeats of `config` (honouring `config.train.vary`)."""
+  return group_keys(seed, [config], repeats)
+
+
+def group_keys(seed: int, configs: Sequence[Config], repeats: int | Sequence[int]) -> StreamKeys:
+  """Stream keys of every (config, repeat), config-major: leaves `[len(configs) * repeats]`.
+
+  One compiled call for the whole group (op-by-op key derivation costs a
+  compile per primitive). All configs must share `train.vary`.
+  """
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+  vary = {c.train.vary for c in configs}
+  if len(vary) != 1:
+    raise ValueError(f"configs of one group must share train.vary, got {sorted(vary)}.")
   indices = np.arange(repeats) if np.isscalar(repeats) else np.asarray(repeats)
-  # Held-fixed streams come from repeat 0, whichever repeats are asked for.
-  with_zero = np.concatenate([[0], indices])
-  keys = stream_keys(repeat_keys(seed, config, with_zero), config.train.vary)
-  return jax.tree.map(lambda k: k[1:], keys)
+  numbers = np.asarray([config_number(c) for c in configs], np.uint32)
+  return _group_keys(np.uint32(seed), numbers, indices.astype(np.uint32), vary.pop())
+
+
+@functools.partial(jax.jit, static_argnames="vary")
+def _group_keys(seed, numbers, indices, vary):
+  def one_config(number):
+    base = jax.random.fold_in(jax.random.key(seed), number)
+    fold = jax.vmap(lambda i: jax.random.fold_in(base, i))
+    keys = fold(indices)
+    fixed = fold(jnp.zeros((1,), jnp.uint32))  # held-fixed streams use repeat 0
+    streams = {}
+    for name, stream in _STREAM_NUMBER.items():
+      source = keys if name in vary else jnp.broadcast_to(fixed, keys.shape)
+      streams[name] = jax.vmap(lambda k, n=stream: jax.random.fold_in(k, n))(source)
+    return StreamKeys(**streams)
+  per_config = jax.vmap(one_config)(numbers)
+  return jax.tree.map(lambda k: k.reshape(-1), per_config)
