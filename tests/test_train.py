@@ -213,3 +213,16 @@ def test_data_errors_raise_before_compile():
     dataclasses.replace(bad, x_train=np.full((5, 1, 1), np.nan))
   with pytest.raises(ValueError, match=r"\[samples, time, features\]"):
     dataclasses.replace(bad, x_train=np.zeros((5, 1)))
+
+
+def test_member_chunks_from_a_memory_budget_equal_one_call(base):
+  cfg = base[0]
+  (group,) = plan([cfg], 10)
+  (whole,), whole_info = run_group(group, seed=0)
+  (chunked,), info = run_group(group, seed=0, max_members_per_call=4)
+  assert whole_info.member_chunks == 1 and info.member_chunks == 3
+  assert info.compiles == 1  # equal chunks (the last padded with a repeat) share one program
+  for name in whole.history:
+    np.testing.assert_allclose(chunked.history[name], whole.history[name], rtol=1e-5, atol=1e-6)
+  (budgeted,), budget_info = run_group(group, seed=0, memory_budget=1)
+  assert budget_info.member_chunks == 10  # a budget below one member runs one member per call
