@@ -38,6 +38,8 @@ SCHEDULES = ("constant", "exponential", "cosine", "warmup_cosine", "piecewise")
 LOSSES = ("mse", "mae", "binary_crossentropy", "categorical_crossentropy")
 METRICS = ("mse", "mae", "accuracy")
 STREAMS = ("init", "shuffle", "dropout", "split")
+SCALINGS = ("none", "minmax", "standard")
+ENCODINGS = ("onehot", "integer")
 ES_MODES = ("auto", "min", "max")
 
 # Continuous hyper-parameters that are per-member runtime inputs (never baked
@@ -98,11 +100,18 @@ class DataConfig:
       0 keeps the problem's own validation set.
     resplit: if > 0, each repeat draws its own random train/validation split of
       all the data with this validation fraction, from its `split` key.
+    scaling: "none", "minmax" or "standard": fitted on the training part only
+      (`jaxlstm.prep.prepare`); regression targets are scaled too and scores
+      stay in scaled units (`prep.to_original_units` maps predictions back).
+    encoding: "onehot" keeps one-hot inputs; "integer" replaces each one-hot
+      step by its integer code scaled to [0, 1] (one feature).
   """
   problem: str = "linear"
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   validation_split: float = 0.0
   resplit: float = 0.0
+  scaling: str = "none"
+  encoding: str = "onehot"
 
   def __post_init__(self):
     _choice("data", "problem", self.problem, PROBLEMS)
@@ -111,6 +120,8 @@ class DataConfig:
     object.__setattr__(self, "options", dict(self.options))
     _number("data", "validation_split", self.validation_split, low=0.0, high=1.0, high_open=True)
     _number("data", "resplit", self.resplit, low=0.0, high=1.0, high_open=True)
+    _choice("data", "scaling", self.scaling, SCALINGS)
+    _choice("data", "encoding", self.encoding, ENCODINGS)
     if self.validation_split and self.resplit:
       _fail("data", "resplit", self.resplit,
             "use either validation_split or resplit, not both (set one to 0)")

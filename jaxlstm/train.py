@@ -99,6 +99,8 @@ def resolve_dataset(config: Config, dataset: Dataset | None = None) -> Dataset:
       dataset = problems.make(config.data.problem, **config.data.options)
     except (TypeError, ValueError) as e:
       raise ConfigError(f"data.options for problem {config.data.problem!r}: {e}") from None
+  if config.data.encoding == "integer":
+    dataset = integer_encoded(dataset)
   split = config.data.validation_split
   if split:
     n = dataset.x_train.shape[0]
@@ -109,7 +111,24 @@ def resolve_dataset(config: Config, dataset: Dataset | None = None) -> Dataset:
     dataset = dataclasses.replace(
         dataset, x_train=dataset.x_train[: n - n_val], y_train=dataset.y_train[: n - n_val],
         x_val=dataset.x_train[n - n_val:], y_val=dataset.y_train[n - n_val:])
+  if config.data.scaling != "none":
+    from jaxlstm import prep
+    dataset = prep.prepare(dataset, config.data.scaling)
   return dataset
+
+
+def integer_encoded(dataset: Dataset) -> Dataset:
+  """Replace one-hot input steps `[.., classes]` by their code scaled to [0, 1]: `[.., 1]`."""
+  x = dataset.x_train
+  onehot = x.shape[-1] > 1 and np.isin(x, (0.0, 1.0)).all() and np.allclose(x.sum(-1), 1.0)
+  if not onehot:
+    raise ConfigError(f"data.encoding = 'integer' needs one-hot inputs, but problem {dataset.name!r} "
+                      "inputs are not one-hot; use data.encoding = 'onehot'.")
+  classes = x.shape[-1]
+  encode = lambda a: (np.argmax(a, -1)[..., None] / (classes - 1)).astype(np.float32)
+  metadata = {**dataset.metadata, "encoding": "integer", "classes": classes}
+  return dataclasses.replace(dataset, x_train=encode(x), x_val=encode(dataset.x_val) if dataset.x_val.size
+                             else dataset.x_val[..., :1], metadata=metadata)
 
 
 def check_compatible(config: Config, dataset: Dataset) -> None:

@@ -226,3 +226,18 @@ def test_member_chunks_from_a_memory_budget_equal_one_call(base):
     np.testing.assert_allclose(chunked.history[name], whole.history[name], rtol=1e-5, atol=1e-6)
   (budgeted,), budget_info = run_group(group, seed=0, memory_budget=1)
   assert budget_info.member_chunks == 10  # a budget below one member runs one member per call
+
+
+def test_data_encoding_and_scaling_fields():
+  echo = Config().override({"data.problem": "echo", "data.options": {"n_train": 20, "n_val": 6},
+                            "data.encoding": "integer", "model.output_activation": "softmax",
+                            "train.loss": "categorical_crossentropy"})
+  ds = resolve_dataset(echo)
+  onehot = jaxlstm.problems.make("echo", n_train=20, n_val=6)
+  assert ds.x_train.shape == (20, 5, 1)
+  np.testing.assert_allclose(ds.x_train[..., 0] * 9, onehot.x_train.argmax(-1))
+  with pytest.raises(jaxlstm.ConfigError, match="data.encoding"):
+    resolve_dataset(Config().override({"data.encoding": "integer"}))  # linear inputs are not one-hot
+  scaled = resolve_dataset(Config().override({"data.scaling": "minmax"}))
+  assert scaled.x_train.min() == 0.0 and scaled.x_train.max() == 1.0  # fitted on training data only
+  assert scaled.x_val.max() > 1.0  # validation lies beyond the training range in the linear problem
