@@ -18,10 +18,9 @@ __all__ = [
 def __getattr__(name):
   # Lazy: `stats` pulls scipy/pandas and `load_run` pulls orbax; scripts that
   # only train should not pay for them at import.
-  if name == "stats":
-    from jaxlstm import stats
-    return stats
+  import importlib
+  if name in ("stats", "diagnose", "plots", "prep", "report", "store"):
+    return importlib.import_module(f"jaxlstm.{name}")
   if name == "load_run":
-    from jaxlstm.store import load_run
-    return load_run
+    return importlib.import_module("jaxlstm.store").load_run
   raise AttributeError(f"module 'jaxlstm' has no attribute {name!r}")

@@ -1,0 +1,825 @@
+"""The results folder of a sweep: manifest, per-config files, tables, checkpoints, resume.
+
+Layout (DESIGN §5)::
+
+  <run>/
+    manifest.json          the study (base config, grid, repeats, seed, data fingerprints),
+                           versions, device, per-config status and per-seed outcomes,
+                           per-group compile/run seconds, one entry per session
+    configs/<id>.json      the resolved config of each grid point (`Config.from_dict`)
+    histories/<id>.npz     metric -> [seeds, epochs] float32 (np.load(allow_pickle=False))
+    checkpoints/<id>/      orbax: the final params of every seed (leading axis = seeds)
+    state/<key>/           orbax epoch checkpoints of a group in flight (train.checkpoint_every)
+    scores.csv             one row per (config, seed), rebuilt from the files above
+    summary.csv            one row per config: describe() columns of the final val_loss + more
+    plots/*.png, report.md
+
+Resume contract: a config is *done* when the manifest says so; the manifest is
+written (atomically) only after the config's history and checkpoint are on
+disk, so it is the commit point. Everything else (tables, plots, report) is
+derived from the per-config files in study order and can be rebuilt at any
+time; rebuilt tables are byte-identical to those of an uninterrupted run.
+Every file is written to a temporary file in its own folder and moved into
+place with `os.replace`; leftovers of a crash (`*.tmp`, orbax tmp dirs) are
+never trusted and are deleted by `clean_leftovers`.
+
+This is the only module that imports orbax. Nothing here loads pickle: JSON,
+CSV, `.npz` with `allow_pickle=False`, and orbax checkpoints only.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import io
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+SUMMARY_METRIC = "val_loss"
+ORBAX_TMP = ".orbax-checkpoint-tmp"
+
+
+# ---------------------------------------------------------------------------
+# Atomic files.
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> bool:
+  """Write `data` to `path` atomically (temp file in the same folder, then `os.replace`).
+
+  A file that already holds exactly `data` is left untouched, so rebuilding an
+  unchanged table keeps its modification time.
+
+  Returns:
+    Whether the file was (re)written.
+  """
+  path = Path(path)
+  try:
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+      return False
+  except OSError:
+    pass
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())  # a power cut must not leave a renamed but empty file
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return True
+
+
+def write_text(path: str | os.PathLike, text: str) -> bool:
+  """`write_bytes` of UTF-8 text."""
+  return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> bool:
+  """Write `obj` as indented, key-sorted JSON (NaN is refused: JSON has none).
+
+  Lists of scalars stay on one line, so per-seed arrays do not take a line
+  per seed. (Only whitespace around newlines is removed, and a JSON string
+  never holds a raw newline, so no value changes.)
+  """
+  text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=False)
+  text = re.sub(r"\[[^\[\]{}]*\]",
+                lambda m: re.sub(r"\n\s*", "", re.sub(r",\n\s*", ", ", m.group(0))), text)
+  return write_text(path, text + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def clean_leftovers(run_dir: str | os.PathLike) -> list[str]:
+  """Delete what a crash can leave behind: our `*.tmp` files, plot temp files, orbax tmp dirs.
+
+  Returns:
+    The removed paths, relative to `run_dir` (for a warning).
+  """
+  run_dir = Path(run_dir)
+  removed = []
+  if not run_dir.is_dir():
+    return removed
+  for root, dirs, files in os.walk(run_dir, topdown=True):
+    for name in list(dirs):
+      if ORBAX_TMP in name:
+        shutil.rmtree(Path(root, name), ignore_errors=True)
+        dirs.remove(name)
+        removed.append(os.path.relpath(Path(root, name), run_dir))
+    for name in files:
+      # ".tmp-*.png" is what jaxlstm.plots.save writes before its rename.
+      if name.endswith(".tmp") or name.startswith(".tmp-"):
+        Path(root, name).unlink(missing_ok=True)
+        removed.append(os.path.relpath(Path(root, name), run_dir))
+  return sorted(removed)
+
+
+# ---------------------------------------------------------------------------
+# Per-config files.
+
+
+def config_path(run_dir, config_id: str) -> Path:
+  return Path(run_dir, "configs", f"{config_id}.json")
+
+
+def history_path(run_dir, config_id: str) -> Path:
+  return Path(run_dir, "histories", f"{config_id}.npz")
+
+
+def checkpoint_path(run_dir, config_id: str) -> Path:
+  return Path(run_dir, "checkpoints", config_id)
+
+
+def save_history(run_dir, config_id: str, history: Mapping[str, np.ndarray]) -> None:
+  """Write one config's history: metric -> `[seeds, epochs]` float32, in metric order."""
+  buffer = io.BytesIO()
+  np.savez(buffer, **{k: np.asarray(v, np.float32) for k, v in history.items()})
+  write_bytes(history_path(run_dir, config_id), buffer.getvalue())
+
+
+def load_history(run_dir, config_id: str) -> dict[str, np.ndarray]:
+  """One config's history as saved: metric -> `[seeds, epochs]` (never unpickles)."""
+  with np.load(history_path(run_dir, config_id), allow_pickle=False) as npz:
+    return {name: npz[name] for name in npz.files}
+
+
+def save_params(run_dir, config_id: str, params: Any) -> None:
+  """Write the stacked final params of one config as an orbax checkpoint (replacing any old one).
+
+  An existing checkpoint of a config that is not marked done is untrusted (a
+  crash between the save and the manifest's commit), so it is replaced.
+  """
+  import orbax.checkpoint as ocp
+  path = checkpoint_path(run_dir, config_id).absolute()
+  if path.is_symlink():
+    raise ValueError(f"refusing to write through the symlink {path}.")
+  if path.exists():
+    shutil.rmtree(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  params = _to_numpy(params)
+  # Synchronous: the manifest must not say "done" before the files are final.
+  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+    checkpointer.save(path, args=ocp.args.StandardSave(params))
+
+
+def load_params(run_dir, config_id: str) -> Any:
+  """The stacked params of one config (numpy leaves) from its orbax checkpoint."""
+  import orbax.checkpoint as ocp
+  path = checkpoint_path(run_dir, config_id).absolute()
+  if path.is_symlink():
+    raise ValueError(f"refusing to load the symlinked checkpoint {path}; copy it into the results folder.")
+  if not path.is_dir():
+    raise FileNotFoundError(f"no checkpoint for config {config_id} at {path}.")
+  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+    return _to_numpy(checkpointer.restore(path))
+
+
+def _to_numpy(tree: Any) -> Any:
+  import jax
+  return jax.tree.map(np.asarray, tree)
+
+
+def checkpoint_complete(path: Path) -> bool:
+  """Whether an orbax checkpoint dir is final (renamed into place, metadata written)."""
+  return path.is_dir() and not path.is_symlink() and (path / "_CHECKPOINT_METADATA").exists()
+
+
+# ---------------------------------------------------------------------------
+# Epoch checkpoints of a group in flight.
+
+
+class StateCheckpointer:
+  """Orbax-backed epoch checkpoints of a group's training state (`run_group(checkpointer=...)`).
+
+  Keeps the latest step only. A step is the number of epochs done; the state
+  (a `TrainState` pytree of stacked members) and the history so far are saved
+  together in one step, so a restore always sees a matching pair. PRNG key
+  leaves, if a state ever holds any, are stored as their raw key data.
+
+  Args:
+    directory: where the steps live (created on the first save).
+    like: the state pytree (arrays or `jax.ShapeDtypeStruct`s), or a callable
+      returning it: gives the structure, shapes and dtypes to restore into.
+      A callable is only called when there is something to restore.
+  """
+
+  def __init__(self, directory: str | os.PathLike, like: Any | Callable[[], Any]):
+    self.directory = Path(directory).absolute()
+    self._like = like
+    self._manager = None
+
+  def _open(self, create: bool):
+    import orbax.checkpoint as ocp
+    if self._manager is None:
+      if not create and not self.directory.is_dir():
+        return None
+      options = ocp.CheckpointManagerOptions(
+          preservation_policy=ocp.checkpoint_managers.LatestN(n=1),
+          cleanup_tmp_directories=True,  # a killed save leaves a tmp dir: never trust it
+          enable_async_checkpointing=False,
+          create=True)
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
+      # The tmp-dir cleanup runs in the background; finish it before reading.
+      self._manager.wait_until_finished()
+    return self._manager
+
+  def restore(self) -> tuple[int, Any, dict[str, np.ndarray]] | None:
+    """`(epochs done, states, history so far)` of the latest step, or None."""
+    import jax
+    import orbax.checkpoint as ocp
+    manager = self._open(create=False)
+    if manager is None or manager.latest_step() is None:
+      return None
+    step = manager.latest_step()
+    like = self._like() if callable(self._like) else self._like
+    leaves, treedef = jax.tree.flatten(like)
+    target = {f"{i:05d}": np.zeros(*_stored_shape_dtype(leaf)) for i, leaf in enumerate(leaves)}
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), history=ocp.args.StandardRestore()))
+    stored = restored["state"]
+    values = []
+    for i, leaf in enumerate(leaves):
+      value = np.asarray(stored[f"{i:05d}"])
+      if _is_key(leaf):
+        # Keys of the project are jax.random.key's default implementation.
+        value = jax.random.wrap_key_data(value)
+      values.append(value)
+    history = {k: np.asarray(v) for k, v in restored["history"].items()}
+    return int(step), jax.tree.unflatten(treedef, values), history
+
+  def save(self, epoch: int, states: Any, history: Mapping[str, np.ndarray]) -> None:
+    """Save the state after `epoch` epochs (a step that exists already is kept as is)."""
+    import jax
+    import orbax.checkpoint as ocp
+    manager = self._open(create=True)
+    # Saving an existing step raises StepAlreadyExistsError even with force=True
+    # (reliability.md §0.6); the same step holds the same state anyway.
+    if int(epoch) in manager.all_steps():
+      return
+    leaves = jax.tree.leaves(states)
+    flat = {f"{i:05d}": np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
+            for i, leaf in enumerate(leaves)}
+    manager.save(int(epoch), args=ocp.args.Composite(
+        state=ocp.args.StandardSave(flat),
+        history=ocp.args.StandardSave({k: np.asarray(v) for k, v in history.items()})))
+    manager.wait_until_finished()
+
+  def close(self) -> None:
+    if self._manager is not None:
+      self._manager.close()
+      self._manager = None
+
+  def clear(self) -> None:
+    """Delete every step (after the group's results are committed)."""
+    self.close()
+    shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _is_key(leaf) -> bool:
+  import jax
+  return jax.dtypes.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key)
+
+
+def _stored_shape_dtype(leaf) -> tuple[tuple[int, ...], np.dtype]:
+  import jax
+  if _is_key(leaf):
+    data = jax.eval_shape(jax.random.key_data, leaf)
+    return tuple(data.shape), np.dtype(data.dtype)
+  return tuple(leaf.shape), np.dtype(leaf.dtype)
+
+
+# ---------------------------------------------------------------------------
+# The results folder.
+
+
+class RunFolder:
+  """One results folder: its manifest in memory, and every write that changes the folder.
+
+  Args:
+    path: the folder.
+    manifest: its manifest (as read, or new).
+  """
+
+  def __init__(self, path: str | os.PathLike, manifest: dict):
+    self.path = Path(path)
+    self.manifest = manifest
+
+  # ----- opening ---------------------------------------------------------------
+  @staticmethod
+  def read_manifest(path: str | os.PathLike) -> dict | None:
+    """The manifest of an existing folder, None if there is none.
+
+    Raises:
+      ValueError: the manifest cannot be read.
+    """
+    file = Path(path, MANIFEST)
+    if not file.is_file():
+      return None
+    try:
+      manifest = read_json(file)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"{file} cannot be read ({e}); pass --overwrite to start over.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "study" not in manifest:
+      raise ValueError(f"{file} is not a jaxlstm manifest of format {FORMAT}; pass --overwrite to start over.")
+    return manifest
+
+  @classmethod
+  def create(cls, path, *, study: dict, configs: Sequence[Any], groups: Sequence[dict],
+             environment: dict) -> RunFolder:
+    """Start a new folder: resolved configs and a manifest with every config pending."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    grid = study["grid"]
+    manifest = {
+        "format": FORMAT,
+        "study": study,
+        "command": environment["argv"],
+        "created": environment["time"],
+        "versions": environment["versions"],
+        "device": environment["device"],
+        "configs": {
+            cfg.config_id: {"index": i, "status": "pending",
+                            "values": {key: _jsonable(config_value(cfg, key)) for key in grid}}
+            for i, cfg in enumerate(configs)},
+        "groups": [dict(g, status="pending", compile_seconds=0.0, run_seconds=0.0, compiles=0)
+                   for g in groups],
+        "sessions": [],
+    }
+    for i, g in enumerate(manifest["groups"]):
+      for config_id in g["configs"]:
+        manifest["configs"][config_id]["group"] = i
+    folder = cls(path, manifest)
+    folder.write_manifest()  # first: from here on the folder is a results folder and resumable
+    folder.write_configs(configs)
+    return folder
+
+  def write_configs(self, configs: Sequence[Any]) -> None:
+    """configs/<id>.json of every config (files already right are left alone)."""
+    for cfg in configs:
+      write_json(config_path(self.path, cfg.config_id), cfg.to_dict())
+
+  def write_manifest(self) -> None:
+    write_json(self.path / MANIFEST, self.manifest)
+
+  # ----- state -----------------------------------------------------------------
+  @property
+  def config_ids(self) -> list[str]:
+    """Config ids in study order."""
+    return list(self.manifest["study"]["configs"])
+
+  def is_done(self, config_id: str) -> bool:
+    return self.manifest["configs"][config_id]["status"] == "done"
+
+  def done_ids(self) -> list[str]:
+    return [c for c in self.config_ids if self.is_done(c)]
+
+  def verify(self) -> list[str]:
+    """Mark done configs whose files are missing as pending again; return their ids."""
+    lost = []
+    for config_id in self.done_ids():
+      ok = (config_path(self.path, config_id).is_file() and history_path(self.path, config_id).is_file()
+            and checkpoint_complete(checkpoint_path(self.path, config_id)))
+      if not ok:
+        self.manifest["configs"][config_id]["status"] = "pending"
+        lost.append(config_id)
+    for group in self.manifest["groups"]:
+      if not all(self.is_done(c) for c in group["configs"]):
+        group["status"] = "pending"
+    return lost
+
+  def start_session(self, environment: dict) -> None:
+    self.manifest["sessions"].append({"argv": environment["argv"], "started": environment["time"],
+                                      "versions": environment["versions"], "trained": []})
+    self.write_manifest()
+
+  def record(self, group_index: int, ensembles: Sequence[Any], info: Any) -> None:
+    """Commit a group's trained configs: history and checkpoint first, then the manifest."""
+    for ens in ensembles:
+      config_id = ens.config.config_id
+      save_history(self.path, config_id, ens.history)
+      save_params(self.path, config_id, ens.params)
+    entries = self.manifest["configs"]
+    for ens in ensembles:
+      entries[ens.config.config_id].update(
+          status="done", metrics=list(ens.history),
+          stopped_epoch=[int(v) for v in ens.stopped_epoch],
+          best_epoch=[int(v) for v in ens.best_epoch],
+          diverged_epoch=[int(v) for v in ens.diverged_epoch],
+          outputs=int(ens.outputs), time_out=int(ens.time_out),
+          frame_shape=[int(v) for v in ens.frame_shape])
+    group = self.manifest["groups"][group_index]
+    # A group resumed in parts sums the cost of its parts.
+    group["compiles"] += int(info.compiles)
+    group["compile_seconds"] = round(group["compile_seconds"] + info.compile_seconds, 3)
+    group["run_seconds"] = round(group["run_seconds"] + info.run_seconds, 3)
+    group["epoch_chunks"] = int(info.epoch_chunks)
+    group["member_chunks"] = int(info.member_chunks)
+    if all(self.is_done(c) for c in group["configs"]):
+      group["status"] = "done"
+    if self.manifest["sessions"]:
+      self.manifest["sessions"][-1]["trained"] += [e.config.config_id for e in ensembles]
+    self.write_manifest()
+
+  def finish_session(self, time: str) -> None:
+    if self.manifest["sessions"]:
+      self.manifest["sessions"][-1]["finished"] = time
+      self.write_manifest()
+
+  # ----- derived files ---------------------------------------------------------
+  def write_tables(self) -> None:
+    """Rebuild scores.csv and summary.csv from the done configs' files, in study order."""
+    write_text(self.path / "scores.csv", scores_csv(self.path, self.manifest))
+    write_text(self.path / "summary.csv", summary_csv(self.path, self.manifest))
+
+
+def config_value(cfg: Any, key: str) -> Any:
+  """The value of dotted field `key` of a config, problem options (`data.options.<name>`) included."""
+  if key.startswith("data.options."):
+    return cfg.data.options.get(key[len("data.options."):])
+  return cfg.get(key)
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, tuple):
+    return [_jsonable(v) for v in value]
+  if dataclasses.is_dataclass(value):
+    return dataclasses.asdict(value)
+  return value
+
+
+# ---------------------------------------------------------------------------
+# Tables.
+
+
+def _format_value(value: Any) -> str:
+  """A table cell: ints and bools as text, floats in shortest round-trip form, missing empty."""
+  if value is None:
+    return ""
+  if isinstance(value, bool):
+    return str(value)
+  if isinstance(value, (int, np.integer)):
+    return str(int(value))
+  if isinstance(value, np.floating):
+    if not np.isfinite(value):
+      return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    # float32 history values: numpy's shortest repr of the float32, not of its float64 widening.
+    return str(value)
+  if isinstance(value, float):
+    if not math.isfinite(value):
+      return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return repr(value)
+  if isinstance(value, str):
+    return value
+  return json.dumps(value, sort_keys=True)
+
+
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator="\n")
+  writer.writerow(header)
+  for row in rows:
+    writer.writerow([_format_value(v) for v in row])
+  return out.getvalue()
+
+
+def higher_is_better(metric: str) -> bool:
+  """Keras' `mode="auto"` rule: accuracy-like metrics go up, everything else down."""
+  return "acc" in metric and "loss" not in metric
+
+
+def final_values(values: np.ndarray, stopped_epoch: np.ndarray) -> np.ndarray:
+  """`[seeds]` value at the stop epoch of stopped seeds, else at the last epoch (`Ensemble.final`)."""
+  values = np.asarray(values)
+  stopped_epoch = np.asarray(stopped_epoch)
+  last = np.where(stopped_epoch >= 0, stopped_epoch, values.shape[1] - 1)
+  return values[np.arange(values.shape[0]), last]
+
+
+def best_values(values: np.ndarray, metric: str) -> np.ndarray:
+  """`[seeds]` best finite value of `metric` over epochs (NaN for a seed with none)."""
+  values = np.asarray(values)
+  finite = np.isfinite(values)
+  fill = -np.inf if higher_is_better(metric) else np.inf
+  reduce = np.max if higher_is_better(metric) else np.min
+  best = reduce(np.where(finite, values, fill), axis=1).astype(values.dtype)
+  return np.where(finite.any(axis=1), best, np.nan).astype(values.dtype)
+
+
+def _done_metrics(run_dir, manifest: dict) -> list[str]:
+  names: list[str] = []
+  for config_id in manifest["study"]["configs"]:
+    entry = manifest["configs"][config_id]
+    if entry["status"] == "done":
+      names += [m for m in entry["metrics"] if m not in names]
+  return names
+
+
+def scores_csv(run_dir, manifest: dict) -> str:
+  """scores.csv text: one row per (done config, seed), in study then seed order."""
+  grid = list(manifest["study"]["grid"])
+  metrics = _done_metrics(run_dir, manifest)
+  header = (["config_id", "repeat", *grid] + [f"final_{m}" for m in metrics]
+            + [f"best_{m}" for m in metrics] + ["best_epoch", "stopped_epoch", "diverged"])
+  rows = []
+  for config_id in manifest["study"]["configs"]:
+    entry = manifest["configs"][config_id]
+    if entry["status"] != "done":
+      continue
+    history = load_history(run_dir, config_id)
+    stopped = np.asarray(entry["stopped_epoch"])
+    finals = {m: final_values(v, stopped) for m, v in history.items()}
+    bests = {m: best_values(v, m) for m, v in history.items()}
+    for i in range(len(stopped)):
+      row = [config_id, i, *[entry["values"][k] for k in grid]]
+      row += [finals[m][i] if m in finals else None for m in metrics]
+      row += [bests[m][i] if m in bests else None for m in metrics]
+      row += [entry["best_epoch"][i], entry["stopped_epoch"][i] if entry["stopped_epoch"][i] >= 0 else None,
+              entry["diverged_epoch"][i] >= 0]
+      rows.append(row)
+  return _csv_text(header, rows)
+
+
+def summary_table(run_dir, manifest: dict, metric: str = SUMMARY_METRIC):
+  """`stats.summarize` of the final `metric` of each done config (study order) as a frame."""
+  from jaxlstm.stats import summarize
+  scores, diverged = {}, {}
+  for config_id in manifest["study"]["configs"]:
+    entry = manifest["configs"][config_id]
+    if entry["status"] != "done":
+      continue
+    history = load_history(run_dir, config_id)
+    scores[config_id] = final_values(history[metric], np.asarray(entry["stopped_epoch"])).astype(np.float64)
+    diverged[config_id] = np.asarray(entry["diverged_epoch"]) >= 0
+  if not scores:
+    return None
+  return summarize(scores, higher_is_better=higher_is_better(metric), diverged=diverged).to_frame()
+
+
+def summary_csv(run_dir, manifest: dict) -> str:
+  """summary.csv text: config id, grid values, then describe() order + n_diverged, sem, CI, IQM."""
+  grid = list(manifest["study"]["grid"])
+  frame = summary_table(run_dir, manifest)
+  columns = ["count", "mean", "std", "min", "25%", "50%", "75%", "max",
+             "n_diverged", "sem", "ci_low", "ci_high", "iqm"]
+  rows = []
+  if frame is not None:
+    for config_id, stats_row in frame.iterrows():
+      values = manifest["configs"][config_id]["values"]
+      rows.append([config_id, *[values[k] for k in grid],
+                   *[_plain(stats_row[c], c) for c in columns]])
+  return _csv_text(["config_id", *grid, *columns], rows)
+
+
+def _plain(value, column: str):
+  if column in ("count", "n_diverged"):
+    return int(value)
+  return float(value)
+
+
+def load_histories(run_dir, config_ids: Sequence[str] | None = None):
+  """Histories as a tidy frame: config_id, repeat, epoch, metric, value (NaN after a stop).
+
+  Args:
+    run_dir: the results folder.
+    config_ids: which configs (default: every done config, in study order).
+  """
+  import pandas as pd
+  manifest = RunFolder.read_manifest(run_dir)
+  if manifest is None:
+    raise ValueError(f"{run_dir} has no {MANIFEST}: not a jaxlstm results folder.")
+  if config_ids is None:
+    config_ids = [c for c in manifest["study"]["configs"] if manifest["configs"][c]["status"] == "done"]
+  parts = []
+  for config_id in config_ids:
+    for metric, values in load_history(run_dir, config_id).items():
+      seeds, epochs = values.shape
+      parts.append(pd.DataFrame({
+          "config_id": config_id, "repeat": np.repeat(np.arange(seeds), epochs),
+          "epoch": np.tile(np.arange(epochs), seeds), "metric": metric,
+          "value": values.reshape(-1).astype(np.float64)}))
+  if not parts:
+    return pd.DataFrame({"config_id": pd.Series(dtype=str), "repeat": pd.Series(dtype=int),
+                         "epoch": pd.Series(dtype=int), "metric": pd.Series(dtype=str),
+                         "value": pd.Series(dtype=float)})
+  return pd.concat(parts, ignore_index=True)
+
+
+def config_labels(manifest: dict) -> dict[str, str]:
+  """Short readable labels per config id: "cells=5, learning_rate=0.01" (the id without a grid)."""
+  grid = list(manifest["study"]["grid"])
+  short = [k.rsplit(".", 1)[-1] for k in grid]
+  names = short if len(set(short)) == len(short) else grid
+  labels = {}
+  for config_id in manifest["study"]["configs"]:
+    values = manifest["configs"][config_id]["values"]
+    text = ", ".join(f"{n}={_format_value(values[k])}" for n, k in zip(names, grid))
+    labels[config_id] = text or config_id
+  return labels
+
+
+# ---------------------------------------------------------------------------
+# Plots and report.
+
+CURVES_PER_PAGE = 12
+
+
+def write_plots(run_dir) -> list[str]:
+  """Box plot of the final val_loss per config and learning-curve pages; returns their paths.
+
+  Raises:
+    ImportError: matplotlib or jaxlstm.plots is missing.
+  """
+  from jaxlstm import plots
+  run_dir = Path(run_dir)
+  manifest = RunFolder.read_manifest(run_dir)
+  labels = config_labels(manifest)
+  done = [c for c in manifest["study"]["configs"] if manifest["configs"][c]["status"] == "done"]
+  if not done:
+    return []
+  written = []
+  histories = {c: load_history(run_dir, c) for c in done}
+  scores = {labels[c]: final_values(histories[c][SUMMARY_METRIC], np.asarray(manifest["configs"][c]["stopped_epoch"]))
+            for c in done}
+  diverged = {labels[c]: np.asarray(manifest["configs"][c]["diverged_epoch"]) >= 0 for c in done}
+  ax = plots.scores_box(scores, diverged=diverged, ylabel=f"final {SUMMARY_METRIC}")
+  ax.set_title(f"final {SUMMARY_METRIC} per config ({manifest['study']['repeats']} repeats)")
+  plots.save(ax, run_dir / "plots" / "scores.png")
+  written.append("plots/scores.png")
+  for page, start in enumerate(range(0, len(done), CURVES_PER_PAGE)):
+    chunk = done[start:start + CURVES_PER_PAGE]
+    name = "curves.png" if page == 0 else f"curves-{page + 1}.png"
+    axes = plots.learning_curves_grid({labels[c]: histories[c] for c in chunk}, log=True)
+    plots.save(axes, run_dir / "plots" / name)
+    written.append(f"plots/{name}")
+  return written
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  def cell(v):
+    if isinstance(v, float):
+      return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def write_report(run_dir) -> Path:
+  """Write report.md: what ran, the summary table, the plots, the timings.
+
+  Reads only the folder's files (manifest, summary.csv, plots/), so it can be
+  rerun or replaced by a richer report at any time.
+  """
+  import pandas as pd
+  run_dir = Path(run_dir)
+  manifest = RunFolder.read_manifest(run_dir)
+  study = manifest["study"]
+  labels = config_labels(manifest)
+  done = [c for c in study["configs"] if manifest["configs"][c]["status"] == "done"]
+  lines = [f"# Sweep report: {study['experiment']}", ""]
+  lines += [f"- command: `{' '.join(manifest['command'])}`",
+            f"- created: {manifest['created']}",
+            f"- configs: {len(study['configs'])} ({len(done)} done), repeats: {study['repeats']}, "
+            f"seed: {study['seed']}" + (f", random draws: {study['random']}" if study.get("random") else ""),
+            f"- grid: `{json.dumps(study['grid'])}`" if study["grid"] else "- grid: none (one config)",
+            f"- device: {manifest['device']}",
+            "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest["versions"].items())), ""]
+  lines += [f"## Final {SUMMARY_METRIC} per config", "",
+            "Statistics over the finite seeds (ddof 1); diverged seeds are counted and left out.", ""]
+  summary_file = run_dir / "summary.csv"
+  if done and summary_file.is_file():
+    frame = pd.read_csv(summary_file, dtype={"config_id": str})
+    columns = ["count", "n_diverged", "mean", "std", "min", "25%", "50%", "75%", "max", "ci_low", "ci_high", "iqm"]
+    rows = [[labels.get(r["config_id"], r["config_id"]), r["config_id"], *[r[c] for c in columns]]
+            for _, r in frame.iterrows()]
+    lines += [_markdown_table(["config", "id", *columns], rows), ""]
+  else:
+    lines += ["No config has finished yet.", ""]
+  pngs = sorted(p.name for p in (run_dir / "plots").glob("*.png")) if (run_dir / "plots").is_dir() else []
+  if pngs:
+    lines += ["## Plots", ""] + [f"![{name}](plots/{name})" for name in pngs] + [""]
+  lines += ["## Timings", "",
+            "One compiled program per static-shape group; a group resumed in parts sums its parts.", ""]
+  rows = [[i + 1, len(g["configs"]), g["cells"], "yes" if g["padded"] else "no", g["members"],
+           g["compiles"], g["compile_seconds"], g["run_seconds"], g["status"]]
+          for i, g in enumerate(manifest["groups"])]
+  lines += [_markdown_table(["group", "configs", "cells", "padded", "members", "compiles",
+                             "compile s", "run s", "status"], rows), ""]
+  lines += ["## Files", "",
+            "`scores.csv` (per config and seed), `summary.csv` (per config), `histories/<id>.npz`, "
+            "`configs/<id>.json`, `checkpoints/<id>/` (orbax), `manifest.json`. "
+            "Load everything with `jaxlstm.load_run(path)`.", ""]
+  path = run_dir / "report.md"
+  write_text(path, "\n".join(lines))
+  return path
+
+
+# ---------------------------------------------------------------------------
+# Loading.
+
+
+@dataclasses.dataclass
+class Run:
+  """A results folder, loaded.
+
+  Attributes:
+    path: the folder.
+    manifest: manifest.json as a dict.
+    configs: config id -> `Config`, every config of the study in study order.
+      The ids are the folder's (file names, table keys): a folder written by an
+      older jaxlstm whose `Config` had fewer fields keeps its ids, even though
+      `Config.config_id` of the loaded config may differ.
+    scores: scores.csv (one row per config and seed).
+    summary: summary.csv (one row per config), indexed by config_id.
+  """
+  path: Path
+  manifest: dict
+  configs: dict
+  scores: Any
+  summary: Any
+
+  @property
+  def done(self) -> list[str]:
+    """Ids of the finished configs, in study order."""
+    return [c for c in self.configs if self.manifest["configs"][c]["status"] == "done"]
+
+  @functools.cached_property
+  def histories(self):
+    """Tidy frame of every done config's history: config_id, repeat, epoch, metric, value."""
+    return load_histories(self.path, self.done)
+
+  def history(self, config_id: str) -> dict[str, np.ndarray]:
+    """One config's history: metric -> `[seeds, epochs]`."""
+    return load_history(self.path, config_id)
+
+  def ensemble(self, config_id: str):
+    """The saved `Ensemble` of one done config (params restored from its checkpoint)."""
+    from jaxlstm.ensemble import Ensemble
+    entry = self.manifest["configs"].get(config_id)
+    if entry is None:
+      raise KeyError(f"unknown config {config_id!r}; this run has {', '.join(self.manifest['study']['configs'])}.")
+    if entry["status"] != "done":
+      raise ValueError(f"config {config_id} has not finished; rerun the sweep to complete it.")
+    config = self.configs[config_id]
+    group = self.manifest["groups"][entry["group"]]
+    diverged_epoch = np.asarray(entry["diverged_epoch"], dtype=int)
+    return Ensemble(
+        config=config, history=self.history(config_id), params=load_params(self.path, config_id),
+        stopped_epoch=np.asarray(entry["stopped_epoch"], dtype=int),
+        best_epoch=np.asarray(entry["best_epoch"], dtype=int),
+        diverged=diverged_epoch >= 0, diverged_epoch=diverged_epoch,
+        seed=int(self.manifest["study"]["seed"]),
+        repeat_indices=np.arange(len(diverged_epoch)), outputs=int(entry["outputs"]),
+        time_out=int(entry["time_out"]), frame_shape=tuple(entry["frame_shape"]),
+        timings={"compile_seconds": group["compile_seconds"], "run_seconds": group["run_seconds"],
+                 "compiles": group["compiles"]})
+
+  @functools.cached_property
+  def ensembles(self) -> dict:
+    """config id -> saved `Ensemble`, for every done config in study order."""
+    return {config_id: self.ensemble(config_id) for config_id in self.done}
+
+
+def load_run(path: str | os.PathLike) -> Run:
+  """Load a results folder written by `python -m jaxlstm.sweep`.
+
+  Tables and configs are read at once; histories and ensembles (orbax
+  checkpoints) when first used. Nothing is unpickled.
+
+  Raises:
+    ValueError: `path` is not a results folder.
+  """
+  import pandas as pd
+  from jaxlstm.config import Config
+  path = Path(path)
+  manifest = RunFolder.read_manifest(path)
+  if manifest is None:
+    raise ValueError(f"{path} has no {MANIFEST}: not a jaxlstm results folder.")
+  configs = {c: Config.from_dict(read_json(config_path(path, c))) for c in manifest["study"]["configs"]}
+  # Ids are hex text: "0123e4567890" must not become a float.
+  read = functools.partial(pd.read_csv, dtype={"config_id": str})
+  scores = read(path / "scores.csv") if (path / "scores.csv").is_file() else pd.DataFrame()
+  if "stopped_epoch" in scores:
+    scores["stopped_epoch"] = scores["stopped_epoch"].astype("Int64")
+  summary = read(path / "summary.csv") if (path / "summary.csv").is_file() else pd.DataFrame()
+  if "config_id" in summary:
+    summary = summary.set_index("config_id")
+  return Run(path=path, manifest=manifest, configs=configs, scores=scores, summary=summary)
