@@ -549,7 +549,12 @@ def parse_value(dotted: str, text: str) -> Any:
       (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
       parts = [p for p in text.replace(";", "/").split("/") if p.strip()] if text else []
       return tuple(item(p.strip()) for p in parts)
-    if tp is Any or origin in (Mapping, dict) or tp in (EarlyStoppingConfig, ReduceLRConfig):
+    if tp is Any:
+      try:
+        return json.loads(text)
+      except json.JSONDecodeError:
+        return text  # a problem option such as a file or column name
+    if origin in (Mapping, dict) or tp in (EarlyStoppingConfig, ReduceLRConfig):
       return json.loads(text)
   except (ValueError, json.JSONDecodeError):
     pass

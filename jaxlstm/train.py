@@ -94,6 +94,10 @@ def history_keys(config: Config) -> list[str]:
 def resolve_dataset(config: Config, dataset: Dataset | None = None) -> Dataset:
   """The dataset a config trains on: given, or generated from `config.data`; Keras validation_split applied."""
   from jaxlstm import problems
+  import json
+  resolved_for = json.dumps(config.to_dict()["data"], sort_keys=True)
+  if dataset is not None and dataset.metadata.get("resolved_for") == resolved_for:
+    return dataset  # already split / encoded / scaled for this data config
   if dataset is None:
     try:
       dataset = problems.make(config.data.problem, **config.data.options)
@@ -114,7 +118,7 @@ def resolve_dataset(config: Config, dataset: Dataset | None = None) -> Dataset:
   if config.data.scaling != "none":
     from jaxlstm import prep
     dataset = prep.prepare(dataset, config.data.scaling)
-  return dataset
+  return dataclasses.replace(dataset, metadata={**dataset.metadata, "resolved_for": resolved_for})
 
 
 def integer_encoded(dataset: Dataset) -> Dataset:
