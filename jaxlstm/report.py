@@ -1,0 +1,975 @@
+"""The report of a results folder: tables, plots and report.md, rebuilt from its files.
+
+  python -m jaxlstm.report runs/cells-1a2b3c4d      # prints the path of report.md
+
+`write_all(run_dir)` reads what a sweep leaves behind (manifest.json,
+configs/<id>.json, histories/<id>.npz) and rewrites everything derived from it:
+
+  scores.csv            one row per (config, seed)                    (store.scores_csv)
+  summary.csv           one row per config: describe() order + n_diverged, sem, CI, IQM
+  diagnosis.csv         one row per (config, seed): verdict, trend, reason, evidence numbers
+  comparisons.csv       one row per pair: means, Hedges' g, Welch p (raw, Holm),
+                        P(A better than B) with its bootstrap CI, verdict
+  plots/scores.png      final scores per config: boxes, seed points, n / diverged per tick
+  plots/curves*.png     learning curves per config (12 per page): seeds thin, mean band,
+                        early stops marked; diverged seeds left out and counted in the title
+  plots/repeats.png     mean of the first n repeats against n, per config (12 best at most)
+  plots/diagnosis.png   verdict shares per config
+  plots/prob_improvement.png   P(row config better than column config)
+  report.md             the page to read first: what ran and how long, the tables, the best
+                        config and whether it beats the runner-up, repeats needed, diagnosis
+
+Only done configs count. The score of a seed is its final value of the primary
+metric (val_loss when recorded), taken at the stop epoch of an early-stopped
+seed. Diverged seeds are left out of every statistic and counted. Resampling
+draws from `np.random.default_rng(rng_seed)` only, so rebuilding gives
+byte-identical CSV files. Every file is written atomically (temporary file, then
+`os.replace`), and a file whose content did not change is left alone.
+
+No jax here: numpy, pandas, scipy (through `stats`) and matplotlib (through `plots`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import io
+import json
+import math
+import re
+import sys
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.figure
+import numpy as np
+import pandas as pd
+
+# A dotted import: it loads the submodule itself, never through the package's lazy
+# __getattr__ (which, as first committed, recursed on "stats").
+import jaxlstm.stats as stats
+from jaxlstm import diagnose, plots, store
+
+PROG = "jaxlstm.report"
+
+# Statistical defaults, stated in every report (reference/statistics.md §8).
+CONFIDENCE = 0.95
+ALPHA = 0.05
+GAMMA = 0.75                # P(A better than B) at or above this reads as a clear improvement
+POI_RESAMPLES = 2000        # bootstrap resamples of each P(A better than B) interval
+CURVE_RESAMPLES = 1000      # bootstrap resamples of the repeats-convergence band
+RELATIVE_TARGET = 0.05      # "how many repeats for a CI of the mean within ±5% of the mean"
+MAX_ALL_PAIRS = 6           # up to this many configs every pair is tested, else each vs the best
+MAX_PANELS = store.CURVES_PER_PAGE  # panels per figure; beyond, the best configs are shown
+
+_SUMMARY_COLUMNS = ("count", "mean", "std", "min", "25%", "50%", "75%", "max",
+                    "n_diverged", "sem", "ci_low", "ci_high", "iqm")
+
+
+class ReportError(ValueError):
+  """The folder cannot be reported on (missing, not a results folder, unreadable)."""
+
+
+class PlotWarning(RuntimeWarning):
+  """A plot could not be drawn; the tables and the report are written regardless."""
+
+
+# ---------------------------------------------------------------------------
+# Reading the folder.
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+  """What the report needs from a results folder, read once.
+
+  Attributes:
+    path: the folder.
+    manifest: manifest.json.
+    done: ids of the done configs, in study order.
+    labels: config id -> short unique label ("cells=5").
+    configs: config id -> resolved config (configs/<id>.json) as a dict.
+    histories: config id -> metric -> `[seeds, epochs]` float64, NaN after a stop.
+    metric: the primary metric the scores are taken from.
+    higher_is_better: its direction.
+    train_metric: training-loss key of the histories (None if absent).
+    val_metric: validation-loss key (None if absent: no diagnosis, no curves).
+    scores: config id -> `[seeds]` final value of `metric` (at the stop epoch if stopped).
+    diverged: config id -> `[seeds]` bool, the training's divergence mask.
+    diverged_epoch: config id -> `[seeds]` first non-finite epoch, -1 if none.
+    stopped_epoch: config id -> `[seeds]` early-stopping epoch (0-based), -1 if never.
+  """
+  path: Path
+  manifest: dict
+  done: list[str]
+  labels: dict[str, str]
+  configs: dict[str, dict]
+  histories: dict[str, dict[str, np.ndarray]]
+  metric: str
+  higher_is_better: bool
+  train_metric: str | None
+  val_metric: str | None
+  scores: dict[str, np.ndarray]
+  diverged: dict[str, np.ndarray]
+  diverged_epoch: dict[str, np.ndarray]
+  stopped_epoch: dict[str, np.ndarray]
+
+  @property
+  def grid(self) -> list[str]:
+    return list(self.manifest["study"]["grid"])
+
+  @property
+  def repeats(self) -> int:
+    return int(self.manifest["study"]["repeats"])
+
+
+def _unique_labels(labels: Mapping[str, str]) -> dict[str, str]:
+  """Labels with the id appended where two configs would read the same (they key the plots)."""
+  seen: dict[str, int] = {}
+  for text in labels.values():
+    seen[text] = seen.get(text, 0) + 1
+  return {c: (text if seen[text] == 1 else f"{text} [{c}]") for c, text in labels.items()}
+
+
+def primary_metric(histories: Mapping[str, Mapping[str, np.ndarray]], monitor: str | None = None) -> str:
+  """Pick the metric the scores come from: val_loss when every config has it, else
+  the early-stopping monitor, else the training loss, else the first common metric.
+
+  Raises:
+    ReportError: the configs share no metric.
+  """
+  if not histories:
+    return store.SUMMARY_METRIC
+  common = set.intersection(*(set(h) for h in histories.values()))
+  for name in (store.SUMMARY_METRIC, monitor, "loss", "train_loss"):
+    if name is not None and name in common:
+      return name
+  if not common:
+    raise ReportError("the done configs' histories share no metric: nothing to score.")
+  first = next(iter(histories.values()))
+  return next(m for m in first if m in common)
+
+
+def load_folder(run_dir: str | Path) -> RunData:
+  """Read a results folder's manifest, configs and done histories.
+
+  Raises:
+    ReportError: the folder is missing, has no readable manifest, or a done
+      config's files are missing or malformed.
+  """
+  path = Path(run_dir)
+  if not path.is_dir():
+    raise ReportError(f"{path} is not a directory.")
+  try:
+    manifest = store.RunFolder.read_manifest(path)
+  except ValueError:
+    raise ReportError(f"{path / store.MANIFEST} is not a readable jaxlstm manifest "
+                      f"(format {store.FORMAT}).") from None
+  if manifest is None:
+    raise ReportError(f"{path} has no {store.MANIFEST}: not a jaxlstm results folder.")
+  try:
+    study = manifest["study"]
+    entries = manifest["configs"]
+    done = [c for c in study["configs"] if entries[c]["status"] == "done"]
+    labels = _unique_labels(store.config_labels(manifest))
+    configs = {c: store.read_json(store.config_path(path, c)) for c in done}
+    histories = {c: {k: np.asarray(v, np.float64) for k, v in store.load_history(path, c).items()}
+                 for c in done}
+    early = (study["base"].get("train") or {}).get("early_stopping") or {}
+    metric = primary_metric(histories, early.get("monitor"))
+    scores, diverged, diverged_epoch, stopped_epoch = {}, {}, {}, {}
+    for c in done:
+      stopped_epoch[c] = np.asarray(entries[c]["stopped_epoch"], dtype=int)
+      diverged_epoch[c] = np.asarray(entries[c]["diverged_epoch"], dtype=int)
+      diverged[c] = diverged_epoch[c] >= 0
+      values = histories[c][metric]
+      if values.ndim != 2 or len(values) != len(stopped_epoch[c]):
+        raise ReportError(f"config {c}: history {metric!r} has shape {values.shape}, expected "
+                          f"[{len(stopped_epoch[c])} seeds, epochs].")
+      scores[c] = store.final_values(values, stopped_epoch[c]).astype(np.float64)
+  except ReportError:
+    raise
+  except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as e:
+    what = f"missing entry {e}" if isinstance(e, KeyError) else str(e)
+    raise ReportError(f"{path} is not a complete results folder ({what}).") from None
+  common = set.intersection(*(set(h) for h in histories.values())) if histories else set()
+  train_metric = next((m for m in ("loss", "train_loss") if m in common), None)
+  val_metric = "val_loss" if "val_loss" in common else None
+  return RunData(path=path, manifest=manifest, done=done, labels=labels, configs=configs,
+                 histories=histories, metric=metric, higher_is_better=store.higher_is_better(metric),
+                 train_metric=train_metric, val_metric=val_metric, scores=scores,
+                 diverged=diverged, diverged_epoch=diverged_epoch, stopped_epoch=stopped_epoch)
+
+
+# ---------------------------------------------------------------------------
+# Tables.
+
+
+def _cell_value(value: Any) -> Any:
+  """A grid value as a CSV cell: scalars as they are, lists as JSON (as scores.csv writes them)."""
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  return json.dumps(value, sort_keys=True)
+
+
+def _csv(frame: pd.DataFrame) -> str:
+  # Floats go out as Python's shortest round-trip repr, so equal numbers give equal bytes.
+  out = io.StringIO()
+  frame.to_csv(out, index=False, lineterminator="\n")
+  return out.getvalue()
+
+
+def summary_table(run: RunData) -> stats.SummaryTable:
+  """Summarize each done config's scores with `stats.summarize` (diverged seeds out, counted)."""
+  return stats.summarize({c: run.scores[c] for c in run.done}, higher_is_better=run.higher_is_better,
+                         confidence=CONFIDENCE, diverged={c: run.diverged[c] for c in run.done})
+
+
+def summary_csv(run: RunData, summary: stats.SummaryTable) -> str:
+  """Return summary.csv: config_id, grid values, describe() order + n_diverged, sem, CI, IQM.
+
+  The store writes the same table for val_loss; it is reused then so that the two
+  writers of this file never disagree by a byte.
+  """
+  if run.metric == store.SUMMARY_METRIC:
+    return store.summary_csv(run.path, run.manifest)
+  frame = summary.to_frame()
+  rows = []
+  for c in run.done:
+    values = run.manifest["configs"][c]["values"]
+    row = {"config_id": c, **{k: _cell_value(values[k]) for k in run.grid}}
+    row.update({k: frame.loc[c, k] for k in _SUMMARY_COLUMNS})
+    row["count"], row["n_diverged"] = int(row["count"]), int(row["n_diverged"])
+    rows.append(row)
+  return _csv(pd.DataFrame(rows, columns=["config_id", *run.grid, *_SUMMARY_COLUMNS]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+  """Per-seed rows and per-config summaries of the learning-curve diagnosis."""
+  per_seed: pd.DataFrame                        # diagnose_seeds columns + config_id, repeat
+  per_config: dict[str, diagnose.ConfigDiagnosis]
+
+
+def diagnosis(run: RunData, thresholds: diagnose.Thresholds = diagnose.Thresholds()) -> Diagnosis | None:
+  """Diagnose every seed of every done config with the training's divergence mask.
+
+  The per-config spread check uses the same scores as the summary (diverged seeds
+  out), not the diagnosis' own last finite validation value of each seed; that is
+  why this calls `diagnose_config` (which diagnoses the seeds once more, cheap next
+  to the plots) instead of taking `diagnose_run`'s per-config rows.
+
+  Returns:
+    None when the histories hold no training or validation loss.
+  """
+  if run.train_metric is None or run.val_metric is None or not run.done:
+    return None
+  frames, per_config = [], {}
+  for c in run.done:
+    history = run.histories[c]
+    train, val, mask = history[run.train_metric], history[run.val_metric], run.diverged[c]
+    seeds = diagnose.diagnose_seeds(train, val, thresholds=thresholds, diverged=mask)
+    per_config[c] = diagnose.diagnose_config(
+        train, val, thresholds=thresholds, diverged=mask,
+        scores=np.where(mask, np.nan, run.scores[c]), config=c)
+    seeds = seeds.rename(columns={"seed": "repeat"})
+    seeds.insert(0, "config_id", c)
+    values = run.manifest["configs"][c]["values"]
+    for i, key in enumerate(run.grid):
+      seeds.insert(1 + i, key, _cell_value(values[key]))
+    at = 2 + len(run.grid)
+    seeds.insert(at, "diverged", mask)
+    seeds.insert(at + 1, "stopped_epoch", pd.array(
+        [int(e) if e >= 0 else pd.NA for e in run.stopped_epoch[c]], dtype="Int64"))
+    frames.append(seeds)
+  return Diagnosis(per_seed=pd.concat(frames, ignore_index=True), per_config=per_config)
+
+
+def diagnosis_csv(run: RunData, diag: Diagnosis | None) -> str:
+  """Return diagnosis.csv; only the header row when there is nothing to diagnose."""
+  if diag is None:
+    return _csv(pd.DataFrame(columns=["config_id", *run.grid, "repeat", "diverged", "stopped_epoch",
+                                      "verdict", "trend", "reason"]))
+  return _csv(diag.per_seed)
+
+
+def comparisons(run: RunData, summary: stats.SummaryTable, rng: np.random.Generator
+                ) -> tuple[stats.Comparison | None, str]:
+  """Compare configs (Welch, Holm, P(A better than B)): every pair up to `MAX_ALL_PAIRS`
+  configs, else the best against each other one.
+
+  Returns:
+    (the comparison or None, a sentence saying what was compared or why not).
+  """
+  n = len(run.done)
+  if n < 2:
+    return None, "Only one config ran: there is nothing to compare it with."
+  against = "all" if n <= MAX_ALL_PAIRS else "best"
+  if against == "best" and summary.best is None:
+    return None, "No config has a finite mean (every seed diverged): nothing to compare."
+  result = stats.compare_configs(
+      {c: run.scores[c] for c in run.done}, higher_is_better=run.higher_is_better, rng=rng,
+      against=against, test="welch", alpha=ALPHA, n_resamples=POI_RESAMPLES,
+      confidence=CONFIDENCE, diverged={c: run.diverged[c] for c in run.done})
+  m = len(result.pairs)
+  if against == "all":
+    what = f"Every pair of the {n} configs ({_count(m, 'comparison')})"
+  else:
+    what = f"The best config against each of the {m} others ({n} configs: more than {MAX_ALL_PAIRS})"
+  return result, what + f"; Holm's correction runs over {'this one' if m == 1 else f'these {m}'}."
+
+
+_COMPARISON_COLUMNS = [f.name for f in dataclasses.fields(stats.PairComparison)]
+
+
+def comparisons_csv(run: RunData, result: stats.Comparison | None) -> str:
+  """Return comparisons.csv: stats' pair columns with each side's label after a and b."""
+  frame = (result.to_frame() if result is not None
+           else pd.DataFrame(columns=_COMPARISON_COLUMNS))
+  frame.insert(2, "a_label", [run.labels[c] for c in frame["a"]])
+  frame.insert(3, "b_label", [run.labels[c] for c in frame["b"]])
+  return _csv(frame)
+
+
+def _ranked(run: RunData, summary: stats.SummaryTable) -> list[str]:
+  """Order the done configs by mean, best first; those with no finite mean last (study order)."""
+  sign = -1.0 if run.higher_is_better else 1.0
+  finite = [c for c in run.done if math.isfinite(summary[c].mean)]
+  return sorted(finite, key=lambda c: sign * summary[c].mean) + [c for c in run.done if c not in finite]
+
+
+def _shown(run: RunData, summary: stats.SummaryTable) -> list[str]:
+  """Pick the configs of a one-figure plot: all, or the `MAX_PANELS` best, in study order."""
+  if len(run.done) <= MAX_PANELS:
+    return list(run.done)
+  keep = set(_ranked(run, summary)[:MAX_PANELS])
+  return [c for c in run.done if c in keep]
+
+
+def prob_matrix(run: RunData, configs: Sequence[str]) -> pd.DataFrame:
+  """Tabulate P(row better than column) + ½P(tie), `stats.prob_improvement`'s point estimate.
+
+  Both halves come from one Mann–Whitney U per pair (P(B better) = 1 − P(A better)),
+  so the cells equal comparisons.csv's prob_better wherever that has the pair.
+  """
+  values = np.full((len(configs), len(configs)), np.nan)
+  for i, a in enumerate(configs):
+    for j in range(i + 1, len(configs)):
+      b = configs[j]
+      finite_a = run.scores[a][~run.diverged[a]]
+      finite_b = run.scores[b][~run.diverged[b]]
+      p = stats.mann_whitney(finite_a, finite_b, higher_is_better=run.higher_is_better).prob_better
+      values[i, j], values[j, i] = p, 1.0 - p
+  names = [run.labels[c] for c in configs]
+  return pd.DataFrame(values, index=names, columns=names)
+
+
+def required(run: RunData) -> dict[str, stats.RequiredRepeats | str]:
+  """Estimate, per config, the repeats a t-interval of the mean needs to be within
+  ±`RELATIVE_TARGET` of the mean (`stats.required_repeats` on the seeds at hand).
+
+  Returns:
+    config id -> `stats.RequiredRepeats`, or a sentence saying why there is none.
+  """
+  out: dict[str, stats.RequiredRepeats | str] = {}
+  for c in run.done:
+    try:
+      out[c] = stats.required_repeats(run.scores[c], half_width=RELATIVE_TARGET, relative=True,
+                                      confidence=CONFIDENCE, higher_is_better=run.higher_is_better,
+                                      diverged=run.diverged[c])
+    except ValueError as e:  # a mean of exactly 0, or an absurd n
+      out[c] = str(e)
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Plots.
+
+
+def _new_grid(n: int, ncols: int = 3, size: tuple[float, float] = (5.0, 3.6)) -> np.ndarray:
+  ncols = max(1, min(ncols, n))
+  nrows = -(-n // ncols)
+  fig = matplotlib.figure.Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+  axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+  for ax in axes.flat[n:]:
+    ax.set_visible(False)
+  return axes
+
+
+def _log_axis(*curves: np.ndarray) -> bool:
+  """Whether a log axis fits: some finite values, all > 0 (losses then read over decades)."""
+  finite = np.concatenate([c[np.isfinite(c)] for c in curves])
+  return bool(finite.size) and bool(finite.min() > 0)
+
+
+def plot_scores(run: RunData):
+  """Draw the box plot of the final scores per config (seed points, n / diverged per tick)."""
+  ax = plots.scores_box({run.labels[c]: run.scores[c] for c in run.done},
+                        diverged={run.labels[c]: run.diverged[c] for c in run.done},
+                        ylabel=f"final {run.metric}")
+  ax.set_title(f"final {run.metric} per config ({run.repeats} repeats; "
+               f"{'higher' if run.higher_is_better else 'lower'} is better)")
+  return ax
+
+
+def plot_curves(run: RunData, configs: Sequence[str], best: str | None):
+  """Draw one page of learning curves, a panel per config.
+
+  Diverged seeds are blanked (excluded, counted in the title), as in every
+  statistic. Each panel picks its own axis: log when all its values are > 0.
+  """
+  axes = _new_grid(len(configs))
+  for ax, c in zip(axes.flat, configs):
+    mask = run.diverged[c][:, None]
+    title = run.labels[c] + (" (best)" if c == best else "")
+    if mask.any():
+      title += f" [{int(mask.sum())} diverged, not drawn]"
+    train, val = (np.where(mask, np.nan, run.histories[c][name])
+                  for name in (run.train_metric, run.val_metric))
+    if not (np.isfinite(train).any() or np.isfinite(val).any()):
+      ax.set_title(title)
+      ax.text(0.5, 0.5, "no finite values to draw", ha="center", va="center", transform=ax.transAxes)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      continue
+    plots.learning_curves(train, val, title=title, ylabel=run.train_metric,
+                          log=_log_axis(train, val), ax=ax)
+  return axes
+
+
+def plot_repeats(run: RunData, configs: Sequence[str], best: str | None, rng: np.random.Generator):
+  """Draw the mean of the first n repeats against n, a panel per config.
+
+  On top of `plots.repeats_convergence`: the bootstrap band of a mean of n seeds
+  (`stats.repeats_curve`) and lines at ±`RELATIVE_TARGET` around the mean of all.
+  """
+  axes = _new_grid(len(configs))
+  for i, (ax, c) in enumerate(zip(axes.flat, configs)):
+    finite = run.scores[c][~run.diverged[c] & np.isfinite(run.scores[c])]
+    lost = len(run.scores[c]) - finite.size
+    ax.set_title(run.labels[c] + (" (best)" if c == best else "")
+                 + (f" [{lost} diverged, left out]" if lost else ""))
+    if finite.size < 2:
+      ax.text(0.5, 0.5, f"{_count(finite.size, 'finite seed')}:\nno spread to show", ha="center",
+              va="center", transform=ax.transAxes)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      continue
+    plots.repeats_convergence(finite, ylabel=f"final {run.metric}", ax=ax)
+    twin = ax.figure.axes[-1]  # the twin repeats_convergence has just added
+    curve = stats.repeats_curve(finite, rng=rng, n_resamples=CURVE_RESAMPLES, confidence=CONFIDENCE,
+                                higher_is_better=run.higher_is_better)
+    ax.fill_between(curve.n, curve.boot_low, curve.boot_high, color="C2", alpha=0.15, lw=0,
+                    label=f"{CONFIDENCE:.0%} of a mean of n (bootstrap)")
+    mean = float(np.mean(finite))
+    for side in (-1, 1):
+      ax.axhline(mean * (1 + side * RELATIVE_TARGET), color="0.4", ls=":", lw=1.0,
+                 label=f"±{RELATIVE_TARGET:.0%} of the mean" if side < 0 else None)
+    ax.get_legend().remove()
+    if i == 0:
+      handles, labels = ax.get_legend_handles_labels()
+      more, more_labels = twin.get_legend_handles_labels()
+      ax.legend(handles + more, labels + more_labels, fontsize="x-small")
+  return axes
+
+
+def plot_diagnosis(run: RunData, diag: Diagnosis):
+  """Draw the verdict shares per config."""
+  frame = diag.per_seed[["config_id", "verdict"]].copy()
+  frame["config"] = [run.labels[c] for c in frame["config_id"]]
+  ax = plots.diagnosis_overview(frame[["config", "verdict"]])
+  ax.set_title("learning-curve verdicts per config")
+  return ax
+
+
+def plot_prob(run: RunData, configs: Sequence[str]):
+  """Draw the P(row better than column) matrix of `configs`."""
+  ax = plots.prob_improvement_matrix(prob_matrix(run, configs))
+  ax.set_title(f"P(row better than column), final {run.metric}")
+  return ax
+
+
+def _save(run_dir: Path, name: str, draw: Callable[[], Any]) -> str | None:
+  """Draw and save one plot; a failure is a warning, never the loss of the tables.
+
+  Returns:
+    The path relative to the folder, or None when the plot failed.
+  """
+  try:
+    plots.save(draw(), run_dir / "plots" / name)
+  except Exception as e:  # plots are derived: report what failed and go on
+    warnings.warn(f"plot {name} not written ({type(e).__name__}: {e})", PlotWarning, stacklevel=2)
+    return None
+  return f"plots/{name}"
+
+
+# ---------------------------------------------------------------------------
+# report.md.
+
+
+def _count(n: int, noun: str) -> str:
+  return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _num(value: Any, digits: int = 4) -> str:
+  if value is None:
+    return "n/a"
+  if isinstance(value, (bool, np.bool_)):
+    return "yes" if value else "no"
+  if isinstance(value, (int, np.integer)):
+    return str(int(value))
+  value = float(value)
+  if math.isnan(value):
+    return "n/a"
+  return f"{value:.{digits}g}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+  def cell(v):
+    text = v if isinstance(v, str) else _num(v)
+    return text.replace("|", "\\|").replace("\n", " ")
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+  return lines + [""]
+
+
+def _image(path: str | None, alt: str, name: str) -> list[str]:
+  if path is None:
+    return [f"({name} could not be drawn: see the warning printed when the report was built.)", ""]
+  return [f"![{alt}]({path})", ""]
+
+
+def _duration(start: str | None, end: str | None) -> float | None:
+  try:
+    return (datetime.datetime.fromisoformat(end) - datetime.datetime.fromisoformat(start)).total_seconds()
+  except (TypeError, ValueError):
+    return None
+
+
+def _what_ran(run: RunData) -> list[str]:
+  m, study = run.manifest, run.manifest["study"]
+  base_train = study["base"].get("train", {})
+  early = base_train.get("early_stopping")
+  n_configs = len(study["configs"])
+  lines = [f"# Sweep report: {study.get('experiment') or run.path.name}", "", "## What ran", ""]
+  lines.append(f"- command: `{' '.join(m['command'])}`")
+  reruns = [s for s in m.get("sessions", [])[1:] if s.get("argv") != m["command"]]
+  for s in reruns:
+    lines.append(f"- resumed with: `{' '.join(s['argv'])}`")
+  lines.append(f"- created: {m.get('created', 'n/a')}")
+  lines.append(f"- experiment: {study.get('experiment')}")
+  if study["grid"]:
+    lines.append("- grid: " + "; ".join(f"`{k}` = {json.dumps(v)}" for k, v in study["grid"].items())
+                 + (f" ({study['random']} random draws)" if study.get("random") else ""))
+  else:
+    lines.append("- grid: none (one config)")
+  lines.append(f"- configs: {n_configs} ({len(run.done)} done), repeats: {run.repeats} per config, "
+               f"seed: {study['seed']}")
+  # Unset and zero-valued options (baseline None, min_delta 0, ...) are Keras' defaults: left out.
+  settings = ", ".join(f"{k} {v}" for k, v in sorted((early or {}).items()) if v not in (None, False, 0))
+  lines.append(f"- epochs: {base_train.get('epochs', 'n/a')}; early stopping: "
+               + ((settings or "on, Keras defaults") if early else "off"))
+  lines.append(f"- score: final `{run.metric}` per seed ({'higher' if run.higher_is_better else 'lower'} "
+               "is better), at the stop epoch of early-stopped seeds")
+  lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items())))
+  lines.append(f"- device: {m.get('device', 'n/a')}")
+  lines.append("")
+  return lines
+
+
+def _timings(run: RunData) -> list[str]:
+  groups = run.manifest.get("groups", [])
+  lines = ["## Timings", "",
+           "One compiled program per static-shape group (configs padded to the widest share one); "
+           "a group resumed in parts sums its parts.", ""]
+  rows = []
+  for i, g in enumerate(groups):
+    names = [run.labels.get(c, c) for c in g["configs"]]
+    shown = ", ".join(names[:4]) + (f", … (+{len(names) - 4})" if len(names) > 4 else "")
+    rows.append([i + 1, shown, g.get("members", "n/a"), g.get("cells", "n/a"),
+                 _num(g.get("padded")), g.get("compiles", 0), g.get("compile_seconds", 0.0),
+                 g.get("run_seconds", 0.0), g.get("status", "n/a")])
+  compile_s = sum(float(g.get("compile_seconds", 0.0)) for g in groups)
+  run_s = sum(float(g.get("run_seconds", 0.0)) for g in groups)
+  rows.append(["total", f"{len(run.done)} done", "", "", "",
+               sum(int(g.get("compiles", 0)) for g in groups), compile_s, run_s, ""])
+  lines += _table(["group", "configs", "members", "cells", "padded", "compiles", "compile s",
+                   "run s", "status"], rows)
+  walls = [(s, _duration(s.get("started"), s.get("finished"))) for s in run.manifest.get("sessions", [])]
+  if walls:
+    parts = [f"session {i + 1}: " + (f"{w:.1f} s wall, {_count(len(s.get('trained', [])), 'config')} trained"
+                                      if w is not None else "not finished (interrupted)")
+             for i, (s, w) in enumerate(walls)]
+    lines += ["Sessions: " + "; ".join(parts) + ".", ""]
+  return lines
+
+
+def _summary_section(run: RunData, summary: stats.SummaryTable) -> list[str]:
+  lines = [f"## Final {run.metric} per config", "",
+           f"Over the finite seeds of each config (ddof=1); `ci_low`/`ci_high` are the "
+           f"{CONFIDENCE:.0%} t-interval of the mean; `iqm` the interquartile mean.", ""]
+  columns = ["count", "n_diverged", "mean", "std", "sem", "ci_low", "ci_high", "min", "25%",
+             "50%", "75%", "max", "iqm"]
+  frame = summary.to_frame()
+  rows = [[run.labels[c], f"`{c}`", *[frame.loc[c, k] for k in columns]] for c in run.done]
+  rows = [[r[0], r[1], int(r[2]), int(r[3]), *r[4:]] for r in rows]
+  lines += _table(["config", "id", *columns], rows)
+  total = sum(len(run.scores[c]) for c in run.done)
+  n_div = sum(int(run.diverged[c].sum()) for c in run.done)
+  nonfinite = sum(int((~run.diverged[c] & ~np.isfinite(run.scores[c])).sum()) for c in run.done)
+  if n_div or nonfinite:
+    parts = []
+    for c in run.done:
+      k = int(run.diverged[c].sum())
+      if k:
+        epochs = ", ".join(str(int(e)) for e in run.diverged_epoch[c][run.diverged[c]])
+        parts.append(f"{run.labels[c]}: {k} of {len(run.scores[c])}, at epoch {epochs}")
+    text = (f"**Diverged seeds: {n_div} of {total}** ({'; '.join(parts) or 'none flagged'}). "
+            "They are excluded from every statistic and counted in `n_diverged`.")
+    if nonfinite:
+      text += (f" {nonfinite} more seed(s) have a non-finite final score without a divergence "
+               "flag; they are excluded and counted the same way.")
+    lines += [text, ""]
+  else:
+    lines += [f"No seed diverged ({total} seeds in all).", ""]
+  return lines
+
+
+def _pair_for(result: stats.Comparison, best: str, other: str) -> dict | None:
+  """Find the best-vs-other pair, oriented best = A (flipping a pair stored the other way)."""
+  for pair in result.pairs:
+    if (pair.a, pair.b) == (best, other):
+      return dataclasses.asdict(pair)
+    if (pair.a, pair.b) == (other, best):
+      row = dataclasses.asdict(pair)
+      return dict(row, a=best, b=other, mean_diff=-row["mean_diff"], hedges_g=-row["hedges_g"],
+                  prob_better=1.0 - row["prob_better"], prob_low=1.0 - row["prob_high"],
+                  prob_high=1.0 - row["prob_low"])
+  return None
+
+
+def _best_section(run: RunData, summary: stats.SummaryTable,
+                  result: stats.Comparison | None) -> list[str]:
+  single = len(run.done) < 2
+  lines = ["## Result" if single else "## Best config", ""]
+  ranked = [c for c in _ranked(run, summary) if math.isfinite(summary[c].mean)]
+  if not ranked:
+    return lines + ["No config has a finite mean: every seed diverged.", ""]
+  best = ranked[0]
+  s = summary[best]
+  lines.append(f"**{'Config' if single else 'Best'}: {run.labels[best]}** (`{best}`): "
+               f"mean final {run.metric} {_num(s.mean)} "
+               f"± {_num(s.sem)} (SEM), {CONFIDENCE:.0%} CI [{_num(s.ci_low)}, {_num(s.ci_high)}], "
+               f"{s.count} seeds used, {s.n_diverged} diverged.")
+  lines.append("")
+  if single:
+    return lines  # the Comparisons section says there is nothing to compare
+  if len(ranked) < 2:
+    return lines + ["No other config has a finite mean, so there is no runner-up to test against.", ""]
+  runner = ranked[1]
+  pair = _pair_for(result, best, runner) if result is not None else None
+  head = (f"Against the runner-up **{run.labels[runner]}** (mean {_num(summary[runner].mean)}, "
+          f"difference {_num(pair['mean_diff'] if pair else float('nan'))})")
+  if pair is None or not math.isfinite(pair["pvalue_holm"]):
+    n_a = pair["n_a"] if pair else s.count
+    n_b = pair["n_b"] if pair else summary[runner].count
+    lines.append(f"{head}: the difference **cannot be tested** (finite seeds: {n_a} and {n_b}; "
+                 "Welch's t-test needs at least 2 in each).")
+  else:
+    significant = pair["pvalue_holm"] < ALPHA
+    verdict = ("**significantly better**" if significant else "**not significantly better**")
+    lines.append(f"{head}: Welch's t-test p = {_num(pair['pvalue'], 3)}, Holm-adjusted "
+                 f"p = {_num(pair['pvalue_holm'], 3)} over {_count(len(result.pairs), 'comparison')}: "
+                 f"{run.labels[best]} is {verdict} at α = {ALPHA}; Hedges' g = {_num(pair['hedges_g'], 3)}.")
+    if not significant:
+      lines.append("The gap may be seed noise: run more repeats (see below) before preferring it.")
+  if pair is not None and math.isfinite(pair["prob_better"]):
+    p, low, high = pair["prob_better"], pair["prob_low"], pair["prob_high"]
+    if low > 0.5 and p >= GAMMA:
+      reading = f"at or above γ = {GAMMA}: a run of the best usually beats a run of the runner-up"
+    elif low > 0.5:
+      reading = f"above 0.5 but below γ = {GAMMA}: better more often than not, not by much"
+    else:
+      reading = "its interval includes 0.5 (or lies below): no reliable preference run by run"
+    lines.append(f"A seed of {run.labels[best]} beats a seed of {run.labels[runner]} with probability "
+                 f"{_num(p, 3)} ({CONFIDENCE:.0%} bootstrap CI {_num(low, 3)}–{_num(high, 3)}); "
+                 f"{reading}."
+                 + (" With fewer than 10 seeds a side this interval is rough."
+                    if min(pair["n_a"], pair["n_b"]) < 10 else ""))
+  lines.append("")
+  return lines
+
+
+def _comparisons_section(run: RunData, result: stats.Comparison | None, what: str,
+                         matrix_path: str | None, drew_matrix: bool) -> list[str]:
+  lines = ["## Comparisons", ""]
+  if result is None:
+    return lines + [what, ""]
+  lines += [what + f" Test: Welch's t-test (two-sided), α = {ALPHA}; P(A better) = P(A beats B) "
+            "+ ½P(tie) over seed pairs, with a bootstrap CI.", ""]
+  rows = []
+  for pair in result.pairs:
+    rows.append([run.labels[pair.a], run.labels[pair.b], pair.mean_diff, pair.hedges_g,
+                 _num(pair.pvalue, 3), _num(pair.pvalue_holm, 3),
+                 f"{_num(pair.prob_better, 3)} [{_num(pair.prob_low, 3)}, {_num(pair.prob_high, 3)}]",
+                 # Stats words its verdict with config ids; the page reads labels.
+                 pair.verdict.replace(pair.a, run.labels[pair.a]).replace(pair.b, run.labels[pair.b])])
+  lines += _table(["A", "B", "mean A − B", "Hedges' g", "p", "p (Holm)", "P(A better) [CI]",
+                   "verdict"], rows)
+  if drew_matrix:
+    lines += _image(matrix_path, "P(row better than column)", "The P(improvement) matrix")
+  return lines
+
+
+def _repeats_section(run: RunData, summary: stats.SummaryTable,
+                     needed: Mapping[str, stats.RequiredRepeats | str],
+                     plot_path: str | None, shown: Sequence[str]) -> list[str]:
+  lines = ["## How many repeats", "",
+           f"Repeats a {CONFIDENCE:.0%} t-interval of the mean needs to be within "
+           f"±{RELATIVE_TARGET:.0%} of the mean, from the std of the seeds at hand "
+           "(`stats.required_repeats`; a pilot of few seeds gives a rough std).", ""]
+  rows, short = [], []
+  for c in run.done:
+    s, r = summary[c], needed[c]
+    now = (s.ci_high - s.mean) / abs(s.mean) if s.mean and math.isfinite(s.ci_high) else float("nan")
+    now_text = f"±{now:.1%}" if math.isfinite(now) else "n/a"
+    if isinstance(r, str):
+      rows.append([run.labels[c], s.count, s.mean, s.std, now_text, "n/a", r])
+      continue
+    if not math.isfinite(r.n):
+      rows.append([run.labels[c], s.count, s.mean, s.std, now_text, "n/a",
+                   "fewer than 2 finite seeds: no std"])
+      continue
+    enough = s.count >= r.n
+    if not enough:
+      short.append((c, int(r.n)))
+    rows.append([run.labels[c], s.count, s.mean, s.std, now_text, int(r.n),
+                 "yes" if enough else f"no: {int(r.n) - s.count} more"])
+  lines += _table(["config", "seeds used", "mean", "std", "CI now", f"repeats for ±{RELATIVE_TARGET:.0%}",
+                   "enough?"], rows)
+  if short:
+    worst = max(short, key=lambda t: t[1])
+    lines += [f"More repeats are needed for ±{RELATIVE_TARGET:.0%} in {len(short)} of "
+              f"{_count(len(run.done), 'config')}; the most: {run.labels[worst[0]]}, {worst[1]} repeats.", ""]
+  elif any(not isinstance(r, str) and math.isfinite(r.n) for r in needed.values()):
+    lines += [f"{run.repeats} repeats sufficed for ±{RELATIVE_TARGET:.0%} in every config with a "
+              "finite std.", ""]
+  if len(shown) < len(run.done):
+    lines += [f"The plot shows the {len(shown)} best configs.", ""]
+  lines += _image(plot_path, "repeats convergence", "The repeats-convergence plot")
+  return lines
+
+
+def _stops_section(run: RunData) -> list[str]:
+  lines = ["## Early stopping", ""]
+  stopped_any = any((run.stopped_epoch[c] >= 0).any() for c in run.done)
+  configured = any((cfg.get("train") or {}).get("early_stopping") for cfg in run.configs.values())
+  if not stopped_any:
+    if configured:
+      return lines + ["Early stopping was on, but no seed stopped before its last epoch.", ""]
+    return lines + ["Early stopping was off: every seed ran all its epochs.", ""]
+  rows = []
+  for c in run.done:
+    stopped = run.stopped_epoch[c]
+    hit = stopped[stopped >= 0]
+    epochs = (run.configs[c].get("train") or {}).get("epochs", "n/a")
+    if hit.size:
+      run_for = hit + 1  # epochs run = 0-based stop epoch + 1
+      rows.append([run.labels[c], f"{hit.size} of {len(stopped)}", float(np.median(run_for)),
+                   f"{int(run_for.min())}–{int(run_for.max())}", epochs])
+    else:
+      rows.append([run.labels[c], f"0 of {len(stopped)}", "n/a", "n/a", epochs])
+  lines += ["Seeds that stopped early, and after how many epochs (their learning curves end with a "
+            "marker; their score is taken at the stop epoch).", ""]
+  lines += _table(["config", "stopped", "median epochs run", "range", "epochs"], rows)
+  return lines
+
+
+def _diagnosis_section(run: RunData, diag: Diagnosis | None, curve_paths: Sequence[str | None],
+                       overview_path: str | None) -> list[str]:
+  lines = ["## Diagnosis", ""]
+  if diag is None:
+    return lines + ["No training and validation loss in the histories: no diagnosis and no "
+                    "learning curves.", ""]
+  lines += ["Each seed's train/validation curves get a verdict (`jaxlstm.diagnose`, default "
+            "thresholds); per config: the majority verdict, the share of each verdict, the most "
+            "common trend over the last epochs, and advice.", ""]
+  rows = []
+  for c in run.done:
+    d = diag.per_config[c]
+    counts = [f"{v} {round(d.shares[v] * d.n_seeds)}/{d.n_seeds}" for v in diagnose.VERDICTS
+              if d.shares[v] > 0]
+    trend = max(d.trend_shares, key=d.trend_shares.get) if d.trend_shares else "n/a"
+    rows.append([run.labels[c], f"**{d.majority}**", f"{d.majority_share:.0%}", ", ".join(counts),
+                 trend, "yes" if d.high_variance else "no", d.advice])
+  lines += _table(["config", "verdict", "share", "seeds", "trend", "high variance", "advice"], rows)
+  for i, path in enumerate(curve_paths):
+    lines += _image(path, "learning curves" if i == 0 else f"learning curves, page {i + 1}",
+                    "A learning-curve page")
+  lines += _image(overview_path, "diagnosis overview", "The diagnosis overview")
+  return lines
+
+
+def _method_section(run: RunData, rng_seed: int, against: str | None) -> list[str]:
+  pairs = ("every pair of configs" if against == "all" else
+           "the best config against each other one" if against == "best" else "none (one config)")
+  return [
+      "## Method", "",
+      f"- Scores: the final `{run.metric}` of each seed (at the stop epoch when early stopping "
+      "fired). Diverged seeds (flagged by training, or a non-finite score) are excluded from every "
+      "statistic and counted in `n_diverged`.",
+      f"- Spread: std and SEM with ddof=1; {CONFIDENCE:.0%} t-interval of the mean "
+      "(mean ± t·SEM, n−1 degrees of freedom); IQM = mean of the middle 50%.",
+      f"- Comparisons: {pairs}; Welch's t-test (two-sided), Holm–Bonferroni over the family, "
+      f"α = {ALPHA}; effect size Hedges' g (pooled ddof=1 std, small-sample corrected).",
+      f"- P(A better than B) = P(A beats B) + ½P(tie) over seed pairs (Mann–Whitney U / n_a n_b), "
+      f"{CONFIDENCE:.0%} percentile bootstrap CI from {POI_RESAMPLES} resamples of each side; "
+      f"γ = {GAMMA} marks a clear improvement.",
+      f"- Repeats: smallest n with t·std/√n ≤ {RELATIVE_TARGET:.0%} of |mean| "
+      f"({CONFIDENCE:.0%} level); convergence bands from {CURVE_RESAMPLES} bootstrap resamples.",
+      f"- Resampling draws from `numpy.random.default_rng({rng_seed})`: rebuilding gives the same "
+      "tables.",
+      "",
+  ]
+
+
+def _files_section(others: Sequence[str]) -> list[str]:
+  lines = []
+  if others:
+    lines += ["## Other plots", ""]
+    lines += [f"![{Path(p).name}]({p})\n" for p in others]
+  lines += ["## Files", "",
+            "`scores.csv` (per config and seed), `summary.csv` (per config), `diagnosis.csv` "
+            "(per config and seed: verdict, trend, evidence), `comparisons.csv` (per pair), "
+            "`histories/<id>.npz`, `configs/<id>.json`, `checkpoints/<id>/` (orbax), "
+            "`manifest.json`. Load the run with `jaxlstm.load_run(path)`; rebuild this page with "
+            "`python -m jaxlstm.report <folder>`.", ""]
+  return lines
+
+
+# ---------------------------------------------------------------------------
+# Everything.
+
+
+def write_all(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
+  """Rebuild every table, plot and report.md of a results folder from its files.
+
+  Safe to run at any time (after each group, after a crash, on a copy): it only
+  reads the manifest, configs and histories, and writes derived files
+  atomically. A plot that fails to draw is a `PlotWarning` (a RuntimeWarning) and
+  a line in the report; the tables are written regardless.
+
+  Args:
+    run_dir: the results folder.
+    rng_seed: seed of every bootstrap (P(A better than B) intervals, convergence bands).
+
+  Returns:
+    The path of report.md.
+
+  Raises:
+    ReportError: `run_dir` is not a readable results folder.
+  """
+  run = load_folder(run_dir)
+  path = run.path
+  rng = np.random.default_rng(rng_seed)
+  summary = summary_table(run)
+  result, what = comparisons(run, summary, rng)
+  diag = diagnosis(run)
+
+  store.write_text(path / "scores.csv", store.scores_csv(path, run.manifest))
+  store.write_text(path / "summary.csv", summary_csv(run, summary))
+  store.write_text(path / "diagnosis.csv", diagnosis_csv(run, diag))
+  store.write_text(path / "comparisons.csv", comparisons_csv(run, result))
+  needed = required(run)
+
+  ranked = _ranked(run, summary)
+  best = ranked[0] if ranked and math.isfinite(summary[ranked[0]].mean) else None
+  shown = _shown(run, summary)
+  paths: dict[str, Any] = {"scores": None, "curves": [], "repeats": None, "diagnosis": None,
+                           "prob": None}
+  if run.done:
+    paths["scores"] = _save(path, "scores.png", lambda: plot_scores(run))
+    if diag is not None:
+      for page, start in enumerate(range(0, len(run.done), MAX_PANELS)):
+        chunk = run.done[start:start + MAX_PANELS]
+        name = "curves.png" if page == 0 else f"curves-{page + 1}.png"
+        paths["curves"].append(_save(path, name, lambda chunk=chunk: plot_curves(run, chunk, best)))
+      paths["diagnosis"] = _save(path, "diagnosis.png", lambda: plot_diagnosis(run, diag))
+    paths["repeats"] = _save(path, "repeats.png", lambda: plot_repeats(run, shown, best, rng))
+    if len(run.done) >= 2:
+      paths["prob"] = _save(path, "prob_improvement.png", lambda: plot_prob(run, shown))
+
+  lines = _what_ran(run) + _timings(run)
+  if not run.done:
+    lines += ["## Results", "", "No config has finished yet: rerun the sweep command to train them.", ""]
+  else:
+    lines += _summary_section(run, summary)
+    lines += _image(paths["scores"], f"final {run.metric} per config", "The box plot")
+    lines += _best_section(run, summary, result)
+    lines += _comparisons_section(run, result, what, paths["prob"], len(run.done) >= 2)
+    if len(run.done) >= 2 and len(shown) < len(run.done):
+      lines += [f"The P(improvement) matrix shows the {len(shown)} best configs.", ""]
+    lines += _repeats_section(run, summary, needed, paths["repeats"], shown)
+    lines += _stops_section(run)
+    lines += _diagnosis_section(run, diag, paths["curves"], paths["diagnosis"])
+  lines += _method_section(run, rng_seed, None if result is None else result.against)
+  plots_dir = path / "plots"
+  others = sorted(f"plots/{p.name}" for p in plots_dir.glob("*.png")) if plots_dir.is_dir() else []
+  linked = set(re.findall(r"\]\((plots/[^)]+)\)", "\n".join(lines)))
+  lines += _files_section([p for p in others if p not in linked])
+  report = path / "report.md"
+  store.write_text(report, "\n".join(lines).rstrip("\n") + "\n")
+  return report
+
+
+# ---------------------------------------------------------------------------
+# Command line.
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # one line, no usage block: the same contract as the sweep
+    raise ReportError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = _Parser(prog=PROG, description="Rebuild the tables, plots and report.md of a "
+                   "results folder written by python -m jaxlstm.sweep.")
+  parser.add_argument("run_dir", metavar="DIR", help="the results folder")
+  parser.add_argument("--rng-seed", type=int, default=0,
+                      help="seed of the bootstrap resampling (default 0)")
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Rebuild the report of a folder and print the path of report.md.
+
+  Returns:
+    0 on success; 2 on a missing or invalid folder or bad arguments (one line
+    on stderr: `jaxlstm.report: error: ...`).
+  """
+  argv = list(sys.argv[1:] if argv is None else argv)
+  try:
+    args = build_parser().parse_args(argv)
+  except ReportError as e:
+    print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
+  except SystemExit as e:  # --help
+    return int(e.code or 0)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", PlotWarning)
+    try:
+      report = write_all(args.run_dir, rng_seed=args.rng_seed)
+    except (ReportError, OSError) as e:
+      print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+      return 2
+  for w in caught:
+    if issubclass(w.category, PlotWarning):
+      print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+  print(report)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
