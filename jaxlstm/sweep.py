@@ -949,15 +949,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not trained:
       log("every config is already done: nothing to train")
     folder.write_tables()
-    plots_missing = not (out / "plots" / "scores.png").is_file()
-    if trained or lost or plots_missing:
-      try:
-        store.write_plots(out)
-      except Exception as e:  # plots are derived: a failure must not cost the results
-        log(f"warning: plots not written ({type(e).__name__}: {e})")
-    store.write_report(out)
     if trained:
       folder.finish_session(_now())
+    if trained or lost or not (out / "report.md").is_file():
+      import warnings
+
+      from jaxlstm import report
+      with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", report.PlotWarning)
+        try:
+          report.write_all(out)
+        except Exception as e:  # the report is derived: a failure must not cost the results
+          log(f"warning: report not written ({type(e).__name__}: {e}); "
+              f"rebuild it with python -m jaxlstm.report {out}")
+      for w in caught:
+        if issubclass(w.category, report.PlotWarning):
+          log(f"warning: {w.message}")
     print(format_summary(folder), file=stdout)
     print(f"results: {out}", file=stdout, flush=True)
     return 0
