@@ -673,3 +673,26 @@ def to_original_units(dataset: Dataset, y: Any) -> np.ndarray:
   if scaler is None:
     return np.asarray(y, dtype=np.float32)
   return scaler.inverse(y)
+
+
+def rolling_origin_datasets(dataset: Dataset, n_splits: int, min_train: int, horizon: int = 1, *,
+                            step: int | None = None) -> list[Dataset]:
+  """One Dataset per rolling origin over a dataset's samples in time order (train, then validation).
+
+  For framed series (windows in chronological order, as `make("csv")` and
+  `sliding_windows` give): fold k trains on every window before its origin and
+  validates on the next `horizon` windows. Train each fold with `jaxlstm.fit`;
+  folds differ in `n_train`, so each is its own compile. Scale inside a fold
+  (`prepare(fold, ...)`) so that no fold sees its validation statistics.
+
+  Returns:
+    n_splits datasets, earliest origin first; metadata["fold"] = (k, origin).
+  """
+  x = np.concatenate([dataset.x_train, dataset.x_val])
+  y = np.concatenate([dataset.y_train, dataset.y_val])
+  folds = []
+  for k, (train_idx, val_idx) in enumerate(rolling_origin_splits(len(x), n_splits, min_train, horizon, step=step)):
+    folds.append(dataclasses.replace(
+        dataset, x_train=x[train_idx], y_train=y[train_idx], x_val=x[val_idx], y_val=y[val_idx],
+        metadata={**dataset.metadata, "fold": (k, int(len(train_idx)))}))
+  return folds

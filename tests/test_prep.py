@@ -267,3 +267,17 @@ def test_prepare_shares_scale_between_series_inputs_and_targets():
   np.testing.assert_allclose(scaled.metadata["input_scaler"].data_min, [lo])
   np.testing.assert_allclose(scaled.metadata["target_scaler"].data_max, [hi, hi, hi])
   np.testing.assert_allclose(scaled.y_train, (ds.y_train - lo) / (hi - lo), rtol=1e-5, atol=1e-6)
+
+
+def test_rolling_origin_datasets_walk_forward_in_time_order():
+  from jaxlstm import prep, problems
+  series = np.arange(40, dtype=np.float32)[:, None]
+  x, y = prep.sliding_windows(series, 3, 1)
+  ds = problems.Dataset(x[:30], y[:30], x[30:], y[30:], name="series")
+  folds = prep.rolling_origin_datasets(ds, n_splits=3, min_train=20, horizon=2)
+  assert [f.x_train.shape[0] for f in folds] == [31, 33, 35]
+  for fold in folds:
+    # validation windows start right after the last training window: no look-ahead
+    assert fold.x_val[0, 0, 0] == fold.x_train[-1, 0, 0] + 1
+    assert fold.x_val.shape[0] == 2
+  np.testing.assert_array_equal(folds[-1].y_val[:, 0], [38, 39])  # targets of the last two windows
