@@ -289,7 +289,9 @@ def test_config_file_with_grid_and_set(tmp_path):
 
 def test_list_experiments(capsys):
   assert sweep.main(["--list-experiments"]) == 0
-  assert capsys.readouterr().out.startswith("cells ")
+  lines = capsys.readouterr().out.splitlines()
+  assert any(line.startswith("cells ") for line in lines)
+  assert lines == sorted(lines)
 
 
 def test_progress_bar_draws_fraction_elapsed_and_eta():
