@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm import keys as keys_lib
-from jaxlstm.config import Config, ConfigError, can_pad_cells, static_key
+from jaxlstm.config import Config, ConfigError, static_key
 from jaxlstm.models import activate
 from jaxlstm.problems import Dataset
-from jaxlstm.train import Data, Member, Program, member_hparams, resolve_dataset, unpad_params
+from jaxlstm.train import Member, Program, member_hparams, resolve_dataset, unpad_params
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
 
@@ -197,6 +197,55 @@ def members_of(group: Group, seed: int) -> Member:
   return Member(stacked_keys, stacked)
 
 
+@dataclasses.dataclass(frozen=True)
+class CallPlan:
+  """How `run_group` splits a group into calls: equal member chunks x epoch chunks.
+
+  Attributes:
+    member_bytes: estimated memory of one member.
+    members_per_call, calls: equal member chunks within the memory budget (the
+      last one repeats its last member), so one compile serves them all.
+    epoch_chunk, epoch_chunks: epochs per call and calls per member chunk.
+    layouts: per member chunk, ((cells, count), ...) of its members in order.
+    compiles: programs to compile: one per distinct layout, plus one to resume epochs.
+  """
+  member_bytes: int
+  members_per_call: int
+  calls: int
+  total: int
+  epoch_chunk: int
+  epoch_chunks: int
+  layouts: tuple[tuple[tuple[int, int], ...], ...]
+
+  @property
+  def compiles(self) -> int:
+    return len(set(self.layouts)) + (1 if self.epoch_chunks > 1 else 0)
+
+  def member_index(self, call: int) -> np.ndarray:
+    index = np.arange(call * self.members_per_call, (call + 1) * self.members_per_call)
+    return np.minimum(index, self.total - 1)
+
+
+def plan_calls(group: Group, program: Program, *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+               max_members_per_call: int | None = None, epoch_chunk: int | None = None) -> CallPlan:
+  """The calls `run_group` makes for `group` (also what `--dry-run` prints)."""
+  total = group.members
+  member_bytes = estimate_member_bytes(program)
+  per_call = max(1, memory_budget // max(1, member_bytes))
+  if max_members_per_call:
+    per_call = min(per_call, max_members_per_call)
+  per_call = min(per_call, total)
+  calls = math.ceil(total / per_call)
+  per_call = math.ceil(total / calls)
+  chunk = min(epoch_chunk or choose_epoch_chunk(group.configs[0], program.steps), program.epochs)
+  cells_of = np.repeat([c.model.cells for c in group.configs], group.repeats)
+  layouts = []
+  for call in range(calls):
+    index = np.minimum(np.arange(call * per_call, (call + 1) * per_call), total - 1)
+    layouts.append(tuple(_runs(cells_of[index])))
+  return CallPlan(member_bytes, per_call, calls, total, chunk, math.ceil(program.epochs / chunk), tuple(layouts))
+
+
 def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0,
               epoch_chunk: int | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
               max_members_per_call: int | None = None,
@@ -225,17 +274,10 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0,
     from jaxlstm.train import check_compatible
     check_compatible(cfg, dataset)
   members = members_of(group, seed)
-  total = group.members
-  per_call = max(1, memory_budget // max(1, estimate_member_bytes(program)))
-  if max_members_per_call:
-    per_call = min(per_call, max_members_per_call)
-  per_call = min(per_call, total)
-  n_calls = math.ceil(total / per_call)
-  per_call = math.ceil(total / n_calls)  # equal chunks: one compile serves them all
-  epochs = program.epochs
-  chunk = min(epoch_chunk or choose_epoch_chunk(representative, program.steps), epochs)
-  n_epoch_chunks = math.ceil(epochs / chunk)
-  cells_of = np.repeat([c.model.cells for c in group.configs], group.repeats)
+  calls_plan = plan_calls(group, program, memory_budget=memory_budget,
+                          max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk)
+  total, n_calls = group.members, calls_plan.calls
+  epochs, chunk = program.epochs, calls_plan.epoch_chunk
   data = program.data()
   info = RunInfo(member_chunks=n_calls)
   histories, finals = [], []
@@ -254,10 +296,9 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0,
   if checkpointer is not None and n_calls > 1:
     checkpointer = None  # resumable state is kept per single-chunk group only
   for call in range(n_calls):
-    index = np.arange(call * per_call, (call + 1) * per_call)
-    index = np.minimum(index, total - 1)  # the last chunk repeats its last member
+    index = calls_plan.member_index(call)
     part = jax.tree.map(lambda a: a[index], members)
-    layout = tuple(_runs(cells_of[index]))
+    layout = calls_plan.layouts[call]
     restored = checkpointer.restore() if checkpointer is not None else None
     if restored is not None:
       done_epochs, states, chunk_history = restored

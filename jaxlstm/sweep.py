@@ -426,16 +426,6 @@ def _data_key(cfg) -> str:
   return json.dumps(cfg.to_dict()["data"], sort_keys=True)
 
 
-def _runs(values) -> list[tuple[int, int]]:
-  out: list[list[int]] = []
-  for v in values:
-    if out and out[-1][0] == v:
-      out[-1][1] += 1
-    else:
-      out.append([int(v), 1])
-  return [tuple(x) for x in out]
-
-
 def plan_study(study: Study, *, memory_budget: int | None = None) -> Plan:
   """Generate the data, check every config against it and group configs by static shape.
 
@@ -456,20 +446,9 @@ def plan_study(study: Study, *, memory_budget: int | None = None) -> Plan:
   for group in ensemble.plan(study.configs, study.repeats, pad_cells=True):
     dataset = datasets[_data_key(group.configs[0])]
     program = Program(group.configs[0], dataset, cells=group.cells)
-    member_bytes = ensemble.estimate_member_bytes(program)
-    # The same arithmetic as run_group: equal member chunks within the budget,
-    # one compile per distinct cell layout of a chunk, one more to resume epochs.
-    total = group.members
-    per_call = min(max(1, budget // max(1, member_bytes)), total)
-    calls = math.ceil(total / per_call)
-    per_call = math.ceil(total / calls)
-    cells_of = np.repeat([c.model.cells for c in group.configs], group.repeats)
-    layouts = {tuple(_runs(cells_of[np.minimum(np.arange(c * per_call, (c + 1) * per_call), total - 1)]))
-               for c in range(calls)}
-    chunk = min(ensemble.choose_epoch_chunk(group.configs[0], program.steps), program.epochs)
-    epoch_chunks = math.ceil(program.epochs / chunk)
-    plans.append(GroupPlan(group, dataset, program, member_bytes, per_call, calls, epoch_chunks,
-                           len(layouts) + (1 if epoch_chunks > 1 else 0)))
+    calls = ensemble.plan_calls(group, program, memory_budget=budget)
+    plans.append(GroupPlan(group, dataset, program, calls.member_bytes, calls.members_per_call, calls.calls,
+                           calls.epoch_chunks, calls.compiles))
   return Plan(study, plans, fingerprints)
 
 
