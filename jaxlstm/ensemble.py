@@ -22,7 +22,7 @@ from jaxlstm import keys as keys_lib
 from jaxlstm.config import Config, ConfigError, static_key
 from jaxlstm.models import activate
 from jaxlstm.problems import Dataset
-from jaxlstm.train import Member, Program, member_hparams, resolve_dataset, unpad_params
+from jaxlstm.train import Member, Program, check_compatible, member_hparams, resolve_dataset, unpad_params
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
 
@@ -98,7 +98,8 @@ class Ensemble:
   @property
   def epochs_run(self) -> np.ndarray:
     """`[repeats]` number of epochs each repeat trained."""
-    return np.sum(np.isfinite(self.history["loss"]) | _ran_but_nan(self), axis=1)
+    epochs = self.history["loss"].shape[1]
+    return np.where(self.stopped_epoch >= 0, self.stopped_epoch + 1, epochs)
 
   def keras_history(self, i: int) -> dict[str, list[float]]:
     """Keras-style `history.history` of repeat i, truncated where it stopped."""
@@ -133,13 +134,6 @@ class Ensemble:
     network, act = self.network(), self.config.model.output_activation
     fn = jax.jit(jax.vmap(lambda p: activate(network.apply({"params": p}, x), act)))
     return np.asarray(fn(self.params))
-
-
-def _ran_but_nan(ens: Ensemble) -> np.ndarray:
-  # A diverged repeat keeps training with NaN losses: those epochs ran.
-  epochs = ens.history["loss"].shape[1]
-  ran = np.arange(epochs)[None, :] <= np.where(ens.stopped_epoch >= 0, ens.stopped_epoch, epochs)[:, None]
-  return ran & (ens.diverged_epoch[:, None] >= 0) & (np.arange(epochs)[None, :] >= ens.diverged_epoch[:, None])
 
 
 class Checkpointer(Protocol):
@@ -271,7 +265,6 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0,
   dataset = resolve_dataset(representative, dataset)
   program = Program(representative, dataset, cells=group.cells)
   for cfg in group.configs[1:]:
-    from jaxlstm.train import check_compatible
     check_compatible(cfg, dataset)
   members = members_of(group, seed)
   calls_plan = plan_calls(group, program, memory_budget=memory_budget,

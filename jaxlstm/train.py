@@ -24,6 +24,8 @@ gradients, so each member's numbers equal its unpadded run.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -34,7 +36,7 @@ import numpy as np
 import optax
 
 from jaxlstm import early_stopping as es
-from jaxlstm import losses, optim
+from jaxlstm import losses, optim, problems
 from jaxlstm.config import Config, ConfigError
 from jaxlstm.keys import StreamKeys
 from jaxlstm.models import Network
@@ -93,8 +95,6 @@ def history_keys(config: Config) -> list[str]:
 
 def resolve_dataset(config: Config, dataset: Dataset | None = None) -> Dataset:
   """The dataset a config trains on: given, or generated from `config.data`; Keras validation_split applied."""
-  from jaxlstm import problems
-  import json
   resolved_for = json.dumps(config.to_dict()["data"], sort_keys=True)
   if dataset is not None and dataset.metadata.get("resolved_for") == resolved_for:
     return dataset  # already split / encoded / scaled for this data config
@@ -156,7 +156,7 @@ def check_compatible(config: Config, dataset: Dataset) -> None:
                       "set model.outputs = 0 to size the head from the data.")
   if model.architecture == "cnn_lstm":
     frame = tuple(dataset.metadata.get("frame_shape", ()))
-    if len(frame) != 2 or math.prod(frame) * 1 > dataset.n_features or dataset.n_features % math.prod(frame):
+    if len(frame) != 2 or dataset.n_features % math.prod(frame):
       raise ConfigError("model.architecture = 'cnn_lstm' needs frames: dataset.metadata['frame_shape'] = "
                         f"(height, width) with height*width dividing the {dataset.n_features} features.")
     if min(frame) < model.conv_kernel:
@@ -168,7 +168,6 @@ def check_compatible(config: Config, dataset: Dataset) -> None:
     raise ConfigError("the dataset has no validation samples; set data.validation_split or data.resplit.")
   for name, callback in (("early_stopping", train.early_stopping), ("reduce_lr", train.reduce_lr)):
     if callback is not None and callback.monitor not in history_keys(config):
-      import difflib
       known = history_keys(config)
       hint = difflib.get_close_matches(callback.monitor, known, n=1)
       raise ConfigError(

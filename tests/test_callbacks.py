@@ -137,3 +137,10 @@ def test_padded_cells_group_compiles_once_and_equals_unpadded_runs():
     assert all(jax.tree.leaves(shapes))  # unpadded back to the config's own width
     close = jax.tree.map(lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-6), ens.params, alone.params)
     assert all(jax.tree.leaves(close))
+
+
+def test_epochs_run_counts_to_the_stop_epoch(stopped):
+  cfg, ens, _ = stopped
+  expected = np.where(ens.stopped_epoch >= 0, ens.stopped_epoch + 1, cfg.train.epochs)
+  np.testing.assert_array_equal(ens.epochs_run, expected)
+  np.testing.assert_array_equal(ens.epochs_run, np.isfinite(ens.history["loss"]).sum(axis=1))
