@@ -36,7 +36,7 @@ OUTPUT_ACTIVATIONS = ("linear", "sigmoid", "softmax")
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 SCHEDULES = ("constant", "exponential", "cosine", "warmup_cosine", "piecewise")
 LOSSES = ("mse", "mae", "binary_crossentropy", "categorical_crossentropy")
-METRICS = ("mse", "mae", "accuracy")
+METRICS = ("mse", "mae", "accuracy", "mae_original")
 STREAMS = ("init", "shuffle", "dropout", "split")
 SCALINGS = ("none", "minmax", "standard")
 ENCODINGS = ("onehot", "integer")
@@ -594,6 +594,11 @@ def static_key(cfg: Config, *, pad_cells: bool = False) -> str:
     section, name = dotted.split(".")
     value = d[section][name]
     d[section][name] = None if value is None else bool(value)
+  # The program adds every L1/L2 term once any is set: one switch for all six.
+  penalties = [name for name in d["model"] if name.endswith(("_l1", "_l2"))]
+  any_penalty = any(d["model"][name] for name in penalties)
+  for name in penalties:
+    d["model"][name] = any_penalty
   if pad_cells and can_pad_cells(cfg):
     d["model"]["cells"] = "padded"
   return _canonical_json(d)

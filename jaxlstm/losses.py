@@ -49,9 +49,16 @@ def accuracy(logits, targets, output_activation="softmax"):
   return _per_sample(hits.astype(jnp.float32))
 
 
+def mae_original(logits, targets, output_activation="linear", *, unit_scale=1.0):
+  """MAE in the targets' original units: `unit_scale [outputs]` maps a scaled unit back (affine scalers)."""
+  error = jnp.abs(activate(logits, output_activation) - targets)
+  unit_scale = jnp.asarray(unit_scale, error.dtype)
+  return _per_sample(error * jnp.broadcast_to(unit_scale, error.shape[-1:]).reshape((1,) * (error.ndim - 1) + (-1,)))
+
+
 LOSSES: dict[str, Callable] = {
     "mse": mse, "mae": mae,
     "binary_crossentropy": binary_crossentropy,
     "categorical_crossentropy": categorical_crossentropy,
 }
-METRICS: dict[str, Callable] = {"mse": mse, "mae": mae, "accuracy": accuracy}
+METRICS: dict[str, Callable] = {"mse": mse, "mae": mae, "accuracy": accuracy, "mae_original": mae_original}

@@ -178,6 +178,7 @@ def echo(n_train: int = 1000, n_val: int = 100, length: int = 5, n_features: int
 
 def damped_sine(n_train: int = 1000, n_val: int = 200, length: int = 50, horizon: int = 5,
                 period: tuple[int, int] = (10, 20), decay: tuple[float, float] = (0.01, 0.1),
+                offset: float = 0.5, amplitude: float = 0.5,
                 seed: int = 0) -> Dataset:
   """Damped sine waves: forecast the next `horizon` values of a decaying oscillation.
 
@@ -194,6 +195,8 @@ def damped_sine(n_train: int = 1000, n_val: int = 200, length: int = 50, horizon
     length: input steps.
     horizon: predicted steps.
     period: (low, high) integer periods, 1 <= low <= high.
+    offset, amplitude: the wave is `offset + amplitude * sin(...) * exp(...)`
+      (0.5 and 0.5 by default; larger values give data in raw units, for scaling studies).
     decay: (low, high) decay rates, 0 <= low <= high.
     seed: generator seed.
 
@@ -215,7 +218,7 @@ def damped_sine(n_train: int = 1000, n_val: int = 200, length: int = 50, horizon
   def split(rng, n):
     periods = rng.integers(p_low, p_high + 1, size=n)
     decays = rng.uniform(d_low, d_high, size=n)
-    waves = 0.5 + 0.5 * np.sin(2 * np.pi * steps / periods[:, None]) * np.exp(-decays[:, None] * steps)
+    waves = offset + amplitude * np.sin(2 * np.pi * steps / periods[:, None]) * np.exp(-decays[:, None] * steps)
     return waves[:, :length, None], waves[:, length:], periods, decays
 
   x_train, y_train, p_train, d_train = split(train_rng, n_train)

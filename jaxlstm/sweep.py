@@ -178,8 +178,14 @@ def experiment_names() -> list[str]:
   return sorted(m.name for m in pkgutil.iter_modules(experiments.__path__) if not m.name.startswith("_"))
 
 
-def load_experiment(name: str) -> tuple[Any, dict[str, list]]:
-  """`(base config, grid)` of experiment `name`."""
+def load_experiment(name: str) -> tuple[Any, dict[str, list], list | None]:
+  """`(base config, grid, configs)` of experiment `name`.
+
+  A module defines `get_config()` and either `get_grid()` (the Cartesian
+  product runs) or `get_configs()` (an explicit list, for studies a product
+  cannot express, e.g. each optimizer with its own settings); `configs` is
+  that list, or None.
+  """
   from jaxlstm.config import Config
   names = experiment_names()
   if name not in names:
@@ -188,12 +194,51 @@ def load_experiment(name: str) -> tuple[Any, dict[str, list]]:
     raise UsageError(f"unknown experiment {name!r}{extra}. Known experiments: {', '.join(names)} "
                      "(see --list-experiments)")
   module = importlib.import_module(f"experiments.{name}")
-  if not (callable(getattr(module, "get_config", None)) and callable(getattr(module, "get_grid", None))):
-    raise UsageError(f"experiments/{name}.py must define get_config() and get_grid()")
-  base, grid = module.get_config(), module.get_grid()
-  if not isinstance(base, Config) or not isinstance(grid, Mapping):
-    raise UsageError(f"experiments/{name}.py: get_config() must return a Config and get_grid() a dict")
-  return base, {k: list(v) for k, v in grid.items()}
+  has_grid = callable(getattr(module, "get_grid", None))
+  has_list = callable(getattr(module, "get_configs", None))
+  if not callable(getattr(module, "get_config", None)) or has_grid == has_list:
+    raise UsageError(f"experiments/{name}.py must define get_config() and one of get_grid() or get_configs()")
+  base = module.get_config()
+  if not isinstance(base, Config):
+    raise UsageError(f"experiments/{name}.py: get_config() must return a Config")
+  if has_list:
+    configs = list(module.get_configs())
+    if not configs or not all(isinstance(c, Config) for c in configs):
+      raise UsageError(f"experiments/{name}.py: get_configs() must return a non-empty list of Config")
+    return base, {}, configs
+  grid = module.get_grid()
+  if not isinstance(grid, Mapping):
+    raise UsageError(f"experiments/{name}.py: get_grid() must return a dict")
+  return base, {k: list(v) for k, v in grid.items()}, None
+
+
+def differing_fields(configs: Sequence[Any]) -> dict[str, list]:
+  """Dotted fields whose values differ between configs -> their values in order of first appearance.
+
+  Labels and table columns of an explicit config list, as the grid gives them
+  for a product.
+  """
+  flat = []
+  for cfg in configs:
+    d = cfg.to_dict()
+    row = {}
+    for section, fields in d.items():
+      for name, value in fields.items():
+        if section == "data" and name == "options":
+          row.update({f"data.options.{k}": v for k, v in value.items()})
+        else:
+          row[f"{section}.{name}"] = value
+    flat.append(row)
+  keys = [k for k in dict.fromkeys(k for row in flat for k in row)]
+  out = {}
+  for key in keys:
+    values = [row.get(key) for row in flat]
+    seen = {}
+    for v in values:
+      seen.setdefault(json.dumps(v, sort_keys=True), v)
+    if len(seen) > 1:
+      out[key] = list(seen.values())
+  return out
 
 
 def list_experiments(stream: TextIO) -> None:
@@ -343,6 +388,24 @@ def csv_study(path: str, column: str | None, date_column: str | None):
   return base, {}
 
 
+def listed_study(name: str, base: Any, configs: list, args: argparse.Namespace) -> Study:
+  """The study of an experiment that lists its configs: --set / --epochs apply to every one."""
+  from jaxlstm.config import ConfigError
+  if args.grid or args.random is not None:
+    raise UsageError(f"experiment {name!r} lists its configs (get_configs()); --grid and --random do "
+                     "not apply to it: use --set to change every config, or write a grid study")
+  sets = dict(parse_set_arg(text) for text in args.sets)
+  if args.epochs is not None:
+    sets["train.epochs"] = args.epochs
+  changes = {k: _override_value(k, v) for k, v in sets.items()}
+  base = base.override(changes)
+  configs = [c.override(changes) for c in configs]
+  if len({c.config_id for c in configs}) != len(configs):
+    raise ConfigError(f"experiment {name!r} lists the same config twice (after --set).")
+  return Study(name=name, base=base, grid=differing_fields(configs), configs=configs, random=None,
+               repeats=args.repeats, seed=args.seed)
+
+
 def make_study(args: argparse.Namespace) -> Study:
   """Build the study from the arguments (raises UsageError / ConfigError on bad input)."""
   from jaxlstm.config import ConfigError, expand_grid
@@ -356,7 +419,9 @@ def make_study(args: argparse.Namespace) -> Study:
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(args.data).stem) or "data"
   else:
     name = args.experiment or DEFAULT_EXPERIMENT
-    base, grid = load_experiment(name)
+    base, grid, listed = load_experiment(name)
+    if listed is not None:
+      return listed_study(name, base, listed, args)
   typed = {}
   for key, values in grid.items():
     check_key(key)

@@ -226,6 +226,18 @@ class Program:
     self.history_keys = history_keys(config)
     self.epochs = config.train.epochs
     self.traces = 0  # incremented at trace time only: counts compilations
+    self.metric_fns = {name: self._metric_fn(name) for name in config.train.metrics}
+
+  def _metric_fn(self, name: str):
+    if name != "mae_original":
+      return losses.METRICS[name]
+    from jaxlstm import prep
+    outputs = self.dataset.y_train.shape[-1]
+    ones, zeros = np.ones((1, outputs), np.float32), np.zeros((1, outputs), np.float32)
+    # Affine scalers: one scaled unit is this many original units per output.
+    unit = (prep.to_original_units(self.dataset, ones) - prep.to_original_units(self.dataset, zeros))[0]
+    unit_scale = jnp.asarray(np.abs(unit), jnp.float32)
+    return lambda logits, targets, act: losses.mae_original(logits, targets, act, unit_scale=unit_scale)
 
   # ----- pieces of one member -------------------------------------------------
   def network_for(self, cells: int) -> Network:
@@ -285,8 +297,8 @@ class Program:
     if self._uses_penalty():
       # Keras' evaluate() adds the regularisation losses to `val_loss` too.
       values["loss"] = values["loss"] + penalty(params, hparams)
-    for metric in cfg.train.metrics:
-      values[metric] = jnp.mean(losses.METRICS[metric](out, y, act))
+    for metric, fn in self.metric_fns.items():
+      values[metric] = jnp.mean(fn(out, y, act))
     return values
 
   def epoch_order(self, shuffle_key: jax.Array, epoch: jax.Array) -> jax.Array:
@@ -309,7 +321,7 @@ class Program:
     hp = member.hparams
     act = cfg.model.output_activation
     loss_fn_data = losses.LOSSES[cfg.train.loss]
-    metric_fns = {m: losses.METRICS[m] for m in cfg.train.metrics}
+    metric_fns = self.metric_fns
     n, batch, steps = self.n_train, self.batch, self.steps
     pad = steps * batch - n
     uses_dropout, uses_penalty = self._uses_dropout(), self._uses_penalty()

@@ -241,3 +241,17 @@ def test_data_encoding_and_scaling_fields():
   scaled = resolve_dataset(Config().override({"data.scaling": "minmax"}))
   assert scaled.x_train.min() == 0.0 and scaled.x_train.max() == 1.0  # fitted on training data only
   assert scaled.x_val.max() > 1.0  # validation lies beyond the training range in the linear problem
+
+
+def test_mae_original_reports_validation_error_in_raw_units():
+  options = {"n_train": 20, "n_val": 10, "length": 8, "horizon": 2, "offset": 100.0, "amplitude": 50.0}
+  cfg = Config().override({"data.problem": "damped_sine", "data.options": options, "data.scaling": "minmax",
+                           "model.cells": 4, "train.epochs": 2, "train.batch_size": 10,
+                           "train.metrics": ["mae", "mae_original"]})
+  ens = jaxlstm.fit(cfg, repeats=2)
+  ds = resolve_dataset(cfg)
+  raw_predictions = jaxlstm.prep.to_original_units(ds, ens.predict(ds.x_val))
+  raw_targets = jaxlstm.prep.to_original_units(ds, ds.y_val)
+  expected = np.abs(raw_predictions - raw_targets[None]).mean(axis=(1, 2))
+  np.testing.assert_allclose(ens.history["val_mae_original"][:, -1], expected, rtol=1e-4)
+  assert (ens.history["val_mae_original"] > 10 * ens.history["val_mae"]).all()  # a range of ~100 units
