@@ -9,9 +9,9 @@ targets together, and applied unchanged to the validation waves). LSTM(20) +
 Dense(5), Adam lr 1e-2, MAE, batch 20, shuffled, 100 epochs. Each scaling is
 a different dataset: three groups, three compiles.
 
-Losses are in each config's own (scaled) units, so compare `val_mae_original`
-(the validation MAE of the predictions mapped back to raw units; scores.csv),
-not `val_loss`.
+Losses are in each config's own (scaled) units, so the study scores
+`val_mae_original` (`METRIC` below: the validation MAE of the predictions
+mapped back to raw units), not `val_loss`.
 
 Command:
 
@@ -37,6 +37,8 @@ Exact values differ through the CLI (other config ids, other keys); the pattern 
 """
 from experiments import _bases
 from jaxlstm.config import Config
+
+METRIC = "val_mae_original"  # each config's val_loss is in its own scaled units
 
 
 def get_config() -> Config:

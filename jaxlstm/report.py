@@ -133,7 +133,8 @@ def _unique_labels(labels: Mapping[str, str]) -> dict[str, str]:
   return {c: (text if seen[text] == 1 else f"{text} [{c}]") for c, text in labels.items()}
 
 
-def primary_metric(histories: Mapping[str, Mapping[str, np.ndarray]], monitor: str | None = None) -> str:
+def primary_metric(histories: Mapping[str, Mapping[str, np.ndarray]], monitor: str | None = None,
+                   preferred: str | None = None) -> str:
   """Pick the metric the scores come from: val_loss when every config has it, else
   the early-stopping monitor, else the training loss, else the first common metric.
 
@@ -143,7 +144,7 @@ def primary_metric(histories: Mapping[str, Mapping[str, np.ndarray]], monitor: s
   if not histories:
     return store.SUMMARY_METRIC
   common = set.intersection(*(set(h) for h in histories.values()))
-  for name in (store.SUMMARY_METRIC, monitor, "loss", "train_loss"):
+  for name in (preferred, store.SUMMARY_METRIC, monitor, "loss", "train_loss"):
     if name is not None and name in common:
       return name
   if not common:
@@ -178,7 +179,7 @@ def load_folder(run_dir: str | Path) -> RunData:
     histories = {c: {k: np.asarray(v, np.float64) for k, v in store.load_history(path, c).items()}
                  for c in done}
     early = (study["base"].get("train") or {}).get("early_stopping") or {}
-    metric = primary_metric(histories, early.get("monitor"))
+    metric = primary_metric(histories, early.get("monitor"), study.get("metric"))
     scores, diverged, diverged_epoch, stopped_epoch = {}, {}, {}, {}
     for c in done:
       stopped_epoch[c] = np.asarray(entries[c]["stopped_epoch"], dtype=int)
@@ -233,7 +234,7 @@ def summary_csv(run: RunData, summary: stats.SummaryTable) -> str:
   The store writes the same table for val_loss; it is reused then so that the two
   writers of this file never disagree by a byte.
   """
-  if run.metric == store.SUMMARY_METRIC:
+  if run.metric == store.summary_metric(run.manifest):
     return store.summary_csv(run.path, run.manifest)
   frame = summary.to_frame()
   rows = []

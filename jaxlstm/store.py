@@ -557,8 +557,14 @@ def scores_csv(run_dir, manifest: dict) -> str:
   return _csv_text(header, rows)
 
 
-def summary_table(run_dir, manifest: dict, metric: str = SUMMARY_METRIC):
+def summary_metric(manifest: dict) -> str:
+  """The metric a folder's scores come from: the study's `metric` (default val_loss)."""
+  return manifest["study"].get("metric") or SUMMARY_METRIC
+
+
+def summary_table(run_dir, manifest: dict, metric: str | None = None):
   """`stats.summarize` of the final `metric` of each done config (study order) as a frame."""
+  metric = metric or summary_metric(manifest)
   from jaxlstm.stats import summarize
   scores, diverged = {}, {}
   for config_id in manifest["study"]["configs"]:
@@ -656,11 +662,11 @@ def write_plots(run_dir) -> list[str]:
     return []
   written = []
   histories = {c: load_history(run_dir, c) for c in done}
-  scores = {labels[c]: final_values(histories[c][SUMMARY_METRIC], np.asarray(manifest["configs"][c]["stopped_epoch"]))
+  scores = {labels[c]: final_values(histories[c][summary_metric(manifest)], np.asarray(manifest["configs"][c]["stopped_epoch"]))
             for c in done}
   diverged = {labels[c]: np.asarray(manifest["configs"][c]["diverged_epoch"]) >= 0 for c in done}
-  ax = plots.scores_box(scores, diverged=diverged, ylabel=f"final {SUMMARY_METRIC}")
-  ax.set_title(f"final {SUMMARY_METRIC} per config ({manifest['study']['repeats']} repeats)")
+  ax = plots.scores_box(scores, diverged=diverged, ylabel=f"final {summary_metric(manifest)}")
+  ax.set_title(f"final {summary_metric(manifest)} per config ({manifest['study']['repeats']} repeats)")
   plots.save(ax, run_dir / "plots" / "scores.png")
   written.append("plots/scores.png")
   for page, start in enumerate(range(0, len(done), CURVES_PER_PAGE)):
@@ -702,7 +708,7 @@ def write_report(run_dir) -> Path:
             f"- grid: `{json.dumps(study['grid'])}`" if study["grid"] else "- grid: none (one config)",
             f"- device: {manifest['device']}",
             "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest["versions"].items())), ""]
-  lines += [f"## Final {SUMMARY_METRIC} per config", "",
+  lines += [f"## Final {summary_metric(manifest)} per config", "",
             "Statistics over the finite seeds (ddof 1); diverged seeds are counted and left out.", ""]
   summary_file = run_dir / "summary.csv"
   if done and summary_file.is_file():

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--random", type=_positive_int, metavar="N",
                       help="train N configs drawn at random (by --seed) from the grid instead of all")
   parser.add_argument("--epochs", type=_positive_int, help="shorthand for --set train.epochs=N")
+  parser.add_argument("--metric", metavar="NAME",
+                      help="the history metric scored in the summary, plots and report (default: the "
+                      "experiment's METRIC, else val_loss), e.g. val_mae, val_accuracy")
   parser.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
                       help=f"repeats (seeds) per config (default {DEFAULT_REPEATS})")
   parser.add_argument("--seed", type=_seed, default=0, help="the run seed (default 0)")
@@ -144,18 +147,19 @@ class Study:
   random: int | None
   repeats: int
   seed: int
+  metric: str = "val_loss"
 
   def spec(self) -> dict:
     """What identifies the study in a results folder (without data fingerprints)."""
     return {"experiment": self.name, "base": self.base.to_dict(),
             "grid": {k: [_jsonable(v) for v in vs] for k, vs in self.grid.items()},
             "random": self.random, "repeats": self.repeats, "seed": self.seed,
-            "configs": [c.config_id for c in self.configs]}
+            "configs": [c.config_id for c in self.configs], "metric": self.metric}
 
   def default_out(self) -> Path:
     """runs/<name>-<hash>: the same command always finds its own folder again."""
     spec = self.spec()
-    del spec["experiment"], spec["configs"]
+    del spec["experiment"], spec["configs"], spec["metric"]  # the metric is analysis, not training
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
     return Path("runs") / f"{self.name}-{digest}"
 
@@ -489,6 +493,28 @@ class Plan:
 
 def _data_key(cfg) -> str:
   return json.dumps(cfg.to_dict()["data"], sort_keys=True)
+
+
+def with_metric(study: Study, args: argparse.Namespace) -> Study:
+  """Set the scored metric: --metric, else the experiment module's METRIC, else val_loss.
+
+  Raises:
+    UsageError: a config of the study does not record that metric.
+  """
+  from jaxlstm.train import history_keys
+  metric = args.metric
+  if metric is None and not args.config and not args.data:
+    module = importlib.import_module(f"experiments.{study.name}")
+    metric = getattr(module, "METRIC", None)
+  metric = metric or "val_loss"
+  for cfg in study.configs:
+    known = history_keys(cfg)
+    if metric not in known:
+      hint = difflib.get_close_matches(metric, known, n=1)
+      extra = f"; did you mean {hint[0]!r}" if hint else ""
+      raise UsageError(f"--metric {metric!r} is not recorded by config {cfg.config_id}{extra}. "
+                       f"Its history keys: {', '.join(known)}")
+  return dataclasses.replace(study, metric=metric)
 
 
 def plan_study(study: Study, *, memory_budget: int | None = None) -> Plan:
@@ -902,7 +928,7 @@ def run_plan(plan: Plan, folder, env: dict, *, log: Callable[[str], None], progr
 
 
 def format_summary(folder) -> str:
-  """The describe()-style table of the final val_loss per config, as printed at the end."""
+  """The describe()-style table of the final score metric per config, as printed at the end."""
   from jaxlstm import store
   frame = store.summary_table(folder.path, folder.manifest)
   if frame is None:
@@ -913,7 +939,7 @@ def format_summary(folder) -> str:
   table.index = [labels[c] for c in frame.index]
   table["count"] = table["count"].astype(int)
   table["n_diverged"] = table["n_diverged"].astype(int)
-  head = (f"final {store.SUMMARY_METRIC} over {folder.manifest['study']['repeats']} repeats per config "
+  head = (f"final {store.summary_metric(folder.manifest)} over {folder.manifest['study']['repeats']} repeats per config "
           "(diverged repeats counted, not averaged):")
   return head + "\n" + table.to_string(float_format=lambda v: f"{v:.6g}")
 
@@ -950,7 +976,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_experiments:
       list_experiments(stdout)
       return 0
-    study = make_study(args)
+    study = with_metric(make_study(args), args)
     plan = plan_study(study)
   except (UsageError, ConfigError, ValueError) as e:
     return fail(str(e))

@@ -348,3 +348,19 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path, xla_cache):
   assert proc.returncode == 2
   assert proc.stderr == "jaxlstm.sweep: error: model.cells = 'x' is not a valid int.\n"
   assert not (tmp_path / "out").exists()
+
+
+def test_metric_option_scores_the_summary_and_report(tmp_path, capsys):
+  out = tmp_path / "metric"
+  code = sweep.main(["--repeats", "2", "--epochs", "3", "--set", "train.metrics=mae", "--metric", "val_mae",
+                     "--out", str(out), "--quiet"])
+  assert code == 0
+  assert "final val_mae over 2 repeats" in capsys.readouterr().out
+  scores = pd.read_csv(out / "scores.csv")
+  summary = pd.read_csv(out / "summary.csv")
+  expected = scores.groupby("config_id", sort=False)["final_val_mae"].mean()
+  np.testing.assert_allclose(summary.set_index("config_id")["mean"], expected.loc[summary["config_id"]])
+  assert "## Final val_mae per config" in (out / "report.md").read_text()
+  bad = sweep.main(["--repeats", "2", "--epochs", "3", "--metric", "val_accuracy", "--out", str(tmp_path / "b")])
+  assert bad == 2 and "val_accuracy" in capsys.readouterr().err
+  assert not (tmp_path / "b").exists()
