@@ -366,7 +366,7 @@ def _ensemble(group: Group, index: int, program: Program, states, history, seed:
     with np.errstate(all="ignore"):
       best_epoch = np.where(np.isfinite(val).any(axis=1), np.nanargmin(np.where(np.isfinite(val), val, np.inf), axis=1), -1)
   if group.padded and cfg.model.cells != group.cells:
-    params = jax.tree.map(np.asarray, unpad_params(params, cfg.model.cells, group.cells, cfg.model.cell, leading=1))
+    params = unpad_params(params, cfg.model.cells, group.cells, cfg.model.cell, leading=1)
   diverged_epoch = np.asarray(states.diverged_epoch[rows]).astype(int)
   return Ensemble(
       config=cfg, history={k: v[rows] for k, v in history.items()}, params=params,

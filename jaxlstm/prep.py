@@ -18,8 +18,6 @@ from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.special
-import scipy.stats
 
 if TYPE_CHECKING:
   from jaxlstm.problems import Dataset
@@ -459,13 +457,16 @@ def boxcox(x: Any, lmbda: float | None = None) -> tuple[np.ndarray, float]:
   if lmbda is None:
     if np.ptp(x) == 0:
       raise ValueError("cannot fit a Box-Cox lambda on constant data; give lmbda explicitly.")
+    import scipy.stats  # lazily: 0.5 s of import that only Box-Cox needs
     _, lmbda = scipy.stats.boxcox(x.ravel())
   lmbda = float(lmbda)
+  import scipy.special
   return scipy.special.boxcox(x, lmbda).astype(np.float32), lmbda
 
 
 def inverse_boxcox(y: Any, lmbda: float) -> np.ndarray:
   """Undo `boxcox` with the same lambda (scipy.special.inv_boxcox), float32."""
+  import scipy.special
   return scipy.special.inv_boxcox(_as_float(y, "y"), float(lmbda)).astype(np.float32)
 
 

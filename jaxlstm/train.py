@@ -454,18 +454,25 @@ def _resize(params, old: int, new: int, cell: str, leading: int):
   from jaxlstm.models import GATES
   gates = GATES[cell]
 
+  # numpy for host arrays (results on their way out: eager jnp would compile
+  # a tiny program per leaf shape), jax.numpy inside traced code.
+  def xp(x):
+    return np if isinstance(x, np.ndarray) else jnp
+
   def units_axis(x, axis):  # pad/crop a plain units axis
     axis += leading
     if new > old:
       widths = [(0, 0)] * x.ndim
       widths[axis] = (0, new - old)
-      return jnp.pad(x, widths)
-    return jax.lax.slice_in_dim(x, 0, new, axis=axis)
+      return xp(x).pad(x, widths)
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(0, new)
+    return x[tuple(index)]
 
   def gated_axis(x, axis):  # [.., gates * units] -> per gate
     axis += leading
-    blocks = jnp.split(x, gates, axis=axis)
-    return jnp.concatenate([units_axis(b, axis - leading) for b in blocks], axis=axis)
+    blocks = xp(x).split(x, gates, axis=axis)
+    return xp(x).concatenate([units_axis(b, axis - leading) for b in blocks], axis=axis)
 
   out = {}
   for layer, leaves in params.items():

@@ -255,3 +255,17 @@ def test_mae_original_reports_validation_error_in_raw_units():
   expected = np.abs(raw_predictions - raw_targets[None]).mean(axis=(1, 2))
   np.testing.assert_allclose(ens.history["val_mae_original"][:, -1], expected, rtol=1e-4)
   assert (ens.history["val_mae_original"] > 10 * ens.history["val_mae"]).all()  # a range of ~100 units
+
+
+@pytest.mark.parametrize("vary", [("init", "shuffle", "dropout", "split"), ("shuffle",)])
+def test_numpy_key_derivation_is_bit_identical_to_jax(vary):
+  from jaxlstm import keys
+  configs = [tiny(**{"train.vary": list(vary)}), tiny(**{"model.cells": 3, "train.vary": list(vary)})]
+  fast = keys.group_keys(7, configs, 5)
+  reference = keys._group_keys(np.uint32(7), np.asarray([keys.config_number(c) for c in configs], np.uint32),
+                               np.arange(5, dtype=np.uint32), tuple(vary))
+  for ours, theirs in zip(fast, reference):
+    np.testing.assert_array_equal(jax.random.key_data(ours), jax.random.key_data(theirs))
+  solo = keys.stream_keys(keys.repeat_keys(7, configs[1], 5), vary)
+  for ours, theirs in zip(fast, solo):
+    np.testing.assert_array_equal(jax.random.key_data(ours)[5:], jax.random.key_data(theirs))
