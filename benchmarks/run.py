@@ -1,0 +1,383 @@
+"""jaxlstm against a Keras 3 loop and a PyTorch loop (issue 7); rewrites the tables in RESULTS.md.
+
+  python benchmarks/run.py                  # everything: ceiling, W1, W2, seeds scaling
+  python benchmarks/run.py --quick          # few repeats / sizes, one run each (smoke test; RESULTS.md untouched)
+  python benchmarks/run.py --only W1,W2     # a subset: ceiling, W1, W2, seeds
+  pip install -e '.[bench]'                 # the baselines (keras 3.15.1, torch 2.13.0 CPU)
+
+Every measurement is a fresh subprocess under a timeout (workers.py,
+seeds_scaling.py); systems alternate within each round (A B C, then C B A,
+...) and the tables give medians over rounds. Before each round the script
+waits (up to --max-wait s) for the 1-minute load to drop below --load, and
+records the load it measured at. Without keras or torch the jaxlstm figures
+still run and the skipped baselines are listed.
+
+Workloads and systems: see workers.py. jaxlstm's W1 goes end to end through
+`python -m jaxlstm.sweep --repeats R` when that module exists (cold: a fresh
+XDG_CACHE_HOME; warm: the same cache after a priming run); it is always also
+run through the library (`run_group` per static-shape group, with a fresh or a
+primed jax persistent compilation cache) for the compile/run split.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common
+import seeds_scaling
+import workers
+
+TIMEOUTS = {"jaxlstm_w1": 300, "jaxlstm_cli": 300, "keras_w1": 1200, "torch_w1": 900,
+            "jaxlstm_w2": 600, "keras_w2": 1200, "torch_w2": 900, "ceiling": 180}
+
+
+def log(msg: str) -> None:
+  print(msg, flush=True)
+
+
+def baselines() -> dict[str, str | None]:
+  """Which baselines can run here: name -> None, or the reason it is skipped."""
+  out = {}
+  out["keras"] = None if common.have("keras") else "keras not installed (pip install -e '.[bench]')"
+  out["torch"] = None if common.have("torch") else "torch not installed (pip install -e '.[bench]')"
+  if out["keras"] is None and not common.have("jax"):
+    out["keras"] = "keras needs the jax backend"
+  return out
+
+
+def write_data(tmp: Path) -> dict[str, str]:
+  import numpy as np
+  from jaxlstm import problems
+  paths = {}
+  for name, ds in (("W1", problems.make("linear")), ("W2", problems.make("damped_sine", n_train=1000, n_val=200))):
+    path = tmp / f"{name}.npz"
+    np.savez(path, **{k: np.asarray(getattr(ds, k), np.float32) for k in ("x_train", "y_train", "x_val", "y_val")})
+    paths[name] = str(path)
+  return paths
+
+
+def worker(name: str, *args, env: dict | None = None, timeout_scale: float = 1.0) -> dict:
+  args = [str(a) for a in args]
+  log(f"    {name} {' '.join(args)}  (load {common.loadavg():.2f})")
+  t0 = time.perf_counter()
+  try:
+    r = common.python_child("workers.py", name, *args, timeout=TIMEOUTS[name] * timeout_scale, env=env)
+  except common.ChildTimeout as e:
+    log(f"    HANG / TIMEOUT after {time.perf_counter() - t0:.0f} s: {str(e).splitlines()[0]}")
+    return {"worker": name, "error": "timeout (hang?)"}
+  except RuntimeError as e:
+    log(f"    FAILED: {str(e)[-1500:]}")
+    return {"worker": name, "error": str(e).splitlines()[0][:200]}
+  r["load_after"] = common.loadavg()
+  log(f"      wall {r['wall_s']:.1f} s, peak {r['child_peak_rss_mib']:.0f} MiB")
+  return r
+
+
+def cli(repeats: int, out: Path, env: dict) -> dict:
+  """`python -m jaxlstm.sweep --repeats R --out OUT --quiet` end to end in a fresh process."""
+  args = [sys.executable, "-m", "jaxlstm.sweep", "--repeats", str(repeats), "--out", str(out), "--quiet"]
+  log(f"    {' '.join(args[1:])}  (load {common.loadavg():.2f})")
+  t0 = time.perf_counter()
+  try:
+    r = common.run_child(args, timeout=TIMEOUTS["jaxlstm_cli"], env=env, expect_result=False)
+  except common.ChildTimeout as e:
+    log(f"    HANG / TIMEOUT after {time.perf_counter() - t0:.0f} s: {str(e).splitlines()[0]}")
+    return {"worker": "cli", "error": "timeout (hang?)"}
+  except RuntimeError as e:
+    log(f"    FAILED: {str(e)[-1500:]}")
+    return {"worker": "cli", "error": str(e).splitlines()[0][:200]}
+  r.update(workers.cli_results(str(out)))
+  r["load_after"] = common.loadavg()
+  log(f"      wall {r['wall_s']:.1f} s (compile {r['compile_s']:.1f} s, run {r['run_s']:.2f} s), "
+      f"peak {r['child_peak_rss_mib']:.0f} MiB")
+  return r
+
+
+def torch_name(threads: int) -> str:
+  return "PyTorch loop" + (f" ({threads} thread{'s' if threads > 1 else ''})" if threads else " (torch default threads)")
+
+
+def best_torch(summaries: dict) -> dict:
+  """The fastest PyTorch variant (the baseline at its best)."""
+  torch = [s for n, s in summaries.items() if n.startswith("PyTorch loop") and s.get("total_s")]
+  return min(torch, key=lambda s: s["total_s"]) if torch else {}
+
+
+# ----------------------------------------------------------------------------- workloads
+def run_w1(opts, data, skip) -> dict:
+  repeats = opts.repeats
+  have_cli = common.have("jaxlstm.sweep")
+  tmp = Path(tempfile.mkdtemp(prefix="jaxlstm-bench-w1-"))
+  systems = {}
+
+  def jax_api(kind):
+    def go():
+      cache = tmp / f"api-cache-{kind}-{time.monotonic_ns()}"
+      if kind == "warm":  # prime a cache, then measure a fresh process against it
+        worker("jaxlstm_w1", "--repeats", repeats, "--cache-dir", cache)
+      return worker("jaxlstm_w1", "--repeats", repeats, "--cache-dir", cache)
+    return go
+
+  def jax_cli(kind):
+    def go():
+      xdg = tmp / f"xdg-{kind}-{time.monotonic_ns()}"
+      env = {"XDG_CACHE_HOME": str(xdg)}
+      if kind == "warm":
+        cli(repeats, xdg / "prime", env)
+      return cli(repeats, xdg / "out", env)
+    return go
+
+  if have_cli:
+    systems["jaxlstm CLI cold"] = jax_cli("cold")
+    systems["jaxlstm CLI warm"] = jax_cli("warm")
+  systems["jaxlstm API cold"] = jax_api("cold")
+  systems["jaxlstm API warm"] = jax_api("warm")
+  if not skip["torch"]:
+    for threads in opts.torch_threads:
+      systems[torch_name(threads)] = (lambda t=threads: worker("torch_w1", "--repeats", repeats, "--data", data["W1"],
+                                                              "--threads", t))
+  if not skip["keras"]:
+    systems["Keras 3 loop"] = lambda: worker("keras_w1", "--repeats", repeats, "--data", data["W1"])
+  results = rounds(systems, opts, runs_for={"Keras 3 loop": opts.slow_runs})
+  shutil.rmtree(tmp, ignore_errors=True)
+  return {"repeats": repeats, "fits": repeats * 3, "cli": have_cli, "systems": results}
+
+
+def run_w2(opts, data, skip) -> dict:
+  repeats = opts.repeats
+  systems = {"jaxlstm": lambda: worker("jaxlstm_w2", "--repeats", repeats)}
+  if not skip["torch"]:
+    for threads in opts.torch_threads:
+      systems[torch_name(threads)] = (lambda t=threads: worker("torch_w2", "--repeats", repeats, "--data", data["W2"],
+                                                              "--threads", t))
+  if not skip["keras"]:
+    systems["Keras 3 loop"] = lambda: worker("keras_w2", "--repeats", repeats, "--data", data["W2"])
+  return {"repeats": repeats, "fits": repeats,
+          "systems": rounds(systems, opts, runs_for={n: opts.slow_runs for n in systems if n != "jaxlstm"})}
+
+
+def rounds(systems: dict, opts, runs_for: dict) -> dict:
+  """Run each system `opts.runs` times (fewer where runs_for says), alternating the order per round."""
+  names = list(systems)
+  out = {n: [] for n in names}
+  for i in range(opts.runs):
+    order = names if i % 2 == 0 else names[::-1]
+    load = common.wait_for_quiet(opts.load, opts.max_wait, log=log)
+    log(f"  round {i + 1}/{opts.runs} (load {load['load']:.2f}{'' if load['quiet'] else ', UNDER LOAD'})")
+    for name in order:
+      if i >= runs_for.get(name, opts.runs):
+        continue
+      r = systems[name]()
+      r["load_before"] = load["load"]
+      out[name].append(r)
+  return out
+
+
+# ----------------------------------------------------------------------------- summaries
+def summary(runs: list[dict]) -> dict:
+  ok = [r for r in runs if "error" not in r]
+  med = lambda key: common.median([r.get(key) for r in ok])
+  s = {"n": len(ok), "errors": [r["error"] for r in runs if "error" in r]}
+  if not ok:
+    return s
+  s.update(total_s=med("wall_s"), work_s=med("work_s"), peak_mib=max(r["child_peak_rss_mib"] for r in ok),
+           load=max(max(r.get("load_before", 0), r.get("load_after", 0)) for r in ok),
+           scores=ok[0].get("scores"), compile_s=med("compile_s"), run_s=med("run_s"),
+           compiles=ok[0].get("compiles"), gflops=med("gflops_run"), steady_fit_s=med("steady_fit_s"),
+           first_fit_s=med("first_fit_s"), fits=ok[0].get("fits"), all_total_s=[r["wall_s"] for r in ok],
+           backend=ok[0].get("backend"), threads=ok[0].get("threads"))
+  if s["run_s"] is not None and s["fits"]:
+    s["steady_fit_s"] = s["run_s"] / s["fits"]  # jaxlstm: one call trains every fit
+    s["steady_total_s"] = s["run_s"]
+  elif s["steady_fit_s"] is not None:
+    s["steady_total_s"] = s["steady_fit_s"] * s["fits"]
+  return s
+
+
+def scores_text(scores) -> str:
+  if not scores:
+    return "–"
+  return "; ".join(f"{k.replace('cells=', '')}: {m:.4f} ± {sd:.4f}" for k, (m, sd) in scores.items())
+
+
+def workload_table(res: dict, metric: str) -> str:
+  header = ["system", "runs", "total wall s (process, incl. compile)", "steady-state s (all fits)",
+            "steady s / fit", "compiles", "compile s", "GFLOP/s (run)", "peak RSS MiB", "max load",
+            f"final {metric} mean ± std"]
+  rows = []
+  for name, runs in res["systems"].items():
+    s = summary(runs)
+    if not s.get("n"):
+      rows.append([name, "0", *["–"] * 8, "**" + "; ".join(s["errors"]) + "**"])
+      continue
+    label = name + (f" ({s['backend']} backend)" if s.get("backend") else "")
+    total = common.fmt(s["total_s"]) + (f" ({', '.join(f'{t:.1f}' for t in s['all_total_s'])})"
+                                         if len(s["all_total_s"]) > 1 else "")
+    rows.append([label, str(s["n"]), total, s.get("steady_total_s"), s.get("steady_fit_s"),
+                 str(s["compiles"]) if s["compiles"] is not None else "–", s["compile_s"], s["gflops"],
+                 s["peak_mib"], s["load"], scores_text(s["scores"])])
+  # steady s / fit in ms reads better for jaxlstm; keep seconds with 4 digits
+  for row in rows:
+    if isinstance(row[4], float):
+      row[4] = f"{row[4]:.4f}"
+  return common.markdown_table(header, rows)
+
+
+def ratio_line(what, num, den, need):
+  if num is None or den is None:
+    return (what, "not measured", "–")
+  r = num / den
+  return (what, f"{r:.1f}×", "met" if r >= need else f"**missed** ({r / need:.0%} of the target)")
+
+
+def w1_targets(res: dict) -> list[tuple]:
+  s = {n: summary(r) for n, r in res["systems"].items()}
+  cold = "jaxlstm CLI cold" if res["cli"] else "jaxlstm API cold"
+  warm = "jaxlstm CLI warm" if res["cli"] else "jaxlstm API warm"
+  via = "CLI" if res["cli"] else "library (CLI not available yet)"
+  k, t = s.get("Keras 3 loop", {}), best_torch(s)
+  out = [
+      ratio_line(f"W1 cold via {via} ≥ 15× faster than the Keras 3 loop", k.get("total_s"), s[cold].get("total_s"), 15),
+      ratio_line(f"W1 cold via {via} ≥ 6× faster than the PyTorch loop", t.get("total_s"), s[cold].get("total_s"), 6),
+      ratio_line(f"W1 warm via {via} ≥ 30× faster than the Keras 3 loop", k.get("total_s"), s[warm].get("total_s"), 30),
+      ratio_line(f"W1 warm via {via} ≥ 12× faster than the PyTorch loop", t.get("total_s"), s[warm].get("total_s"), 12),
+      ratio_line("W1 steady-state training ≥ 500× the Keras per-fit time (Keras s/fit ÷ jaxlstm s/fit)",
+                 k.get("steady_fit_s"), s["jaxlstm API cold"].get("steady_fit_s"), 500),
+  ]
+  if res["cli"]:
+    cli = s[cold].get("total_s")
+    out.append(("W1 cold end to end through the CLI ≤ 7 s", f"{cli:.1f} s" if cli else "–",
+                "met" if cli and cli <= 7 else f"**missed** ({cli / 7:.1f}× the target)" if cli else "–"))
+  return out
+
+
+def w2_targets(res: dict, ceiling: dict | None) -> list[tuple]:
+  s = {n: summary(r) for n, r in res["systems"].items()}
+  j, k, t = s["jaxlstm"], s.get("Keras 3 loop", {}), best_torch(s)
+  out = [ratio_line("W2 (30 repeats) ≥ 3× faster than the Keras 3 loop", k.get("total_s"), j.get("total_s"), 3),
+         ratio_line("W2 (30 repeats) ≥ 1.5× faster than the PyTorch loop", t.get("total_s"), j.get("total_s"), 1.5)]
+  if ceiling and j.get("gflops"):
+    c = ceiling["ceiling_gflops"]
+    frac = j["gflops"] / c
+    out.append(("W2 achieved GFLOP/s ≥ 50% of the batched small-matmul ceiling",
+                f"{j['gflops']:.1f} of {c:.0f} GFLOP/s = {frac:.0%}",
+                "met" if frac >= 0.5 else f"**missed** ({frac / 0.5:.0%} of the target)"))
+  return out
+
+
+def targets_table(items) -> str:
+  return "\n".join(["| target | measured | verdict |", "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in items]])
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--quick", action="store_true", help="3 repeats, 1 run, seeds 1/10/30; does not touch RESULTS.md")
+  p.add_argument("--only", default="ceiling,W1,W2,seeds", help="comma-separated: ceiling, W1, W2, seeds")
+  p.add_argument("--repeats", type=int, default=30)
+  p.add_argument("--runs", type=int, default=3, help="rounds per system (medians are reported)")
+  p.add_argument("--slow-runs", type=int, default=1,
+                 help="rounds for the slow baselines (Keras W1 and W2, PyTorch W2: 2-6 min per run)")
+  p.add_argument("--torch-threads", default="1",
+                 help="comma-separated torch intra-op thread counts to run (0 = torch's default); the fastest counts")
+  p.add_argument("--load", type=float, default=0.7, help="wait for the 1-minute load to drop below this")
+  p.add_argument("--max-wait", type=float, default=900, help="seconds to wait for a quiet machine per round")
+  p.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+  p.add_argument("--render", metavar="JSON", help="only re-render RESULTS.md from a saved results/run.json")
+  opts = p.parse_args(argv)
+  if opts.render:
+    report = json.loads(Path(opts.render).read_text())
+    text = render(report)
+    print(text)
+    update_results(report, text)
+    return
+  only = {x.strip().lower() for x in opts.only.split(",")}
+  opts.torch_threads = [int(t) for t in opts.torch_threads.split(",")]
+  if opts.quick:
+    opts.repeats, opts.runs, opts.slow_runs = 3, 1, 1
+  skip = baselines()
+  for name, why in skip.items():
+    if why:
+      log(f"baseline skipped: {name}: {why}")
+  command = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+  report = {"machine": common.machine(), "versions": common.versions(), "command": command.strip(),
+            "skipped": {k: v for k, v in skip.items() if v}, "started": time.strftime("%Y-%m-%d %H:%M")}
+  tmp = Path(tempfile.mkdtemp(prefix="jaxlstm-bench-"))
+  data = write_data(tmp)
+  ceiling = None
+  if "ceiling" in only or "w2" in only:
+    log("ceiling: batched small matmuls in jax")
+    common.wait_for_quiet(opts.load, opts.max_wait, log=log)
+    ceiling = worker("ceiling")
+    ceiling_w1 = worker("ceiling", "--members", 90, "--batch", 5, "--units", 10)
+    report["ceiling"] = {"W2": ceiling, "W1": ceiling_w1}
+  if "w1" in only:
+    log(f"W1: default study, {opts.repeats} repeats")
+    report["W1"] = run_w1(opts, data, skip)
+  if "w2" in only:
+    log(f"W2: stacked LSTM on damped sine, {opts.repeats} repeats")
+    report["W2"] = run_w2(opts, data, skip)
+  if "seeds" in only:
+    log("seeds scaling")
+    sizes = seeds_scaling.QUICK_SIZES if opts.quick else seeds_scaling.SIZES
+    load = common.wait_for_quiet(opts.load, opts.max_wait, log=log)
+    rows = seeds_scaling.measure(sizes, log=log)
+    report["seeds"] = {"rows": rows, "targets": seeds_scaling.targets(rows), "load_at_start": load,
+                       "command": report["command"]}
+  shutil.rmtree(tmp, ignore_errors=True)
+  report["finished"] = time.strftime("%Y-%m-%d %H:%M")
+  out_dir = common.HERE / "results"
+  out_dir.mkdir(exist_ok=True)
+  (out_dir / ("run_quick.json" if opts.quick else "run.json")).write_text(json.dumps(report, indent=1, default=str))
+  text = render(report)
+  print(text)
+  if "seeds" in report:
+    print(seeds_scaling.section_text(report["seeds"]))
+  if not opts.quick and not opts.no_write:
+    update_results(report, text)
+
+
+def render(report: dict) -> str:
+  parts = []
+  if "ceiling" in report:
+    c2, c1 = report["ceiling"]["W2"], report["ceiling"]["W1"]
+    parts.append("### Matmul ceiling (jax, batched small matmuls in one jitted lax.scan)\n")
+    rows = []
+    for c, what in ((c2, "W2 recurrent step"), (c1, "W1 step, 90 members")):
+      if "error" not in c:
+        shape = f"{c['members']} × {c['batch']} × {c['units']} → {4 * c['units']} ({what})"
+        rows.append([shape, c.get("recurrent_gflops"), c.get("independent_gflops"), c.get("ceiling_gflops")])
+    parts.append(common.markdown_table(
+        ["shape (members × batch × H → 4H)", "dependent chain GFLOP/s", "independent GFLOP/s", "ceiling GFLOP/s"], rows))
+  for name, metric in (("W1", "val_loss (per cells)"), ("W2", "val MAE")):
+    if name in report:
+      res = report[name]
+      parts.append(f"\n### {name}: {res['repeats']} repeats ({res['fits']} fits)\n")
+      parts.append(workload_table(res, metric))
+      items = w1_targets(res) if name == "W1" else w2_targets(res, report.get("ceiling", {}).get("W2"))
+      parts.append("\n" + targets_table(items))
+  return "\n".join(parts)
+
+
+def update_results(report: dict, text: str) -> None:
+  m, v = report["machine"], report["versions"]
+  head = [
+      f"Command: `{report['command']}` · {report['started']} – {report['finished']}",
+      f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['simd'])}), {m['mem_gib']} GiB, Linux {m['kernel']}, "
+      f"PJRT_NPROC={m['pjrt_nproc'] or 'unset'}",
+      "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
+      "Skipped baselines: " + (", ".join(f"{k} ({why})" for k, why in report["skipped"].items()) or "none"),
+  ]
+  if text.strip():
+    common.replace_section("run", "\n".join(head) + "\n\n" + text)
+  if "seeds" in report:
+    common.replace_section("seeds_scaling", seeds_scaling.section_text(report["seeds"]))
+
+
+if __name__ == "__main__":
+  main()
