@@ -54,6 +54,9 @@ TRACED_FIELDS = (
 )
 
 
+PENALTY_FIELDS = ("kernel_l1", "kernel_l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2")
+
+
 class ConfigError(ValueError):
   """A config field holds a value that is not allowed."""
 
@@ -167,6 +170,16 @@ class ModelConfig:
   conv_filters: int = 8
   conv_kernel: int = 3
   pool_size: int = 2
+
+  @property
+  def uses_dropout(self) -> bool:
+    """Whether dropout masks are drawn at all (static; the rates themselves are traced)."""
+    return self.dropout > 0 or self.recurrent_dropout > 0
+
+  @property
+  def uses_penalty(self) -> bool:
+    """Whether the L1/L2 terms enter the loss (static; one switch for all of PENALTY_FIELDS)."""
+    return any(getattr(self, name) > 0 for name in PENALTY_FIELDS)
 
   def __post_init__(self):
     s = "model"
@@ -595,10 +608,8 @@ def static_key(cfg: Config, *, pad_cells: bool = False) -> str:
     value = d[section][name]
     d[section][name] = None if value is None else bool(value)
   # The program adds every L1/L2 term once any is set: one switch for all six.
-  penalties = [name for name in d["model"] if name.endswith(("_l1", "_l2"))]
-  any_penalty = any(d["model"][name] for name in penalties)
-  for name in penalties:
-    d["model"][name] = any_penalty
+  for name in PENALTY_FIELDS:
+    d["model"][name] = cfg.model.uses_penalty
   if pad_cells and can_pad_cells(cfg):
     d["model"]["cells"] = "padded"
   return _canonical_json(d)

@@ -356,7 +356,7 @@ class Network(nn.Module):
     def recurrent(name, hs, reverse=False):
       index = next(layer_index)
       masks = (None, None)
-      if dropout_key is not None and (cfg.dropout > 0 or cfg.recurrent_dropout > 0):
+      if dropout_key is not None and cfg.uses_dropout:
         masks = dropout_masks(
             jax.random.fold_in(dropout_key, index), batch=hs.shape[0], features=hs.shape[-1],
             units=cfg.cells, gates=GATES[cfg.cell], rate=rates[0], recurrent_rate=rates[1],

@@ -37,13 +37,12 @@ import optax
 
 from jaxlstm import early_stopping as es
 from jaxlstm import losses, optim, problems
-from jaxlstm.config import Config, ConfigError
+from jaxlstm.config import PENALTY_FIELDS, Config, ConfigError
 from jaxlstm.keys import StreamKeys
 from jaxlstm.models import Network
 from jaxlstm.problems import Dataset
 
 RECURRENT_PREFIXES = ("lstm_", "gru_", "forward_", "backward_", "encoder_", "decoder")
-PENALTY_FIELDS = ("kernel_l1", "kernel_l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2")
 
 
 class Member(NamedTuple):
@@ -74,10 +73,10 @@ def member_hparams(config: Config) -> dict[str, float]:
   """The traced hyper-parameters of one config (one member's values)."""
   values = dict(optim.hyperparams(config.optim))
   model = config.model
-  if model.dropout > 0 or model.recurrent_dropout > 0:
+  if model.uses_dropout:
     values["dropout"] = model.dropout
     values["recurrent_dropout"] = model.recurrent_dropout
-  if any(getattr(model, name) > 0 for name in PENALTY_FIELDS):
+  if model.uses_penalty:
     values.update({name: getattr(model, name) for name in PENALTY_FIELDS})
   return values
 
@@ -86,7 +85,7 @@ def history_keys(config: Config) -> list[str]:
   """The metric names a run of `config` records per epoch, in order."""
   names = ["loss", *config.train.metrics]
   keys = names + ["val_" + n for n in names]
-  if any(getattr(config.model, name) > 0 for name in PENALTY_FIELDS):
+  if config.model.uses_penalty:
     keys.append("penalty")
   if config.train.reduce_lr is not None:
     keys.append("learning_rate")
@@ -281,20 +280,13 @@ class Program:
       rates = (hparams["dropout"], hparams["recurrent_dropout"])
     return self.network.apply({"params": params}, x, dropout_key=dropout_key, rates=rates)
 
-  def _uses_dropout(self) -> bool:
-    m = self.config.model
-    return m.dropout > 0 or m.recurrent_dropout > 0
-
-  def _uses_penalty(self) -> bool:
-    return any(getattr(self.config.model, name) > 0 for name in PENALTY_FIELDS)
-
   def evaluate(self, params, x, y, hparams) -> dict[str, jax.Array]:
     """Loss and metrics on a whole set (no dropout): the `val_*` entries."""
     cfg = self.config
     out = self.logits(params, x)
     act = cfg.model.output_activation
     values = {"loss": jnp.mean(losses.LOSSES[cfg.train.loss](out, y, act))}
-    if self._uses_penalty():
+    if self.config.model.uses_penalty:
       # Keras' evaluate() adds the regularisation losses to `val_loss` too.
       values["loss"] = values["loss"] + penalty(params, hparams)
     for metric, fn in self.metric_fns.items():
@@ -324,7 +316,7 @@ class Program:
     metric_fns = self.metric_fns
     n, batch, steps = self.n_train, self.batch, self.steps
     pad = steps * batch - n
-    uses_dropout, uses_penalty = self._uses_dropout(), self._uses_penalty()
+    uses_dropout, uses_penalty = cfg.model.uses_dropout, cfg.model.uses_penalty
 
     def objective(params, xb, yb, mask, dropout_key):
       out = self.logits(params, xb, dropout_key=dropout_key if uses_dropout else None, hparams=hp)
