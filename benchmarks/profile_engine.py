@@ -33,24 +33,30 @@ def w1(repeats: int = 30, opt_levels: bool = False) -> None:
   import jax  # noqa: F401  (timed: the import is the point)
   t_jax = time.perf_counter() - t
   t = time.perf_counter()
+  import numpy as np
+
   import jaxlstm
-  from jaxlstm.ensemble import members_of, plan
-  from jaxlstm.train import Program, resolve_dataset
+  from jaxlstm import ensemble
+  from jaxlstm.data import resolve
   t_pkg = time.perf_counter() - t
   configs = [jaxlstm.Config().override({"train.epochs": 500, "train.batch_size": 0, "train.shuffle": False,
                                         "model.cells": c}) for c in (1, 5, 10)]
   t = time.perf_counter()
-  (group,) = plan(configs, repeats)
-  program = Program(group.configs[0], resolve_dataset(group.configs[0]), cells=group.cells)
-  members = members_of(group, 0)
-  data = program.data()
-  import numpy as np
-  from jaxlstm.ensemble import _runs
-  layout = tuple(_runs(np.repeat([c.model.cells for c in group.configs], repeats)))
+  (group,) = ensemble.plan(configs, repeats)
+  program = ensemble.group_program(group, resolve(group.configs[0]))
+  members, data, layout = program.members, program.data, program.calls.layouts[0]
+  train, epochs = program.train, program.train.shape.epochs
+  blank = program.blank_states(layout, members)
+  fresh = np.bool_(True)
   t_setup = time.perf_counter() - t
-  fn = program.make_start(layout, program.epochs)
+
+  def run_chunk(states, members, data, fresh):  # what ensemble.GroupProgram.entry compiles
+    states = jax.lax.cond(fresh, lambda: ensemble.init_members(train, members, layout), lambda: states)
+    return jax.vmap(lambda s, m: train.run_epochs(s, m, data, epochs))(states, members)
+
+  fn = jax.jit(run_chunk)
   t = time.perf_counter()
-  traced = fn.trace(members, data)
+  traced = fn.trace(blank, members, data, fresh)
   t_trace = time.perf_counter() - t
   t = time.perf_counter()
   lowered = traced.lower()
@@ -60,8 +66,8 @@ def w1(repeats: int = 30, opt_levels: bool = False) -> None:
   compiled = lowered.compile()
   t_compile = time.perf_counter() - t
   opt_lines = len(compiled.as_text().splitlines())
-  calls = _timed(lambda: compiled(members, data), 4)
-  rows = [("import jax", t_jax), ("import jaxlstm", t_pkg), ("plan + Program + member keys + data", t_setup),
+  calls = _timed(lambda: compiled(blank, members, data, fresh), 4)
+  rows = [("import jax", t_jax), ("import jaxlstm", t_pkg), ("plan + make_train + member keys + data", t_setup),
           ("trace (Python: flax/optax/vmap/scan tracing)", t_trace), ("lower to StableHLO", t_lower),
           ("XLA:CPU compile", t_compile), ("first call", calls[0]), ("steady call (median of 3)",
                                                                     statistics.median(calls[1:]))]
@@ -76,9 +82,9 @@ def w1(repeats: int = 30, opt_levels: bool = False) -> None:
                  {"xla_llvm_disable_expensive_passes": True},
                  {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}):
       t = time.perf_counter()
-      c = program.make_start(layout, program.epochs).lower(members, data).compile(compiler_options=opts or None)
+      c = jax.jit(run_chunk).lower(blank, members, data, fresh).compile(compiler_options=opts or None)
       tc = time.perf_counter() - t
-      calls = _timed(lambda: c(members, data), 4)
+      calls = _timed(lambda: c(blank, members, data, fresh), 4)
       print(f"| {opts or 'default'} | {tc:.2f} | {statistics.median(calls[1:]):.4f} |")
 
 
@@ -102,21 +108,23 @@ def w2(repeats: int = 30, steps: int = 31, unroll: int = 1) -> None:
     _patch_time_scan_unroll(unroll)
   import jax.numpy as jnp
   import optax
+  import numpy as np
+
   import jaxlstm
-  from jaxlstm.ensemble import members_of, plan
-  from jaxlstm.train import Program, resolve_dataset
+  from jaxlstm import ensemble
+  from jaxlstm.data import resolve
   sys.path.insert(0, __file__.rsplit("/", 1)[0])
   import workers
   cfg = jaxlstm.Config().override(workers.W2_OVERRIDES)
-  (group,) = plan([cfg], repeats)
-  program = Program(cfg, resolve_dataset(cfg))
-  members = members_of(group, 0)
+  (group,) = ensemble.plan([cfg], repeats)
+  ds = resolve(cfg)
+  gp = ensemble.group_program(group, ds, epoch_chunk=1)
+  program, members = gp.train, gp.members
   params = jax.jit(lambda k: jax.lax.map(program.init_params, k))(members.keys.init)
   opt_state = jax.vmap(program.tx.init)(params)
-  ds = program.dataset
   xb = jnp.asarray(ds.x_train[: 32 * steps], jnp.float32).reshape(steps, 32, 50, 1)
   yb = jnp.asarray(ds.y_train[: 32 * steps], jnp.float32).reshape(steps, 32, 5)
-  net = program.network
+  net = program.network_for(program.shape.cells)
 
   def loss(p, x, y):
     return jnp.mean(jnp.abs(net.apply({"params": p}, x) - y))
@@ -152,8 +160,9 @@ def w2(repeats: int = 30, steps: int = 31, unroll: int = 1) -> None:
     rows.append((name, statistics.median(times[1:]) / steps))
   fwd_flops = workers.lstm_forward_flops(1, [20, 20], 50, 5) * 32 * repeats
   # An engine epoch for comparison: 32 minibatches + validation, one member chunk.
-  epoch = program.make_start(((20, repeats),), 1).lower(members, program.data()).compile()
-  times = _timed(lambda: epoch(members, program.data()), 3)
+  epoch, _ = gp.entry(((20, repeats),), members)
+  blank = gp.blank_states(((20, repeats),), members)
+  times = _timed(lambda: epoch(blank, members, gp.data, np.bool_(True)), 3)
   ceil = workers.ceiling(members=repeats, batch=32, units=20)["ceiling_gflops"]
   print(f"W2 ({repeats} members, batch 32, 50 steps, LSTM(20)x2, time-scan unroll {unroll}): time per minibatch; "
         f"matmul ceiling {ceil:.0f} GFLOP/s")

@@ -28,6 +28,8 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 import common
 
 SIZES = (1, 10, 30, 100, 300, 1000)
@@ -44,28 +46,29 @@ TIMEOUT = {"a": 300, "b": 300, "c": 600}
 # ----------------------------------------------------------------------------- children
 def _setup(seeds: int, epochs: int):
   import jaxlstm
-  from jaxlstm.ensemble import members_of, plan
-  from jaxlstm.train import Program, resolve_dataset
+  from jaxlstm.data import resolve
+  from jaxlstm.ensemble import group_program, plan
   cfg = jaxlstm.Config().override({**OVERRIDES, "train.epochs": epochs})
   (group,) = plan([cfg], seeds)
-  program = Program(cfg, resolve_dataset(cfg))
-  return cfg, group, program, members_of(group, 0)
+  dataset = resolve(cfg)
+  return cfg, group, dataset, group_program(group, dataset)
 
 
 def child_vectorised(seeds: int, epochs: int, reps: int) -> dict:
   import jax
   from jaxlstm.ensemble import run_group
-  cfg, group, program, members = _setup(seeds, epochs)
+  cfg, group, dataset, program = _setup(seeds, epochs)
   t0 = time.perf_counter()
-  (ens,), info = run_group(group)  # what jaxlstm.fit runs
+  (ens,), info = run_group(group, dataset)  # what jaxlstm.fit runs
   fit_wall = time.perf_counter() - t0
-  # Steady state: the same program compiled once, called `reps` more times.
-  data = program.data()
-  fn = program.make_start(((program.cells, seeds),), epochs).lower(members, data).compile()
+  # Steady state: the same (cached) program, called `reps` more times.
+  layout, members = program.calls.layouts[0], program.members
+  fn, _ = program.entry(layout, members)
+  blank = program.blank_states(layout, members)
   times = []
   for _ in range(reps):
     t = time.perf_counter()
-    jax.block_until_ready(fn(members, data))
+    jax.block_until_ready(fn(blank, members, program.data, np.bool_(True)))
     times.append(time.perf_counter() - t)
   return {"compile_s": info.compile_seconds, "run_s": info.run_seconds, "fit_wall_s": fit_wall,
           "steady_s": statistics.median(times), "steady_all_s": times, "compiles": info.compiles,
@@ -74,16 +77,15 @@ def child_vectorised(seeds: int, epochs: int, reps: int) -> dict:
 
 def child_solo_loop(seeds: int, epochs: int) -> dict:
   import jax
-  cfg, group, program, members = _setup(seeds, epochs)
-  data = program.data()
-  per_seed = [jax.tree.map(lambda a, i=i: a[i], members) for i in range(seeds)]
+  cfg, group, dataset, program = _setup(seeds, epochs)
+  per_seed = [jax.tree.map(lambda a, i=i: a[i], program.members) for i in range(seeds)]
   t0 = time.perf_counter()
-  train = jax.jit(program.train).lower(per_seed[0], data).compile()
+  train = jax.jit(program.train.train).lower(per_seed[0]).compile()
   compile_s = time.perf_counter() - t0
   times, finals = [], []
   for member in per_seed:
     t = time.perf_counter()
-    state, history = train(member, data)
+    state, history = train(member)
     history = jax.device_get(history)  # the history is what the loop keeps
     times.append(time.perf_counter() - t)
     finals.append(float(history["val_loss"][-1]))
@@ -95,10 +97,10 @@ def child_hand_loop(seeds: int, epochs: int) -> dict:
   import jax
   import jax.numpy as jnp
   import optax
-  cfg, group, program, members = _setup(seeds, epochs)
-  ds = program.dataset
+  cfg, group, ds, program = _setup(seeds, epochs)
+  members = program.members
   x, y, xv, yv = (jnp.asarray(a, jnp.float32) for a in (ds.x_train, ds.y_train, ds.x_val, ds.y_val))
-  network, tx = program.network, program.tx
+  network, tx = program.train.network_for(program.train.shape.cells), program.train.tx
 
   def mse(params, xb, yb):
     return jnp.mean((network.apply({"params": params}, xb) - yb) ** 2)
@@ -109,7 +111,7 @@ def child_hand_loop(seeds: int, epochs: int) -> dict:
     return optax.apply_updates(params, updates), opt_state, loss
 
   t0 = time.perf_counter()
-  init = jax.jit(program.init_params).lower(members.keys.init[0]).compile()
+  init = jax.jit(program.train.init_params).lower(members.keys.init[0]).compile()
   params0 = init(members.keys.init[0])
   opt_init = jax.jit(tx.init).lower(params0).compile()
   step = jax.jit(train_step).lower(params0, opt_init(params0), x, y).compile()

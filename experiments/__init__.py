@@ -1,4 +1,4 @@
-"""Studies for `python -m jaxlstm.sweep --experiment NAME`.
+"""Studies for `python -m jaxlstm.sweep --experiment NAME` (installed as `jaxlstm.experiments`).
 
 Each module here is one study. It defines:
 

@@ -13,7 +13,7 @@
 Sizes are chosen so that a study of a few static-shape groups runs in minutes on a
 2-core CPU at 30 repeats; scale them up with `--set data.options.n_train=...`.
 """
-from experiments import cells
+from . import cells
 from jaxlstm.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
 
 

@@ -29,7 +29,7 @@ scores.csv, before calling a batch size better from final scores alone.
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import Config
 
 

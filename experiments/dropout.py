@@ -30,7 +30,7 @@ Pair dropout with early stopping (or fewer epochs) to keep its gain.
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import Config
 
 

@@ -29,7 +29,7 @@ epochs; the best epoch itself varies by about +-50 epochs over seeds.
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import Config, EarlyStoppingConfig
 
 

@@ -30,7 +30,7 @@ encoding can depend on how much data there is.
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import Config
 
 

@@ -25,7 +25,7 @@ One run of each could have "shown" either cell far ahead.
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import Config
 
 

@@ -30,7 +30,7 @@ problem (`--set data.options.n_train=1000`) is where stacking may pay.
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import Config
 
 

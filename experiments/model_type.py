@@ -48,7 +48,7 @@ four: read its spread (its worst seed stalls at 0.735 accuracy), not its rank.
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
 
 

@@ -30,7 +30,7 @@ from step to step.
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import Config
 
 METRIC = "val_mae"  # val_loss includes the penalty being varied

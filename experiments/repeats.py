@@ -25,7 +25,7 @@ of two or so (as in the cells study), not by 10%.
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import Config
 
 

@@ -35,7 +35,7 @@ spread:
 Exact values differ through the CLI (other config ids, other keys); the pattern should not.
 
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import Config
 
 METRIC = "val_mae_original"  # each config's val_loss is in its own scaled units

@@ -26,7 +26,7 @@ decayed wave, so the task also changes with the length):
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import Config
 
 

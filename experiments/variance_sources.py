@@ -40,7 +40,7 @@ comparable: all of them have to be repeated.
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
-from experiments import _bases
+from . import _bases
 from jaxlstm.config import STREAMS, Config
 
 

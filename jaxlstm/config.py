@@ -516,6 +516,15 @@ def _resolve_path(dotted: str) -> list[str]:
   return dotted.split(".")
 
 
+def check_field(dotted: str) -> None:
+  """Raise ConfigError (with "did you mean") unless `dotted` names a config field.
+
+  `data.options.<name>` is any option of the problem: the problem checks it
+  when the data is generated (still before anything compiles).
+  """
+  _resolve_path(dotted)
+
+
 def _field_type(dotted: str):
   path = dotted.split(".")
   if path[:2] == ["data", "options"]:
@@ -595,34 +604,3 @@ def expand_grid(base: Config, grid: Mapping[str, Iterable[Any]]) -> list[Config]
     raise ConfigError("the grid repeats a config (two grid points resolve to the same values).")
   return configs
 
-
-def static_key(cfg: Config, *, pad_cells: bool = False) -> str:
-  """Canonical text of the static part of `cfg`: configs with equal keys share a compile.
-
-  Traced fields only contribute whether they are in use. With `pad_cells`, the
-  cell count is left out too where padding is exact (see `can_pad_cells`).
-  """
-  d = cfg.to_dict()
-  for dotted in TRACED_FIELDS:
-    section, name = dotted.split(".")
-    value = d[section][name]
-    d[section][name] = None if value is None else bool(value)
-  # The program adds every L1/L2 term once any is set: one switch for all six.
-  for name in PENALTY_FIELDS:
-    d["model"][name] = cfg.model.uses_penalty
-  if pad_cells and can_pad_cells(cfg):
-    d["model"]["cells"] = "padded"
-  return _canonical_json(d)
-
-
-def can_pad_cells(cfg: Config) -> bool:
-  """Whether `cfg` can run padded to more cells with results equal to its own width.
-
-  Padded units start at zero and get exactly zero gradients for plain stacked
-  LSTM/GRU layers; layer norm (statistics over units), dropout (mask shapes),
-  a learned initial state and the other architectures are left unpadded.
-  """
-  m = cfg.model
-  return (m.architecture == "vanilla" and not m.layer_norm and not m.learn_initial_state
-          and m.dropout == 0 and m.recurrent_dropout == 0 and m.input_projection == 0
-          and m.tbptt == 0)

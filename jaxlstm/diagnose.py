@@ -562,3 +562,17 @@ def diagnose_run(
     raise ValueError("histories is empty: nothing to diagnose.")
   return (pd.concat(seed_frames, ignore_index=True),
           pd.concat(config_frames, ignore_index=True))
+
+
+def summarize_seeds(per_seed: pd.DataFrame, *, scores: np.ndarray | None = None,
+                    thresholds: Thresholds = Thresholds(), config: Any = None) -> ConfigDiagnosis:
+  """Summarise one config from its per-seed rows (``diagnose_seeds``'s frame, or diagnosis.csv's).
+
+  Args:
+    per_seed: one row per seed with at least ``verdict``, ``trend``, ``reason``
+      (and ``final_val`` when ``scores`` is None).
+    scores: optional ``[seeds]`` final scores for the spread check; non-finite ones are left out.
+    thresholds: the rule thresholds.
+    config: config id stored on the result.
+  """
+  return _summarize(per_seed, scores, thresholds, config)

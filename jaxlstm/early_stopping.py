@@ -41,9 +41,9 @@ Pinned reference: Keras 3.15.1, files `keras/src/callbacks/early_stopping.py`,
 
 Deliberate differences: an unknown `mode` raises instead of warning and falling
 back to "auto"; `patience < 0` raises (Keras PR #23559 adds the same check);
-"auto" knows metric names from a fixed table (`_MAXIMIZED`, `_MINIMIZED`) since
-there is no compiled Keras model to ask, and also strips a `train_` prefix,
-because jaxlstm's own history keys are `train_loss`, `val_loss`, ...
+"auto" knows metric names from a fixed table (`jaxlstm.metrics`, the one direction
+rule of the package) since there is no compiled Keras model to ask, and also strips
+a `train_` prefix.
 Comparisons run in float32, as Keras' jax backend does (`ops.less` on float32).
 """
 import functools
@@ -55,31 +55,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlstm import metrics
+
 KERAS_REFERENCE_VERSION = "3.15.1"
 
 _MODES = ("auto", "min", "max")
-
-# Metric directions of the Keras 3.15.1 metric registry (`Metric._direction`),
-# under the names `compile(metrics=[...])` accepts. "acc"/"accuracy" resolve to
-# an accuracy metric whose direction is "up".
-_MAXIMIZED = frozenset({
-    "accuracy", "acc", "binary_accuracy", "categorical_accuracy",
-    "sparse_categorical_accuracy", "top_k_categorical_accuracy",
-    "sparse_top_k_categorical_accuracy", "auc", "precision", "recall",
-    "f1_score", "fbeta_score", "f_beta_score", "r2_score", "cosine_similarity",
-    "pearson_correlation", "concordance_correlation", "binary_io_u",
-})
-# "crossentropy" and "rmse" are not Keras metric identifiers; they are added
-# because jaxlstm histories may use them and their direction is unambiguous.
-# ("fbeta_score" above is FBetaScore's default name, not an identifier.)
-_MINIMIZED = frozenset({
-    "mse", "mae", "mape", "msle", "mean_squared_error", "mean_absolute_error",
-    "mean_absolute_percentage_error", "mean_squared_logarithmic_error",
-    "root_mean_squared_error", "rmse", "log_cosh_error", "hinge",
-    "squared_hinge", "categorical_hinge", "crossentropy", "bce",
-    "binary_crossentropy", "categorical_crossentropy",
-    "sparse_categorical_crossentropy", "kl_divergence", "poisson",
-})
 
 
 def resolve_mode(monitor: str, mode: str = "auto") -> str:
@@ -105,17 +85,13 @@ def resolve_mode(monitor: str, mode: str = "auto") -> str:
     return mode
   if not isinstance(monitor, str) or not monitor:
     raise ValueError(f"monitor must be a non-empty string, got {monitor!r}.")
-  name = monitor.removeprefix("val_")
-  if name == monitor:
-    name = monitor.removeprefix("train_")
-  if name == "loss" or name in _MINIMIZED:
-    return "min"
-  if name in _MAXIMIZED:
-    return "max"
-  raise ValueError(
-      f"mode='auto' cannot tell whether monitor={monitor!r} should be "
-      "minimised or maximised; pass mode='min' (lowest value is best) or "
-      "mode='max' (highest value is best).")
+  try:
+    return metrics.metric_direction(monitor)
+  except ValueError:
+    raise ValueError(
+        f"mode='auto' cannot tell whether monitor={monitor!r} should be "
+        "minimised or maximised; pass mode='min' (lowest value is best) or "
+        "mode='max' (highest value is best).") from None
 
 
 def _check_int(name: str, value: Any) -> None:

@@ -1,14 +1,23 @@
-"""Host side of the engine: plan groups, run each in one compiled call, return `Ensemble`s.
+"""Host side of the engine: plan groups, run each as one compiled program, return `Ensemble`s.
 
 `fit(config, dataset, repeats=R, seed=s)` trains all R repeats of one config in
-one call; `fit_many(configs, ...)` groups configs by static shape
-(`config.static_key`) and trains each group's configs x repeats as the members
-of one call. Traced hyper-parameters (learning rate, dropout, ...) differ per
-member, so a grid over them costs one compile.
+one call; `fit_many(configs, ...)` groups configs by static shape (`static_key`)
+and trains each group's configs x repeats as the *members* of one call. Traced
+hyper-parameters (learning rate, dropout, ...) differ per member, so a grid over
+them costs one compile.
+
+A group runs through `run_group`, the one entry every caller uses (`fit`,
+`fit_many`, the sweep, the benchmarks). Its programs are `init` (each member's
+initial state, `lax.map` over members so the orthogonal initialiser never runs
+batched: a batched LAPACK call deadlocks XLA:CPU on 2 cores, DESIGN §3) and
+`run` (`jit(vmap(run_epochs))` over members), both compiled through
+`jaxlstm.compiled`: a second group of the same static signature (another seed,
+new data of the same shapes) compiles nothing.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -18,17 +27,51 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlstm import compiled
+from jaxlstm import data as data_lib
 from jaxlstm import keys as keys_lib
-from jaxlstm.config import Config, ConfigError, static_key
-from jaxlstm.models import activate
+from jaxlstm.config import PENALTY_FIELDS, TRACED_FIELDS, Config, ConfigError
+from jaxlstm.models import Network, activate, can_pad_cells, pad_params, unpad_params
 from jaxlstm.problems import Dataset
-from jaxlstm.train import Member, Program, check_compatible, member_hparams, resolve_dataset, unpad_params
+from jaxlstm.train import Data, Member, Train, TrainState, arrays, make_train, member_hparams
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
-# LLVM at -O1: measured on the 2-core CPU, the default study compiles 0.5 s
-# faster (2.4 vs 3.0 s) and W2 (stacked LSTM(20), 30 seeds) too, with equal
-# run time; the heavy lifting is XLA's own fusion, not LLVM's later passes.
-COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+# ---------------------------------------------------------------------------
+# Planning: configs -> static-shape groups -> calls.
+
+
+def static_key(cfg: Config, *, pad_cells: bool = False) -> str:
+  """Canonical text of the static part of `cfg`: configs with equal keys share a program.
+
+  Traced fields only contribute whether they are in use. With `pad_cells`, the
+  cell count is left out too where padding is exact (`models.can_pad_cells`).
+  """
+  d = cfg.to_dict()
+  for dotted in TRACED_FIELDS:
+    section, name = dotted.split(".")
+    value = d[section][name]
+    d[section][name] = None if value is None else bool(value)
+  # The program adds every L1/L2 term once any is set: one switch for all six.
+  for name in PENALTY_FIELDS:
+    d["model"][name] = cfg.model.uses_penalty
+  if pad_cells and can_pad_cells(cfg):
+    d["model"]["cells"] = "padded"
+  return json.dumps(d, sort_keys=True)
+
+
+def program_key(cfg: Config) -> str:
+  """What a compiled program of `cfg` depends on beyond its `train.Shape` and argument shapes.
+
+  The static key without what only shapes the arrays (the `data` section but
+  whether each repeat resplits), the width (in `Shape.cells`) and operational
+  fields (checkpointing).
+  """
+  d = json.loads(static_key(cfg))
+  d["data"] = {"resplit": bool(cfg.data.resplit)}
+  del d["model"]["cells"], d["train"]["checkpoint_every"]
+  return json.dumps(d, sort_keys=True)
 
 
 @dataclasses.dataclass
@@ -50,6 +93,10 @@ class Group:
   def members(self) -> int:
     return len(self.configs) * self.repeats
 
+  def subgroup(self, configs: Sequence[Config]) -> Group:
+    """The same program for fewer configs (e.g. those a resumed sweep still has to train)."""
+    return Group(list(configs), self.cells, any(c.model.cells != self.cells for c in configs), self.repeats)
+
 
 def plan(configs: Sequence[Config], repeats: int, *, pad_cells: bool = True) -> list[Group]:
   """Group configs by static shape; one group = one program = one call (per member chunk)."""
@@ -66,6 +113,316 @@ def plan(configs: Sequence[Config], repeats: int, *, pad_cells: bool = True) -> 
   return out
 
 
+def choose_epoch_chunk(config: Config, steps_per_epoch: int) -> int:
+  """Epochs per call: all of them for short runs, about a tenth for long ones.
+
+  Early stopping needs chunk boundaries to end a run early, and a checkpoint
+  interval sets the chunk.
+  """
+  epochs = config.train.epochs
+  if config.train.checkpoint_every:
+    return min(config.train.checkpoint_every, epochs)
+  if config.train.early_stopping is not None or epochs * steps_per_epoch > 5000:
+    return max(1, math.ceil(epochs / 10))
+  return epochs
+
+
+_PARAM_COUNTS: dict[tuple, int] = {}
+
+
+def param_count(train: Train, config: Config, dataset: Dataset) -> int:
+  """Parameters of one member at the program's width (traced once per static signature)."""
+  key = (program_key(config), train.shape, dataset.x_train.shape[1:])
+  if key not in _PARAM_COUNTS:
+    shapes = jax.eval_shape(lambda: train.init_params(jax.random.key(0)))
+    _PARAM_COUNTS[key] = sum(math.prod(s.shape) for s in jax.tree.leaves(shapes))
+  return _PARAM_COUNTS[key]
+
+
+def estimate_member_bytes(train: Train, config: Config, dataset: Dataset) -> int:
+  """Rough device memory of one member: params, optimizer state, activations, data gathers."""
+  n_params = param_count(train, config, dataset)
+  shape = train.shape
+  time_steps = dataset.x_train.shape[1]
+  width = max(shape.cells, dataset.n_features) * 4 * config.model.layers
+  activations = shape.batch * time_steps * width * 12  # forward states kept for the backward pass
+  sample = math.prod(dataset.x_train.shape[1:]) + dataset.y_train[0].size
+  gathers = shape.batch * sample * 2
+  return 4 * (6 * n_params + activations + gathers + shape.n_val * (width + dataset.y_train[0].size))
+
+
+@dataclasses.dataclass(frozen=True)
+class CallPlan:
+  """How `run_group` splits a group into calls: equal member chunks x epoch chunks.
+
+  Attributes:
+    member_bytes: estimated memory of one member.
+    members_per_call, calls: equal member chunks within the memory budget (the
+      last one repeats its last member), so one compile serves them all.
+    total: members of the group.
+    epoch_chunk, epoch_chunks: epochs per call and calls per member chunk.
+    layouts: per member chunk, ((cells, count), ...) of its members in order.
+  """
+  member_bytes: int
+  members_per_call: int
+  calls: int
+  total: int
+  epoch_chunk: int
+  epoch_chunks: int
+  layouts: tuple[tuple[tuple[int, int], ...], ...]
+
+  @property
+  def compiles(self) -> int:
+    """Programs to compile (when none is cached): one per distinct member layout."""
+    return len(set(self.layouts))
+
+  def member_index(self, call: int) -> np.ndarray:
+    index = np.arange(call * self.members_per_call, (call + 1) * self.members_per_call)
+    return np.minimum(index, self.total - 1)
+
+
+def plan_calls(group: Group, train: Train, dataset: Dataset, *,
+               memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
+               epoch_chunk: int | None = None) -> CallPlan:
+  """The calls `run_group` makes for `group` (also what `--dry-run` prints)."""
+  total = group.members
+  member_bytes = estimate_member_bytes(train, group.configs[0], dataset)
+  per_call = max(1, memory_budget // max(1, member_bytes))
+  if max_members_per_call:
+    per_call = min(per_call, max_members_per_call)
+  per_call = min(per_call, total)
+  calls = math.ceil(total / per_call)
+  per_call = math.ceil(total / calls)
+  epochs = train.shape.epochs
+  chunk = min(epoch_chunk or choose_epoch_chunk(group.configs[0], train.shape.steps), epochs)
+  cells_of = np.repeat([c.model.cells for c in group.configs], group.repeats)
+  layouts = []
+  for call in range(calls):
+    index = np.minimum(np.arange(call * per_call, (call + 1) * per_call), total - 1)
+    layouts.append(tuple(_runs(cells_of[index])))
+  return CallPlan(member_bytes, per_call, calls, total, chunk, math.ceil(epochs / chunk), tuple(layouts))
+
+
+def _runs(values) -> list[tuple[int, int]]:
+  out: list[list[int]] = []
+  for v in values:
+    if out and out[-1][0] == v:
+      out[-1][1] += 1
+    else:
+      out.append([int(v), 1])
+  return [tuple(x) for x in out]
+
+
+def members_of(group: Group, seed: int) -> Member:
+  """Stacked keys and traced hyper-parameters of every (config, repeat) of a group, config-major."""
+  stacked_keys = keys_lib.group_keys(seed, group.configs, group.repeats)
+  hparams = [member_hparams(cfg) for cfg in group.configs]
+  names = hparams[0].keys()
+  stacked = {n: np.repeat(np.asarray([h[n] for h in hparams], np.float32), group.repeats) for n in names}
+  return Member(stacked_keys, stacked)
+
+
+# ---------------------------------------------------------------------------
+# Programs.
+
+
+def init_members(train: Train, members: Member, layout: Sequence[tuple[int, int]]) -> TrainState:
+  """Initial states of stacked members; `layout` = ((cells, count), ...) in member order.
+
+  Members narrower than the program are initialised at their own width and
+  zero-padded, so their draws equal a solo run's.
+  """
+  states, start = [], 0
+  for cells, count in layout:
+    part = jax.tree.map(lambda a: a[start:start + count], members)
+    # lax.map, not vmap: keeps the orthogonal init's QR-free loop unbatched (hang.md).
+    params = jax.lax.map(lambda k: train.init_params(k, cells), part.keys.init)
+    if cells != train.shape.cells:
+      params = pad_params(params, cells, train.shape.cells, train.network_for(cells).cfg.cell, leading=1)
+    states.append(jax.vmap(train.init_state)(params, part))
+    start += count
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
+
+
+@dataclasses.dataclass
+class RunInfo:
+  """What a group's run cost: compiles, seconds, chunks."""
+  compiles: int = 0
+  compile_seconds: float = 0.0
+  run_seconds: float = 0.0
+  epoch_chunks: int = 0
+  member_chunks: int = 0
+  stopped_early: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupProgram:
+  """A group's compiled entry point (cached by static signature in `jaxlstm.compiled`).
+
+  The entry is `jit(vmap(run_epochs))` over a member chunk, with per-member init:
+  called with `fresh=True` it first initialises every member (`init_members`, under
+  a `lax.cond`, so later epoch chunks skip it), then trains one epoch chunk. One
+  program per member layout serves every call of the group.
+
+  Attributes:
+    train: the pure functions of one member.
+    members: every member of the group, stacked (config-major).
+    data: the group's arrays.
+    calls: how the group is split into calls.
+    key: the static signature of the group's programs.
+  """
+  train: Train
+  members: Member
+  data: Data
+  calls: CallPlan
+  key: tuple
+
+  def entry(self, layout, members: Member) -> tuple[Callable, float]:
+    """`(run(states, members, data, fresh) -> (states, history), compile seconds)` for `layout`."""
+    train, n = self.train, self.calls.epoch_chunk
+
+    def run_chunk(states, members, data, fresh):
+      states = jax.lax.cond(fresh, lambda: init_members(train, members, layout), lambda: states)
+      return jax.vmap(lambda state, member: train.run_epochs(state, member, data, n))(states, members)
+
+    like = self.blank_states(layout, members)
+    return compiled.program(("run", self.key, layout, n), run_chunk, (like, members, self.data, np.bool_(True)))
+
+  def blank_states(self, layout, members: Member) -> TrainState:
+    """Zero states of a member chunk: the `states` argument of a fresh call."""
+    shapes = _state_shapes(self.train, self.key, layout, members)
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+_STATE_SHAPES: dict[tuple, Any] = {}
+
+
+def _state_shapes(train: Train, key: tuple, layout, members: Member) -> TrainState:
+  """Shapes of a member chunk's states (traced once per static signature)."""
+  cache_key = (key, layout, compiled.signature(members))
+  if cache_key not in _STATE_SHAPES:
+    _STATE_SHAPES[cache_key] = jax.eval_shape(lambda m: init_members(train, m, layout), members)
+  return _STATE_SHAPES[cache_key]
+
+
+def group_program(group: Group, dataset: Dataset, *, seed: int = 0,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
+                  epoch_chunk: int | None = None) -> GroupProgram:
+  """Everything a group's calls need: pure functions, member inputs, data, call plan.
+
+  Args:
+    group: from `plan`.
+    dataset: the group's resolved data (`jaxlstm.data.resolve`).
+    seed: the run's seed; member keys are (seed, config id, repeat).
+  """
+  train = make_train(group.configs[0], dataset, cells=group.cells)
+  calls = plan_calls(group, train, dataset, memory_budget=memory_budget,
+                     max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk)
+  return GroupProgram(train=train, members=members_of(group, seed), data=arrays(dataset), calls=calls,
+                      key=(program_key(group.configs[0]), train.shape))
+
+
+# ---------------------------------------------------------------------------
+# Running.
+
+
+class Checkpointer(Protocol):
+  """Saves and restores the full training state of a member chunk at epoch-chunk boundaries."""
+
+  def restore(self) -> tuple[int, Any, dict[str, np.ndarray]] | None: ...
+
+  def save(self, epoch: int, states: Any, history: dict[str, np.ndarray]) -> None: ...
+
+
+def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, epoch_chunk: int | None = None,
+              memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
+              progress: Callable[[dict], None] | None = None,
+              checkpointer: Checkpointer | None = None) -> tuple[list[Ensemble], RunInfo]:
+  """Train every member of a group: one call per (member chunk, epoch chunk).
+
+  Args:
+    group: from `plan`.
+    dataset: the group's resolved data (`jaxlstm.data.resolve`, checked with
+      `data.check_compatible` by the caller); default resolved from the configs' `data`.
+    seed: the run's seed; member keys are (seed, config id, repeat).
+    epoch_chunk: epochs per call (default `choose_epoch_chunk`).
+    memory_budget: bytes; members are split into equal chunks that fit.
+    max_members_per_call: cap on members per call (overrides the budget if smaller).
+    progress: called with a dict after each call (epochs done, totals, seconds).
+    checkpointer: saves / restores the state at epoch-chunk boundaries
+      (only for groups that fit in one member chunk).
+
+  Returns:
+    One Ensemble per config of the group (in order), and what the run cost.
+  """
+  if dataset is None:
+    dataset = data_lib.resolve_all(group.configs)[data_lib.data_key(group.configs[0])]
+  program = group_program(group, dataset, seed=seed, memory_budget=memory_budget,
+                          max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk)
+  calls = program.calls
+  info = RunInfo(member_chunks=calls.calls)
+  if checkpointer is not None and calls.calls > 1:
+    checkpointer = None  # resumable state is kept per single-chunk group only
+  histories, finals = [], []
+  for call in range(calls.calls):
+    states, history = _run_member_chunk(program, group, call, info, progress, checkpointer)
+    histories.append(history)
+    finals.append(states)
+  history = {k: np.concatenate([h[k] for h in histories])[:calls.total] for k in histories[0]}
+  states = jax.tree.map(lambda *xs: np.concatenate(xs)[:calls.total], *finals)
+  ensembles = [_ensemble(group, i, program.train, states, history, seed, info) for i in range(len(group.configs))]
+  return ensembles, info
+
+
+def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunInfo,
+                      progress: Callable[[dict], None] | None, checkpointer: Checkpointer | None):
+  """Train one member chunk through all its epoch chunks; returns host `(states, history)`."""
+  calls, epochs = program.calls, program.train.shape.epochs
+  part = jax.tree.map(lambda a: a[calls.member_index(call)], program.members)
+  layout = calls.layouts[call]
+  restored = checkpointer.restore() if checkpointer is not None else None
+  if restored is not None:
+    done, states, chunk_history = restored[0], restored[1], {k: [v] for k, v in restored[2].items()}
+  else:
+    done, states, chunk_history = 0, program.blank_states(layout, part), {}
+  stops = group.configs[0].train.early_stopping is not None
+  run, seconds = program.entry(layout, part)
+  _count_compile(info, seconds)
+  while done < epochs:
+    t0 = time.perf_counter()
+    states, hist = run(states, part, program.data, np.bool_(restored is None and done == 0))
+    hist = jax.device_get(hist)
+    info.run_seconds += time.perf_counter() - t0
+    info.epoch_chunks += 1
+    done += calls.epoch_chunk
+    for k, v in hist.items():
+      chunk_history.setdefault(k, []).append(np.asarray(v))
+    if checkpointer is not None and done < epochs:
+      checkpointer.save(done, states, {k: np.concatenate(v, axis=1) for k, v in chunk_history.items()})
+    if progress is not None:
+      progress({"call": call, "calls": calls.calls, "epochs_done": min(done, epochs), "epochs": epochs,
+                "members": calls.members_per_call, "run_seconds": info.run_seconds,
+                "compile_seconds": info.compile_seconds})
+    if stops and done < epochs and bool(np.all(np.asarray(states.callbacks.stopping.stopped))):
+      info.stopped_early = True
+      break
+  history = {k: np.concatenate(v, axis=1)[:, :epochs] for k, v in chunk_history.items()}
+  if history["loss"].shape[1] < epochs:  # ended early: every member had stopped
+    pad = epochs - history["loss"].shape[1]
+    history = {k: np.pad(v, ((0, 0), (0, pad)), constant_values=np.nan) for k, v in history.items()}
+  return jax.device_get(states), history
+
+
+def _count_compile(info: RunInfo, seconds: float) -> None:
+  if seconds:
+    info.compiles += 1
+    info.compile_seconds += seconds
+
+
+# ---------------------------------------------------------------------------
+# Results.
+
+
 @dataclasses.dataclass
 class Ensemble:
   """All repeats of one config.
@@ -78,7 +435,7 @@ class Ensemble:
     best_epoch: `[repeats]` best epoch of the monitored metric (val_loss without early stopping).
     diverged: `[repeats]` True where the loss became NaN/Inf.
     diverged_epoch: `[repeats]` first non-finite epoch, -1 if none.
-    seed, repeat_indices: which repeats these are.
+    seed, repeat_indices: the run's seed and which repeats these are.
     timings: compile / run seconds of the call that trained it (shared by its group).
   """
   config: Config
@@ -117,6 +474,7 @@ class Ensemble:
     return values[np.arange(values.shape[0]), last]
 
   def best(self, metric: str = "val_loss", *, higher_is_better: bool = False) -> np.ndarray:
+    """`[repeats]` best finite value of `metric` over the epochs (NaN where none)."""
     values = self.history[metric]
     with np.errstate(all="ignore"):
       reduce = np.nanmax if higher_is_better else np.nanmin
@@ -126,8 +484,7 @@ class Ensemble:
         out[finite] = reduce(values[finite], axis=1)
     return out
 
-  def network(self):
-    from jaxlstm.models import Network
+  def network(self) -> Network:
     return Network(self.config.model, self.outputs, time_out=self.time_out, frame_shape=tuple(self.frame_shape))
 
   def predict(self, x: np.ndarray) -> np.ndarray:
@@ -136,249 +493,50 @@ class Ensemble:
     if x.ndim != 3:
       raise ValueError(f"x must have shape [samples, time, features], got {x.shape}.")
     network, act = self.network(), self.config.model.output_activation
-    fn = jax.jit(jax.vmap(lambda p: activate(network.apply({"params": p}, x), act)))
-    return np.asarray(fn(self.params))
+
+    def predict_all(params, x):
+      return jax.vmap(lambda p: activate(network.apply({"params": p}, x), act))(params)
+
+    key = ("predict", json.dumps(self.config.to_dict()["model"], sort_keys=True), self.outputs,
+           self.time_out, tuple(self.frame_shape))
+    fn, _ = compiled.program(key, predict_all, (self.params, x))
+    return np.asarray(fn(self.params, x))
 
 
-class Checkpointer(Protocol):
-  """Saves and restores the full training state of a member chunk at epoch-chunk boundaries."""
-
-  def restore(self) -> tuple[int, Any, dict[str, np.ndarray]] | None: ...
-
-  def save(self, epoch: int, states: Any, history: dict[str, np.ndarray]) -> None: ...
-
-
-@dataclasses.dataclass
-class RunInfo:
-  """What a group's run cost: compiles, seconds, chunks."""
-  compiles: int = 0
-  compile_seconds: float = 0.0
-  run_seconds: float = 0.0
-  epoch_chunks: int = 0
-  member_chunks: int = 0
-  stopped_early: bool = False
-
-
-def choose_epoch_chunk(config: Config, steps_per_epoch: int) -> int:
-  """Epochs per call: all of them for short runs, about a tenth for long ones.
-
-  Early stopping needs chunk boundaries to end a run early, and a checkpoint
-  interval sets the chunk.
-  """
-  epochs = config.train.epochs
-  if config.train.checkpoint_every:
-    return min(config.train.checkpoint_every, epochs)
-  if config.train.early_stopping is not None or epochs * steps_per_epoch > 5000:
-    return max(1, math.ceil(epochs / 10))
-  return epochs
-
-
-def estimate_member_bytes(program: Program) -> int:
-  """Rough device memory of one member: params, optimizer state, activations, data gathers."""
-  ds = program.dataset
-  x = np.zeros((1, *ds.x_train.shape[1:]), np.float32)
-  shapes = jax.eval_shape(lambda: program.init_params(jax.random.key(0)))
-  n_params = sum(math.prod(s.shape) for s in jax.tree.leaves(shapes))
-  time_steps = ds.x_train.shape[1]
-  width = max(program.cells, ds.n_features) * 4 * program.config.model.layers
-  activations = program.batch * time_steps * width * 12  # forward states kept for the backward pass
-  data = program.batch * (x.size + ds.y_train[0].size) * 2
-  return 4 * (6 * n_params + activations + data + program.n_val * (width + ds.y_train[0].size))
-
-
-def members_of(group: Group, seed: int) -> Member:
-  """Stacked keys and traced hyper-parameters of every (config, repeat) of a group."""
-  stacked_keys = keys_lib.group_keys(seed, group.configs, group.repeats)
-  hparams = [member_hparams(cfg) for cfg in group.configs]
-  names = hparams[0].keys()
-  stacked = {n: jnp.asarray(np.repeat([h[n] for h in hparams], group.repeats), jnp.float32) for n in names}
-  return Member(stacked_keys, stacked)
-
-
-@dataclasses.dataclass(frozen=True)
-class CallPlan:
-  """How `run_group` splits a group into calls: equal member chunks x epoch chunks.
-
-  Attributes:
-    member_bytes: estimated memory of one member.
-    members_per_call, calls: equal member chunks within the memory budget (the
-      last one repeats its last member), so one compile serves them all.
-    epoch_chunk, epoch_chunks: epochs per call and calls per member chunk.
-    layouts: per member chunk, ((cells, count), ...) of its members in order.
-    compiles: programs to compile: one per distinct layout, plus one to resume epochs.
-  """
-  member_bytes: int
-  members_per_call: int
-  calls: int
-  total: int
-  epoch_chunk: int
-  epoch_chunks: int
-  layouts: tuple[tuple[tuple[int, int], ...], ...]
-
-  @property
-  def compiles(self) -> int:
-    return len(set(self.layouts)) + (1 if self.epoch_chunks > 1 else 0)
-
-  def member_index(self, call: int) -> np.ndarray:
-    index = np.arange(call * self.members_per_call, (call + 1) * self.members_per_call)
-    return np.minimum(index, self.total - 1)
-
-
-def plan_calls(group: Group, program: Program, *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-               max_members_per_call: int | None = None, epoch_chunk: int | None = None) -> CallPlan:
-  """The calls `run_group` makes for `group` (also what `--dry-run` prints)."""
-  total = group.members
-  member_bytes = estimate_member_bytes(program)
-  per_call = max(1, memory_budget // max(1, member_bytes))
-  if max_members_per_call:
-    per_call = min(per_call, max_members_per_call)
-  per_call = min(per_call, total)
-  calls = math.ceil(total / per_call)
-  per_call = math.ceil(total / calls)
-  chunk = min(epoch_chunk or choose_epoch_chunk(group.configs[0], program.steps), program.epochs)
-  cells_of = np.repeat([c.model.cells for c in group.configs], group.repeats)
-  layouts = []
-  for call in range(calls):
-    index = np.minimum(np.arange(call * per_call, (call + 1) * per_call), total - 1)
-    layouts.append(tuple(_runs(cells_of[index])))
-  return CallPlan(member_bytes, per_call, calls, total, chunk, math.ceil(program.epochs / chunk), tuple(layouts))
-
-
-def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0,
-              epoch_chunk: int | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-              max_members_per_call: int | None = None,
-              progress: Callable[[dict], None] | None = None,
-              checkpointer: Checkpointer | None = None) -> tuple[list[Ensemble], RunInfo]:
-  """Train every member of a group; one program, one call per (member chunk, epoch chunk).
-
-  Args:
-    group: from `plan`.
-    dataset: the data (default: generated from the configs' `data` section).
-    seed: the run's seed; member keys are (seed, config id, repeat).
-    epoch_chunk: epochs per call (default `choose_epoch_chunk`).
-    memory_budget: bytes; members are split into equal chunks that fit.
-    max_members_per_call: cap on members per call (overrides the budget if smaller).
-    progress: called with a dict after each call (epochs done, totals, seconds).
-    checkpointer: saves / restores the state at epoch-chunk boundaries
-      (only for groups that fit in one member chunk).
-
-  Returns:
-    One Ensemble per config of the group (in order), and what the run cost.
-  """
-  representative = group.configs[0]
-  dataset = resolve_dataset(representative, dataset)
-  program = Program(representative, dataset, cells=group.cells)
-  for cfg in group.configs[1:]:
-    check_compatible(cfg, dataset)
-  members = members_of(group, seed)
-  calls_plan = plan_calls(group, program, memory_budget=memory_budget,
-                          max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk)
-  total, n_calls = group.members, calls_plan.calls
-  epochs, chunk = program.epochs, calls_plan.epoch_chunk
-  data = program.data()
-  info = RunInfo(member_chunks=n_calls)
-  histories, finals = [], []
-  compiled: dict[Any, Any] = {}
-
-  def compiled_fn(kind, layout, args):
-    key = (kind, layout)
-    if key not in compiled:
-      t0 = time.perf_counter()
-      fn = program.make_start(layout, chunk) if kind == "start" else program.make_resume(chunk)
-      compiled[key] = fn.lower(*args).compile(compiler_options=COMPILER_OPTIONS)
-      info.compile_seconds += time.perf_counter() - t0
-      info.compiles += 1
-    return compiled[key]
-
-  if checkpointer is not None and n_calls > 1:
-    checkpointer = None  # resumable state is kept per single-chunk group only
-  for call in range(n_calls):
-    index = calls_plan.member_index(call)
-    part = jax.tree.map(lambda a: a[index], members)
-    layout = calls_plan.layouts[call]
-    restored = checkpointer.restore() if checkpointer is not None else None
-    if restored is not None:
-      done_epochs, states, chunk_history = restored
-      chunk_history = {k: [v] for k, v in chunk_history.items()}
-    else:
-      done_epochs, states, chunk_history = 0, None, {}
-    while done_epochs < epochs:
-      t0 = time.perf_counter()
-      if states is None:
-        fn = compiled_fn("start", layout, (part, data))
-        t0 = time.perf_counter()
-        states, hist = fn(part, data)
-      else:
-        fn = compiled_fn("resume", None, (states, part, data))
-        t0 = time.perf_counter()
-        states, hist = fn(states, part, data)
-      hist = jax.device_get(hist)
-      info.run_seconds += time.perf_counter() - t0
-      info.epoch_chunks += 1
-      done_epochs += chunk
-      for k, v in hist.items():
-        chunk_history.setdefault(k, []).append(np.asarray(v))
-      if checkpointer is not None and done_epochs < epochs:
-        checkpointer.save(done_epochs, states, {k: np.concatenate(v, axis=1) for k, v in chunk_history.items()})
-      if progress is not None:
-        progress({"call": call, "calls": n_calls, "epochs_done": min(done_epochs, epochs), "epochs": epochs,
-                  "members": len(index), "run_seconds": info.run_seconds,
-                  "compile_seconds": info.compile_seconds})
-      if representative.train.early_stopping is not None and done_epochs < epochs:
-        if bool(np.all(np.asarray(states.stopping.stopped))):
-          info.stopped_early = True
-          break
-    history = {k: np.concatenate(v, axis=1)[:, :epochs] for k, v in chunk_history.items()}
-    if history["loss"].shape[1] < epochs:  # ended early: every member had stopped
-      pad = epochs - history["loss"].shape[1]
-      history = {k: np.pad(v, ((0, 0), (0, pad)), constant_values=np.nan) for k, v in history.items()}
-    histories.append(history)
-    finals.append(jax.device_get(states))
-  history = {k: np.concatenate([h[k] for h in histories])[:total] for k in histories[0]}
-  states = jax.tree.map(lambda *xs: np.concatenate(xs)[:total], *finals)
-  ensembles = [_ensemble(group, i, program, states, history, seed, info) for i in range(len(group.configs))]
-  return ensembles, info
-
-
-def _runs(values) -> list[tuple[int, int]]:
-  out: list[list[int]] = []
-  for v in values:
-    if out and out[-1][0] == v:
-      out[-1][1] += 1
-    else:
-      out.append([int(v), 1])
-  return [tuple(x) for x in out]
-
-
-def _ensemble(group: Group, index: int, program: Program, states, history, seed: int, info: RunInfo) -> Ensemble:
+def _ensemble(group: Group, index: int, train: Train, states, history, seed: int, info: RunInfo) -> Ensemble:
   cfg = group.configs[index]
   rows = slice(index * group.repeats, (index + 1) * group.repeats)
   take = lambda tree: jax.tree.map(lambda a: np.asarray(a[rows]), tree)
   params = take(states.params)
-  train_cfg = cfg.train
-  if train_cfg.early_stopping is not None:
-    stopping = take(states.stopping)
+  if cfg.train.early_stopping is not None:
+    stopping = take(states.callbacks.stopping)
     stopped_epoch = np.where(stopping.stopped, stopping.stopped_epoch, -1).astype(int)
     best_epoch = np.asarray(stopping.best_epoch).astype(int)
-    if train_cfg.early_stopping.restore_best_weights:
-      best = take(states.best_params)
+    if cfg.train.early_stopping.restore_best_weights:
+      best = take(states.callbacks.best_params)
       restore = np.asarray(stopping.has_best)  # Keras 3 restores whenever a snapshot exists
       params = jax.tree.map(lambda b, p: np.where(restore.reshape((-1,) + (1,) * (p.ndim - 1)), b, p), best, params)
   else:
     stopped_epoch = np.full(group.repeats, -1)
     val = history["val_loss"][rows]
     with np.errstate(all="ignore"):
-      best_epoch = np.where(np.isfinite(val).any(axis=1), np.nanargmin(np.where(np.isfinite(val), val, np.inf), axis=1), -1)
+      best_epoch = np.where(np.isfinite(val).any(axis=1),
+                            np.nanargmin(np.where(np.isfinite(val), val, np.inf), axis=1), -1)
   if group.padded and cfg.model.cells != group.cells:
     params = unpad_params(params, cfg.model.cells, group.cells, cfg.model.cell, leading=1)
   diverged_epoch = np.asarray(states.diverged_epoch[rows]).astype(int)
+  shape = train.shape
   return Ensemble(
       config=cfg, history={k: v[rows] for k, v in history.items()}, params=params,
       stopped_epoch=stopped_epoch, best_epoch=best_epoch, diverged=diverged_epoch >= 0,
       diverged_epoch=diverged_epoch, seed=seed, repeat_indices=np.arange(group.repeats),
-      outputs=program.outputs, time_out=program.time_out, frame_shape=program.frame_shape,
+      outputs=shape.outputs, time_out=shape.time_out, frame_shape=shape.frame_shape,
       timings={"compile_seconds": info.compile_seconds, "run_seconds": info.run_seconds,
                "compiles": info.compiles})
+
+
+# ---------------------------------------------------------------------------
+# The library entry points.
 
 
 def fit(config: Config, dataset: Dataset | None = None, *, repeats: int, seed: int = 0, **kwargs) -> Ensemble:
@@ -386,21 +544,28 @@ def fit(config: Config, dataset: Dataset | None = None, *, repeats: int, seed: i
 
   Args:
     config: the config.
-    dataset: the data; default generated from `config.data`.
-    repeats: number of repeats (seeds); repeat i's key depends only on (seed, config, i).
-    seed: the run seed.
+    dataset: the raw problem (`config.data` says how to split, encode and scale it);
+      default generated from `config.data`.
+    repeats: number of repeats; repeat i's key depends only on (seed, config, i).
+    seed: the run's seed.
     **kwargs: passed to `run_group` (epoch_chunk, memory_budget, progress, ...).
+
+  Raises:
+    ConfigError: the config cannot train on the data (before anything compiles).
   """
   (group,) = plan([config], repeats)
-  ensembles, _ = run_group(group, dataset, seed=seed, **kwargs)
+  resolved = data_lib.resolve_all([config], dataset)[data_lib.data_key(config)]
+  ensembles, _ = run_group(group, resolved, seed=seed, **kwargs)
   return ensembles[0]
 
 
 def fit_many(configs: Sequence[Config], dataset: Dataset | None = None, *, repeats: int, seed: int = 0,
              pad_cells: bool = True, **kwargs) -> list[Ensemble]:
   """Train every config x repeat, one call per static-shape group; Ensembles in config order."""
+  groups = plan(configs, repeats, pad_cells=pad_cells)
+  resolved = data_lib.resolve_all(configs, dataset)
   by_id = {}
-  for group in plan(configs, repeats, pad_cells=pad_cells):
-    ensembles, _ = run_group(group, dataset, seed=seed, **kwargs)
+  for group in groups:
+    ensembles, _ = run_group(group, resolved[data_lib.data_key(group.configs[0])], seed=seed, **kwargs)
     by_id.update({e.config.config_id: e for e in ensembles})
   return [by_id[c.config_id] for c in configs]

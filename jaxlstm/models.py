@@ -38,41 +38,21 @@ by `activate`, so cross-entropy losses can be computed stably from logits.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxlstm.config import ModelConfig
-from jaxlstm.initializers import orthogonal
+from jaxlstm.config import Config, ModelConfig
+from jaxlstm.initializers import initializer
 
 GATES = {"lstm": 4, "gru": 3}
+# Parameter groups of the recurrent layers: L1/L2 penalties and padding apply to these.
+RECURRENT_PREFIXES = ("lstm_", "gru_", "forward_", "backward_", "encoder_", "decoder")
 LAYER_NORM_EPSILON = 1e-3  # Keras LayerNormalization's default
-
-
-def initializer(name: str) -> Callable[..., jax.Array]:
-  """A jax initializer `(key, shape, dtype)` with Keras' definition of `name`.
-
-  Fans are computed as Keras does for a 2-D kernel: fan_in = rows, fan_out =
-  columns (for the fused kernels, columns = gates * units).
-  """
-  inits = jax.nn.initializers
-  table = {
-      "glorot_uniform": inits.glorot_uniform(),
-      "glorot_normal": inits.glorot_normal(),  # truncated normal, as Keras
-      "lecun_normal": inits.lecun_normal(),
-      "he_uniform": inits.he_uniform(),
-      "he_normal": inits.he_normal(),
-      "orthogonal": orthogonal,  # QR-free, see jaxlstm.initializers
-      "random_uniform": inits.uniform(0.1),  # Keras: U(-0.05, 0.05), shifted below
-      "random_normal": inits.normal(0.05),  # Keras: N(0, 0.05)
-      "zeros": inits.zeros,
-  }
-  if name == "random_uniform":
-    return lambda key, shape, dtype=jnp.float32: table[name](key, shape, dtype) - 0.05
-  return table[name]
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -525,3 +505,101 @@ def summary(cfg: ModelConfig, input_shape: Sequence[int], outputs: int, *, time_
   lines.append(rule)
   lines.append(f"Total params: {sum(r['params'] for r in rows):,}")
   return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Penalties and padding: they name the layers above, so they live beside them.
+
+
+def penalty(params, hp: Mapping[str, jax.Array]) -> jax.Array:
+  """Keras' L1/L2 regularisation of the recurrent layers: sum of l1 |w| + l2 w^2.
+
+  Args:
+    params: one network's parameters.
+    hp: traced strengths `kernel_l1`, `kernel_l2`, `recurrent_l1`, `recurrent_l2`,
+      `bias_l1`, `bias_l2` (scalars).
+  """
+  total = jnp.zeros([], jnp.float32)
+  for layer, leaves in params.items():
+    if not layer.startswith(RECURRENT_PREFIXES):
+      continue
+    for leaf_name, kind in (("kernel", "kernel"), ("recurrent_kernel", "recurrent"),
+                            ("bias", "bias"), ("recurrent_bias", "bias")):
+      if leaf_name in leaves:
+        w = leaves[leaf_name]
+        total = total + hp[f"{kind}_l1"] * jnp.sum(jnp.abs(w)) + hp[f"{kind}_l2"] * jnp.sum(w * w)
+  return total
+
+
+def can_pad_cells(cfg: Config) -> bool:
+  """Whether `cfg` can run padded to more cells with results equal to its own width.
+
+  Padded units start at zero and get exactly zero gradients for plain stacked
+  LSTM/GRU layers; layer norm (statistics over units), dropout (mask shapes),
+  a learned initial state and the other architectures are left unpadded.
+  """
+  m = cfg.model
+  return (m.architecture == "vanilla" and not m.layer_norm and not m.learn_initial_state
+          and m.dropout == 0 and m.recurrent_dropout == 0 and m.input_projection == 0
+          and m.tbptt == 0)
+
+
+def pad_params(params, cells: int, max_cells: int, cell: str, *, leading: int = 0):
+  """Zero-pad a network's parameters from `cells` to `max_cells` units.
+
+  Every gate block of the fused kernels and biases is padded separately, so
+  gate g of unit j sits at column `g * max_cells + j` as in the wide model.
+  `leading` counts leading batch axes (1 for stacked members).
+  """
+  return _resize(params, cells, max_cells, cell, leading)
+
+
+def unpad_params(params, cells: int, max_cells: int, cell: str, *, leading: int = 0):
+  """Inverse of `pad_params`: keep the first `cells` units of each gate block."""
+  return _resize(params, max_cells, cells, cell, leading)
+
+
+def _resize(params, old: int, new: int, cell: str, leading: int):
+  gates = GATES[cell]
+
+  # numpy for host arrays (results on their way out: eager jnp would compile
+  # a tiny program per leaf shape), jax.numpy inside traced code.
+  def xp(x):
+    return np if isinstance(x, np.ndarray) else jnp
+
+  def units_axis(x, axis):  # pad/crop a plain units axis
+    axis += leading
+    if new > old:
+      widths = [(0, 0)] * x.ndim
+      widths[axis] = (0, new - old)
+      return xp(x).pad(x, widths)
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(0, new)
+    return x[tuple(index)]
+
+  def gated_axis(x, axis):  # [.., gates * units] -> per gate
+    axis += leading
+    blocks = xp(x).split(x, gates, axis=axis)
+    return xp(x).concatenate([units_axis(b, axis - leading) for b in blocks], axis=axis)
+
+  out = {}
+  for layer, leaves in params.items():
+    if layer.startswith(RECURRENT_PREFIXES):
+      first_layer = layer.endswith("_0")
+      new_leaves = {}
+      for name, x in leaves.items():
+        if name == "kernel":
+          x = gated_axis(x, 1)
+          if not first_layer:
+            x = units_axis(x, 0)
+        elif name == "recurrent_kernel":
+          x = units_axis(gated_axis(x, 1), 0)
+        elif name in ("bias", "recurrent_bias"):
+          x = gated_axis(x, 0)
+        new_leaves[name] = x
+      out[layer] = new_leaves
+    elif layer == "head":
+      out[layer] = {"kernel": units_axis(leaves["kernel"], 0), "bias": leaves["bias"]}
+    else:
+      raise ValueError(f"cannot pad layer {layer!r}: padding supports plain stacked LSTM/GRU layers only.")
+  return out

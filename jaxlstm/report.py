@@ -1,15 +1,11 @@
-"""The report of a results folder: tables, plots and report.md, rebuilt from its files.
+"""The report of a results folder: plots and report.md, built from its tables.
 
   python -m jaxlstm.report runs/cells-1a2b3c4d      # prints the path of report.md
 
-`write_all(run_dir)` reads what a sweep leaves behind (manifest.json,
-configs/<id>.json, histories/<id>.npz) and rewrites everything derived from it:
+The tables (scores.csv, summary.csv, diagnosis.csv, comparisons.csv) are written by
+`jaxlstm.tables`, one function per file; this module reads them (and the histories,
+for the learning curves) and draws:
 
-  scores.csv            one row per (config, seed)                    (store.scores_csv)
-  summary.csv           one row per config: describe() order + n_diverged, sem, CI, IQM
-  diagnosis.csv         one row per (config, seed): verdict, trend, reason, evidence numbers
-  comparisons.csv       one row per pair: means, Hedges' g, Welch p (raw, Holm),
-                        P(A better than B) with its bootstrap CI, verdict
   plots/scores.png      final scores per config: boxes, seed points, n / diverged per tick
   plots/curves*.png     learning curves per config (12 per page): seeds thin, mean band,
                         early stops marked; diverged seeds left out and counted in the title
@@ -19,12 +15,9 @@ configs/<id>.json, histories/<id>.npz) and rewrites everything derived from it:
   report.md             the page to read first: what ran and how long, the tables, the best
                         config and whether it beats the runner-up, repeats needed, diagnosis
 
-Only done configs count. The score of a seed is its final value of the primary
-metric (val_loss when recorded), taken at the stop epoch of an early-stopped
-seed. Diverged seeds are left out of every statistic and counted. Resampling
-draws from `np.random.default_rng(rng_seed)` only, so rebuilding gives
-byte-identical CSV files. Every file is written atomically (temporary file, then
-`os.replace`), and a file whose content did not change is left alone.
+`write_all(run_dir)` (and the command line) rebuilds the tables first, then the plots
+and the page. Every file is written atomically (temporary file, then `os.replace`),
+and a file whose content did not change is left alone.
 
 No jax here: numpy, pandas, scipy (through `stats`) and matplotlib (through `plots`).
 """
@@ -33,11 +26,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import io
 import json
 import math
 import re
 import sys
+import types
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -51,22 +44,16 @@ import pandas as pd
 # A dotted import: it loads the submodule itself, never through the package's lazy
 # __getattr__ (which, as first committed, recursed on "stats").
 import jaxlstm.stats as stats
-from jaxlstm import diagnose, plots, store
+from jaxlstm import diagnose, metrics, plots, store, tables
+from jaxlstm.tables import ALPHA, CONFIDENCE, MAX_ALL_PAIRS, POI_RESAMPLES
 
 PROG = "jaxlstm.report"
 
-# Statistical defaults, stated in every report (reference/statistics.md §8).
-CONFIDENCE = 0.95
-ALPHA = 0.05
+# Statistical defaults of the page, stated in every report (reference/statistics.md §8).
 GAMMA = 0.75                # P(A better than B) at or above this reads as a clear improvement
-POI_RESAMPLES = 2000        # bootstrap resamples of each P(A better than B) interval
 CURVE_RESAMPLES = 1000      # bootstrap resamples of the repeats-convergence band
 RELATIVE_TARGET = 0.05      # "how many repeats for a CI of the mean within ±5% of the mean"
-MAX_ALL_PAIRS = 6           # up to this many configs every pair is tested, else each vs the best
-MAX_PANELS = store.CURVES_PER_PAGE  # panels per figure; beyond, the best configs are shown
-
-_SUMMARY_COLUMNS = ("count", "mean", "std", "min", "25%", "50%", "75%", "max",
-                    "n_diverged", "sem", "ci_low", "ci_high", "iqm")
+MAX_PANELS = 12             # panels per figure; beyond, the best configs are shown
 
 
 class ReportError(ValueError):
@@ -83,7 +70,7 @@ class PlotWarning(RuntimeWarning):
 
 @dataclasses.dataclass(frozen=True)
 class RunData:
-  """What the report needs from a results folder, read once.
+  """What the report needs from a results folder, read once from its tables and histories.
 
   Attributes:
     path: the folder.
@@ -91,15 +78,18 @@ class RunData:
     done: ids of the done configs, in study order.
     labels: config id -> short unique label ("cells=5").
     configs: config id -> resolved config (configs/<id>.json) as a dict.
-    histories: config id -> metric -> `[seeds, epochs]` float64, NaN after a stop.
-    metric: the primary metric the scores are taken from.
+    histories: config id -> metric -> `[repeats, epochs]` float64, NaN after a stop.
+    metric: the score metric (the study's).
     higher_is_better: its direction.
     train_metric: training-loss key of the histories (None if absent).
-    val_metric: validation-loss key (None if absent: no diagnosis, no curves).
-    scores: config id -> `[seeds]` final value of `metric` (at the stop epoch if stopped).
-    diverged: config id -> `[seeds]` bool, the training's divergence mask.
-    diverged_epoch: config id -> `[seeds]` first non-finite epoch, -1 if none.
-    stopped_epoch: config id -> `[seeds]` early-stopping epoch (0-based), -1 if never.
+    val_metric: validation-loss key (None if absent: no curves).
+    scores: config id -> `[repeats]` final value of `metric` (scores.csv).
+    diverged: config id -> `[repeats]` bool (scores.csv).
+    diverged_epoch: config id -> `[repeats]` first non-finite epoch, -1 if none.
+    stopped_epoch: config id -> `[repeats]` early-stopping epoch (0-based), -1 if never.
+    summary: config id -> its summary.csv row (attributes `mean`, `std`, `sem`, ...).
+    diagnosis: diagnosis.csv (None when it is empty).
+    pairs: comparisons.csv rows as dicts.
   """
   path: Path
   manifest: dict
@@ -115,6 +105,9 @@ class RunData:
   diverged: dict[str, np.ndarray]
   diverged_epoch: dict[str, np.ndarray]
   stopped_epoch: dict[str, np.ndarray]
+  summary: dict[str, Any]
+  diagnosis: pd.DataFrame | None
+  pairs: list[dict[str, Any]]
 
   @property
   def grid(self) -> list[str]:
@@ -124,41 +117,26 @@ class RunData:
   def repeats(self) -> int:
     return int(self.manifest["study"]["repeats"])
 
+  @property
+  def against(self) -> str | None:
+    """Which pairs comparisons.csv holds: "all", "best", or None (fewer than 2 configs)."""
+    if len(self.done) < 2:
+      return None
+    return "all" if len(self.done) <= MAX_ALL_PAIRS else "best"
 
-def _unique_labels(labels: Mapping[str, str]) -> dict[str, str]:
-  """Labels with the id appended where two configs would read the same (they key the plots)."""
-  seen: dict[str, int] = {}
-  for text in labels.values():
-    seen[text] = seen.get(text, 0) + 1
-  return {c: (text if seen[text] == 1 else f"{text} [{c}]") for c, text in labels.items()}
 
-
-def primary_metric(histories: Mapping[str, Mapping[str, np.ndarray]], monitor: str | None = None,
-                   preferred: str | None = None) -> str:
-  """Pick the metric the scores come from: val_loss when every config has it, else
-  the early-stopping monitor, else the training loss, else the first common metric.
-
-  Raises:
-    ReportError: the configs share no metric.
-  """
-  if not histories:
-    return store.SUMMARY_METRIC
-  common = set.intersection(*(set(h) for h in histories.values()))
-  for name in (preferred, store.SUMMARY_METRIC, monitor, "loss", "train_loss"):
-    if name is not None and name in common:
-      return name
-  if not common:
-    raise ReportError("the done configs' histories share no metric: nothing to score.")
-  first = next(iter(histories.values()))
-  return next(m for m in first if m in common)
+def _summary_row(row: Mapping[str, Any]) -> types.SimpleNamespace:
+  values = {k: (int(v) if k in ("count", "n_diverged") else float(v)) for k, v in row.items()
+            if k in tables.SUMMARY_COLUMNS}
+  return types.SimpleNamespace(**values)
 
 
 def load_folder(run_dir: str | Path) -> RunData:
-  """Read a results folder's manifest, configs and done histories.
+  """Read a results folder's manifest, tables and done histories.
 
   Raises:
     ReportError: the folder is missing, has no readable manifest, or a done
-      config's files are missing or malformed.
+      config's files or its tables are missing or malformed.
   """
   path = Path(run_dir)
   if not path.is_dir():
@@ -171,181 +149,75 @@ def load_folder(run_dir: str | Path) -> RunData:
   if manifest is None:
     raise ReportError(f"{path} has no {store.MANIFEST}: not a jaxlstm results folder.")
   try:
-    study = manifest["study"]
-    entries = manifest["configs"]
+    study, entries = manifest["study"], manifest["configs"]
     done = [c for c in study["configs"] if entries[c]["status"] == "done"]
-    labels = _unique_labels(store.config_labels(manifest))
+    metric = store.summary_metric(manifest)
     configs = {c: store.read_json(store.config_path(path, c)) for c in done}
     histories = {c: {k: np.asarray(v, np.float64) for k, v in store.load_history(path, c).items()}
                  for c in done}
-    early = (study["base"].get("train") or {}).get("early_stopping") or {}
-    metric = primary_metric(histories, early.get("monitor"), study.get("metric"))
-    scores, diverged, diverged_epoch, stopped_epoch = {}, {}, {}, {}
+    frames = {name: tables.read(path, name) for name in
+              (tables.SCORES, tables.SUMMARY, tables.DIAGNOSIS, tables.COMPARISONS)}
+    if done and any(frames[name] is None for name in frames):
+      missing = [name for name, frame in frames.items() if frame is None]
+      raise ReportError(f"{path} lacks {', '.join(missing)}; rebuild with python -m jaxlstm.report {path}.")
+    scores, diverged, diverged_epoch, stopped_epoch, summary = {}, {}, {}, {}, {}
+    score_rows = frames[tables.SCORES]
     for c in done:
-      stopped_epoch[c] = np.asarray(entries[c]["stopped_epoch"], dtype=int)
+      rows = score_rows[score_rows["config_id"] == c].sort_values("repeat")
+      scores[c] = rows[f"final_{metric}"].to_numpy(np.float64)
+      diverged[c] = rows["diverged"].to_numpy(bool)
+      stopped_epoch[c] = rows["stopped_epoch"].fillna(-1).to_numpy().astype(int)
       diverged_epoch[c] = np.asarray(entries[c]["diverged_epoch"], dtype=int)
-      diverged[c] = diverged_epoch[c] >= 0
-      values = histories[c][metric]
-      if values.ndim != 2 or len(values) != len(stopped_epoch[c]):
-        raise ReportError(f"config {c}: history {metric!r} has shape {values.shape}, expected "
-                          f"[{len(stopped_epoch[c])} seeds, epochs].")
-      scores[c] = store.final_values(values, stopped_epoch[c]).astype(np.float64)
+      if len(scores[c]) != len(diverged_epoch[c]):
+        raise ReportError(f"config {c}: scores.csv has {len(scores[c])} rows, the manifest "
+                          f"{len(diverged_epoch[c])} repeats; rebuild with python -m jaxlstm.report {path}.")
+    if done:
+      summary = {r["config_id"]: _summary_row(r) for r in frames[tables.SUMMARY].to_dict("records")}
+    diagnosis = frames[tables.DIAGNOSIS]
+    pairs = frames[tables.COMPARISONS].to_dict("records") if done else []
   except ReportError:
     raise
   except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as e:
     what = f"missing entry {e}" if isinstance(e, KeyError) else str(e)
     raise ReportError(f"{path} is not a complete results folder ({what}).") from None
   common = set.intersection(*(set(h) for h in histories.values())) if histories else set()
-  train_metric = next((m for m in ("loss", "train_loss") if m in common), None)
-  val_metric = "val_loss" if "val_loss" in common else None
-  return RunData(path=path, manifest=manifest, done=done, labels=labels, configs=configs,
-                 histories=histories, metric=metric, higher_is_better=store.higher_is_better(metric),
-                 train_metric=train_metric, val_metric=val_metric, scores=scores,
-                 diverged=diverged, diverged_epoch=diverged_epoch, stopped_epoch=stopped_epoch)
+  return RunData(
+      path=path, manifest=manifest, done=done, labels=store.config_labels(manifest), configs=configs,
+      histories=histories, metric=metric, higher_is_better=metrics.higher_is_better(metric),
+      train_metric=next((m for m in ("loss", "train_loss") if m in common), None),
+      val_metric="val_loss" if "val_loss" in common else None, scores=scores, diverged=diverged,
+      diverged_epoch=diverged_epoch, stopped_epoch=stopped_epoch, summary=summary,
+      diagnosis=diagnosis if diagnosis is not None and len(diagnosis) else None, pairs=pairs)
 
 
 # ---------------------------------------------------------------------------
-# Tables.
+# Views of the tables.
 
 
-def _cell_value(value: Any) -> Any:
-  """A grid value as a CSV cell: scalars as they are, lists as JSON (as scores.csv writes them)."""
-  if value is None or isinstance(value, (bool, int, float, str)):
-    return value
-  return json.dumps(value, sort_keys=True)
-
-
-def _csv(frame: pd.DataFrame) -> str:
-  # Floats go out as Python's shortest round-trip repr, so equal numbers give equal bytes.
-  out = io.StringIO()
-  frame.to_csv(out, index=False, lineterminator="\n")
-  return out.getvalue()
-
-
-def summary_table(run: RunData) -> stats.SummaryTable:
-  """Summarize each done config's scores with `stats.summarize` (diverged seeds out, counted)."""
-  return stats.summarize({c: run.scores[c] for c in run.done}, higher_is_better=run.higher_is_better,
-                         confidence=CONFIDENCE, diverged={c: run.diverged[c] for c in run.done})
-
-
-def summary_csv(run: RunData, summary: stats.SummaryTable) -> str:
-  """Return summary.csv: config_id, grid values, describe() order + n_diverged, sem, CI, IQM.
-
-  The store writes the same table for val_loss; it is reused then so that the two
-  writers of this file never disagree by a byte.
-  """
-  if run.metric == store.summary_metric(run.manifest):
-    return store.summary_csv(run.path, run.manifest)
-  frame = summary.to_frame()
-  rows = []
-  for c in run.done:
-    values = run.manifest["configs"][c]["values"]
-    row = {"config_id": c, **{k: _cell_value(values[k]) for k in run.grid}}
-    row.update({k: frame.loc[c, k] for k in _SUMMARY_COLUMNS})
-    row["count"], row["n_diverged"] = int(row["count"]), int(row["n_diverged"])
-    rows.append(row)
-  return _csv(pd.DataFrame(rows, columns=["config_id", *run.grid, *_SUMMARY_COLUMNS]))
-
-
-@dataclasses.dataclass(frozen=True)
-class Diagnosis:
-  """Per-seed rows and per-config summaries of the learning-curve diagnosis."""
-  per_seed: pd.DataFrame                        # diagnose_seeds columns + config_id, repeat
-  per_config: dict[str, diagnose.ConfigDiagnosis]
-
-
-def diagnosis(run: RunData, thresholds: diagnose.Thresholds = diagnose.Thresholds()) -> Diagnosis | None:
-  """Diagnose every seed of every done config with the training's divergence mask.
-
-  The per-config spread check uses the same scores as the summary (diverged seeds
-  out), not the diagnosis' own last finite validation value of each seed; that is
-  why this calls `diagnose_config` (which diagnoses the seeds once more, cheap next
-  to the plots) instead of taking `diagnose_run`'s per-config rows.
-
-  Returns:
-    None when the histories hold no training or validation loss.
-  """
-  if run.train_metric is None or run.val_metric is None or not run.done:
+def config_diagnoses(run: RunData) -> dict[str, diagnose.ConfigDiagnosis] | None:
+  """Per-config verdict summaries from diagnosis.csv (the spread check uses the scores)."""
+  if run.diagnosis is None:
     return None
-  frames, per_config = [], {}
+  out = {}
   for c in run.done:
-    history = run.histories[c]
-    train, val, mask = history[run.train_metric], history[run.val_metric], run.diverged[c]
-    seeds = diagnose.diagnose_seeds(train, val, thresholds=thresholds, diverged=mask)
-    per_config[c] = diagnose.diagnose_config(
-        train, val, thresholds=thresholds, diverged=mask,
-        scores=np.where(mask, np.nan, run.scores[c]), config=c)
-    seeds = seeds.rename(columns={"seed": "repeat"})
-    seeds.insert(0, "config_id", c)
-    values = run.manifest["configs"][c]["values"]
-    for i, key in enumerate(run.grid):
-      seeds.insert(1 + i, key, _cell_value(values[key]))
-    at = 2 + len(run.grid)
-    seeds.insert(at, "diverged", mask)
-    seeds.insert(at + 1, "stopped_epoch", pd.array(
-        [int(e) if e >= 0 else pd.NA for e in run.stopped_epoch[c]], dtype="Int64"))
-    frames.append(seeds)
-  return Diagnosis(per_seed=pd.concat(frames, ignore_index=True), per_config=per_config)
+    per_seed = run.diagnosis[run.diagnosis["config_id"] == c]
+    out[c] = diagnose.summarize_seeds(per_seed, scores=np.where(run.diverged[c], np.nan, run.scores[c]),
+                                      config=c)
+  return out
 
 
-def diagnosis_csv(run: RunData, diag: Diagnosis | None) -> str:
-  """Return diagnosis.csv; only the header row when there is nothing to diagnose."""
-  if diag is None:
-    return _csv(pd.DataFrame(columns=["config_id", *run.grid, "repeat", "diverged", "stopped_epoch",
-                                      "verdict", "trend", "reason"]))
-  return _csv(diag.per_seed)
-
-
-def comparisons(run: RunData, summary: stats.SummaryTable, rng: np.random.Generator
-                ) -> tuple[stats.Comparison | None, str]:
-  """Compare configs (Welch, Holm, P(A better than B)): every pair up to `MAX_ALL_PAIRS`
-  configs, else the best against each other one.
-
-  Returns:
-    (the comparison or None, a sentence saying what was compared or why not).
-  """
-  n = len(run.done)
-  if n < 2:
-    return None, "Only one config ran: there is nothing to compare it with."
-  against = "all" if n <= MAX_ALL_PAIRS else "best"
-  if against == "best" and summary.best is None:
-    return None, "No config has a finite mean (every seed diverged): nothing to compare."
-  result = stats.compare_configs(
-      {c: run.scores[c] for c in run.done}, higher_is_better=run.higher_is_better, rng=rng,
-      against=against, test="welch", alpha=ALPHA, n_resamples=POI_RESAMPLES,
-      confidence=CONFIDENCE, diverged={c: run.diverged[c] for c in run.done})
-  m = len(result.pairs)
-  if against == "all":
-    what = f"Every pair of the {n} configs ({_count(m, 'comparison')})"
-  else:
-    what = f"The best config against each of the {m} others ({n} configs: more than {MAX_ALL_PAIRS})"
-  return result, what + f"; Holm's correction runs over {'this one' if m == 1 else f'these {m}'}."
-
-
-_COMPARISON_COLUMNS = [f.name for f in dataclasses.fields(stats.PairComparison)]
-
-
-def comparisons_csv(run: RunData, result: stats.Comparison | None) -> str:
-  """Return comparisons.csv: stats' pair columns with each side's label after a and b."""
-  frame = (result.to_frame() if result is not None
-           else pd.DataFrame(columns=_COMPARISON_COLUMNS))
-  frame.insert(2, "a_label", [run.labels[c] for c in frame["a"]])
-  frame.insert(3, "b_label", [run.labels[c] for c in frame["b"]])
-  return _csv(frame)
-
-
-def _ranked(run: RunData, summary: stats.SummaryTable) -> list[str]:
+def _ranked(run: RunData) -> list[str]:
   """Order the done configs by mean, best first; those with no finite mean last (study order)."""
   sign = -1.0 if run.higher_is_better else 1.0
-  finite = [c for c in run.done if math.isfinite(summary[c].mean)]
-  return sorted(finite, key=lambda c: sign * summary[c].mean) + [c for c in run.done if c not in finite]
+  finite = [c for c in run.done if math.isfinite(run.summary[c].mean)]
+  return sorted(finite, key=lambda c: sign * run.summary[c].mean) + [c for c in run.done if c not in finite]
 
 
-def _shown(run: RunData, summary: stats.SummaryTable) -> list[str]:
+def _shown(run: RunData) -> list[str]:
   """Pick the configs of a one-figure plot: all, or the `MAX_PANELS` best, in study order."""
   if len(run.done) <= MAX_PANELS:
     return list(run.done)
-  keep = set(_ranked(run, summary)[:MAX_PANELS])
+  keep = set(_ranked(run)[:MAX_PANELS])
   return [c for c in run.done if c in keep]
 
 
@@ -476,9 +348,9 @@ def plot_repeats(run: RunData, configs: Sequence[str], best: str | None, rng: np
   return axes
 
 
-def plot_diagnosis(run: RunData, diag: Diagnosis):
-  """Draw the verdict shares per config."""
-  frame = diag.per_seed[["config_id", "verdict"]].copy()
+def plot_diagnosis(run: RunData):
+  """Draw the verdict shares per config (diagnosis.csv)."""
+  frame = run.diagnosis[["config_id", "verdict"]].copy()
   frame["config"] = [run.labels[c] for c in frame["config_id"]]
   ax = plots.diagnosis_overview(frame[["config", "verdict"]])
   ax.set_title("learning-curve verdicts per config")
@@ -607,15 +479,13 @@ def _timings(run: RunData) -> list[str]:
   return lines
 
 
-def _summary_section(run: RunData, summary: stats.SummaryTable) -> list[str]:
+def _summary_section(run: RunData) -> list[str]:
   lines = [f"## Final {run.metric} per config", "",
            f"Over the finite seeds of each config (ddof=1); `ci_low`/`ci_high` are the "
            f"{CONFIDENCE:.0%} t-interval of the mean; `iqm` the interquartile mean.", ""]
   columns = ["count", "n_diverged", "mean", "std", "sem", "ci_low", "ci_high", "min", "25%",
              "50%", "75%", "max", "iqm"]
-  frame = summary.to_frame()
-  rows = [[run.labels[c], f"`{c}`", *[frame.loc[c, k] for k in columns]] for c in run.done]
-  rows = [[r[0], r[1], int(r[2]), int(r[3]), *r[4:]] for r in rows]
+  rows = [[run.labels[c], f"`{c}`", *[getattr(run.summary[c], k) for k in columns]] for c in run.done]
   lines += _table(["config", "id", *columns], rows)
   total = sum(len(run.scores[c]) for c in run.done)
   n_div = sum(int(run.diverged[c].sum()) for c in run.done)
@@ -638,24 +508,23 @@ def _summary_section(run: RunData, summary: stats.SummaryTable) -> list[str]:
   return lines
 
 
-def _pair_for(result: stats.Comparison, best: str, other: str) -> dict | None:
-  """Find the best-vs-other pair, oriented best = A (flipping a pair stored the other way)."""
-  for pair in result.pairs:
-    if (pair.a, pair.b) == (best, other):
-      return dataclasses.asdict(pair)
-    if (pair.a, pair.b) == (other, best):
-      row = dataclasses.asdict(pair)
+def _pair_for(run: RunData, best: str, other: str) -> dict | None:
+  """Find the best-vs-other pair of comparisons.csv, oriented best = A (flipping a pair stored the other way)."""
+  for row in run.pairs:
+    if (row["a"], row["b"]) == (best, other):
+      return dict(row)
+    if (row["a"], row["b"]) == (other, best):
       return dict(row, a=best, b=other, mean_diff=-row["mean_diff"], hedges_g=-row["hedges_g"],
                   prob_better=1.0 - row["prob_better"], prob_low=1.0 - row["prob_high"],
                   prob_high=1.0 - row["prob_low"])
   return None
 
 
-def _best_section(run: RunData, summary: stats.SummaryTable,
-                  result: stats.Comparison | None) -> list[str]:
+def _best_section(run: RunData) -> list[str]:
   single = len(run.done) < 2
+  summary = run.summary
   lines = ["## Result" if single else "## Best config", ""]
-  ranked = [c for c in _ranked(run, summary) if math.isfinite(summary[c].mean)]
+  ranked = [c for c in _ranked(run) if math.isfinite(summary[c].mean)]
   if not ranked:
     return lines + ["No config has a finite mean: every seed diverged.", ""]
   best = ranked[0]
@@ -670,7 +539,7 @@ def _best_section(run: RunData, summary: stats.SummaryTable,
   if len(ranked) < 2:
     return lines + ["No other config has a finite mean, so there is no runner-up to test against.", ""]
   runner = ranked[1]
-  pair = _pair_for(result, best, runner) if result is not None else None
+  pair = _pair_for(run, best, runner)
   head = (f"Against the runner-up **{run.labels[runner]}** (mean {_num(summary[runner].mean)}, "
           f"difference {_num(pair['mean_diff'] if pair else float('nan'))})")
   if pair is None or not math.isfinite(pair["pvalue_holm"]):
@@ -682,7 +551,7 @@ def _best_section(run: RunData, summary: stats.SummaryTable,
     significant = pair["pvalue_holm"] < ALPHA
     verdict = ("**significantly better**" if significant else "**not significantly better**")
     lines.append(f"{head}: Welch's t-test p = {_num(pair['pvalue'], 3)}, Holm-adjusted "
-                 f"p = {_num(pair['pvalue_holm'], 3)} over {_count(len(result.pairs), 'comparison')}: "
+                 f"p = {_num(pair['pvalue_holm'], 3)} over {_count(len(run.pairs), 'comparison')}: "
                  f"{run.labels[best]} is {verdict} at α = {ALPHA}; Hedges' g = {_num(pair['hedges_g'], 3)}.")
     if not significant:
       lines.append("The gap may be seed noise: run more repeats (see below) before preferring it.")
@@ -703,20 +572,35 @@ def _best_section(run: RunData, summary: stats.SummaryTable,
   return lines
 
 
-def _comparisons_section(run: RunData, result: stats.Comparison | None, what: str,
-                         matrix_path: str | None, drew_matrix: bool) -> list[str]:
+def _comparisons_what(run: RunData) -> str:
+  """What comparisons.csv compares, or why it compares nothing."""
+  n, m = len(run.done), len(run.pairs)
+  if n < 2:
+    return "Only one config ran: there is nothing to compare it with."
+  if not m:
+    return "No config has a finite mean (every seed diverged): nothing to compare."
+  if run.against == "all":
+    what = f"Every pair of the {n} configs ({_count(m, 'comparison')})"
+  else:
+    what = f"The best config against each of the {m} others ({n} configs: more than {MAX_ALL_PAIRS})"
+  return what + f"; Holm's correction runs over {'this one' if m == 1 else f'these {m}'}."
+
+
+def _comparisons_section(run: RunData, matrix_path: str | None, drew_matrix: bool) -> list[str]:
   lines = ["## Comparisons", ""]
-  if result is None:
+  what = _comparisons_what(run)
+  if not run.pairs:
     return lines + [what, ""]
   lines += [what + f" Test: Welch's t-test (two-sided), α = {ALPHA}; P(A better) = P(A beats B) "
             "+ ½P(tie) over seed pairs, with a bootstrap CI.", ""]
   rows = []
-  for pair in result.pairs:
-    rows.append([run.labels[pair.a], run.labels[pair.b], pair.mean_diff, pair.hedges_g,
-                 _num(pair.pvalue, 3), _num(pair.pvalue_holm, 3),
-                 f"{_num(pair.prob_better, 3)} [{_num(pair.prob_low, 3)}, {_num(pair.prob_high, 3)}]",
+  for pair in run.pairs:
+    a, b = pair["a"], pair["b"]
+    rows.append([run.labels[a], run.labels[b], pair["mean_diff"], pair["hedges_g"],
+                 _num(pair["pvalue"], 3), _num(pair["pvalue_holm"], 3),
+                 f"{_num(pair['prob_better'], 3)} [{_num(pair['prob_low'], 3)}, {_num(pair['prob_high'], 3)}]",
                  # Stats words its verdict with config ids; the page reads labels.
-                 pair.verdict.replace(pair.a, run.labels[pair.a]).replace(pair.b, run.labels[pair.b])])
+                 str(pair["verdict"]).replace(a, run.labels[a]).replace(b, run.labels[b])])
   lines += _table(["A", "B", "mean A − B", "Hedges' g", "p", "p (Holm)", "P(A better) [CI]",
                    "verdict"], rows)
   if drew_matrix:
@@ -724,8 +608,7 @@ def _comparisons_section(run: RunData, result: stats.Comparison | None, what: st
   return lines
 
 
-def _repeats_section(run: RunData, summary: stats.SummaryTable,
-                     needed: Mapping[str, stats.RequiredRepeats | str],
+def _repeats_section(run: RunData, needed: Mapping[str, stats.RequiredRepeats | str],
                      plot_path: str | None, shown: Sequence[str]) -> list[str]:
   lines = ["## How many repeats", "",
            f"Repeats a {CONFIDENCE:.0%} t-interval of the mean needs to be within "
@@ -733,7 +616,7 @@ def _repeats_section(run: RunData, summary: stats.SummaryTable,
            "(`stats.required_repeats`; a pilot of few seeds gives a rough std).", ""]
   rows, short = [], []
   for c in run.done:
-    s, r = summary[c], needed[c]
+    s, r = run.summary[c], needed[c]
     now = (s.ci_high - s.mean) / abs(s.mean) if s.mean and math.isfinite(s.ci_high) else float("nan")
     now_text = f"±{now:.1%}" if math.isfinite(now) else "n/a"
     if isinstance(r, str):
@@ -788,10 +671,10 @@ def _stops_section(run: RunData) -> list[str]:
   return lines
 
 
-def _diagnosis_section(run: RunData, diag: Diagnosis | None, curve_paths: Sequence[str | None],
-                       overview_path: str | None) -> list[str]:
+def _diagnosis_section(run: RunData, per_config: Mapping[str, diagnose.ConfigDiagnosis] | None,
+                       curve_paths: Sequence[str | None], overview_path: str | None) -> list[str]:
   lines = ["## Diagnosis", ""]
-  if diag is None:
+  if per_config is None:
     return lines + ["No training and validation loss in the histories: no diagnosis and no "
                     "learning curves.", ""]
   lines += ["Each seed's train/validation curves get a verdict (`jaxlstm.diagnose`, default "
@@ -799,7 +682,7 @@ def _diagnosis_section(run: RunData, diag: Diagnosis | None, curve_paths: Sequen
             "common trend over the last epochs, and advice.", ""]
   rows = []
   for c in run.done:
-    d = diag.per_config[c]
+    d = per_config[c]
     counts = [f"{v} {round(d.shares[v] * d.n_seeds)}/{d.n_seeds}" for v in diagnose.VERDICTS
               if d.shares[v] > 0]
     trend = max(d.trend_shares, key=d.trend_shares.get) if d.trend_shares else "n/a"
@@ -854,17 +737,18 @@ def _files_section(others: Sequence[str]) -> list[str]:
 # Everything.
 
 
-def write_all(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
-  """Rebuild every table, plot and report.md of a results folder from its files.
+def write_report(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
+  """Draw the plots and write report.md of a results folder from its tables.
 
   Safe to run at any time (after each group, after a crash, on a copy): it only
-  reads the manifest, configs and histories, and writes derived files
+  reads the manifest, the tables and the histories, and writes derived files
   atomically. A plot that fails to draw is a `PlotWarning` (a RuntimeWarning) and
-  a line in the report; the tables are written regardless.
+  a line in the report.
 
   Args:
-    run_dir: the results folder.
-    rng_seed: seed of every bootstrap (P(A better than B) intervals, convergence bands).
+    run_dir: the results folder (its tables written by `jaxlstm.tables`).
+    rng_seed: the seed the tables' bootstrap used (stated on the page); the
+      convergence bands draw from `default_rng(rng_seed + 1)`.
 
   Returns:
     The path of report.md.
@@ -874,30 +758,22 @@ def write_all(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
   """
   run = load_folder(run_dir)
   path = run.path
-  rng = np.random.default_rng(rng_seed)
-  summary = summary_table(run)
-  result, what = comparisons(run, summary, rng)
-  diag = diagnosis(run)
-
-  store.write_text(path / "scores.csv", store.scores_csv(path, run.manifest))
-  store.write_text(path / "summary.csv", summary_csv(run, summary))
-  store.write_text(path / "diagnosis.csv", diagnosis_csv(run, diag))
-  store.write_text(path / "comparisons.csv", comparisons_csv(run, result))
+  rng = np.random.default_rng(rng_seed + 1)
   needed = required(run)
-
-  ranked = _ranked(run, summary)
-  best = ranked[0] if ranked and math.isfinite(summary[ranked[0]].mean) else None
-  shown = _shown(run, summary)
+  per_config = config_diagnoses(run)
+  ranked = _ranked(run)
+  best = ranked[0] if ranked and math.isfinite(run.summary[ranked[0]].mean) else None
+  shown = _shown(run)
   paths: dict[str, Any] = {"scores": None, "curves": [], "repeats": None, "diagnosis": None,
                            "prob": None}
   if run.done:
     paths["scores"] = _save(path, "scores.png", lambda: plot_scores(run))
-    if diag is not None:
+    if run.diagnosis is not None and run.train_metric and run.val_metric:
       for page, start in enumerate(range(0, len(run.done), MAX_PANELS)):
         chunk = run.done[start:start + MAX_PANELS]
         name = "curves.png" if page == 0 else f"curves-{page + 1}.png"
         paths["curves"].append(_save(path, name, lambda chunk=chunk: plot_curves(run, chunk, best)))
-      paths["diagnosis"] = _save(path, "diagnosis.png", lambda: plot_diagnosis(run, diag))
+      paths["diagnosis"] = _save(path, "diagnosis.png", lambda: plot_diagnosis(run))
     paths["repeats"] = _save(path, "repeats.png", lambda: plot_repeats(run, shown, best, rng))
     if len(run.done) >= 2:
       paths["prob"] = _save(path, "prob_improvement.png", lambda: plot_prob(run, shown))
@@ -906,16 +782,16 @@ def write_all(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
   if not run.done:
     lines += ["## Results", "", "No config has finished yet: rerun the sweep command to train them.", ""]
   else:
-    lines += _summary_section(run, summary)
+    lines += _summary_section(run)
     lines += _image(paths["scores"], f"final {run.metric} per config", "The box plot")
-    lines += _best_section(run, summary, result)
-    lines += _comparisons_section(run, result, what, paths["prob"], len(run.done) >= 2)
+    lines += _best_section(run)
+    lines += _comparisons_section(run, paths["prob"], len(run.done) >= 2)
     if len(run.done) >= 2 and len(shown) < len(run.done):
       lines += [f"The P(improvement) matrix shows the {len(shown)} best configs.", ""]
-    lines += _repeats_section(run, summary, needed, paths["repeats"], shown)
+    lines += _repeats_section(run, needed, paths["repeats"], shown)
     lines += _stops_section(run)
-    lines += _diagnosis_section(run, diag, paths["curves"], paths["diagnosis"])
-  lines += _method_section(run, rng_seed, None if result is None else result.against)
+    lines += _diagnosis_section(run, per_config, paths["curves"], paths["diagnosis"])
+  lines += _method_section(run, rng_seed, run.against)
   plots_dir = path / "plots"
   others = sorted(f"plots/{p.name}" for p in plots_dir.glob("*.png")) if plots_dir.is_dir() else []
   linked = set(re.findall(r"\]\((plots/[^)]+)\)", "\n".join(lines)))
@@ -923,6 +799,20 @@ def write_all(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
   report = path / "report.md"
   store.write_text(report, "\n".join(lines).rstrip("\n") + "\n")
   return report
+
+
+def write_all(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
+  """Rebuild every table of a folder (`jaxlstm.tables`), then its plots and report.md.
+
+  Raises:
+    ReportError: `run_dir` is not a readable results folder.
+  """
+  try:
+    tables.write_all(run_dir, rng_seed=rng_seed)
+  except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+    _ = load_folder(run_dir)  # names a missing or foreign folder in the report's own words
+    raise ReportError(f"{run_dir} is not a complete results folder ({e}).") from None
+  return write_report(run_dir, rng_seed=rng_seed)
 
 
 # ---------------------------------------------------------------------------

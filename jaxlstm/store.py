@@ -7,12 +7,12 @@ Layout (DESIGN §5)::
                            versions, device, per-config status and per-seed outcomes,
                            per-group compile/run seconds, one entry per session
     configs/<id>.json      the resolved config of each grid point (`Config.from_dict`)
-    histories/<id>.npz     metric -> [seeds, epochs] float32 (np.load(allow_pickle=False))
-    checkpoints/<id>/      orbax: the final params of every seed (leading axis = seeds)
+    histories/<id>.npz     metric -> [repeats, epochs] float32 (np.load(allow_pickle=False))
+    checkpoints/<id>/      orbax: the final params of every repeat (leading axis = repeats)
     state/<key>/           orbax epoch checkpoints of a group in flight (train.checkpoint_every)
-    scores.csv             one row per (config, seed), rebuilt from the files above
-    summary.csv            one row per config: describe() columns of the final val_loss + more
-    plots/*.png, report.md
+    scores.csv, summary.csv, diagnosis.csv, comparisons.csv
+                           tables derived from the files above (`jaxlstm.tables`, one writer each)
+    plots/*.png, report.md the report (`jaxlstm.report`), built from the tables
 
 Resume contract: a config is *done* when the manifest says so; the manifest is
 written (atomically) only after the config's history and checkpoint are on
@@ -28,7 +28,6 @@ CSV, `.npz` with `allow_pickle=False`, and orbax checkpoints only.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import io
@@ -38,7 +37,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -357,7 +356,7 @@ class RunFolder:
         "device": environment["device"],
         "configs": {
             cfg.config_id: {"index": i, "status": "pending",
-                            "values": {key: _jsonable(config_value(cfg, key)) for key in grid}}
+                            "values": {key: jsonable(config_value(cfg, key)) for key in grid}}
             for i, cfg in enumerate(configs)},
         "groups": [dict(g, status="pending", compile_seconds=0.0, run_seconds=0.0, compiles=0)
                    for g in groups],
@@ -443,12 +442,6 @@ class RunFolder:
       self.manifest["sessions"][-1]["finished"] = time
       self.write_manifest()
 
-  # ----- derived files ---------------------------------------------------------
-  def write_tables(self) -> None:
-    """Rebuild scores.csv and summary.csv from the done configs' files, in study order."""
-    write_text(self.path / "scores.csv", scores_csv(self.path, self.manifest))
-    write_text(self.path / "summary.csv", summary_csv(self.path, self.manifest))
-
 
 def config_value(cfg: Any, key: str) -> Any:
   """The value of dotted field `key` of a config, problem options (`data.options.<name>`) included."""
@@ -457,19 +450,16 @@ def config_value(cfg: Any, key: str) -> Any:
   return cfg.get(key)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+  """A config value as JSON data: tuples become lists, nested configs dicts."""
   if isinstance(value, tuple):
-    return [_jsonable(v) for v in value]
+    return [jsonable(v) for v in value]
   if dataclasses.is_dataclass(value):
     return dataclasses.asdict(value)
   return value
 
 
-# ---------------------------------------------------------------------------
-# Tables.
-
-
-def _format_value(value: Any) -> str:
+def format_value(value: Any) -> str:
   """A table cell: ints and bools as text, floats in shortest round-trip form, missing empty."""
   if value is None:
     return ""
@@ -491,113 +481,36 @@ def _format_value(value: Any) -> str:
   return json.dumps(value, sort_keys=True)
 
 
-def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-  out = io.StringIO()
-  writer = csv.writer(out, lineterminator="\n")
-  writer.writerow(header)
-  for row in rows:
-    writer.writerow([_format_value(v) for v in row])
-  return out.getvalue()
-
-
-def higher_is_better(metric: str) -> bool:
-  """Keras' `mode="auto"` rule: accuracy-like metrics go up, everything else down."""
-  return "acc" in metric and "loss" not in metric
-
-
-def final_values(values: np.ndarray, stopped_epoch: np.ndarray) -> np.ndarray:
-  """`[seeds]` value at the stop epoch of stopped seeds, else at the last epoch (`Ensemble.final`)."""
-  values = np.asarray(values)
-  stopped_epoch = np.asarray(stopped_epoch)
-  last = np.where(stopped_epoch >= 0, stopped_epoch, values.shape[1] - 1)
-  return values[np.arange(values.shape[0]), last]
-
-
-def best_values(values: np.ndarray, metric: str) -> np.ndarray:
-  """`[seeds]` best finite value of `metric` over epochs (NaN for a seed with none)."""
-  values = np.asarray(values)
-  finite = np.isfinite(values)
-  fill = -np.inf if higher_is_better(metric) else np.inf
-  reduce = np.max if higher_is_better(metric) else np.min
-  best = reduce(np.where(finite, values, fill), axis=1).astype(values.dtype)
-  return np.where(finite.any(axis=1), best, np.nan).astype(values.dtype)
-
-
-def _done_metrics(run_dir, manifest: dict) -> list[str]:
-  names: list[str] = []
-  for config_id in manifest["study"]["configs"]:
-    entry = manifest["configs"][config_id]
-    if entry["status"] == "done":
-      names += [m for m in entry["metrics"] if m not in names]
-  return names
-
-
-def scores_csv(run_dir, manifest: dict) -> str:
-  """scores.csv text: one row per (done config, seed), in study then seed order."""
-  grid = list(manifest["study"]["grid"])
-  metrics = _done_metrics(run_dir, manifest)
-  header = (["config_id", "repeat", *grid] + [f"final_{m}" for m in metrics]
-            + [f"best_{m}" for m in metrics] + ["best_epoch", "stopped_epoch", "diverged"])
-  rows = []
-  for config_id in manifest["study"]["configs"]:
-    entry = manifest["configs"][config_id]
-    if entry["status"] != "done":
-      continue
-    history = load_history(run_dir, config_id)
-    stopped = np.asarray(entry["stopped_epoch"])
-    finals = {m: final_values(v, stopped) for m, v in history.items()}
-    bests = {m: best_values(v, m) for m, v in history.items()}
-    for i in range(len(stopped)):
-      row = [config_id, i, *[entry["values"][k] for k in grid]]
-      row += [finals[m][i] if m in finals else None for m in metrics]
-      row += [bests[m][i] if m in bests else None for m in metrics]
-      row += [entry["best_epoch"][i], entry["stopped_epoch"][i] if entry["stopped_epoch"][i] >= 0 else None,
-              entry["diverged_epoch"][i] >= 0]
-      rows.append(row)
-  return _csv_text(header, rows)
-
-
 def summary_metric(manifest: dict) -> str:
   """The metric a folder's scores come from: the study's `metric` (default val_loss)."""
   return manifest["study"].get("metric") or SUMMARY_METRIC
 
 
-def summary_table(run_dir, manifest: dict, metric: str | None = None):
-  """`stats.summarize` of the final `metric` of each done config (study order) as a frame."""
-  metric = metric or summary_metric(manifest)
-  from jaxlstm.stats import summarize
-  scores, diverged = {}, {}
-  for config_id in manifest["study"]["configs"]:
-    entry = manifest["configs"][config_id]
-    if entry["status"] != "done":
-      continue
-    history = load_history(run_dir, config_id)
-    scores[config_id] = final_values(history[metric], np.asarray(entry["stopped_epoch"])).astype(np.float64)
-    diverged[config_id] = np.asarray(entry["diverged_epoch"]) >= 0
-  if not scores:
-    return None
-  return summarize(scores, higher_is_better=higher_is_better(metric), diverged=diverged).to_frame()
+def labels(grid: Sequence[str], values: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+  """Short unique labels per config id: "cells=5, learning_rate=0.01".
+
+  Args:
+    grid: the grid's dotted fields, in order (named by their last part when that is unique).
+    values: config id -> dotted field -> value.
+
+  Returns:
+    config id -> label; the id itself without a grid, and the label with the id
+    appended where two configs would read the same.
+  """
+  short = [k.rsplit(".", 1)[-1] for k in grid]
+  names = short if len(set(short)) == len(short) else list(grid)
+  texts = {c: ", ".join(f"{n}={format_value(v[k])}" for n, k in zip(names, grid)) or c
+           for c, v in values.items()}
+  counts: dict[str, int] = {}
+  for text in texts.values():
+    counts[text] = counts.get(text, 0) + 1
+  return {c: (text if counts[text] == 1 else f"{text} [{c}]") for c, text in texts.items()}
 
 
-def summary_csv(run_dir, manifest: dict) -> str:
-  """summary.csv text: config id, grid values, then describe() order + n_diverged, sem, CI, IQM."""
-  grid = list(manifest["study"]["grid"])
-  frame = summary_table(run_dir, manifest)
-  columns = ["count", "mean", "std", "min", "25%", "50%", "75%", "max",
-             "n_diverged", "sem", "ci_low", "ci_high", "iqm"]
-  rows = []
-  if frame is not None:
-    for config_id, stats_row in frame.iterrows():
-      values = manifest["configs"][config_id]["values"]
-      rows.append([config_id, *[values[k] for k in grid],
-                   *[_plain(stats_row[c], c) for c in columns]])
-  return _csv_text(["config_id", *grid, *columns], rows)
-
-
-def _plain(value, column: str):
-  if column in ("count", "n_diverged"):
-    return int(value)
-  return float(value)
+def config_labels(manifest: dict) -> dict[str, str]:
+  """Labels of every config of a folder, in study order (see `labels`)."""
+  entries = manifest["configs"]
+  return labels(list(manifest["study"]["grid"]), {c: entries[c]["values"] for c in manifest["study"]["configs"]})
 
 
 def load_histories(run_dir, config_ids: Sequence[str] | None = None):
@@ -626,116 +539,6 @@ def load_histories(run_dir, config_ids: Sequence[str] | None = None):
                          "epoch": pd.Series(dtype=int), "metric": pd.Series(dtype=str),
                          "value": pd.Series(dtype=float)})
   return pd.concat(parts, ignore_index=True)
-
-
-def config_labels(manifest: dict) -> dict[str, str]:
-  """Short readable labels per config id: "cells=5, learning_rate=0.01" (the id without a grid)."""
-  grid = list(manifest["study"]["grid"])
-  short = [k.rsplit(".", 1)[-1] for k in grid]
-  names = short if len(set(short)) == len(short) else grid
-  labels = {}
-  for config_id in manifest["study"]["configs"]:
-    values = manifest["configs"][config_id]["values"]
-    text = ", ".join(f"{n}={_format_value(values[k])}" for n, k in zip(names, grid))
-    labels[config_id] = text or config_id
-  return labels
-
-
-# ---------------------------------------------------------------------------
-# Plots and report.
-
-CURVES_PER_PAGE = 12
-
-
-def write_plots(run_dir) -> list[str]:
-  """Box plot of the final val_loss per config and learning-curve pages; returns their paths.
-
-  Raises:
-    ImportError: matplotlib or jaxlstm.plots is missing.
-  """
-  from jaxlstm import plots
-  run_dir = Path(run_dir)
-  manifest = RunFolder.read_manifest(run_dir)
-  labels = config_labels(manifest)
-  done = [c for c in manifest["study"]["configs"] if manifest["configs"][c]["status"] == "done"]
-  if not done:
-    return []
-  written = []
-  histories = {c: load_history(run_dir, c) for c in done}
-  scores = {labels[c]: final_values(histories[c][summary_metric(manifest)], np.asarray(manifest["configs"][c]["stopped_epoch"]))
-            for c in done}
-  diverged = {labels[c]: np.asarray(manifest["configs"][c]["diverged_epoch"]) >= 0 for c in done}
-  ax = plots.scores_box(scores, diverged=diverged, ylabel=f"final {summary_metric(manifest)}")
-  ax.set_title(f"final {summary_metric(manifest)} per config ({manifest['study']['repeats']} repeats)")
-  plots.save(ax, run_dir / "plots" / "scores.png")
-  written.append("plots/scores.png")
-  for page, start in enumerate(range(0, len(done), CURVES_PER_PAGE)):
-    chunk = done[start:start + CURVES_PER_PAGE]
-    name = "curves.png" if page == 0 else f"curves-{page + 1}.png"
-    axes = plots.learning_curves_grid({labels[c]: histories[c] for c in chunk}, log=True)
-    plots.save(axes, run_dir / "plots" / name)
-    written.append(f"plots/{name}")
-  return written
-
-
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  def cell(v):
-    if isinstance(v, float):
-      return "nan" if math.isnan(v) else f"{v:.4g}"
-    return str(v).replace("|", "\\|")
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-  return "\n".join(lines)
-
-
-def write_report(run_dir) -> Path:
-  """Write report.md: what ran, the summary table, the plots, the timings.
-
-  Reads only the folder's files (manifest, summary.csv, plots/), so it can be
-  rerun or replaced by a richer report at any time.
-  """
-  import pandas as pd
-  run_dir = Path(run_dir)
-  manifest = RunFolder.read_manifest(run_dir)
-  study = manifest["study"]
-  labels = config_labels(manifest)
-  done = [c for c in study["configs"] if manifest["configs"][c]["status"] == "done"]
-  lines = [f"# Sweep report: {study['experiment']}", ""]
-  lines += [f"- command: `{' '.join(manifest['command'])}`",
-            f"- created: {manifest['created']}",
-            f"- configs: {len(study['configs'])} ({len(done)} done), repeats: {study['repeats']}, "
-            f"seed: {study['seed']}" + (f", random draws: {study['random']}" if study.get("random") else ""),
-            f"- grid: `{json.dumps(study['grid'])}`" if study["grid"] else "- grid: none (one config)",
-            f"- device: {manifest['device']}",
-            "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest["versions"].items())), ""]
-  lines += [f"## Final {summary_metric(manifest)} per config", "",
-            "Statistics over the finite seeds (ddof 1); diverged seeds are counted and left out.", ""]
-  summary_file = run_dir / "summary.csv"
-  if done and summary_file.is_file():
-    frame = pd.read_csv(summary_file, dtype={"config_id": str})
-    columns = ["count", "n_diverged", "mean", "std", "min", "25%", "50%", "75%", "max", "ci_low", "ci_high", "iqm"]
-    rows = [[labels.get(r["config_id"], r["config_id"]), r["config_id"], *[r[c] for c in columns]]
-            for _, r in frame.iterrows()]
-    lines += [_markdown_table(["config", "id", *columns], rows), ""]
-  else:
-    lines += ["No config has finished yet.", ""]
-  pngs = sorted(p.name for p in (run_dir / "plots").glob("*.png")) if (run_dir / "plots").is_dir() else []
-  if pngs:
-    lines += ["## Plots", ""] + [f"![{name}](plots/{name})" for name in pngs] + [""]
-  lines += ["## Timings", "",
-            "One compiled program per static-shape group; a group resumed in parts sums its parts.", ""]
-  rows = [[i + 1, len(g["configs"]), g["cells"], "yes" if g["padded"] else "no", g["members"],
-           g["compiles"], g["compile_seconds"], g["run_seconds"], g["status"]]
-          for i, g in enumerate(manifest["groups"])]
-  lines += [_markdown_table(["group", "configs", "cells", "padded", "members", "compiles",
-                             "compile s", "run s", "status"], rows), ""]
-  lines += ["## Files", "",
-            "`scores.csv` (per config and seed), `summary.csv` (per config), `histories/<id>.npz`, "
-            "`configs/<id>.json`, `checkpoints/<id>/` (orbax), `manifest.json`. "
-            "Load everything with `jaxlstm.load_run(path)`.", ""]
-  path = run_dir / "report.md"
-  write_text(path, "\n".join(lines))
-  return path
 
 
 # ---------------------------------------------------------------------------

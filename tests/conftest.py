@@ -1,11 +1,37 @@
-"""Shared fixtures: tiny configs and datasets, and the XLA:CPU guard."""
+"""Shared fixtures and helpers: tiny configs, trace counting, the XLA:CPU guard."""
+import collections
+import contextlib
 import os
+import tempfile
 
-import jax
-import numpy as np
-import pytest
+# One persistent XLA cache per test session (subprocesses inherit it): CLI tests that
+# build the same program load it instead of compiling, and no test writes to ~/.cache.
+os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="jaxlstm-test-cache-"))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+
+
+@contextlib.contextmanager
+def count_traces():
+  """Count jax traces by function name inside the block (jax's own compile events)."""
+  counts: collections.Counter = collections.Counter()
+
+  def listener(event, duration, **kwargs):
+    del duration
+    if event == TRACE_EVENT:
+      counts[kwargs.get("fun_name")] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield counts
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from jaxlstm import sweep
-from jaxlstm.config import Config, expand_grid
-from jaxlstm.train import check_compatible, resolve_dataset
+from jaxlstm import study as study_lib
+from jaxlstm.config import Config, check_field, expand_grid
+from jaxlstm.data import check_compatible, resolve
 
 STUDIES = [
     "activation", "batch_size", "cells", "dropout", "early_stopping", "encoding", "fit_diagnosis",
@@ -60,37 +61,37 @@ def restore_cache_flags():
 
 
 def test_list_experiments_lists_every_study(capsys):
-  assert sweep.experiment_names() == sorted(STUDIES), "add new studies to STUDIES in this file"
+  assert study_lib.experiment_names() == sorted(STUDIES), "add new studies to STUDIES in this file"
   assert sweep.main(["--list-experiments"]) == 0
   lines = capsys.readouterr().out.splitlines()
   listed = {line.split()[0]: line for line in lines}
   assert sorted(listed) == sorted(STUDIES)
   for name in STUDIES:
-    first = importlib.import_module(f"experiments.{name}").__doc__.strip().splitlines()[0]
+    first = importlib.import_module(f"jaxlstm.experiments.{name}").__doc__.strip().splitlines()[0]
     assert listed[name].split(None, 1)[1] == first
 
 
 @pytest.mark.parametrize("name", _params(STUDIES, NEEDS_CONFIG))
 def test_study_module_interface_docstring_and_configs(name):
-  module = importlib.import_module(f"experiments.{name}")
+  module = importlib.import_module(f"jaxlstm.experiments.{name}")
   doc = module.__doc__ or ""
   assert doc.strip().splitlines()[0].strip(), "the first docstring line is the --list-experiments summary"
   assert "What it shows" in doc and "Expected result" in doc
   assert "\nCommand:\n" in doc
   command = f"python -m jaxlstm.sweep --experiment {name} --repeats"
-  assert command in doc or (name == sweep.DEFAULT_EXPERIMENT and "python -m jaxlstm.sweep --repeats" in doc)
+  assert command in doc or (name == study_lib.DEFAULT_EXPERIMENT and "python -m jaxlstm.sweep --repeats" in doc)
   assert isinstance(module.get_config(), Config)
   assert hasattr(module, "get_grid") != hasattr(module, "get_configs"), "define a grid or a list, not both"
   if hasattr(module, "get_grid"):
     grid = module.get_grid()
     assert isinstance(grid, dict) and all(isinstance(v, list) and v for v in grid.values())
     for key in grid:
-      sweep.check_key(key)
+      check_field(key)
   configs = study_configs(module)
   assert configs and all(isinstance(c, Config) for c in configs)
   assert len({c.config_id for c in configs}) == len(configs)
   for config in configs:  # data generated and checked against the model, as the planner does
-    check_compatible(config, resolve_dataset(config))
+    check_compatible(config, resolve(config))
 
 
 @pytest.mark.timeout(1200)
@@ -99,8 +100,8 @@ def test_study_runs_through_the_cli(name, tmp_path, capsys, restore_cache_flags)
   args = ["--experiment", name, "--repeats", "2", "--epochs", "2",
           "--out", str(tmp_path / name), "--quiet", "--no-cache"]
   assert sweep.main(args) == 0, capsys.readouterr().err
-  study = sweep.make_study(sweep.build_parser().parse_args(args))
-  module = importlib.import_module(f"experiments.{name}")
+  study = study_lib.make_study(sweep.build_parser().parse_args(args))
+  module = importlib.import_module(f"jaxlstm.experiments.{name}")
   grid = module.get_grid() if hasattr(module, "get_grid") else {}
   if "train.epochs" not in grid:  # --epochs replaces a grid over epochs
     assert len(study.configs) == len(study_configs(module))

@@ -9,6 +9,7 @@ pool and fails on a timeout instead of hanging CI. Our orthogonal initializer is
 QR-free (jaxlstm.initializers), so the programs hold no LAPACK call at all.
 """
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,13 +21,14 @@ SCRIPT = textwrap.dedent("""
     os.environ.pop("PJRT_NPROC", None)
     import jax
     from jaxlstm import Config
-    from jaxlstm.ensemble import plan, members_of
-    from jaxlstm.train import Program, resolve_dataset
+    from jaxlstm.data import resolve
+    from jaxlstm.ensemble import init_members, plan, members_of
+    from jaxlstm.train import make_train
     cfg = Config().override({"model.cells": 20, "model.layers": 2, "train.epochs": 1})
     (group,) = plan([cfg], 30)
-    program = Program(cfg, resolve_dataset(cfg))
+    train = make_train(cfg, resolve(cfg))
     members = members_of(group, 0)
-    init = jax.jit(lambda m: program.init_members(m, ((20, 30),)))
+    init = jax.jit(lambda m: init_members(train, m, ((20, 30),)))
     for call in range(40):
       members = members._replace(keys=jax.tree.map(jax.vmap(lambda k: jax.random.fold_in(k, call)), members.keys))
       jax.block_until_ready(init(members))
@@ -54,16 +56,15 @@ def test_ensemble_program_has_no_lapack_call_and_matches_keras_orthogonal():
 
   import jaxlstm
   from jaxlstm import Config
-  from jaxlstm.ensemble import members_of, plan
+  from jaxlstm.ensemble import group_program, plan
   from jaxlstm.initializers import orthogonal
-  from jaxlstm.train import Program
 
   cfg = Config().override({"model.cells": 20, "model.layers": 2, "train.epochs": 1})
   (group,) = plan([cfg], 30)
-  program = Program(cfg, jaxlstm.problems.linear())
-  members = members_of(group, 0)
-  text = program.make_start(((20, 30),), 1).lower(members, program.data()).as_text()
-  assert "lapack" not in text
+  program = group_program(group, jaxlstm.problems.linear())
+  run, _ = program.entry(((20, 30),), program.members)
+  targets = re.findall(r'custom_call_target="([^"]+)"', run.as_text())
+  assert not [t for t in targets if "lapack" in t.lower()], targets
   # Same draw as the QR-based Keras/jax orthogonal initializer, to float32 rounding.
   for shape in [(20, 80), (80, 20), (7, 7)]:
     key = jax.random.key(5)

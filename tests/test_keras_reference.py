@@ -92,13 +92,14 @@ def test_training_history_matches_keras_fit(keras, batch_size):
   Covers the epoch loss as Keras reports it (batch losses weighted by batch
   size, partial batch kept) and `val_loss` at each epoch end.
   """
+  from jaxlstm.data import resolve
   from jaxlstm.ensemble import members_of, plan
-  from jaxlstm.train import Program, resolve_dataset
+  from jaxlstm.train import make_train
 
   cfg = Config().override({"model.cells": 4, "train.epochs": 4, "train.batch_size": batch_size,
                            "train.shuffle": False, "optim.learning_rate": 0.01})
-  ds = resolve_dataset(cfg)
-  program = Program(cfg, ds)
+  ds = resolve(cfg)
+  program = make_train(cfg, ds)
   (group,) = plan([cfg], 1)
   member = jax.tree.map(lambda a: a[0], members_of(group, 0))
   params = program.init_params(member.keys.init)

@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 
 import jaxlstm
-from jaxlstm import problems
+from jaxlstm import compiled, problems
 from jaxlstm.config import Config, ModelConfig
+from jaxlstm.config import PENALTY_FIELDS
+from jaxlstm.data import resolve
 from jaxlstm.ensemble import members_of, plan, run_group
 from jaxlstm.models import GATES, Network, Recurrent, dropout_masks, scan_truncated
-from jaxlstm.train import PENALTY_FIELDS, Program, penalty, resolve_dataset
+from jaxlstm.models import penalty
+from jaxlstm.train import arrays, make_train
 
 RTOL, ATOL = 1e-5, 1e-6
 # Jitted: op-by-op dispatch compiles every primitive, which is slower than one compile.
@@ -154,6 +157,7 @@ RATES = (0.1, 0.3, 0.5)
 def grid():
   configs = jaxlstm.expand_grid(Config().override(REGULARISED), {"model.dropout": list(RATES)})
   groups = plan(configs, 2)
+  compiled.clear()  # count this group's compile, not a program an earlier test left in the cache
   ensembles, info = run_group(groups[0], seed=0)
   return configs, groups, ensembles, info
 
@@ -226,7 +230,7 @@ def penalised():
   cfg = Config().override(PENALISED)
   (group,) = plan([cfg], 3)
   (ens,), _ = run_group(group, seed=0)
-  program = Program(cfg, resolve_dataset(cfg))
+  program = make_train(cfg, resolve(cfg))
   return cfg, ens, program, members_of(group, 0)
 
 
@@ -236,10 +240,10 @@ def member(members, i):
 
 def test_resplit_gives_each_repeat_its_own_partition_of_all_samples(penalised):
   cfg, ens, program, members = penalised
-  data = program.data()
+  data = arrays(resolve(cfg))
   everything = np.concatenate([data.x_train, data.x_val])[:, :, 0]
   splits = [program.member_data(data, member(members, i)) for i in range(3)]
-  assert program.n_train == 30 and program.n_val == 10
+  assert program.shape.n_train == 30 and program.shape.n_val == 10
   for split in splits:
     train, val = np.asarray(split.x_train)[:, :, 0], np.asarray(split.x_val)[:, :, 0]
     assert train.shape[0] == 30 and val.shape[0] == 10
@@ -256,7 +260,7 @@ def test_resplit_gives_each_repeat_its_own_partition_of_all_samples(penalised):
 def test_loss_includes_the_penalty_and_it_is_reported_apart(penalised):
   cfg, ens, program, members = penalised
   hp = {name: getattr(cfg.model, name) for name in PENALTY_FIELDS}
-  data = program.data()
+  data = arrays(resolve(cfg))
   forward = jax.jit(Network(cfg.model, ens.outputs).apply)
   init = jax.jit(program.init_params)
   for i in range(3):
@@ -279,7 +283,7 @@ def test_keras_validation_split_is_the_last_fraction_before_shuffling():
   x = np.arange(20, dtype=np.float32).reshape(10, 2, 1)
   dataset = problems.Dataset(x, x[:, -1], x[:0], x[:0, -1])
   cfg = Config().override({"data.validation_split": 0.25})
-  split = resolve_dataset(cfg, dataset)
+  split = resolve(cfg, dataset)
   # Keras: split_at = floor(10 * 0.75) = 7; validation = samples 7, 8, 9.
   np.testing.assert_array_equal(split.x_train, x[:7])
   np.testing.assert_array_equal(split.x_val, x[7:])

@@ -7,9 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlstm import ensemble, store, sweep
+from jaxlstm import compiled, ensemble, report, runner, store, tables
 from jaxlstm.config import Config, expand_grid
-from jaxlstm.train import Program
+from jaxlstm.data import resolve
+from jaxlstm.train import make_train
 
 _CACHE_FLAGS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
                 "jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
@@ -22,7 +23,7 @@ def xla_cache(tmp_path_factory, monkeypatch):
   path = tmp_path_factory.getbasetemp() / "xla-cache"
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(path))
   saved = {k: jax.config.values[k] for k in _CACHE_FLAGS}
-  sweep.configure_compilation_cache(True)
+  compiled.configure_persistent_cache(True)
   yield path
   for k, v in saved.items():
     jax.config.update(k, v)
@@ -77,21 +78,21 @@ def test_final_and_best_values_follow_stops_and_skip_nan():
                      [3.0, 1.0, 2.0, np.nan],   # stopped at epoch 2: NaN afterwards
                      [np.nan, np.nan, np.nan, np.nan]], np.float32)  # diverged from the start
   stopped = np.array([-1, 2, -1])
-  np.testing.assert_array_equal(store.final_values(values, stopped), np.array([0.5, 2.0, np.nan], np.float32))
-  np.testing.assert_array_equal(store.best_values(values, "val_loss"), np.array([0.5, 1.0, np.nan], np.float32))
-  np.testing.assert_array_equal(store.best_values(values, "val_accuracy"), np.array([3.0, 3.0, np.nan], np.float32))
+  np.testing.assert_array_equal(tables.final_values(values, stopped), np.array([0.5, 2.0, np.nan], np.float32))
+  np.testing.assert_array_equal(tables.best_values(values, "val_loss"), np.array([0.5, 1.0, np.nan], np.float32))
+  np.testing.assert_array_equal(tables.best_values(values, "val_accuracy"), np.array([3.0, 3.0, np.nan], np.float32))
 
 
 def test_table_cells_round_trip_float32_exactly():
   x = np.float32(0.1) / np.float32(3.0)
-  text = store._format_value(x)
+  text = store.format_value(x)
   assert np.float32(float(text)) == x and len(text) < 12  # the float32's shortest form
-  assert [store._format_value(v) for v in (np.float32(np.nan), np.inf, None, True, 5, 0.25)] == \
+  assert [store.format_value(v) for v in (np.float32(np.nan), np.inf, None, True, 5, 0.25)] == \
       ["nan", "inf", "", "True", "5", "0.25"]
 
 
 def test_no_pickle_anywhere_in_the_shell():
-  for name in ("store.py", "sweep.py"):
+  for name in ("store.py", "sweep.py", "runner.py", "study.py", "tables.py", "report.py"):
     source = (Path(store.__file__).parent / name).read_text()
     assert not re.search(r"import pickle|pickle\.loads?\(|read_pickle|allow_pickle\s*=\s*True|\beval\(", source)
 
@@ -111,7 +112,7 @@ def _write_folder(path: Path, configs, ensembles, info, repeats: int, seed: int)
   folder = store.RunFolder.create(path, study=spec, configs=configs, groups=groups, environment=env)
   folder.start_session(env)
   folder.record(0, ensembles, info)
-  folder.write_tables()
+  tables.write_all(path)
   return folder
 
 
@@ -120,7 +121,7 @@ def test_load_run_rebuilds_ensembles_that_predict_as_before(tmp_path, xla_cache)
   (group,) = ensemble.plan(configs, 2)
   ensembles, info = ensemble.run_group(group, seed=3)
   _write_folder(tmp_path, configs, ensembles, info, repeats=2, seed=3)
-  store.write_report(tmp_path)
+  report.write_report(tmp_path)
 
   run = store.load_run(tmp_path)
   x = np.linspace(0, 1, 7, dtype=np.float32).reshape(7, 1, 1)
@@ -196,8 +197,8 @@ def test_state_checkpoint_resume_is_bit_identical(tmp_path, xla_cache):
   cfg = tiny_config(**{"train.epochs": 6, "train.checkpoint_every": 2, "train.shuffle": True,
                        "train.batch_size": 2})
   (group,) = ensemble.plan([cfg], 2)
-  program = Program(cfg, ensemble.resolve_dataset(cfg), cells=group.cells)
-  like = lambda: sweep.state_like(program, group, 0)  # noqa: E731
+  program = make_train(cfg, resolve(cfg), cells=group.cells)
+  like = lambda: runner.state_like(program, group, 0)  # noqa: E731
   (uninterrupted,), _ = ensemble.run_group(group, seed=0)
 
   directory = tmp_path / "state"

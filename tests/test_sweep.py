@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxlstm import store, sweep
+from jaxlstm import runner, store, sweep
+from jaxlstm import study as study_lib
 
 TINY = ["--repeats", "2", "--epochs", "5"]
 _CACHE_FLAGS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
@@ -91,6 +92,14 @@ def test_cli_default_study_writes_the_results_folder(tmp_path, xla_cache):
   assert "## Timings" in (out / "report.md").read_text()
   assert len(store.load_histories(out)) == 3 * 2 * 2 * 5
   assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or "orbax-checkpoint-tmp" in p.name]
+
+  # One writer per table: the report rebuilt from the folder leaves every table as the sweep wrote it.
+  tables = ("scores.csv", "summary.csv", "diagnosis.csv", "comparisons.csv")
+  before = {name: ((out / name).read_bytes(), (out / name).stat().st_mtime_ns) for name in tables}
+  rebuilt = subprocess.run([sys.executable, "-m", "jaxlstm.report", str(out)], capture_output=True, text=True,
+                           timeout=120)
+  assert rebuilt.returncode == 0, rebuilt.stderr
+  assert {name: ((out / name).read_bytes(), (out / name).stat().st_mtime_ns) for name in tables} == before
 
 
 # ---------------------------------------------------------------------------
@@ -204,11 +213,11 @@ def test_changed_study_is_refused_overwrite_replaces_and_rerun_trains_nothing(tm
 def test_study_differences_name_every_changed_part():
   old = {"base": {"train": {"epochs": 5}}, "grid": {"model.cells": [1, 5]}, "random": None, "repeats": 2,
          "seed": 0, "configs": ["a", "b"], "data": {"a": "f1", "b": "f1"}}
-  assert sweep.study_differences(old, dict(old)) == []
+  assert runner.study_differences(old, dict(old)) == []
   new = dict(old, data={"a": "f1", "b": "f2"})
-  assert sweep.study_differences(old, new) == ["data (the dataset of 1 config(s) has a different fingerprint)"]
+  assert runner.study_differences(old, new) == ["data (the dataset of 1 config(s) has a different fingerprint)"]
   new = dict(old, base={"train": {"epochs": 6}}, grid={"model.cells": [1, 10]}, random=4, configs=["c"])
-  assert sweep.study_differences(old, new) == [
+  assert runner.study_differences(old, new) == [
       "base config (train.epochs: 5 in the folder, 6 now)",
       "grid (model.cells: [1, 5] in the folder, [1, 10] now)",
       "random (null in the folder, 4 now)"]
@@ -248,8 +257,8 @@ def test_dry_run_reports_groups_and_compiles_of_a_mixed_grid(tmp_path, capsys):
   assert "MiB" in text or "KiB" in text
   assert not out.exists()
 
-  study = sweep.make_study(sweep.build_parser().parse_args(args))
-  plan = sweep.plan_study(study)
+  study = study_lib.make_study(sweep.build_parser().parse_args(args))
+  plan = runner.plan_study(study)
   assert [sorted({c.model.layers for c in g.group.configs}) for g in plan.groups] == [[1], [2]]
   assert [len(g.group.configs) for g in plan.groups] == [4, 4] and plan.compiles == 2
 
@@ -260,17 +269,17 @@ def test_dry_run_reports_groups_and_compiles_of_a_mixed_grid(tmp_path, capsys):
 def test_random_draws_come_from_the_seed_and_keep_grid_order(capsys):
   args = ["--grid", "model.cells=1,2,3", "--grid", "optim.learning_rate=0.1,0.01", "--random", "3"]
   parse = sweep.build_parser().parse_args
-  first = sweep.make_study(parse([*args, "--seed", "4"]))
+  first = study_lib.make_study(parse([*args, "--seed", "4"]))
   assert len(first.configs) == 3 and first.random == 3
-  assert [c.config_id for c in sweep.make_study(parse([*args, "--seed", "4"])).configs] == \
+  assert [c.config_id for c in study_lib.make_study(parse([*args, "--seed", "4"])).configs] == \
       [c.config_id for c in first.configs]
-  full = [c.config_id for c in sweep.make_study(parse(args[:4])).configs]
+  full = [c.config_id for c in study_lib.make_study(parse(args[:4])).configs]
   positions = [full.index(c.config_id) for c in first.configs]
   assert positions == sorted(positions)
-  draws = {tuple(c.config_id for c in sweep.make_study(parse([*args, "--seed", str(s)])).configs)
+  draws = {tuple(c.config_id for c in study_lib.make_study(parse([*args, "--seed", str(s)])).configs)
            for s in range(6)}
   assert len(draws) > 1
-  assert sweep.make_study(parse([*args[:4], "--random", "10"])).random is None  # covers the grid
+  assert study_lib.make_study(parse([*args[:4], "--random", "10"])).random is None  # covers the grid
 
 
 def test_config_file_with_grid_and_set(tmp_path):
@@ -278,13 +287,13 @@ def test_config_file_with_grid_and_set(tmp_path):
       '[model]\ncells = 4\n[train]\nepochs = 3\nbatch_size = 0\n'
       '[grid]\n"optim.learning_rate" = [1e-3, "1e-2"]\n[grid.model]\nlayers = [1, 2]\n')
   parse = sweep.build_parser().parse_args
-  study = sweep.make_study(parse(["--config", str(tmp_path / "study.toml")]))
+  study = study_lib.make_study(parse(["--config", str(tmp_path / "study.toml")]))
   assert study.name == "study" and study.grid == {"optim.learning_rate": [1e-3, 1e-2], "model.layers": [1, 2]}
   assert [c.model.cells for c in study.configs] == [4] * 4
-  fixed = sweep.make_study(parse(["--config", str(tmp_path / "study.toml"), "--set", "model.layers=2"]))
+  fixed = study_lib.make_study(parse(["--config", str(tmp_path / "study.toml"), "--set", "model.layers=2"]))
   assert list(fixed.grid) == ["optim.learning_rate"] and {c.model.layers for c in fixed.configs} == {2}
   (tmp_path / "study.json").write_text(json.dumps({"train": {"epochs": 2}, "grid": {"model.cells": [1, 2]}}))
-  assert len(sweep.make_study(parse(["--config", str(tmp_path / "study.json")])).configs) == 2
+  assert len(study_lib.make_study(parse(["--config", str(tmp_path / "study.json")])).configs) == 2
 
 
 def test_list_experiments(capsys):
@@ -296,14 +305,14 @@ def test_list_experiments(capsys):
 
 def test_progress_bar_draws_fraction_elapsed_and_eta():
   stream = io.StringIO()
-  bar = sweep.Progress(stream, total=200, enabled=True)
+  bar = runner.Progress(stream, total=200, enabled=True)
   bar.group(1, 2, 100)
   bar({"call": 0, "calls": 1, "epochs_done": 50, "epochs": 100, "members": 2,
        "run_seconds": 1.0, "compile_seconds": 1.0})
   text = stream.getvalue()
   assert "\r" in text and "25%" in text and "group 1/2" in text and "elapsed" in text and "eta" in text
   quiet = io.StringIO()
-  sweep.Progress(quiet, total=1, enabled=False).group(1, 1, 1)
+  runner.Progress(quiet, total=1, enabled=False).group(1, 1, 1)
   assert quiet.getvalue() == ""
 
 

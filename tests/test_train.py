@@ -13,10 +13,12 @@ import optax
 import pytest
 
 import jaxlstm
-from jaxlstm import losses
+from conftest import count_traces
+from jaxlstm import compiled, losses
 from jaxlstm.config import Config
-from jaxlstm.ensemble import members_of, plan, run_group
-from jaxlstm.train import Member, Program, resolve_dataset
+from jaxlstm.data import resolve
+from jaxlstm.ensemble import init_members, members_of, plan, run_group
+from jaxlstm.train import Member, make_train
 
 TINY = {"model.cells": 4, "train.epochs": 8, "train.batch_size": 2, "train.shuffle": True}
 
@@ -34,16 +36,18 @@ def base():
   """A 30-member run of the tiny config plus what a solo run needs."""
   cfg = tiny()
   (group,) = plan([cfg], 30)
-  (ens,), info = run_group(group, seed=0)
-  program = Program(cfg, resolve_dataset(cfg))
+  compiled.clear()
+  (ens,), info = run_group(group, resolve(cfg), seed=0)
+  train = make_train(cfg, resolve(cfg))
   members = members_of(group, 0)
-  return cfg, ens, info, program, members
+  return cfg, ens, info, train, members
 
 
 def test_seed_i_of_30_matches_solo_run(base):
-  cfg, ens, info, program, members = base
+  """make_train(...).train(member) equals member i of the ensemble (DESIGN §3)."""
+  cfg, ens, info, train, members = base
   assert info.compiles == 1 and info.epoch_chunks == 1
-  solo_train = jax.jit(program.train)
+  solo_train = jax.jit(train.train)
   for i in (0, 7, 29):
     state, history = solo_train(member(members, i))
     for name in ens.history:
@@ -54,15 +58,15 @@ def test_seed_i_of_30_matches_solo_run(base):
 
 
 def test_random_draws_are_bit_identical_to_solo(base):
-  cfg, ens, info, program, members = base
-  init_all = jax.jit(lambda m: program.init_members(m, ((cfg.model.cells, 30),)))(members)
-  init_one = jax.jit(program.init_params)
-  orders_all = jax.jit(jax.vmap(program.epoch_order, in_axes=(0, None)))(members.keys.shuffle, 3)
+  cfg, ens, info, train, members = base
+  init_all = jax.jit(lambda m: init_members(train, m, ((cfg.model.cells, 30),)))(members)
+  init_one = jax.jit(train.init_params)
+  orders_all = jax.jit(jax.vmap(train.epoch_order, in_axes=(0, None)))(members.keys.shuffle, 3)
   for i in (0, 13):
     solo = init_one(members.keys.init[i])
     same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a[i]), np.asarray(b)), init_all.params, solo)
     assert all(jax.tree.leaves(same))
-    np.testing.assert_array_equal(orders_all[i], program.epoch_order(members.keys.shuffle[i], 3))
+    np.testing.assert_array_equal(orders_all[i], train.epoch_order(members.keys.shuffle[i], 3))
   assert not np.array_equal(orders_all[0], orders_all[1]) or not np.array_equal(orders_all[0], orders_all[2])
 
 
@@ -82,8 +86,9 @@ def test_learning_rate_grid_is_one_compile_and_equals_separate_runs():
   configs = jaxlstm.expand_grid(cfg, {"optim.learning_rate": [1e-3, 1e-2, 3e-2]})
   groups = plan(configs, 4)
   assert len(groups) == 1
-  ensembles, info = run_group(groups[0], seed=0)
-  assert info.compiles == 1
+  compiled.clear()
+  ensembles, info = run_group(groups[0], resolve(cfg), seed=0)
+  assert info.compiles == 1  # one program for the three learning rates
   for grid_config, ens in zip(configs, ensembles):
     alone = jaxlstm.fit(grid_config, repeats=4, seed=0)
     for name in ens.history:
@@ -92,15 +97,25 @@ def test_learning_rate_grid_is_one_compile_and_equals_separate_runs():
   assert len(set(np.round(finals, 6))) == 3  # the learning rates really differed
 
 
-def test_no_retrace_on_new_keys(base):
-  cfg, ens, info, program, members = base
-  start = program.make_start(((cfg.model.cells, 30),), cfg.train.epochs)
-  data = program.data()
-  before = program.traces
-  start(members, data)
-  shifted = members._replace(keys=jax.tree.map(jax.vmap(lambda k: jax.random.fold_in(k, 1)), members.keys))
-  start(shifted, data)
-  assert program.traces - before == 1
+def test_fit_compiles_once_per_static_signature(base):
+  """A second fit of the same shapes traces nothing: other seeds, new data, a traced grid."""
+  cfg = base[0]
+  compiled.clear()
+  with count_traces() as traces:
+    for seed in (0, 1, 2):
+      jaxlstm.fit(cfg, repeats=6, seed=seed)
+  assert traces["run_chunk"] == 1, dict(traces)
+  shifted = jaxlstm.problems.linear()
+  shifted = dataclasses.replace(shifted, x_train=shifted.x_train + 0.05, y_train=shifted.y_train + 0.05)
+  with count_traces() as traces:
+    moved = jaxlstm.fit(cfg, shifted, repeats=6, seed=0)
+  assert sum(traces.values()) == 0, dict(traces)  # new data of the same shapes: no trace at all
+  assert not np.allclose(moved.history["loss"], jaxlstm.fit(cfg, repeats=6, seed=0).history["loss"])
+  grid = jaxlstm.expand_grid(cfg, {"optim.learning_rate": [1e-3, 3e-3, 1e-2, 3e-2]})
+  with count_traces() as traces:
+    jaxlstm.fit_many(grid, repeats=3, seed=0)
+    jaxlstm.fit_many(grid, repeats=3, seed=5)
+  assert traces["run_chunk"] == 1, dict(traces)
 
 
 @pytest.mark.parametrize("batch_size,steps", [(1, 5), (2, 3), (3, 2), (5, 1), (32, 1)])
@@ -108,21 +123,20 @@ def test_partial_batches_match_a_plain_keras_style_loop(batch_size, steps):
   """Keras keeps the last partial batch; epoch loss = batch losses weighted by batch size."""
   cfg = tiny(**{"train.batch_size": batch_size, "train.epochs": 2, "train.shuffle": False,
                 "optim.learning_rate": 0.01})
-  program = Program(cfg, resolve_dataset(cfg))
-  assert program.steps == steps
+  ds = resolve(cfg)
+  train = make_train(cfg, ds)
+  assert train.shape.steps == steps
   (group,) = plan([cfg], 1)
   members = members_of(group, 0)
-  _, history = jax.jit(program.train)(member(members, 0))
+  _, history = jax.jit(train.train)(member(members, 0))
 
   # The reference: a Python loop over epochs and real (unpadded) batches.
-  ds = program.dataset
-  params = program.init_params(members.keys.init[0])
-  tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.01)  # placeholder, replaced below
-  tx = program.tx
+  params = train.init_params(members.keys.init[0])
+  tx = train.tx
   opt_state = tx.init(params)
 
   def batch_loss(p, xb, yb):
-    return jnp.mean(losses.mse(program.logits(p, xb), yb))
+    return jnp.mean(losses.mse(train.logits(p, xb), yb))
 
   expected = []
   for _ in range(2):
@@ -140,8 +154,8 @@ def test_partial_batches_match_a_plain_keras_style_loop(batch_size, steps):
 @pytest.mark.parametrize("scheme", ["glorot_uniform", "he_uniform", "random_uniform"])
 def test_uniform_init_bounds_use_keras_fans_of_the_fused_kernel(scheme):
   cfg = Config().override({"model.cells": 16, "model.kernel_init": scheme})
-  program = Program(cfg, jaxlstm.problems.linear())
-  params = program.init_params(jax.random.key(0))["lstm_0"]
+  train = make_train(cfg, jaxlstm.problems.linear())
+  params = train.init_params(jax.random.key(0))["lstm_0"]
   kernel = np.asarray(params["kernel"])
   fan_in, fan_out = kernel.shape  # (features, 4 * units), as Keras computes for the fused kernel
   assert kernel.shape == (1, 64)
@@ -156,17 +170,17 @@ def test_uniform_init_bounds_use_keras_fans_of_the_fused_kernel(scheme):
 
 def test_orthogonal_recurrent_kernel_and_normal_scheme_statistics():
   cfg = Config().override({"model.cells": 32, "model.layers": 1, "model.kernel_init": "glorot_normal"})
-  program = Program(cfg, jaxlstm.problems.linear())
-  params = program.init_params(jax.random.key(1))["lstm_0"]
+  train = make_train(cfg, jaxlstm.problems.linear())
+  params = train.init_params(jax.random.key(1))["lstm_0"]
   recurrent = np.asarray(params["recurrent_kernel"])  # (32, 128): orthonormal rows
   np.testing.assert_allclose(recurrent @ recurrent.T, np.eye(32), atol=1e-5)
-  big = Program(Config().override({"model.cells": 64, "model.kernel_init": "glorot_normal"}),
-                dataclasses.replace(jaxlstm.problems.linear()))
+  big = make_train(Config().override({"model.cells": 64, "model.kernel_init": "glorot_normal"}),
+                   jaxlstm.problems.linear())
   kernel = np.asarray(big.init_params(jax.random.key(2))["lstm_0"]["kernel"])
   expected_std = np.sqrt(2 / (1 + 256))  # Keras truncated-normal glorot keeps this variance
   assert abs(kernel.std() / expected_std - 1) < 0.2
-  no_forget = Program(Config().override({"model.cells": 4, "model.unit_forget_bias": False}),
-                      jaxlstm.problems.linear())
+  no_forget = make_train(Config().override({"model.cells": 4, "model.unit_forget_bias": False}),
+                         jaxlstm.problems.linear())
   assert np.all(np.asarray(no_forget.init_params(jax.random.key(0))["lstm_0"]["bias"]) == 0)
 
 
@@ -175,7 +189,7 @@ def test_poisoned_seed_is_flagged_and_others_untouched():
   exploding = cfg.override({"optim.learning_rate": 1e30})
   groups = plan([cfg, exploding], 3)
   assert len(groups) == 1
-  (clean, poisoned), _ = run_group(groups[0], seed=0)
+  (clean, poisoned), _ = run_group(groups[0], resolve(cfg), seed=0)
   assert poisoned.diverged.all() and not clean.diverged.any()
   assert (poisoned.diverged_epoch >= 0).all()
   alone = jaxlstm.fit(cfg, repeats=3, seed=0)
@@ -218,13 +232,15 @@ def test_data_errors_raise_before_compile():
 def test_member_chunks_from_a_memory_budget_equal_one_call(base):
   cfg = base[0]
   (group,) = plan([cfg], 10)
-  (whole,), whole_info = run_group(group, seed=0)
-  (chunked,), info = run_group(group, seed=0, max_members_per_call=4)
+  ds = resolve(cfg)
+  (whole,), whole_info = run_group(group, ds, seed=0)
+  compiled.clear()
+  (chunked,), info = run_group(group, ds, seed=0, max_members_per_call=4)
   assert whole_info.member_chunks == 1 and info.member_chunks == 3
   assert info.compiles == 1  # equal chunks (the last padded with a repeat) share one program
   for name in whole.history:
     np.testing.assert_allclose(chunked.history[name], whole.history[name], rtol=1e-5, atol=1e-6)
-  (budgeted,), budget_info = run_group(group, seed=0, memory_budget=1)
+  (budgeted,), budget_info = run_group(group, ds, seed=0, memory_budget=1)
   assert budget_info.member_chunks == 10  # a budget below one member runs one member per call
 
 
@@ -232,13 +248,13 @@ def test_data_encoding_and_scaling_fields():
   echo = Config().override({"data.problem": "echo", "data.options": {"n_train": 20, "n_val": 6},
                             "data.encoding": "integer", "model.output_activation": "softmax",
                             "train.loss": "categorical_crossentropy"})
-  ds = resolve_dataset(echo)
+  ds = resolve(echo)
   onehot = jaxlstm.problems.make("echo", n_train=20, n_val=6)
   assert ds.x_train.shape == (20, 5, 1)
   np.testing.assert_allclose(ds.x_train[..., 0] * 9, onehot.x_train.argmax(-1))
   with pytest.raises(jaxlstm.ConfigError, match="data.encoding"):
-    resolve_dataset(Config().override({"data.encoding": "integer"}))  # linear inputs are not one-hot
-  scaled = resolve_dataset(Config().override({"data.scaling": "minmax"}))
+    resolve(Config().override({"data.encoding": "integer"}))  # linear inputs are not one-hot
+  scaled = resolve(Config().override({"data.scaling": "minmax"}))
   assert scaled.x_train.min() == 0.0 and scaled.x_train.max() == 1.0  # fitted on training data only
   assert scaled.x_val.max() > 1.0  # validation lies beyond the training range in the linear problem
 
@@ -249,7 +265,7 @@ def test_mae_original_reports_validation_error_in_raw_units():
                            "model.cells": 4, "train.epochs": 2, "train.batch_size": 10,
                            "train.metrics": ["mae", "mae_original"]})
   ens = jaxlstm.fit(cfg, repeats=2)
-  ds = resolve_dataset(cfg)
+  ds = resolve(cfg)
   raw_predictions = jaxlstm.prep.to_original_units(ds, ens.predict(ds.x_val))
   raw_targets = jaxlstm.prep.to_original_units(ds, ds.y_val)
   expected = np.abs(raw_predictions - raw_targets[None]).mean(axis=(1, 2))

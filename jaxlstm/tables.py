@@ -1,0 +1,316 @@
+"""The results tables of a folder, each written by exactly one function (no jax).
+
+  scores.csv        one row per (done config, repeat): grid values, final_* and best_* of
+                    every metric, best_epoch, stopped_epoch, diverged          (`write_scores`)
+  summary.csv       one row per config: describe() order + n_diverged, sem, 95% CI, IQM of
+                    the study's score metric                                    (`write_summary`)
+  diagnosis.csv     one row per (config, repeat): verdict, trend, reason, evidence numbers
+                                                                                (`write_diagnosis`)
+  comparisons.csv   one row per pair: means, Hedges' g, Welch p (raw, Holm), P(A better than
+                    B) with its bootstrap CI, verdict                           (`write_comparisons`)
+
+Everything is derived from the folder's own files (manifest.json, histories/<id>.npz)
+in study order, so rebuilding gives byte-identical tables; the report reads these
+tables and never derives them again. Only done configs count; the score of a repeat
+is its final value of the study's metric (`store.summary_metric`), taken at the stop
+epoch of an early-stopped repeat. Diverged repeats are left out of every statistic
+and counted. Resampling draws from `np.random.default_rng(RNG_SEED)` only.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxlstm import diagnose, metrics, store
+
+SCORES, SUMMARY, DIAGNOSIS, COMPARISONS = "scores.csv", "summary.csv", "diagnosis.csv", "comparisons.csv"
+
+# Statistical defaults, stated in every report (reference/statistics.md §8).
+CONFIDENCE = 0.95
+ALPHA = 0.05
+POI_RESAMPLES = 2000        # bootstrap resamples of each P(A better than B) interval
+MAX_ALL_PAIRS = 6           # up to this many configs every pair is tested, else each vs the best
+RNG_SEED = 0
+
+SUMMARY_COLUMNS = ("count", "mean", "std", "min", "25%", "50%", "75%", "max",
+                   "n_diverged", "sem", "ci_low", "ci_high", "iqm")
+
+
+# ---------------------------------------------------------------------------
+# Per-repeat values.
+
+
+def final_values(values: np.ndarray, stopped_epoch: np.ndarray) -> np.ndarray:
+  """`[repeats]` value at the stop epoch of stopped repeats, else at the last epoch (`Ensemble.final`)."""
+  values = np.asarray(values)
+  stopped_epoch = np.asarray(stopped_epoch)
+  last = np.where(stopped_epoch >= 0, stopped_epoch, values.shape[1] - 1)
+  return values[np.arange(values.shape[0]), last]
+
+
+def best_values(values: np.ndarray, metric: str) -> np.ndarray:
+  """`[repeats]` best finite value of `metric` over epochs (NaN for a repeat with none)."""
+  values = np.asarray(values)
+  finite = np.isfinite(values)
+  higher = metrics.higher_is_better(metric)
+  fill = -np.inf if higher else np.inf
+  reduce = np.max if higher else np.min
+  best = reduce(np.where(finite, values, fill), axis=1).astype(values.dtype)
+  return np.where(finite.any(axis=1), best, np.nan).astype(values.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Folder:
+  """What the tables are derived from, read once.
+
+  Attributes:
+    path: the folder.
+    manifest: manifest.json.
+    done: ids of the done configs, in study order.
+    metric: the study's score metric.
+    histories: config id -> metric -> `[repeats, epochs]` (float32 as saved).
+    scores: config id -> `[repeats]` final value of `metric` (float64).
+    diverged: config id -> `[repeats]` bool, the training's divergence mask.
+    stopped_epoch: config id -> `[repeats]` early-stopping epoch, -1 if never.
+  """
+  path: Path
+  manifest: dict
+  done: list[str]
+  metric: str
+  histories: dict[str, dict[str, np.ndarray]]
+  scores: dict[str, np.ndarray]
+  diverged: dict[str, np.ndarray]
+  stopped_epoch: dict[str, np.ndarray]
+
+  @property
+  def grid(self) -> list[str]:
+    return list(self.manifest["study"]["grid"])
+
+  @property
+  def higher_is_better(self) -> bool:
+    return metrics.higher_is_better(self.metric)
+
+  def values(self, config_id: str) -> dict[str, Any]:
+    return self.manifest["configs"][config_id]["values"]
+
+
+def read_folder(run_dir: str | Path) -> Folder:
+  """Read a results folder's manifest and the histories of its done configs.
+
+  Raises:
+    ValueError: not a results folder, or a done config's files are missing or malformed.
+  """
+  path = Path(run_dir)
+  manifest = store.RunFolder.read_manifest(path)
+  if manifest is None:
+    raise ValueError(f"{path} has no {store.MANIFEST}: not a jaxlstm results folder.")
+  entries = manifest["configs"]
+  done = [c for c in manifest["study"]["configs"] if entries[c]["status"] == "done"]
+  metric = store.summary_metric(manifest)
+  histories, scores, diverged, stopped = {}, {}, {}, {}
+  for c in done:
+    histories[c] = store.load_history(path, c)
+    stopped[c] = np.asarray(entries[c]["stopped_epoch"], dtype=int)
+    diverged[c] = np.asarray(entries[c]["diverged_epoch"], dtype=int) >= 0
+    values = histories[c].get(metric)
+    if values is None or values.ndim != 2 or len(values) != len(stopped[c]):
+      shape = None if values is None else values.shape
+      raise ValueError(f"config {c}: history {metric!r} has shape {shape}, expected "
+                       f"[{len(stopped[c])} repeats, epochs].")
+    scores[c] = final_values(values, stopped[c]).astype(np.float64)
+  return Folder(path, manifest, done, metric, histories, scores, diverged, stopped)
+
+
+# ---------------------------------------------------------------------------
+# CSV text.
+
+
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator="\n")
+  writer.writerow(header)
+  for row in rows:
+    writer.writerow([store.format_value(v) for v in row])
+  return out.getvalue()
+
+
+def scores_csv(folder: Folder) -> str:
+  """scores.csv text: one row per (done config, repeat), in study then repeat order."""
+  names: list[str] = []
+  for c in folder.done:
+    names += [m for m in folder.manifest["configs"][c]["metrics"] if m not in names]
+  header = (["config_id", "repeat", *folder.grid] + [f"final_{m}" for m in names]
+            + [f"best_{m}" for m in names] + ["best_epoch", "stopped_epoch", "diverged"])
+  rows = []
+  for c in folder.done:
+    entry, history = folder.manifest["configs"][c], folder.histories[c]
+    stopped = folder.stopped_epoch[c]
+    finals = {m: final_values(v, stopped) for m, v in history.items()}
+    bests = {m: best_values(v, m) for m, v in history.items()}
+    for i in range(len(stopped)):
+      row = [c, i, *[entry["values"][k] for k in folder.grid]]
+      row += [finals[m][i] if m in finals else None for m in names]
+      row += [bests[m][i] if m in bests else None for m in names]
+      row += [entry["best_epoch"][i], stopped[i] if stopped[i] >= 0 else None, bool(folder.diverged[c][i])]
+      rows.append(row)
+  return _csv_text(header, rows)
+
+
+def summary_frame(folder: Folder):
+  """`stats.summarize` of each done config's scores, as a frame indexed by config id (or None)."""
+  from jaxlstm.stats import summarize
+  if not folder.done:
+    return None
+  return summarize({c: folder.scores[c] for c in folder.done}, higher_is_better=folder.higher_is_better,
+                   confidence=CONFIDENCE, diverged={c: folder.diverged[c] for c in folder.done}).to_frame()
+
+
+def summary_csv(folder: Folder) -> str:
+  """summary.csv text: config id, grid values, then describe() order + n_diverged, sem, CI, IQM."""
+  frame = summary_frame(folder)
+  rows = []
+  if frame is not None:
+    for c, stats_row in frame.iterrows():
+      plain = [int(stats_row[k]) if k in ("count", "n_diverged") else float(stats_row[k]) for k in SUMMARY_COLUMNS]
+      rows.append([c, *[folder.values(c)[k] for k in folder.grid], *plain])
+  return _csv_text(["config_id", *folder.grid, *SUMMARY_COLUMNS], rows)
+
+
+def diagnosis_frame(folder: Folder, thresholds: diagnose.Thresholds = diagnose.Thresholds()):
+  """Per-repeat learning-curve verdicts of every done config (None without train/val losses)."""
+  import pandas as pd
+  if not folder.done or not all({"loss", "val_loss"} <= set(folder.histories[c]) for c in folder.done):
+    return None
+  frames = []
+  for c in folder.done:
+    history, mask = folder.histories[c], folder.diverged[c]
+    seeds = diagnose.diagnose_seeds(history["loss"].astype(np.float64), history["val_loss"].astype(np.float64),
+                                    thresholds=thresholds, diverged=mask)
+    seeds = seeds.rename(columns={"seed": "repeat"})
+    seeds.insert(0, "config_id", c)
+    for i, key in enumerate(folder.grid):
+      seeds.insert(1 + i, key, _cell(folder.values(c)[key]))
+    at = 2 + len(folder.grid)
+    seeds.insert(at, "diverged", mask)
+    seeds.insert(at + 1, "stopped_epoch", pd.array(
+        [int(e) if e >= 0 else pd.NA for e in folder.stopped_epoch[c]], dtype="Int64"))
+    frames.append(seeds)
+  return pd.concat(frames, ignore_index=True)
+
+
+def diagnosis_csv(folder: Folder) -> str:
+  """diagnosis.csv text; only the header row when there is nothing to diagnose."""
+  import pandas as pd
+  frame = diagnosis_frame(folder)
+  if frame is None:
+    frame = pd.DataFrame(columns=["config_id", *folder.grid, "repeat", "diverged", "stopped_epoch",
+                                  "verdict", "trend", "reason"])
+  return _frame_csv(frame)
+
+
+def comparisons(folder: Folder, rng_seed: int = RNG_SEED):
+  """Compare the done configs (Welch, Holm, P(A better than B)): every pair up to
+  `MAX_ALL_PAIRS` configs, else the best against each other one.
+
+  Returns:
+    A `stats.Comparison`, or None with fewer than 2 configs (or no finite mean).
+  """
+  from jaxlstm import stats
+  n = len(folder.done)
+  if n < 2:
+    return None
+  against = "all" if n <= MAX_ALL_PAIRS else "best"
+  scores = {c: folder.scores[c] for c in folder.done}
+  diverged = {c: folder.diverged[c] for c in folder.done}
+  if against == "best" and stats.summarize(scores, higher_is_better=folder.higher_is_better,
+                                           diverged=diverged).best is None:
+    return None
+  return stats.compare_configs(
+      scores, higher_is_better=folder.higher_is_better, rng=np.random.default_rng(rng_seed), against=against,
+      test="welch", alpha=ALPHA, n_resamples=POI_RESAMPLES, confidence=CONFIDENCE, diverged=diverged)
+
+
+def comparisons_csv(folder: Folder, rng_seed: int = RNG_SEED) -> str:
+  """comparisons.csv text: stats' pair columns with each side's label after a and b."""
+  import pandas as pd
+
+  from jaxlstm import stats
+  result = comparisons(folder, rng_seed)
+  columns = [f.name for f in dataclasses.fields(stats.PairComparison)]
+  frame = result.to_frame() if result is not None else pd.DataFrame(columns=columns)
+  labels = store.config_labels(folder.manifest)
+  frame.insert(2, "a_label", [labels[c] for c in frame["a"]])
+  frame.insert(3, "b_label", [labels[c] for c in frame["b"]])
+  return _frame_csv(frame)
+
+
+def _cell(value: Any) -> Any:
+  """A grid value as a CSV cell: scalars as they are, lists as JSON (as scores.csv writes them)."""
+  import json
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  return json.dumps(value, sort_keys=True)
+
+
+def _frame_csv(frame) -> str:
+  # Floats go out as Python's shortest round-trip repr, so equal numbers give equal bytes.
+  out = io.StringIO()
+  frame.to_csv(out, index=False, lineterminator="\n")
+  return out.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# Writers: one per file.
+
+
+def write_scores(folder: Folder) -> None:
+  store.write_text(folder.path / SCORES, scores_csv(folder))
+
+
+def write_summary(folder: Folder) -> None:
+  store.write_text(folder.path / SUMMARY, summary_csv(folder))
+
+
+def write_diagnosis(folder: Folder) -> None:
+  store.write_text(folder.path / DIAGNOSIS, diagnosis_csv(folder))
+
+
+def write_comparisons(folder: Folder, rng_seed: int = RNG_SEED) -> None:
+  store.write_text(folder.path / COMPARISONS, comparisons_csv(folder, rng_seed))
+
+
+def write_running(run_dir: str | Path) -> None:
+  """The cheap tables (scores, summary), rebuilt after each group while a sweep runs."""
+  folder = read_folder(run_dir)
+  write_scores(folder)
+  write_summary(folder)
+
+
+def write_all(run_dir: str | Path, *, rng_seed: int = RNG_SEED) -> None:
+  """Rebuild all four tables from the folder's files (atomic; unchanged files are left alone).
+
+  Args:
+    run_dir: the results folder.
+    rng_seed: seed of the bootstrap of each P(A better than B) interval.
+  """
+  folder = read_folder(run_dir)
+  write_scores(folder)
+  write_summary(folder)
+  write_diagnosis(folder)
+  write_comparisons(folder, rng_seed)
+
+
+def read(run_dir: str | Path, name: str):
+  """One table of a folder as a DataFrame (config ids stay text), or None when it is missing."""
+  import pandas as pd
+  path = Path(run_dir, name)
+  if not path.is_file():
+    return None
+  return pd.read_csv(path, dtype={"config_id": str, "a": str, "b": str})
+
