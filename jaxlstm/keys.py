@@ -66,11 +66,6 @@ def stream_keys(keys: jax.Array, vary: Sequence[str] = STREAMS) -> StreamKeys:
   return StreamKeys(**streams)
 
 
-def member_keys(seed: int, config: Config, repeats: int | Sequence[int]) -> StreamKeys:
-  """Stream keys of the given repeats of `config` (honouring `config.train.vary`)."""
-  return group_keys(seed, [config], repeats)
-
-
 def group_keys(seed: int, configs: Sequence[Config], repeats: int | Sequence[int]) -> StreamKeys:
   """Stream keys of every (config, repeat), config-major: leaves `[len(configs) * repeats]`.
 
