@@ -375,6 +375,8 @@ def paired_inputs():
 
 
 def test_paired_t_matches_ttest_rel_and_a_hand_computed_case():
+  # statistics.md §0 finding 3: deepsig's power analysis calls ttest_rel, a paired test, under
+  # a "Welch" docstring; here the paired test is its own function, checked against ttest_rel.
   for a, b in paired_inputs():
     for hib in (True, False):
       res = stats.paired_t_test(a, b, higher_is_better=hib)
