@@ -12,12 +12,12 @@ Command:
 
 Expected result (tests/test_fit_diagnosis.py checks these majorities on
 the same configs, 30 repeats, seed 0): at 100 epochs both losses are still
-falling steeply (underfit); at 800 the validation loss has flattened near its
+falling steeply (underfit_improving); at 800 the validation loss has flattened near its
 minimum (good fit); at 1200 it has passed its minimum and is rising again while
 the training loss keeps falling (overfit). At least 80% of the seeds get
 the majority verdict in each case (diagnosis.csv; plots/curves.png and
 plots/diagnosis.png show the shapes). Measured through this command (2-core
-CPU, jax 0.10.2, about 20 s in all): 30/30 underfit at 100 epochs, 28/30
+CPU, jax 0.10.2, about 20 s in all): 30/30 underfit (now underfit_improving) at 100 epochs, 28/30
 good fit at 800, 29/30 overfit at 1200. Final val_loss means are 0.277,
 0.00104 and 0.00178: 800 and 1200 epochs are not significantly different
 on the final score alone (comparisons.csv: p = 0.07), while the curves tell

@@ -5,6 +5,16 @@ Inputs are stacked histories, ``train`` and ``val`` of shape ``[seeds, epochs]``
 has NaN after its stop: only the finite prefix common to both curves is used.
 Epochs are 0-based indices into these arrays. numpy and pandas only (no jax).
 
+Optional references, per config:
+  * ``baseline_loss``: the *training* loss of a naive forecast, by default the
+    loss of predicting the training targets' mean (for MSE: their variance;
+    ``baselines.naive_scores(ds, split="train", methods=("mean",))["mean"]``).
+    It lets the capacity rule judge the training loss against the problem
+    rather than against the curve's own start.
+  * ``baseline_scores``: *validation* scores of naive forecasts (persistence,
+    mean, seasonal: ``baselines.naive_scores(ds)``), in the units of the
+    config's scores; a config that does not beat the best of them is flagged.
+
 Measures (per seed, on the finite prefix of ``n`` epochs)
   * Levels (minimum, end, level at an epoch) come from a centred moving mean
     over ``smooth_fraction * n`` epochs (windows cut at the edges), so
@@ -17,7 +27,8 @@ Measures (per seed, on the finite prefix of ``n`` epochs)
         tail (``-0.1`` = fell 10 % over the tail). Scale-free; gives the trend.
       - ``val_end_gain``: minus that change relative to the range of the smoothed
         validation curve (share of the whole improvement still being made at the
-        end; what a linear-axis plot shows).
+        end; what a linear-axis plot shows). ``val_gain_noise`` is the standard
+        error of that change (from the line's residuals) on the same scale.
   * ``train_drop = (first - min) / |first|``: best relative decrease of the
     training loss from its first value, and ``train_left`` /
     ``val_left = end / first``: fraction of the first loss still left.
@@ -25,36 +36,69 @@ Measures (per seed, on the finite prefix of ``n`` epochs)
     relative to the minimum. ``after_best = (n - 1 - best_epoch) / (n - 1)``.
   * ``train_fall = (train[best_epoch] - train[end]) / |train[best_epoch]|``:
     how much the training loss fell after the validation minimum.
-  * ``gap = val_end - train_end`` (smoothed, loss units; reported, not a rule).
-  * ``oscillation``: RMS of (raw - smoothed) over the interior epochs, relative to
-    the larger of the smoothed curve's range and its mean level; the larger of
-    train and validation. ``train_noise``: the same RMS for the training loss
-    relative to its first value (the noise of ``train_drop``).
+  * ``gap = val_end - train_end`` (smoothed, loss units) and
+    ``rel_gap = gap / |val_end|``: 0.5 means the training loss is half the
+    validation loss, near 1 that it is far below it.
+  * ``train_oscillation`` / ``val_oscillation``: RMS of (raw - smoothed) over the
+    interior epochs, relative to the larger of the smoothed curve's range and
+    its mean level; ``oscillation`` is the larger of the two. ``train_noise``:
+    the same RMS for the training loss relative to its first value (the noise
+    of ``train_drop``).
+  * ``train_floor``: where the training loss is heading. The last
+    ``3 * (k // 3)`` of the last ``k = floor_fraction * n`` epochs are cut into
+    three equal blocks with means m1, m2, m3; while the curve falls and its fall
+    shrinks (``q = (m3 - m2) / (m2 - m1)`` in (0, 1)), a geometric decay continues to
+    ``m3 + (m3 - m2) q / (1 - q)`` (Aitken's extrapolation; exact for
+    ``a + b exp(-t / tau)``, whose block means stay geometric). A fall that
+    does not shrink has no floor in sight (0: losses are non-negative); a curve
+    that is not falling sits at ``m3``.
+  * With ``baseline_loss``: ``train_vs_baseline = train_end / baseline_loss``
+    and ``floor_vs_baseline = train_floor / baseline_loss`` (1 - R² of the
+    training fit, now and where it is heading, for an MSE against the mean);
+    NaN without one.
 
-Verdict rules (first that applies wins; thresholds are ``Thresholds`` fields)
+Verdict rules (first that applies wins; thresholds are ``Thresholds`` fields).
+``learned`` below is ``train_drop >= max(min_decrease, noise_multiple *
+train_noise)``: the training loss fell, by more than its noise.
   1. ``diverged``: marked diverged by training (``diverged=``), or a curve holds
      +-Inf, a NaN followed by a finite value, or no finite value at all. A plain
      NaN tail is read as early stopping: pass ``diverged=`` to tell them apart.
-  2. ``underfit``: fewer than ``min_epochs`` finite epochs (too few to judge).
-  3. ``unstable``: ``oscillation > max_oscillation``.
-  4. ``not_learning``: ``train_drop < max(min_decrease, noise_multiple *
-     train_noise)`` (no decrease, or none that stands out of the noise).
+  2. ``underfit_improving``: fewer than ``min_epochs`` finite epochs (too few
+     to judge; train longer).
+  3. ``unstable``: ``train_oscillation > max_oscillation``, or
+     ``val_oscillation > max_oscillation`` while ``rel_gap < high_variance_gap``
+     (the swings are the optimiser's, not a validation loss far above training).
+  4. ``not_learning``: not ``learned`` (no decrease, or none that stands out of
+     the noise).
   5. ``overfit``: the validation minimum is well before the end
      (``after_best >= overfit_after_best``), validation rose since
      (``val_rise >= overfit_rise``) and training kept falling
      (``train_fall >= overfit_train_fall``).
-  6. ``underfit``: validation still improving at the end
-     (``val_end_gain >= underfit_end_gain``).
-  7. ``underfit``: both losses high and flat (``train_left >= high_loss`` and
-     ``val_left >= high_loss``; flat because rule 6 did not fire).
-  8. ``good_fit``.
+  6. ``high_variance``: training far below validation (``rel_gap >=
+     high_variance_gap``) while validation swings (``val_oscillation >=
+     high_variance_oscillation``) and training does not (rule 3 did not fire).
+  7. ``underfit_capacity`` (with ``baseline_loss``): the training loss heads for
+     a floor that is still high against the naive baseline
+     (``floor_vs_baseline >= capacity_level``), so more epochs will not make it
+     fit: still falling or not, the model is too small (or too regularised).
+  8. ``underfit_improving``: validation still improving at the end, by more
+     than its noise (``val_end_gain >= max(underfit_end_gain, noise_multiple *
+     val_gain_noise)``).
+  9. ``underfit_capacity`` (without ``baseline_loss``, the relative fallback):
+     both losses high and flat (``train_left >= high_loss`` and ``val_left >=
+     high_loss``; flat because rule 8 did not fire).
+  10. ``good_fit``.
 
-Trend (the methodology's six train/validation combinations). Each curve is
-``falling`` / ``flat`` / ``rising`` as its ``*_end_slope`` is below
-``-flat_slope`` / within / above ``+flat_slope``; the pair names the trend:
+``VERDICTS`` lists the verdicts most severe first, which is also the order the
+rules try them in (rule 2 aside).
+
+Trend. Each curve's tail is ``falling`` / ``flat`` / ``rising`` as its
+``*_end_slope`` is below ``-flat_slope`` / within / above ``+flat_slope``; the
+pair names the *tail trend* (``tail_trend``, the methodology's six
+combinations, ``TRENDS``; the three other pairs are ``mixed``):
 
   =========  ==========  ======================  =======================
-  train      validation  trend                   meaning
+  train      validation  tail trend              meaning
   =========  ==========  ======================  =======================
   falling    falling     ``still_learning``      more epochs
   falling    rising      ``overfitting``         stop earlier / regularise
@@ -64,26 +108,43 @@ Trend (the methodology's six train/validation combinations). Each curve is
   rising     falling     ``data_problem``        check the data
   =========  ==========  ======================  =======================
 
-The three other pairs are ``mixed``. The trend is local (the tail, relative to
-the current level); the verdict weighs the whole curve, so the two can differ:
-a good fit's losses may still fall by a large factor while being tiny next to
-where they started.
+The tail trend is local (the tail, relative to the current level) and can
+disagree with the verdict, which weighs the whole curve: a good fit's tiny
+losses may still fall by a large factor, or tick up past a shallow minimum.
+The reported ``trend`` never contradicts the verdict: it is the tail trend
+when that is one the verdict allows (``VERDICT_TRENDS[verdict]``), else the
+verdict's own trend (the first listed), and None for ``diverged``. Three trend
+names exist only as such fallbacks: ``converged`` (good fit), ``stalled``
+(not learning) and ``oscillating`` (unstable).
 
 Per config: the share of seeds per verdict, the majority verdict (ties go to the
 verdict listed first in ``VERDICTS``, the most severe), a ``high_variance`` flag
-(coefficient of variation of the final scores above ``high_cv``, or a majority
-share below ``min_majority_share``) and one line of advice in the methodology's
-terms.
+(seeds disagree: coefficient of variation of the final scores above
+``high_cv``, or a majority share below ``min_majority_share``; not the per-seed
+verdict of the same name), whether the config beats the naive baselines, and
+advice in the methodology's terms: the majority's own advice, then "more
+repeats / a seed ensemble" when seeds disagree, then the naive baseline it
+loses to.
 
 Default thresholds were tuned on the five-point linear problem of Brownlee's
 "diagnose" tutorial (LSTM(10), Adam 1e-3, MSE, full batch), simulated with a
-Keras-initialised LSTM outside this package, 30 seeds: 30/30 ``underfit`` at 100
+Keras-initialised LSTM outside this package, 30 seeds: 30/30 underfit at 100
 epochs, 30/30 ``good_fit`` at 800, 30/30 ``overfit`` at 1200-2000 (19/30 at
 3000, where validation falls again); the verdict flips around 600 (underfit to
 good fit) and 1000 (good fit to overfit). The same with 5 % multiplicative noise
 per epoch. Its validation loss has a sharp minimum near epoch 750 (its error
 changes sign), which is why the "still improving" rule reads the curve on its
-linear range rather than in log space.
+linear range rather than in log space. The capacity rule was checked on this
+package's own training of that problem (tests/test_fit_diagnosis.py, CPU, jax
+0.10.2): LSTM(1) for 300 epochs ends near the training-mean baseline while
+still falling (about 19 % over its tail) but slowing; its projected floor is
+at least 0.2 of the baseline in 25 of 30 seeds at seed 0 (26, 29 and 30 of 30
+at seeds 1-3; the others fit well). LSTM(10) at 100 epochs ends at the same
+level but falls steadily over the second half of its run: 0 of 30 seeds. A
+tail of 20 % was too short to tell them apart (11 of 30 of the latter read as
+capacity), hence the separate ``floor_fraction``. A ``high_variance_oscillation``
+of 0.02 would catch ordinary minibatch noise (``damped_sine`` at batch 20 has a
+validation oscillation of about 0.025), hence 0.05.
 """
 import dataclasses
 from collections.abc import Mapping, Sequence
@@ -93,9 +154,10 @@ import numpy as np
 import pandas as pd
 
 # Most severe first: the order breaks majority ties and orders share columns.
-VERDICTS = ("diverged", "not_learning", "unstable", "overfit", "underfit", "good_fit")
+VERDICTS = ("diverged", "not_learning", "unstable", "overfit", "high_variance",
+            "underfit_capacity", "underfit_improving", "good_fit")
 
-# (train direction, validation direction) -> trend name.
+# (train direction, validation direction) -> tail trend name.
 TRENDS = {
     ("falling", "falling"): "still_learning",
     ("falling", "rising"): "overfitting",
@@ -105,6 +167,19 @@ TRENDS = {
     ("rising", "falling"): "data_problem",
 }
 MIXED_TREND = "mixed"
+
+# Trends each verdict allows, its own first: the reported trend is the tail trend
+# when listed here, else the first entry (see the module docstring).
+VERDICT_TRENDS = {
+    "diverged": (),
+    "not_learning": ("stalled", "lr_or_architecture", "data_problem"),
+    "unstable": ("oscillating", "lr_or_architecture"),
+    "overfit": ("overfitting",),
+    "high_variance": ("overfitting", MIXED_TREND),
+    "underfit_capacity": ("bottleneck", "underfitting"),
+    "underfit_improving": ("still_learning",),
+    "good_fit": ("converged",),
+}
 
 TREND_MEANINGS = {
     "still_learning": "both falling: still learning, train for more epochs",
@@ -116,47 +191,68 @@ TREND_MEANINGS = {
     "data_problem": "train rising, validation falling: check the data (split, leakage, scaling)",
     "mixed": ("train flat while validation moves, or train rising while validation is flat: "
               "none of the six"),
+    "converged": "both levelled off at a good fit: nothing to change",
+    "stalled": "the training loss does not decrease: check the data, then the learning rate",
+    "oscillating": "the losses swing from epoch to epoch: lower the learning rate or clip gradients",
 }
 
 ADVICE = {
-    "diverged": "Lower the learning rate (or clip gradients) and check the data for NaN/Inf.",
-    "not_learning": ("Check the data (inputs, targets, scaling), then the learning rate: "
-                     "the training loss does not decrease."),
-    "unstable": "Lower the learning rate (or use a larger batch): the losses oscillate.",
-    "overfit": ("Stop earlier (early stopping at the validation minimum) or regularise "
-                "(dropout, weight decay, less capacity)."),
-    "underfit_improving": "Train for more epochs: the validation loss is still falling at the end.",
-    "underfit_high": "Add capacity (more cells or layers): both losses stay high and flat.",
+    "diverged": ("Lower the learning rate or clip gradients (optim clipnorm), and check the data "
+                 "for NaN/Inf."),
+    "not_learning": ("Check the data (inputs, targets, scaling), then the learning rate (raise it "
+                     "if the loss never moves): the training loss does not decrease."),
+    "unstable": ("Lower the learning rate, clip gradients or use a larger batch: the losses "
+                 "oscillate."),
+    "overfit": ("Stop earlier (early stopping at the validation minimum) or regularise more "
+                "(dropout, weight decay, less capacity); more training data helps too."),
+    "high_variance": ("Reduce the variance: more training data, more regularisation (dropout, "
+                      "L2) or a smaller model; average a seed ensemble (the repeats' predictions) "
+                      "for a steadier forecast; cross-validate (rolling-origin folds) to see how "
+                      "much of the gap is the split's. The training loss is far below a "
+                      "validation loss that swings."),
+    "underfit_capacity": ("Add capacity (more cells or layers) and, if the model is regularised "
+                          "(dropout, L1/L2), regularise less: the training loss levels off high "
+                          "against the naive baseline, so more epochs will not fix it."),
+    "underfit_high": ("Add capacity (more cells or layers) and, if the model is regularised "
+                      "(dropout, L1/L2), regularise less: both losses stay high and flat."),
+    "underfit_improving": ("Train for more epochs (or raise the learning rate): the validation "
+                           "loss is still falling at the end."),
     "underfit_short": "Train for more epochs: too few epochs ran to judge.",
-    "good_fit": "Good fit: keep the configuration and compare configs on their scores.",
+    "good_fit": ("Good fit: keep the configuration and compare configs on their scores "
+                 "(paired, when the repeats share their seeds)."),
 }
+SEEDS_DISAGREE = (" Seeds disagree widely: run more repeats before trusting the mean, or use a "
+                  "seed ensemble (average the repeats' predictions).")
 
-# Short reasons, one per rule; the per-config advice picks from them.
-_REASONS = {
-    "diverged_flag": "marked diverged by training",
-    "diverged_inf": "the loss became infinite",
-    "diverged_hole": "non-finite values inside the curve",
-    "diverged_empty": "no finite values",
-    "short": "too few finite epochs to judge",
-    "not_learning": "the training loss did not decrease",
-    "unstable": "large oscillation",
-    "overfit": "validation minimum well before the end, validation rising while training falls",
-    "improving": "validation still improving at the end",
-    "high": "both losses high and flat",
-    "good_fit": "both losses low and flat",
+# Reason key -> (verdict, reason text, advice key), one per rule.
+_RULES = {
+    "diverged_flag": ("diverged", "marked diverged by training", "diverged"),
+    "diverged_inf": ("diverged", "the loss became infinite", "diverged"),
+    "diverged_hole": ("diverged", "non-finite values inside the curve", "diverged"),
+    "diverged_empty": ("diverged", "no finite values", "diverged"),
+    "short": ("underfit_improving", "too few finite epochs to judge", "underfit_short"),
+    "unstable": ("unstable", "large oscillation", "unstable"),
+    "not_learning": ("not_learning", "the training loss did not decrease", "not_learning"),
+    "overfit": ("overfit", "validation minimum well before the end, validation rising while "
+                "training falls", "overfit"),
+    "high_variance": ("high_variance", "training loss far below a validation loss that swings",
+                      "high_variance"),
+    "capacity": ("underfit_capacity", "the training loss levels off high against the naive "
+                 "baseline", "underfit_capacity"),
+    "improving": ("underfit_improving", "validation still improving at the end",
+                  "underfit_improving"),
+    "high": ("underfit_capacity", "both losses high and flat", "underfit_high"),
+    "good_fit": ("good_fit", "both losses low and flat", "good_fit"),
 }
-_ADVICE_KEY = {
-    "diverged_flag": "diverged", "diverged_inf": "diverged", "diverged_hole": "diverged",
-    "diverged_empty": "diverged", "short": "underfit_short", "not_learning": "not_learning",
-    "unstable": "unstable", "overfit": "overfit", "improving": "underfit_improving",
-    "high": "underfit_high", "good_fit": "good_fit",
-}
-_REASON_KEY = {text: key for key, text in _REASONS.items()}
+_REASON_KEY = {reason: key for key, (_, reason, _) in _RULES.items()}
 
 _EVIDENCE = (
     "n_epochs", "best_epoch", "best_val", "final_train", "final_val", "train_end_slope",
     "val_end_slope", "val_end_gain", "train_drop", "train_left", "val_left", "val_rise",
     "after_best", "train_fall", "gap", "oscillation", "train_noise",
+    # Added with the gap, level and projection rules; kept after the original columns.
+    "rel_gap", "train_oscillation", "val_oscillation", "train_floor", "train_vs_baseline",
+    "floor_vs_baseline", "val_gain_noise",
 )
 _TINY = 1e-12
 
@@ -168,27 +264,39 @@ class Thresholds:
   Attributes:
     tail_fraction: share of the finite epochs that forms the end window.
     smooth_fraction: moving-mean window as a share of the finite epochs.
-    min_epochs: fewer finite epochs than this are judged ``underfit``.
+    min_epochs: fewer finite epochs than this are judged ``underfit_improving``.
     min_decrease: ``not_learning`` when the training loss never fell by this
       fraction of its first value.
     noise_multiple: ... nor by this many times its relative noise
       (``train_noise``), so a noisy flat curve is not mistaken for progress.
     max_oscillation: ``unstable`` above this oscillation (RMS residual over the
-      larger of range and level).
+      larger of range and level) of the training loss, or of the validation
+      loss when the gap is small.
     overfit_after_best: least share of the run after the validation minimum.
     overfit_rise: least validation rise since its minimum, relative to it.
     overfit_train_fall: least relative fall of the training loss after the
       validation minimum.
-    underfit_end_gain: ``underfit`` when the validation loss still fell by this
-      share of its range over the tail.
-    high_loss: losses keeping at least this fraction of their first value are
-      "high".
+    high_variance_gap: least ``rel_gap`` (training this far below validation,
+      as a share of the validation loss) for ``high_variance``; below it, large
+      validation swings are ``unstable``.
+    high_variance_oscillation: least validation oscillation for
+      ``high_variance``.
+    capacity_level: with a baseline loss, ``underfit_capacity`` when the
+      training loss's projected floor is at least this share of it (0.2: the
+      fit would explain under 80 % of what the naive forecast leaves).
+    floor_fraction: share of the finite epochs, at the end, from which the
+      training loss's floor is projected (longer than the tail: a slowing fall
+      needs a long stretch to show).
+    underfit_end_gain: ``underfit_improving`` when the validation loss still
+      fell by this share of its range over the tail.
+    high_loss: without a baseline, losses keeping at least this fraction of
+      their first value are "high" (``underfit_capacity`` when also flat).
     flat_slope: a curve whose relative change over the tail is within
       +-``flat_slope`` is flat (trends only).
     high_cv: per config, coefficient of variation of the final scores above
-      which the config is ``high_variance``.
-    min_majority_share: per config, a majority share below this is
-      ``high_variance``.
+      which the config is flagged ``high_variance``.
+    min_majority_share: per config, a majority share below this sets the
+      ``high_variance`` flag.
   """
   tail_fraction: float = 0.2
   smooth_fraction: float = 0.05
@@ -199,6 +307,10 @@ class Thresholds:
   overfit_after_best: float = 0.25
   overfit_rise: float = 0.1
   overfit_train_fall: float = 0.1
+  high_variance_gap: float = 0.5
+  high_variance_oscillation: float = 0.05
+  capacity_level: float = 0.2
+  floor_fraction: float = 0.5
   underfit_end_gain: float = 0.03
   high_loss: float = 0.5
   flat_slope: float = 0.05
@@ -206,14 +318,16 @@ class Thresholds:
   min_majority_share: float = 0.6
 
   def __post_init__(self):
-    for name in ("tail_fraction", "smooth_fraction", "overfit_after_best", "min_majority_share"):
+    for name in ("tail_fraction", "smooth_fraction", "overfit_after_best", "min_majority_share",
+                 "high_variance_gap", "floor_fraction"):
       value = getattr(self, name)
       if not 0.0 < value <= 1.0:
         raise ValueError(f"Thresholds.{name} must be in (0, 1], got {value!r}.")
     if self.min_epochs < 3:
       raise ValueError(f"Thresholds.min_epochs must be >= 3, got {self.min_epochs!r}.")
     for name in ("min_decrease", "noise_multiple", "max_oscillation", "overfit_rise",
-                 "overfit_train_fall", "underfit_end_gain", "high_loss", "flat_slope", "high_cv"):
+                 "overfit_train_fall", "high_variance_oscillation", "capacity_level",
+                 "underfit_end_gain", "high_loss", "flat_slope", "high_cv"):
       value = getattr(self, name)
       if not value >= 0.0:
         raise ValueError(f"Thresholds.{name} must be >= 0, got {value!r}.")
@@ -228,13 +342,22 @@ class ConfigDiagnosis:
     shares: verdict -> share of seeds, every verdict of ``VERDICTS`` present.
     majority: the most common verdict (ties: most severe).
     majority_share: its share.
-    trend_shares: trend -> share of seeds (trends that occur only).
+    trend_shares: trend -> share of seeds (trends that occur only; the
+      reconciled ``trend``, which agrees with each seed's verdict).
     final_cv: coefficient of variation (ddof=1) of the finite final scores;
       NaN with fewer than 2.
     high_variance: seeds disagree widely (``final_cv > high_cv`` or
-      ``majority_share < min_majority_share``).
+      ``majority_share < min_majority_share``); a flag over seeds, not the
+      per-seed verdict ``high_variance``.
     advice: one line in the methodology's terms.
     config: the config id, if known.
+    baseline_loss: the training-loss reference the capacity rule used, or None.
+    baseline_scores: naive forecast -> validation score, as passed, or None.
+    best_baseline: the naive forecast with the lowest score, or None.
+    beats_baselines: the mean finite final score is below every baseline
+      score; None without baseline scores or finite final scores.
+    share_beats_baselines: share of finite final scores below the best
+      baseline score; NaN without baseline scores.
   """
   n_seeds: int
   shares: Mapping[str, float]
@@ -245,16 +368,29 @@ class ConfigDiagnosis:
   high_variance: bool
   advice: str
   config: Any = None
+  baseline_loss: float | None = None
+  baseline_scores: Mapping[str, float] | None = None
+  best_baseline: str | None = None
+  beats_baselines: bool | None = None
+  share_beats_baselines: float = np.nan
 
   def to_frame(self) -> pd.DataFrame:
-    """Return one row: config, n_seeds, majority(_share), share_<verdict> for
-    every verdict, majority_trend, final_cv, high_variance, advice."""
+    """Return one row: config, n_seeds, majority(_share), share_<verdict> for every
+    verdict, majority_trend, final_cv, high_variance, advice, then the baseline
+    columns (baseline_loss, best_baseline, best_baseline_score, beats_baselines,
+    share_beats_baselines; None/NaN when not given)."""
     row = {"config": self.config, "n_seeds": self.n_seeds, "majority": self.majority,
            "majority_share": self.majority_share}
     row.update({f"share_{v}": self.shares[v] for v in VERDICTS})
     trend = max(self.trend_shares, key=self.trend_shares.get) if self.trend_shares else None
     row.update({"majority_trend": trend, "final_cv": self.final_cv,
                 "high_variance": self.high_variance, "advice": self.advice})
+    best_score = (self.baseline_scores[self.best_baseline] if self.best_baseline is not None
+                  else np.nan)
+    row.update({"baseline_loss": np.nan if self.baseline_loss is None else self.baseline_loss,
+                "best_baseline": self.best_baseline, "best_baseline_score": best_score,
+                "beats_baselines": self.beats_baselines,
+                "share_beats_baselines": self.share_beats_baselines})
     return pd.DataFrame([row])
 
 
@@ -265,6 +401,33 @@ def _as_curves(values, name: str) -> np.ndarray:
   if curves.ndim != 2:
     raise ValueError(f"expected {name} of shape [seeds, epochs], got {curves.shape}.")
   return curves
+
+
+def _check_baseline_loss(baseline_loss: float | None) -> float | None:
+  if baseline_loss is None:
+    return None
+  value = float(baseline_loss)
+  if not (np.isfinite(value) and value > 0):
+    raise ValueError(
+        f"baseline_loss must be a finite training loss > 0 of a naive forecast, got "
+        f"{baseline_loss!r}; e.g. baselines.naive_scores(dataset, split='train', "
+        "methods=('mean',))['mean'], or None for the relative capacity rule.")
+  return value
+
+
+def _check_baseline_scores(baseline_scores: Any) -> dict[str, float] | None:
+  """{forecast: finite score} from a mapping or a `baselines.BaselineScores`."""
+  if baseline_scores is None:
+    return None
+  scores = getattr(baseline_scores, "scores", baseline_scores)
+  if not isinstance(scores, Mapping) or not scores:
+    raise ValueError(f"baseline_scores must be a non-empty mapping {{forecast: validation "
+                     f"score}} (or baselines.naive_scores(...)), got {baseline_scores!r}.")
+  out = {str(k): float(v) for k, v in scores.items()}
+  bad = {k: v for k, v in out.items() if not np.isfinite(v)}
+  if bad:
+    raise ValueError(f"baseline_scores must be finite, got {bad}; leave undefined forecasts out.")
+  return out
 
 
 def _finite_prefix(curve: np.ndarray) -> int:
@@ -283,13 +446,29 @@ def _moving_mean(curve: np.ndarray, half: int) -> np.ndarray:
   return (csum[hi] - csum[lo]) / (hi - lo)
 
 
-def _tail_change(curve: np.ndarray, k: int) -> float:
-  """Change across the last ``k`` epochs of the least-squares line."""
+def _tail_change(curve: np.ndarray, k: int) -> tuple[float, float]:
+  """Change across the last ``k`` epochs of the least-squares line, and its standard error."""
   tail = curve[-k:]
   x = np.arange(k, dtype=np.float64)
   x -= x.mean()
-  slope = float(np.dot(x, tail - tail.mean()) / np.dot(x, x))
-  return slope * (k - 1)
+  sxx = float(np.dot(x, x))
+  slope = float(np.dot(x, tail - tail.mean()) / sxx)
+  residual = tail - tail.mean() - slope * x
+  se = float(np.sqrt(np.dot(residual, residual) / (k - 2) / sxx)) if k > 2 else 0.0
+  return slope * (k - 1), se * (k - 1)
+
+
+def _projected_floor(curve: np.ndarray, k: int) -> float:
+  """Where the fall of the last ``k`` epochs levels off (Aitken on three block means)."""
+  block = k // 3
+  m1, m2, m3 = curve[len(curve) - 3 * block:].reshape(3, block).mean(axis=1)
+  d1, d2 = m2 - m1, m3 - m2
+  if d2 >= 0 or d1 >= 0:
+    return float(m3)  # not falling, or only since the last block: no trend to extend
+  q = d2 / d1
+  if q >= 1:
+    return 0.0  # the fall does not slow down: no floor in sight
+  return float(max(m3 + d2 * q / (1 - q), 0.0))
 
 
 def _ratio(num: float, den: float) -> float:
@@ -326,15 +505,19 @@ def _direction(slope: float, flat: float) -> str:
   return "rising" if slope > flat else "flat"
 
 
-def _evidence(train: np.ndarray, val: np.ndarray, th: Thresholds) -> dict:
+def _evidence(train: np.ndarray, val: np.ndarray, th: Thresholds,
+              baseline_loss: float | None) -> dict:
   """Numbers behind the verdict for finite curves of equal length ``n >= 2``."""
   n = len(train)
   half = int(round(th.smooth_fraction * n / 2))
   t_s, v_s = _moving_mean(train, half), _moving_mean(val, half)
   k = min(n, max(3, int(np.ceil(th.tail_fraction * n))))
   best = int(np.argmin(v_s))
-  t_change, v_change = _tail_change(train, k), _tail_change(val, k)
-  return {
+  (t_change, _), (v_change, v_change_se) = _tail_change(train, k), _tail_change(val, k)
+  t_osc, v_osc = _oscillation(train, t_s, half), _oscillation(val, v_s, half)
+  floor = _projected_floor(train, min(n, max(3, int(np.ceil(th.floor_fraction * n)))))
+  base = np.nan if baseline_loss is None else baseline_loss
+  ev = {
       "n_epochs": n,
       "best_epoch": best,
       "best_val": float(v_s[best]),
@@ -343,6 +526,7 @@ def _evidence(train: np.ndarray, val: np.ndarray, th: Thresholds) -> dict:
       "train_end_slope": _ratio(t_change, float(np.mean(np.abs(train[-k:])))),
       "val_end_slope": _ratio(v_change, float(np.mean(np.abs(val[-k:])))),
       "val_end_gain": _ratio(-v_change, float(v_s.max() - v_s.min())),
+      "val_gain_noise": _ratio(v_change_se, float(v_s.max() - v_s.min())),
       "train_drop": _ratio(float(train[0] - t_s.min()), float(train[0])),
       "train_left": _ratio(float(t_s[-1]), float(train[0])),
       "val_left": _ratio(float(v_s[-1]), float(val[0])),
@@ -350,40 +534,57 @@ def _evidence(train: np.ndarray, val: np.ndarray, th: Thresholds) -> dict:
       "after_best": (n - 1 - best) / (n - 1),
       "train_fall": _ratio(float(t_s[best] - t_s[-1]), float(t_s[best])),
       "gap": float(v_s[-1] - t_s[-1]),
-      "oscillation": max(_oscillation(train, t_s, half), _oscillation(val, v_s, half)),
+      "oscillation": max(t_osc, v_osc),
       "train_noise": _ratio(_residual_rms(train, t_s, half), float(train[0])),
+      "rel_gap": _ratio(float(v_s[-1] - t_s[-1]), float(v_s[-1])),
+      "train_oscillation": t_osc,
+      "val_oscillation": v_osc,
+      "train_floor": floor,
+      "train_vs_baseline": float(t_s[-1]) / base,
+      "floor_vs_baseline": floor / base,
   }
+  return {name: ev[name] for name in _EVIDENCE}  # one column order, with or without evidence
 
 
-def _rule(ev: dict, th: Thresholds) -> str:
+def _rule(ev: dict, th: Thresholds, with_baseline: bool) -> str:
   """Reason key of the first rule that applies to finite curves."""
   if ev["n_epochs"] < th.min_epochs:
     return "short"
   # Oscillation first: a curve that swings widely is unstable whether or not
-  # it trends, and its swings would otherwise swamp the decrease test.
-  if ev["oscillation"] > th.max_oscillation:
+  # it trends, and its swings would otherwise swamp the decrease test. Swings
+  # of the validation loss alone, far above a steady training loss, are the
+  # model's variance rather than the optimiser's (rule high_variance below).
+  wide_gap = ev["rel_gap"] >= th.high_variance_gap
+  if ev["train_oscillation"] > th.max_oscillation or (
+      ev["val_oscillation"] > th.max_oscillation and not wide_gap):
     return "unstable"
   if ev["train_drop"] < max(th.min_decrease, th.noise_multiple * ev["train_noise"]):
     return "not_learning"
   if (ev["after_best"] >= th.overfit_after_best and ev["val_rise"] >= th.overfit_rise
       and ev["train_fall"] >= th.overfit_train_fall):
     return "overfit"
-  if ev["val_end_gain"] >= th.underfit_end_gain:
+  if wide_gap and ev["val_oscillation"] >= th.high_variance_oscillation:
+    return "high_variance"
+  # Before "still improving": a small model still creeping down towards a high
+  # floor is held back by its size, and more epochs would not fix it.
+  if with_baseline and ev["floor_vs_baseline"] >= th.capacity_level:
+    return "capacity"
+  if ev["val_end_gain"] >= max(th.underfit_end_gain, th.noise_multiple * ev["val_gain_noise"]):
     return "improving"
-  if ev["train_left"] >= th.high_loss and ev["val_left"] >= th.high_loss:
+  if not with_baseline and ev["train_left"] >= th.high_loss and ev["val_left"] >= th.high_loss:
     return "high"
   return "good_fit"
 
 
-_VERDICT_OF = {
-    "diverged_flag": "diverged", "diverged_inf": "diverged", "diverged_hole": "diverged",
-    "diverged_empty": "diverged", "short": "underfit", "not_learning": "not_learning",
-    "unstable": "unstable", "overfit": "overfit", "improving": "underfit", "high": "underfit",
-    "good_fit": "good_fit",
-}
+def _reconcile(verdict: str, tail_trend: str | None) -> str | None:
+  allowed = VERDICT_TRENDS[verdict]
+  if not allowed:
+    return None
+  return tail_trend if tail_trend in allowed else allowed[0]
 
 
-def _diagnose_one(train: np.ndarray, val: np.ndarray, marked: bool, th: Thresholds) -> dict:
+def _diagnose_one(train: np.ndarray, val: np.ndarray, marked: bool, th: Thresholds,
+                  baseline_loss: float | None) -> dict:
   n_t, n_v = _finite_prefix(train), _finite_prefix(val)
   n = min(n_t, n_v)
   if marked:
@@ -399,17 +600,18 @@ def _diagnose_one(train: np.ndarray, val: np.ndarray, marked: bool, th: Threshol
   ev = dict.fromkeys(_EVIDENCE, np.nan)
   ev["n_epochs"] = n
   if n >= 2:
-    ev = _evidence(train[:n], val[:n], th)
+    ev = _evidence(train[:n], val[:n], th, baseline_loss)
   if key is None:
-    key = _rule(ev, th)
+    key = _rule(ev, th, baseline_loss is not None)
+  verdict, reason, _ = _RULES[key]
   if n >= 2:
     train_dir = _direction(ev["train_end_slope"], th.flat_slope)
     val_dir = _direction(ev["val_end_slope"], th.flat_slope)
-    trend = TRENDS.get((train_dir, val_dir), MIXED_TREND)
+    tail = TRENDS.get((train_dir, val_dir), MIXED_TREND)
   else:
-    train_dir = val_dir = trend = None
-  return {"verdict": _VERDICT_OF[key], "trend": trend, "reason": _REASONS[key],
-          "train_trend": train_dir, "val_trend": val_dir, **ev}
+    train_dir = val_dir = tail = None
+  return {"verdict": verdict, "trend": _reconcile(verdict, tail), "reason": reason,
+          "train_trend": train_dir, "val_trend": val_dir, **ev, "tail_trend": tail}
 
 
 def diagnose_seeds(
@@ -418,6 +620,7 @@ def diagnose_seeds(
     *,
     thresholds: Thresholds = Thresholds(),
     diverged: np.ndarray | None = None,
+    baseline_loss: float | None = None,
 ) -> pd.DataFrame:
   """Diagnose every seed's learning curves.
 
@@ -428,19 +631,25 @@ def diagnose_seeds(
     thresholds: the rule thresholds.
     diverged: optional ``[seeds]`` bool mask from training; a marked seed is
       ``diverged`` whatever its curve (a NaN tail alone reads as a stop).
+    baseline_loss: optional training loss of a naive forecast (the training
+      targets' mean), in the units of ``train``; turns on the baseline capacity
+      rule (rule 7) in place of the relative one (rule 9).
 
   Returns:
-    One row per seed: ``seed`` (row index), ``verdict``, ``trend``, ``reason``,
-    ``train_trend``, ``val_trend`` and the evidence numbers of the module
-    docstring (``n_epochs``, ``best_epoch``, ``best_val``, ``final_train``,
-    ``final_val``, ``train_end_slope``, ``val_end_slope``, ``val_end_gain``,
-    ``train_drop``, ``train_left``, ``val_left``, ``val_rise``, ``after_best``,
-    ``train_fall``, ``gap``, ``oscillation``, ``train_noise``); NaN where a
-    curve has fewer than 2 finite epochs.
+    One row per seed: ``seed`` (row index), ``verdict``, ``trend`` (agrees with
+    the verdict), ``reason``, ``train_trend``, ``val_trend`` and the evidence
+    numbers of the module docstring (``n_epochs``, ``best_epoch``, ``best_val``,
+    ``final_train``, ``final_val``, ``train_end_slope``, ``val_end_slope``,
+    ``val_end_gain``, ``train_drop``, ``train_left``, ``val_left``, ``val_rise``,
+    ``after_best``, ``train_fall``, ``gap``, ``oscillation``, ``train_noise``,
+    ``rel_gap``, ``train_oscillation``, ``val_oscillation``, ``train_floor``,
+    ``train_vs_baseline``, ``floor_vs_baseline``), then ``tail_trend`` (the
+    six-way tail reading); NaN where a curve has fewer than 2 finite epochs.
 
   Raises:
-    ValueError: if the shapes differ or are not ``[seeds, epochs]``, or
-      ``diverged`` is not ``[seeds]``.
+    ValueError: if the shapes differ or are not ``[seeds, epochs]``,
+      ``diverged`` is not ``[seeds]``, or ``baseline_loss`` is not a finite
+      loss > 0.
   """
   train, val = _as_curves(train, "train"), _as_curves(val, "val")
   if train.shape != val.shape:
@@ -451,15 +660,29 @@ def diagnose_seeds(
   marked = np.zeros(len(train), bool) if diverged is None else np.asarray(diverged, bool)
   if marked.shape != (len(train),):
     raise ValueError(f"expected diverged of shape [seeds] = ({len(train)},), got {marked.shape}.")
-  rows = [{"seed": i, **_diagnose_one(t, v, bool(m), thresholds)}
+  baseline_loss = _check_baseline_loss(baseline_loss)
+  rows = [{"seed": i, **_diagnose_one(t, v, bool(m), thresholds, baseline_loss)}
           for i, (t, v, m) in enumerate(zip(train, val, marked))]
   frame = pd.DataFrame(rows)
   frame["n_epochs"] = frame["n_epochs"].astype(int)
   return frame
 
 
-def _summarize(per_seed: pd.DataFrame, scores: np.ndarray | None, th: Thresholds,
-               config: Any) -> ConfigDiagnosis:
+def _against_baselines(finals: np.ndarray, baseline_scores: dict[str, float] | None
+                       ) -> tuple[str | None, bool | None, float]:
+  """(best baseline, mean beats it, share of seeds beating it) for lower-is-better scores."""
+  if baseline_scores is None:
+    return None, None, np.nan
+  best = min(baseline_scores, key=baseline_scores.get)
+  if not len(finals):
+    return best, None, np.nan
+  beats = bool(np.mean(finals) < baseline_scores[best])
+  return best, beats, float(np.mean(finals < baseline_scores[best]))
+
+
+def _summarize(per_seed: pd.DataFrame, scores: np.ndarray | None, th: Thresholds, config: Any,
+               baseline_loss: float | None = None,
+               baseline_scores: dict[str, float] | None = None) -> ConfigDiagnosis:
   n = len(per_seed)
   if n == 0:
     raise ValueError("cannot summarise a config with no seeds.")
@@ -475,15 +698,22 @@ def _summarize(per_seed: pd.DataFrame, scores: np.ndarray | None, th: Thresholds
   high_variance = bool((np.isfinite(final_cv) and final_cv > th.high_cv)
                        or shares[majority] < th.min_majority_share)
   # The advice follows the majority's most common reason (an underfit may be
-  # "still improving" or "high and flat", which call for different fixes).
+  # "still improving" or "levels off high", which call for different fixes).
   reasons = per_seed.loc[per_seed["verdict"] == majority, "reason"].value_counts()
-  advice = ADVICE[_ADVICE_KEY[_REASON_KEY[reasons.index[0]]]]
+  advice = ADVICE[_RULES[_REASON_KEY[reasons.index[0]]][2]]
   if high_variance:
-    advice += " Seeds disagree widely: run more repeats before trusting the mean."
+    advice += SEEDS_DISAGREE
+  best, beats, share = _against_baselines(finals, baseline_scores)
+  if beats is False:
+    advice += (f" It does not beat the naive {best} forecast (mean score {mean:.3g} vs "
+               f"{baseline_scores[best]:.3g}; {share:.0%} of seeds beat it): make sure the "
+               "inputs carry information beyond it before tuning further.")
   return ConfigDiagnosis(n_seeds=n, shares=shares, majority=majority,
                          majority_share=shares[majority], trend_shares=trend_shares,
                          final_cv=final_cv, high_variance=high_variance, advice=advice,
-                         config=config)
+                         config=config, baseline_loss=baseline_loss,
+                         baseline_scores=baseline_scores, best_baseline=best,
+                         beats_baselines=beats, share_beats_baselines=share)
 
 
 def diagnose_config(
@@ -494,6 +724,8 @@ def diagnose_config(
     diverged: np.ndarray | None = None,
     scores: np.ndarray | None = None,
     config: Any = None,
+    baseline_loss: float | None = None,
+    baseline_scores: Mapping[str, float] | None = None,
 ) -> ConfigDiagnosis:
   """Summarise the seeds of one config.
 
@@ -502,15 +734,25 @@ def diagnose_config(
     val: validation loss, same shape.
     thresholds: the rule thresholds.
     diverged: optional ``[seeds]`` bool mask from training.
-    scores: optional ``[seeds]`` final scores for the spread check; defaults to
-      each seed's last finite validation loss. Non-finite scores are left out.
+    scores: optional ``[seeds]`` final scores for the spread check and the
+      baseline comparison (lower is better); defaults to each seed's last
+      finite validation loss. Non-finite scores are left out.
     config: config id stored on the result.
+    baseline_loss: optional training loss of a naive forecast (see
+      ``diagnose_seeds``).
+    baseline_scores: optional {forecast: validation score} of naive forecasts
+      (or a ``baselines.BaselineScores``), in the units of ``scores``.
 
   Returns:
     A ``ConfigDiagnosis``.
+
+  Raises:
+    ValueError: as ``diagnose_seeds``, or for empty or non-finite baseline scores.
   """
-  per_seed = diagnose_seeds(train, val, thresholds=thresholds, diverged=diverged)
-  return _summarize(per_seed, scores, thresholds, config)
+  per_seed = diagnose_seeds(train, val, thresholds=thresholds, diverged=diverged,
+                            baseline_loss=baseline_loss)
+  return _summarize(per_seed, scores, thresholds, config, _check_baseline_loss(baseline_loss),
+                    _check_baseline_scores(baseline_scores))
 
 
 def _pick(history: Mapping[str, np.ndarray], wanted: str | None, candidates: Sequence[str],
@@ -523,6 +765,13 @@ def _pick(history: Mapping[str, np.ndarray], wanted: str | None, candidates: Seq
                  f"(it has {sorted(history)}); pass train_metric= / val_metric=.")
 
 
+def _per_config(value: Any, config: Any, shared: bool) -> Any:
+  """The config's entry of a per-config mapping, or a value shared by every config."""
+  if value is None or shared:
+    return value
+  return value.get(config)
+
+
 def diagnose_run(
     histories: Mapping[Any, Mapping[str, np.ndarray]],
     *,
@@ -530,6 +779,8 @@ def diagnose_run(
     val_metric: str = "val_loss",
     thresholds: Thresholds = Thresholds(),
     diverged: Mapping[Any, np.ndarray] | None = None,
+    baseline_loss: float | Mapping[Any, float] | None = None,
+    baseline_scores: Mapping[str, float] | Mapping[Any, Mapping[str, float]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
   """Diagnose every config of a run.
 
@@ -540,6 +791,10 @@ def diagnose_run(
     val_metric: validation-loss key.
     thresholds: the rule thresholds.
     diverged: optional config id -> ``[seeds]`` bool mask from training.
+    baseline_loss: a training loss of a naive forecast shared by every config,
+      or config id -> that loss (configs left out get the relative rule).
+    baseline_scores: {forecast: validation score} shared by every config, or
+      config id -> such a mapping (or ``baselines.BaselineScores``).
 
   Returns:
     ``(per_seed, per_config)``: ``per_seed`` is ``diagnose_seeds``'s frame with a
@@ -549,13 +804,21 @@ def diagnose_run(
   Raises:
     KeyError: if a config's history lacks the metrics.
   """
+  shared_loss = not isinstance(baseline_loss, Mapping)
+  scores_of = getattr(baseline_scores, "scores", baseline_scores)
+  shared_scores = not (isinstance(scores_of, Mapping) and scores_of
+                       and all(isinstance(getattr(v, "scores", v), Mapping)
+                               for v in scores_of.values()))
   seed_frames, config_frames = [], []
   for config, history in histories.items():
     train = _pick(history, train_metric, ("loss", "train_loss"), config)
     val = _pick(history, val_metric, (), config)
     mask = None if diverged is None else diverged.get(config)
-    per_seed = diagnose_seeds(train, val, thresholds=thresholds, diverged=mask)
-    config_frames.append(_summarize(per_seed, None, thresholds, config).to_frame())
+    base = _check_baseline_loss(_per_config(baseline_loss, config, shared_loss))
+    naive = _check_baseline_scores(_per_config(baseline_scores, config, shared_scores))
+    per_seed = diagnose_seeds(train, val, thresholds=thresholds, diverged=mask,
+                              baseline_loss=base)
+    config_frames.append(_summarize(per_seed, None, thresholds, config, base, naive).to_frame())
     per_seed.insert(0, "config", [config] * len(per_seed))
     seed_frames.append(per_seed)
   if not seed_frames:

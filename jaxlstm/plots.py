@@ -27,8 +27,10 @@ from jaxlstm.diagnose import VERDICTS
 # Fixed colours per verdict so every overview reads the same way.
 VERDICT_COLORS = {
     "good_fit": "#2ca02c",
-    "underfit": "#1f77b4",
+    "underfit_improving": "#1f77b4",
+    "underfit_capacity": "#17becf",
     "overfit": "#ff7f0e",
+    "high_variance": "#bcbd22",
     "unstable": "#9467bd",
     "not_learning": "#7f7f7f",
     "diverged": "#d62728",

@@ -18,6 +18,12 @@ Conventions shared by every function:
   int seed that becomes `np.random.default_rng(seed)`. No global random state.
 * **Results** are small frozen dataclasses with `.to_frame()`; settings a reader
   needs (confidence, method, resamples, ddof) travel in the frame's `attrs`.
+* **Paired comparisons.** With common random numbers (repeat i of every config
+  shares its initial weights, data order and dropout masks), seed i of A is
+  matched with seed i of B: `paired_t_test`, `wilcoxon_signed_rank`,
+  `prob_improvement_paired`, `se_difference` and `compare_configs(paired=True)`.
+  A pair where either side is non-finite is dropped and counted in `n_dropped`;
+  `se_difference` shows what the pairing bought (paired vs unpaired standard error).
 """
 from __future__ import annotations
 
@@ -94,15 +100,22 @@ def _seeds(values: ArrayLike, diverged: ArrayLike | None = None,
   return values[finite], int(values.size - finite.sum())
 
 
-def _configs(scores: ConfigScores, diverged: ArrayLike | Mapping | None
-             ) -> dict[Hashable, tuple[np.ndarray, int]]:
-  """Split `[config, seed]` scores into {config: (finite values, n_diverged)}, in input order."""
+def _raw_configs(scores: ConfigScores, diverged: ArrayLike | Mapping | None
+                 ) -> dict[Hashable, np.ndarray]:
+  """`[config, seed]` scores as {config: `[seed]` floats, NaN where diverged}, in input order.
+
+  Seed positions are kept (paired comparisons match them); `_configs` drops them.
+  """
   if isinstance(scores, Mapping):
     if diverged is not None and not isinstance(diverged, Mapping):
       raise ValueError("expected diverged as a mapping {config: [seed] mask} when scores is a mapping.")
-    return {name: _seeds(values, None if diverged is None else diverged.get(name),
-                         what=f"scores[{name!r}]")
-            for name, values in scores.items()}
+    rows = {}
+    for name, values in scores.items():
+      what = f"scores[{name!r}]"
+      rows[name] = _mask(values, None if diverged is None else diverged.get(name), what)
+      if rows[name].ndim != 1:
+        raise ValueError(f"expected {what} of shape [seed], got {rows[name].shape}.")
+    return rows
   if isinstance(scores, pd.DataFrame):
     labels, table = list(scores.index), scores.to_numpy(dtype=float)
   else:
@@ -112,7 +125,13 @@ def _configs(scores: ConfigScores, diverged: ArrayLike | Mapping | None
           f"expected scores of shape [config, seed] (or a mapping / wide DataFrame), got {table.shape}.")
     labels = list(range(table.shape[0]))
   table = _mask(table, None if diverged is None else np.asarray(diverged), "scores")
-  return {label: _seeds(row) for label, row in zip(labels, table)}
+  return dict(zip(labels, table))
+
+
+def _configs(scores: ConfigScores, diverged: ArrayLike | Mapping | None
+             ) -> dict[Hashable, tuple[np.ndarray, int]]:
+  """Split `[config, seed]` scores into {config: (finite values, n_diverged)}, in input order."""
+  return {name: _seeds(row) for name, row in _raw_configs(scores, diverged).items()}
 
 
 def _frame(row_or_rows: Mapping | Sequence[Mapping], index: Sequence | None = None,
@@ -804,6 +823,279 @@ def prob_improvement(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool, rng:
 
 
 # ---------------------------------------------------------------------------
+# Paired comparisons (common random numbers).
+#
+# With common random numbers, repeat i of config A and repeat i of config B share
+# their initial weights, data order and dropout masks, so A_i - B_i cancels the
+# seed's own luck and only the configs' difference (plus interaction) is left.
+# Every paired function matches seed i of `a` with seed i of `b`; a pair where
+# either side is non-finite (diverged) is dropped and counted in `n_dropped`.
+
+
+def _pairs(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray, int]:
+  """Match seed i of `a` with seed i of `b`: (a kept, b kept, n_dropped), in seed order."""
+  a, b = np.array(a, dtype=float), np.array(b, dtype=float)
+  if a.ndim != 1 or b.ndim != 1:
+    raise ValueError(f"expected a and b of shape [seed], got {a.shape} and {b.shape}.")
+  if a.shape != b.shape:
+    raise ValueError(
+        f"paired comparisons match seed i of a with seed i of b, so a and b need the same "
+        f"number of seeds; got {a.size} and {b.size}. Pass the same repeats of both configs "
+        "(common random numbers), or use an unpaired test (welch_test, mann_whitney).")
+  keep = np.isfinite(a) & np.isfinite(b)
+  return a[keep], b[keep], int(a.size - keep.sum())
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedTResult:
+  """Paired t-test of A vs B over matched seeds; difference, t and d_z are A − B."""
+  statistic: float
+  df: float
+  pvalue: float
+  mean_a: float               # over the kept pairs
+  mean_b: float
+  mean_diff: float            # mean of A_i − B_i
+  sd_diff: float              # std (ddof=1) of A_i − B_i
+  se_diff: float              # sd_diff / √n_pairs: the paired standard error
+  ci_low: float               # two-sided t-interval of mean_diff
+  ci_high: float
+  cohen_dz: float             # mean_diff / sd_diff (Cohen's d_z)
+  n_pairs: int
+  n_dropped: int              # pairs with a non-finite side
+  alternative: str
+  confidence: float
+  higher_is_better: bool
+
+  @property
+  def a_is_better(self) -> bool:
+    return _better(self.mean_diff, self.higher_is_better)
+
+  def to_frame(self) -> pd.DataFrame:
+    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name not in ("confidence", "higher_is_better")},
+                  confidence=self.confidence, ddof=DDOF, higher_is_better=self.higher_is_better)
+
+
+def paired_t_test(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
+                  alternative: Literal["two-sided", "better", "worse"] = "two-sided",
+                  confidence: float = 0.95) -> PairedTResult:
+  """Paired t-test on A_i − B_i; matches `scipy.stats.ttest_rel(a, b)`.
+
+  t = mean(d) / (sd(d) / √n) with n − 1 df, d = A − B over the kept pairs. As
+  scipy: all differences equal and non-zero give t = ±inf, p = 0; all zero give NaN.
+
+  Args:
+    a: `[seed]` scores of config A.
+    b: `[seed]` scores of config B, seed i paired with A's seed i.
+    higher_is_better: direction; "better" means lower for a loss.
+    alternative: H1 "two-sided", "better" (A better than B) or "worse".
+    confidence: level of the two-sided interval of the mean difference.
+
+  Returns:
+    A `PairedTResult`; NaN statistics with fewer than 2 kept pairs.
+
+  Raises:
+    ValueError: if `a` and `b` are not `[seed]` arrays of the same length.
+  """
+  _check_confidence(confidence)
+  raw = _raw_alternative(alternative, higher_is_better)
+  a, b, dropped = _pairs(a, b)
+  n = a.size
+  d = a - b
+  mean_a = float(np.mean(a)) if n else _NAN
+  mean_b = float(np.mean(b)) if n else _NAN
+  mean_d = float(np.mean(d)) if n else _NAN
+  t = df = p = sd = se = low = high = dz = _NAN
+  if n >= 2:
+    df = float(n - 1)
+    sd = float(np.std(d, ddof=DDOF))
+    se = sd / math.sqrt(n)
+    if sd > 0:
+      t, dz = mean_d / se, mean_d / sd
+    elif mean_d != 0:
+      t = math.copysign(math.inf, mean_d)  # every pair differs by the same amount
+    if not math.isnan(t):
+      p = float({"two-sided": 2 * stats.t.sf(abs(t), df), "greater": stats.t.sf(t, df),
+                 "less": stats.t.cdf(t, df)}[raw])
+    half = float(stats.t.ppf((1 + confidence) / 2, df) * se)
+    low, high = mean_d - half, mean_d + half
+  return PairedTResult(statistic=t, df=df, pvalue=min(p, 1.0) if math.isfinite(p) else p,
+                       mean_a=mean_a, mean_b=mean_b, mean_diff=mean_d, sd_diff=sd, se_diff=se,
+                       ci_low=low, ci_high=high, cohen_dz=dz, n_pairs=n, n_dropped=dropped,
+                       alternative=alternative, confidence=confidence,
+                       higher_is_better=higher_is_better)
+
+
+@dataclasses.dataclass(frozen=True)
+class WilcoxonResult:
+  """Wilcoxon signed-rank test of A vs B over matched seeds (scipy's statistic and p)."""
+  statistic: float            # scipy's: min(W+, W−) two-sided, W+ one-sided
+  pvalue: float
+  w_plus: float               # rank sum of the pairs with A_i > B_i (zero differences dropped)
+  w_minus: float              # rank sum of the pairs with A_i < B_i
+  rank_biserial: float        # (W+ − W−) / (W+ + W−): matched-pairs effect size, sign A − B
+  n_pairs: int                # kept pairs, zero differences included
+  n_zero: int                 # pairs with A_i == B_i (left out of the ranks, scipy's "wilcox")
+  n_dropped: int              # pairs with a non-finite side
+  alternative: str
+  higher_is_better: bool
+
+  def to_frame(self) -> pd.DataFrame:
+    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name != "higher_is_better"}, higher_is_better=self.higher_is_better)
+
+
+def wilcoxon_signed_rank(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
+                         alternative: Literal["two-sided", "better", "worse"] = "two-sided"
+                         ) -> WilcoxonResult:
+  """Wilcoxon signed-rank test via `scipy.stats.wilcoxon(a, b)` with scipy's defaults.
+
+  scipy's defaults: zero differences are dropped before ranking (`zero_method="wilcox"`),
+  no continuity correction, `method="auto"` (exact for small samples without ties or
+  zeros, else the normal approximation). Ties in |A_i − B_i| share their mean rank.
+
+  Args:
+    a: `[seed]` scores of config A.
+    b: `[seed]` scores of config B, seed i paired with A's seed i.
+    higher_is_better: direction; "better" means lower for a loss.
+    alternative: H1 "two-sided", "better" (A better than B) or "worse".
+
+  Returns:
+    A `WilcoxonResult`; NaN when no pair is kept.
+
+  Raises:
+    ValueError: if `a` and `b` are not `[seed]` arrays of the same length.
+  """
+  raw = _raw_alternative(alternative, higher_is_better)
+  a, b, dropped = _pairs(a, b)
+  d = a - b
+  nonzero = d[d != 0]
+  w_plus = w_minus = rbc = w = p = _NAN
+  if nonzero.size:
+    ranks = stats.rankdata(np.abs(nonzero))
+    w_plus, w_minus = float(ranks[nonzero > 0].sum()), float(ranks[nonzero < 0].sum())
+    rbc = (w_plus - w_minus) / (w_plus + w_minus)
+  if d.size:
+    res = stats.wilcoxon(a, b, alternative=raw)
+    w, p = float(res.statistic), float(res.pvalue)
+  return WilcoxonResult(statistic=w, pvalue=p, w_plus=w_plus, w_minus=w_minus,
+                        rank_biserial=rbc, n_pairs=int(d.size), n_zero=int(d.size - nonzero.size),
+                        n_dropped=dropped, alternative=alternative,
+                        higher_is_better=higher_is_better)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedProbImprovement:
+  """Share of matched seeds where A beats B (ties ½), with a percentile bootstrap CI over pairs."""
+  prob: float
+  ci_low: float
+  ci_high: float
+  n_pairs: int
+  n_ties: int
+  n_dropped: int
+  n_resamples: int
+  confidence: float
+  higher_is_better: bool
+  method: str = "percentile"
+
+  def to_frame(self) -> pd.DataFrame:
+    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name != "higher_is_better"}, higher_is_better=self.higher_is_better)
+
+
+def prob_improvement_paired(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool, rng: Rng,
+                            n_resamples: int = 2000, confidence: float = 0.95
+                            ) -> PairedProbImprovement:
+  """P(A better than B) over matched seeds: mean of [A_i better than B_i] + ½[A_i = B_i].
+
+  Unlike `prob_improvement` (every run of A against every run of B), this asks how
+  often A wins on the same seed. The CI resamples pairs with replacement (one
+  `[n_resamples, n]` draw from `rng`), percentile method.
+
+  Args:
+    a: `[seed]` scores of config A.
+    b: `[seed]` scores of config B, seed i paired with A's seed i.
+    higher_is_better: direction; for a loss, "better" means lower.
+    rng: Generator or int seed.
+    n_resamples: bootstrap resamples.
+    confidence: two-sided level.
+
+  Returns:
+    A `PairedProbImprovement`; NaN when no pair is kept.
+
+  Raises:
+    ValueError: if `a` and `b` are not `[seed]` arrays of the same length.
+  """
+  _check_confidence(confidence)
+  a, b, dropped = _pairs(a, b)
+  gen = _as_generator(rng)
+  n = a.size
+  wins = np.where(a == b, 0.5, (a > b) if higher_is_better else (a < b)).astype(float)
+  result = dict(n_pairs=n, n_ties=int(np.count_nonzero(a == b)), n_dropped=dropped,
+                n_resamples=n_resamples, confidence=confidence, higher_is_better=higher_is_better)
+  if n == 0:
+    return PairedProbImprovement(prob=_NAN, ci_low=_NAN, ci_high=_NAN, **result)
+  boot = wins[gen.integers(0, n, (n_resamples, n))].mean(axis=1)
+  alpha = (1 - confidence) / 2
+  low, high = np.quantile(boot, [alpha, 1 - alpha])
+  return PairedProbImprovement(prob=float(wins.mean()), ci_low=float(low), ci_high=float(high),
+                               **result)
+
+
+@dataclasses.dataclass(frozen=True)
+class DifferenceSE:
+  """Standard error of mean(A) − mean(B), paired and unpaired, on the same kept pairs.
+
+  `variance_reduction` is what pairing bought: the share of the unpaired variance
+  of the difference that the shared seed removed (0: none; negative: pairing hurt).
+  `1 / se_ratio²` unpaired repeats per config would give the paired precision.
+  """
+  se_paired: float            # sd(A − B) / √n
+  se_unpaired: float          # √(s_A²/n + s_B²/n), Welch's standard error
+  se_ratio: float             # se_paired / se_unpaired
+  variance_reduction: float   # 1 − se_ratio²
+  correlation: float          # Pearson r of A_i and B_i over the pairs
+  n_pairs: int
+  n_dropped: int
+
+  def to_frame(self) -> pd.DataFrame:
+    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, ddof=DDOF)
+
+
+def se_difference(a: ArrayLike, b: ArrayLike) -> DifferenceSE:
+  """Standard error of the mean difference with pairing and without, and the ratio.
+
+  Both use the same kept pairs, so the ratio measures pairing alone:
+  se_paired² = se_unpaired² − 2·cov(A, B)/n.
+
+  Args:
+    a: `[seed]` scores of config A.
+    b: `[seed]` scores of config B, seed i paired with A's seed i.
+
+  Returns:
+    A `DifferenceSE`; NaN with fewer than 2 kept pairs (and ratios NaN when the
+    unpaired standard error is 0).
+
+  Raises:
+    ValueError: if `a` and `b` are not `[seed]` arrays of the same length.
+  """
+  a, b, dropped = _pairs(a, b)
+  n = a.size
+  paired = unpaired = ratio = reduction = corr = _NAN
+  if n >= 2:
+    paired = float(np.std(a - b, ddof=DDOF)) / math.sqrt(n)
+    unpaired = math.sqrt((np.var(a, ddof=DDOF) + np.var(b, ddof=DDOF)) / n)
+    if unpaired > 0:
+      ratio = paired / unpaired
+      reduction = 1.0 - ratio**2
+    if np.std(a) > 0 and np.std(b) > 0:
+      corr = float(np.corrcoef(a, b)[0, 1])
+  return DifferenceSE(se_paired=paired, se_unpaired=unpaired, se_ratio=ratio,
+                      variance_reduction=reduction, correlation=corr, n_pairs=n,
+                      n_dropped=dropped)
+
+
+# ---------------------------------------------------------------------------
 # Many configs.
 
 
@@ -854,6 +1146,22 @@ class PairComparison:
 
 
 @dataclasses.dataclass(frozen=True)
+class PairedComparison(PairComparison):
+  """A vs B over matched seeds: `PairComparison`'s columns, then what pairing adds.
+
+  Inherited columns read over the kept pairs: n_a = n_b = n_pairs, the means are
+  of the kept pairs, `statistic` is the paired t or Wilcoxon's statistic, and
+  `prob_better` is the share of pairs A wins (`prob_improvement_paired`).
+  """
+  n_pairs: int
+  n_dropped: int              # pairs dropped because a side diverged or is non-finite
+  cohen_dz: float             # mean(A − B) / sd(A − B)
+  se_paired: float            # standard error of mean_diff with pairing
+  se_unpaired: float          # the same without (Welch), on the same pairs
+  se_ratio: float             # se_paired / se_unpaired: below 1 when pairing helps
+
+
+@dataclasses.dataclass(frozen=True)
 class Comparison:
   """Pairwise comparisons of configs with Holm correction over all listed pairs."""
   pairs: tuple[PairComparison, ...]
@@ -863,15 +1171,19 @@ class Comparison:
   n_resamples: int
   confidence: float
   higher_is_better: bool
+  paired: bool = False
 
   def to_frame(self) -> pd.DataFrame:
     """One row per pair."""
+    row_type = PairedComparison if self.paired else PairComparison
     frame = pd.DataFrame([dataclasses.asdict(p) for p in self.pairs],
-                         columns=[f.name for f in dataclasses.fields(PairComparison)])
+                         columns=[f.name for f in dataclasses.fields(row_type)])
     frame.attrs.update(against=self.against, test=self.test, alpha=self.alpha,
                        correction="holm", n_resamples=self.n_resamples,
                        confidence=self.confidence, ddof=DDOF,
                        higher_is_better=self.higher_is_better)
+    if self.paired:
+      frame.attrs["paired"] = True
     return frame
 
 
@@ -885,15 +1197,78 @@ def _verdict(a: Hashable, b: Hashable, a_better: bool, p_holm: float, alpha: flo
   return f"no significant difference (p={p_holm:.3g}, Holm)"
 
 
+def _paired_verdict(a: Hashable, b: Hashable, a_better: bool, p_holm: float, alpha: float,
+                    n_pairs: int, n_dropped: int) -> str:
+  if n_pairs < 2:
+    return f"not enough finite pairs to compare (n_pairs={n_pairs}, n_dropped={n_dropped})"
+  if not math.isfinite(p_holm):
+    return f"no difference: {a} and {b} are equal on all {n_pairs} pairs"
+  return _verdict(a, b, a_better, p_holm, alpha, n_pairs, n_pairs)
+
+
+_UNPAIRED_TESTS = ("welch", "mann_whitney")
+_PAIRED_TESTS = ("paired_t", "wilcoxon")
+
+
+def _pair_row(va: np.ndarray, vb: np.ndarray, test: str, higher_is_better: bool,
+              gen: np.random.Generator, n_resamples: int, confidence: float) -> dict:
+  """Unpaired comparison numbers of finite `va` `[seed_a]` and `vb` `[seed_b]`."""
+  welch = welch_test(va, vb, higher_is_better=higher_is_better)
+  enough = va.size >= 2 and vb.size >= 2
+  if test == "welch":
+    stat, p, raw_sign = welch.statistic, welch.pvalue, welch.statistic
+  else:
+    mw = mann_whitney(va, vb, higher_is_better=higher_is_better)
+    stat, p = mw.statistic, (mw.pvalue if enough else _NAN)
+    raw_sign = stat - va.size * vb.size / 2
+  poi = prob_improvement(va, vb, higher_is_better=higher_is_better, rng=gen,
+                         n_resamples=n_resamples, confidence=confidence)
+  return dict(n_a=va.size, n_b=vb.size, mean_a=welch.mean_a, mean_b=welch.mean_b,
+              mean_diff=welch.mean_diff, hedges_g=welch.hedges_g, statistic=stat, pvalue=p,
+              a_better=_better(raw_sign, higher_is_better), prob_better=poi.prob,
+              prob_low=poi.ci_low, prob_high=poi.ci_high)
+
+
+def _paired_row(ra: np.ndarray, rb: np.ndarray, test: str, higher_is_better: bool,
+                gen: np.random.Generator, n_resamples: int, confidence: float) -> dict:
+  """Paired comparison numbers of `ra` and `rb` `[seed]`, NaN where a seed diverged."""
+  ttest = paired_t_test(ra, rb, higher_is_better=higher_is_better)
+  if test == "paired_t":
+    stat, p, raw_sign = ttest.statistic, ttest.pvalue, ttest.mean_diff
+  else:
+    wil = wilcoxon_signed_rank(ra, rb, higher_is_better=higher_is_better)
+    stat, p = wil.statistic, (wil.pvalue if wil.n_pairs >= 2 else _NAN)
+    raw_sign = wil.w_plus - wil.w_minus
+  se = se_difference(ra, rb)
+  poi = prob_improvement_paired(ra, rb, higher_is_better=higher_is_better, rng=gen,
+                                n_resamples=n_resamples, confidence=confidence)
+  ka, kb, _ = _pairs(ra, rb)
+  return dict(n_a=ttest.n_pairs, n_b=ttest.n_pairs, mean_a=ttest.mean_a, mean_b=ttest.mean_b,
+              mean_diff=ttest.mean_diff, hedges_g=_hedges_g(ka, kb), statistic=stat, pvalue=p,
+              a_better=_better(raw_sign, higher_is_better), prob_better=poi.prob,
+              prob_low=poi.ci_low, prob_high=poi.ci_high, n_pairs=ttest.n_pairs,
+              n_dropped=ttest.n_dropped, cohen_dz=ttest.cohen_dz, se_paired=se.se_paired,
+              se_unpaired=se.se_unpaired, se_ratio=se.se_ratio)
+
+
 def compare_configs(scores: ConfigScores, *, higher_is_better: bool, rng: Rng,
-                    against: Hashable = "all", test: Literal["welch", "mann_whitney"] = "welch",
+                    against: Hashable = "all",
+                    test: Literal["welch", "mann_whitney", "paired_t", "wilcoxon"] | None = None,
                     alpha: float = 0.05, n_resamples: int = 2000, confidence: float = 0.95,
-                    diverged: ArrayLike | Mapping | None = None) -> Comparison:
-  """Compare configs pairwise: Hedges' g, raw and Holm p-values, P(A better than B), verdict.
+                    diverged: ArrayLike | Mapping | None = None,
+                    paired: bool = False) -> Comparison:
+  """Compare configs pairwise: effect size, raw and Holm p-values, P(A better than B), verdict.
 
   Holm's correction runs over all pairs of this call (multiple-testing control is on
   by default for grid sweeps). The verdict reads "A is better than B (p=…, Holm)" or
   "no significant difference (p=…, Holm)", in the metric's direction.
+
+  With `paired=True` (common random numbers: repeat i of every config shares its
+  initial weights, data order and dropout masks), seed i of A is matched with seed
+  i of B: a pair where either side diverged or is non-finite is dropped and counted
+  (`n_dropped`), the test is on the differences and P(A better than B) is the share
+  of pairs A wins. Rows are `PairedComparison`s, which add d_z and the paired and
+  unpaired standard errors of the difference.
 
   Args:
     scores: `{config: [seed]}`, a wide DataFrame (rows configs) or `[config, seed]`.
@@ -901,25 +1276,43 @@ def compare_configs(scores: ConfigScores, *, higher_is_better: bool, rng: Rng,
     rng: Generator or int seed for the P(A better than B) intervals.
     against: "all" (every pair, input order), "best" (the config with the best
       mean vs each other, best as A), or a config name (each other config as A vs it).
-    test: "welch" (Welch's t-test) or "mann_whitney" (two-sided).
+    test: unpaired "welch" (Welch's t-test, the default) or "mann_whitney"
+      (two-sided); paired "paired_t" (the default with `paired=True`) or "wilcoxon"
+      (signed-rank, scipy's defaults).
     alpha: family-wise error rate for the verdict.
     n_resamples: bootstrap resamples per P(A better than B) interval.
     confidence: level of those intervals.
     diverged: optional mask, shaped like `scores`.
+    paired: match seeds by index (every config needs the same number of seeds).
 
   Returns:
-    A `Comparison`; pairs with a config of fewer than 2 finite seeds get NaN p-values,
-    stay out of Holm's family and say so in the verdict.
+    A `Comparison`; pairs with a config of fewer than 2 finite seeds (paired: fewer
+    than 2 kept pairs, or all pairs equal under the t-test) get NaN p-values, stay
+    out of Holm's family and say so in the verdict.
 
   Raises:
-    ValueError: on an unknown `against`/`test`, or "best" when no config has a finite mean.
+    ValueError: on an unknown `against`/`test`, a test of the other kind than
+      `paired`, "best" when no config has a finite mean, or (paired) configs with
+      different numbers of seeds.
   """
-  if test not in ("welch", "mann_whitney"):
-    raise ValueError(f"test must be 'welch' or 'mann_whitney', got {test!r}.")
+  tests = _PAIRED_TESTS if paired else _UNPAIRED_TESTS
+  if test is None:
+    test = tests[0]
+  if test not in tests:
+    other = "paired=True" if test in _PAIRED_TESTS else "paired=False"
+    hint = f" ({test!r} needs {other})" if test in _PAIRED_TESTS + _UNPAIRED_TESTS else ""
+    raise ValueError(f"test must be {tests[0]!r} or {tests[1]!r} with paired={paired}, "
+                     f"got {test!r}{hint}.")
   if not 0 < alpha < 1:
     raise ValueError(f"alpha must be in (0, 1), got {alpha!r}.")
-  configs = _configs(scores, diverged)
+  raw = _raw_configs(scores, diverged)
+  configs = {name: _seeds(row) for name, row in raw.items()}
   names = list(configs)
+  if paired and len({row.size for row in raw.values()}) > 1:
+    sizes = {name: row.size for name, row in raw.items()}
+    raise ValueError(
+        f"paired=True matches seed i of every config, so every config needs the same number "
+        f"of seeds; got {sizes}. Compare configs run with the same repeats, or pass paired=False.")
   gen = _as_generator(rng)
   if against == "all":
     pairs = [(x, y) for i, x in enumerate(names) for y in names[i + 1:]]
@@ -937,28 +1330,22 @@ def compare_configs(scores: ConfigScores, *, higher_is_better: bool, rng: Rng,
   rows = []
   for x, y in pairs:
     (va, da), (vb, db) = configs[x], configs[y]
-    welch = welch_test(va, vb, higher_is_better=higher_is_better)
-    enough = va.size >= 2 and vb.size >= 2
-    if test == "welch":
-      stat, p, raw_sign = welch.statistic, welch.pvalue, welch.statistic
+    if paired:
+      numbers = _paired_row(raw[x], raw[y], test, higher_is_better, gen, n_resamples, confidence)
     else:
-      mw = mann_whitney(va, vb, higher_is_better=higher_is_better)
-      stat, p = mw.statistic, (mw.pvalue if enough else _NAN)
-      raw_sign = stat - va.size * vb.size / 2
-    poi = prob_improvement(va, vb, higher_is_better=higher_is_better, rng=gen,
-                           n_resamples=n_resamples, confidence=confidence)
-    rows.append(dict(a=x, b=y, n_a=va.size, n_b=vb.size, n_diverged_a=da, n_diverged_b=db,
-                     mean_a=welch.mean_a, mean_b=welch.mean_b, mean_diff=welch.mean_diff,
-                     hedges_g=welch.hedges_g, statistic=stat, pvalue=p,
-                     a_better=_better(raw_sign, higher_is_better), prob_better=poi.prob,
-                     prob_low=poi.ci_low, prob_high=poi.ci_high))
+      numbers = _pair_row(va, vb, test, higher_is_better, gen, n_resamples, confidence)
+    rows.append(dict(a=x, b=y, n_diverged_a=da, n_diverged_b=db, **numbers))
   adjusted = holm([r["pvalue"] for r in rows]) if rows else np.zeros(0)
   out = []
   for row, p_holm in zip(rows, adjusted):
     a_better = row.pop("a_better")
-    out.append(PairComparison(**row, pvalue_holm=float(p_holm),
-                              verdict=_verdict(row["a"], row["b"], a_better, p_holm, alpha,
-                                               row["n_a"], row["n_b"])))
+    if paired:
+      verdict = _paired_verdict(row["a"], row["b"], a_better, p_holm, alpha, row["n_pairs"],
+                                row["n_dropped"])
+      out.append(PairedComparison(**row, pvalue_holm=float(p_holm), verdict=verdict))
+    else:
+      verdict = _verdict(row["a"], row["b"], a_better, p_holm, alpha, row["n_a"], row["n_b"])
+      out.append(PairComparison(**row, pvalue_holm=float(p_holm), verdict=verdict))
   return Comparison(pairs=tuple(out), against=against, test=test, alpha=alpha,
                     n_resamples=n_resamples, confidence=confidence,
-                    higher_is_better=higher_is_better)
+                    higher_is_better=higher_is_better, paired=paired)

@@ -351,3 +351,226 @@ def test_scores_from_histories():
   np.testing.assert_array_equal(best, [[2.0, np.nan], [0.5, 2.0]])
   assert stats.scores_from_histories(hist, higher_is_better=True, at="best")[1, 0] == 4.0
   assert stats.summarize(last).to_frame()["n_diverged"].tolist() == [1, 0]
+
+
+# --- paired comparisons (common random numbers) --------------------------------
+
+def crn_pair(seed, n=30, shift=0.05, seed_sd=1.0, own_sd=0.05):
+  """Scores of A and B that share each repeat's luck (seed_sd), B worse by `shift` (a loss)."""
+  gen = np.random.default_rng(seed)
+  luck = gen.normal(0.0, seed_sd, n)
+  return 1.0 + luck + gen.normal(0, own_sd, n), 1.0 + shift + luck + gen.normal(0, own_sd, n)
+
+
+def paired_inputs():
+  """(a, b) cases: random, heavy-tailed, large, rounded (ties), with zero differences."""
+  gen = np.random.default_rng(15)
+  a = gen.normal(0.0, 1.0, 12)
+  yield a, a + gen.normal(0.4, 1.0, 12)
+  x = gen.standard_t(3, 25)
+  yield x, 0.5 * x + gen.standard_t(3, 25)
+  yield gen.normal(0.0, 1.0, 80), gen.normal(0.1, 1.0, 80)
+  r = np.round(gen.normal(0.0, 1.0, 20), 1)
+  yield r, np.round(r + gen.normal(0.2, 0.3, 20), 1)  # ties in |d| and some zero differences
+
+
+def test_paired_t_matches_ttest_rel_and_a_hand_computed_case():
+  # statistics.md §0 finding 3: deepsig's power analysis calls ttest_rel, a paired test, under
+  # a "Welch" docstring; here the paired test is its own function, checked against ttest_rel.
+  for a, b in paired_inputs():
+    for hib in (True, False):
+      res = stats.paired_t_test(a, b, higher_is_better=hib)
+      ref = sps.ttest_rel(a, b)
+      np.testing.assert_allclose([res.statistic, res.df, res.pvalue],
+                                 [ref.statistic, ref.df, ref.pvalue], rtol=RTOL)
+      ci = ref.confidence_interval(0.95)
+      np.testing.assert_allclose([res.ci_low, res.ci_high], [ci.low, ci.high], rtol=RTOL)
+      for alt in ("better", "worse"):
+        raw = {(True, "better"): "greater", (True, "worse"): "less",
+               (False, "better"): "less", (False, "worse"): "greater"}[hib, alt]
+        got = stats.paired_t_test(a, b, higher_is_better=hib, alternative=alt).pvalue
+        np.testing.assert_allclose(got, sps.ttest_rel(a, b, alternative=raw).pvalue, rtol=RTOL)
+  # d = A − B = [1, 2, 3, 5]: mean 2.75, sd √(8.75/3) = 1.70783, t = 2.75 / (sd/2) = 3.22047.
+  res = stats.paired_t_test([2.0, 4.0, 6.0, 9.0], [1.0, 2.0, 3.0, 4.0], higher_is_better=True)
+  sd = math.sqrt(8.75 / 3)
+  assert (res.mean_diff, res.df, res.n_pairs) == (2.75, 3.0, 4)
+  assert res.sd_diff == pytest.approx(sd, rel=RTOL) and res.se_diff == pytest.approx(sd / 2, rel=RTOL)
+  assert res.statistic == pytest.approx(3.22047, abs=1e-5)
+  assert res.cohen_dz == pytest.approx(2.75 / sd, rel=RTOL) == pytest.approx(1.61023, abs=1e-5)
+  assert res.a_is_better and res.ci_low < res.mean_diff < res.ci_high
+  assert not stats.paired_t_test([2.0, 4.0, 6.0, 9.0], [1.0, 2.0, 3.0, 4.0],
+                                  higher_is_better=False).a_is_better
+
+
+def test_paired_t_edge_cases_follow_scipy():
+  a = np.array([1.0, 2.0, 3.0, 4.0])
+  with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+    same, shifted = sps.ttest_rel(a, a), sps.ttest_rel(a, a - 1)
+  # Every pair differs by the same amount: scipy's t = inf, p = 0.
+  res = stats.paired_t_test(a, a - 1, higher_is_better=True)
+  assert res.statistic == shifted.statistic == math.inf and res.pvalue == shifted.pvalue == 0.0
+  # No difference at all: NaN as scipy; the verdict then says so (test_compare_configs_paired).
+  res = stats.paired_t_test(a, a, higher_is_better=True)
+  assert math.isnan(res.statistic) and math.isnan(same.statistic) and math.isnan(res.pvalue)
+  # A non-finite side drops the pair: the same as ttest_rel on the kept pairs.
+  gen = np.random.default_rng(16)
+  x, y = gen.normal(size=10), gen.normal(size=10)
+  x[2], y[7] = np.nan, np.inf
+  res = stats.paired_t_test(x, y, higher_is_better=False)
+  keep = np.isfinite(x) & np.isfinite(y)
+  assert (res.n_pairs, res.n_dropped) == (8, 2)
+  assert res.pvalue == pytest.approx(sps.ttest_rel(x[keep], y[keep]).pvalue, rel=RTOL)
+  assert math.isnan(stats.paired_t_test([1.0, np.nan], [2.0, 3.0], higher_is_better=True).pvalue)
+  with pytest.raises(ValueError, match=r"same number of seeds; got 3 and 2\. Pass the same repeats"):
+    stats.paired_t_test([1.0, 2.0, 3.0], [1.0, 2.0], higher_is_better=True)
+
+
+def test_wilcoxon_matches_scipy_with_ties_zeros_and_both_directions():
+  for a, b in paired_inputs():
+    for hib in (True, False):
+      res = stats.wilcoxon_signed_rank(a, b, higher_is_better=hib)
+      ref = sps.wilcoxon(a, b)
+      np.testing.assert_allclose([res.statistic, res.pvalue], [ref.statistic, ref.pvalue],
+                                 rtol=RTOL)
+      for alt, raw in (("better", "greater" if hib else "less"),
+                       ("worse", "less" if hib else "greater")):
+        got = stats.wilcoxon_signed_rank(a, b, higher_is_better=hib, alternative=alt)
+        ref = sps.wilcoxon(a, b, alternative=raw)
+        np.testing.assert_allclose([got.statistic, got.pvalue], [ref.statistic, ref.pvalue],
+                                   rtol=RTOL)
+  # The rounded case really has zero differences and tied |d| (else it tests nothing new).
+  a, b = list(paired_inputs())[-1]
+  d = a - b
+  assert (d == 0).any() and len(np.unique(np.abs(d[d != 0]))) < np.count_nonzero(d)
+  assert stats.wilcoxon_signed_rank(a, b, higher_is_better=True).n_zero == np.count_nonzero(d == 0)
+
+
+def test_wilcoxon_hand_counted():
+  # d = [1, 2, -3, 4, 5]: ranks 1..5, W+ = 12, W- = 3. Exact null: 5 of the 32 sign patterns
+  # have W+ <= 3 (W+ = 0, 1, 2, 3 twice), so two-sided p = 2·5/32 = 0.3125.
+  res = stats.wilcoxon_signed_rank([1.0, 2.0, -3.0, 4.0, 5.0], np.zeros(5), higher_is_better=True)
+  assert (res.w_plus, res.w_minus, res.statistic) == (12.0, 3.0, 3.0)
+  assert res.pvalue == pytest.approx(0.3125, rel=RTOL)
+  assert res.rank_biserial == pytest.approx(0.6, rel=RTOL)
+  # A zero difference leaves the ranks (scipy's zero_method="wilcox") and is counted.
+  res = stats.wilcoxon_signed_rank([1.0, 2.0, -3.0, 4.0, 5.0, 7.0], [0, 0, 0, 0, 0, 7.0],
+                                   higher_is_better=True)
+  assert (res.n_pairs, res.n_zero, res.w_plus) == (6, 1, 12.0)
+
+
+def test_prob_improvement_paired_hand_counted_and_resampled_over_pairs():
+  # Pairs: 1>0 win, 2=2 tie (½), 3<5 loss, 4>1 win -> 2.5/4 for higher-is-better.
+  a, b = [1.0, 2.0, 3.0, 4.0], [0.0, 2.0, 5.0, 1.0]
+  res = stats.prob_improvement_paired(a, b, higher_is_better=True, rng=0, n_resamples=400)
+  assert res.prob == 0.625 and res.n_ties == 1 and res.n_pairs == 4
+  loss = stats.prob_improvement_paired(a, b, higher_is_better=False, rng=0, n_resamples=400)
+  assert loss.prob == 0.375
+  assert (loss.ci_low, loss.ci_high) == pytest.approx((1 - res.ci_high, 1 - res.ci_low), rel=RTOL)
+  # The interval is the percentile interval of the mean win over resampled pairs.
+  wins = np.array([1.0, 0.5, 0.0, 1.0])
+  boot = wins[np.random.default_rng(0).integers(0, 4, (400, 4))].mean(axis=1)
+  np.testing.assert_allclose([res.ci_low, res.ci_high], np.quantile(boot, [0.025, 0.975]), rtol=RTOL)
+  # With common random numbers A wins most pairs (P = Φ(0.05 / 0.0707) = 0.76), while a
+  # run of A beats a run of B only about half the time (each seed's luck dominates).
+  better, worse = crn_pair(17)  # better has the lower loss
+  paired = stats.prob_improvement_paired(better, worse, higher_is_better=False, rng=1)
+  unpaired = stats.prob_improvement(better, worse, higher_is_better=False, rng=1)
+  assert paired.ci_low > 0.5 and unpaired.ci_low < 0.5 < unpaired.ci_high
+  a[1] = np.nan
+  assert stats.prob_improvement_paired(a, b, higher_is_better=True, rng=0).n_dropped == 1
+
+
+def test_se_difference_paired_and_unpaired():
+  gen = np.random.default_rng(18)
+  a = gen.normal(0, 1, 20)
+  b = 0.8 * a + gen.normal(0, 0.5, 20)
+  se = stats.se_difference(a, b)
+  assert se.se_paired == pytest.approx(sps.sem(a - b), rel=RTOL)
+  assert se.se_unpaired == pytest.approx(math.hypot(sps.sem(a), sps.sem(b)), rel=RTOL)
+  # se_paired² = se_unpaired² − 2 cov(A, B) / n
+  cov = np.cov(a, b, ddof=1)[0, 1]
+  assert se.se_paired**2 == pytest.approx(se.se_unpaired**2 - 2 * cov / 20, rel=1e-10)
+  assert se.se_ratio == pytest.approx(se.se_paired / se.se_unpaired, rel=RTOL)
+  assert se.variance_reduction == pytest.approx(1 - se.se_ratio**2, rel=RTOL)
+  assert se.correlation == pytest.approx(sps.pearsonr(a, b).statistic, rel=1e-10)
+  assert se.se_ratio < 1
+  # Negatively correlated pairs: pairing makes the difference noisier, and says so.
+  anti = stats.se_difference(a, -a + gen.normal(0, 0.1, 20))
+  assert anti.se_ratio > 1 and anti.variance_reduction < 0
+  assert set(se.to_frame().columns) >= {"se_paired", "se_unpaired", "se_ratio", "variance_reduction"}
+
+
+def test_paired_test_rejects_a_small_effect_where_welch_does_not():
+  # A known small effect (0.05) under shared per-repeat noise (sd 1): pairing cancels the
+  # noise, Welch cannot see past it. Fixed seed, then the rejection rates over 200 seeds.
+  better, worse = crn_pair(19)
+  paired = stats.paired_t_test(better, worse, higher_is_better=False)
+  welch = stats.welch_test(better, worse, higher_is_better=False)
+  assert paired.pvalue < 1e-3 < 0.5 < welch.pvalue
+  assert paired.a_is_better
+  se = stats.se_difference(better, worse)
+  assert se.se_paired < 0.1 * se.se_unpaired
+  assert se.se_paired == pytest.approx(paired.se_diff, rel=RTOL)
+  rejects = np.array([[stats.paired_t_test(*crn_pair(s), higher_is_better=False).pvalue < 0.05,
+                       stats.welch_test(*crn_pair(s), higher_is_better=False).pvalue < 0.05]
+                      for s in range(200)])
+  assert rejects[:, 0].mean() > 0.95 and rejects[:, 1].mean() < 0.1
+
+
+def test_compare_configs_paired():
+  gen = np.random.default_rng(20)
+  luck = gen.normal(0, 1, 12)
+  scores = {"a": luck + gen.normal(0, 0.05, 12), "b": luck + 0.1 + gen.normal(0, 0.05, 12),
+            "c": luck + 0.01 + gen.normal(0, 0.05, 12)}
+  scores["c"][4] = np.nan  # c's repeat 4 diverged: that pair is dropped wherever c appears
+  mask = {"b": np.eye(12, dtype=bool)[7]}  # and b's repeat 7, flagged by training
+  result = stats.compare_configs(scores, higher_is_better=False, rng=0, paired=True,
+                                 diverged=mask, n_resamples=300)
+  assert result.test == "paired_t" and result.paired
+  frame = result.to_frame()
+  unpaired_columns = [f.name for f in dataclasses.fields(stats.PairComparison)]
+  assert list(frame.columns[:len(unpaired_columns)]) == unpaired_columns
+  assert {"n_pairs", "n_dropped", "cohen_dz", "se_paired", "se_unpaired", "se_ratio"} <= set(frame)
+  assert frame.attrs["paired"] is True and frame.attrs["correction"] == "holm"
+  rows = {(r.a, r.b): r for r in frame.itertuples()}
+  assert [(rows[k].n_pairs, rows[k].n_dropped) for k in rows] == [(11, 1), (11, 1), (10, 2)]
+  assert (rows["a", "c"].n_diverged_a, rows["a", "c"].n_diverged_b) == (0, 1)
+  b = np.where(mask["b"], np.nan, scores["b"])
+  keep = np.isfinite(b)
+  for (x, y), row in rows.items():
+    ra = b if x == "b" else scores[x]
+    rb = b if y == "b" else scores[y]
+    kept = np.isfinite(ra) & np.isfinite(rb)
+    assert row.pvalue == pytest.approx(sps.ttest_rel(ra[kept], rb[kept]).pvalue, rel=RTOL)
+    assert row.n_a == row.n_b == row.n_pairs == kept.sum()
+    assert row.se_ratio < 0.2
+  np.testing.assert_allclose(frame["pvalue_holm"], stats.holm(frame["pvalue"]), rtol=RTOL)
+  assert rows["a", "b"].verdict.startswith("a is better than b (p=")
+  wins = scores["a"][keep] < b[keep]  # keep: pairs of (a, b) with b's repeat 7 out
+  assert rows["a", "b"].prob_better == pytest.approx(wins.mean(), rel=RTOL) and wins.mean() > 0.9
+  # The same scores unpaired: the shared luck hides the 0.1 difference.
+  unpaired = stats.compare_configs(scores, higher_is_better=False, rng=0, diverged=mask,
+                                   n_resamples=300).to_frame()
+  assert unpaired.loc[0, "verdict"].startswith("no significant difference")
+  assert list(unpaired.columns) == unpaired_columns and "paired" not in unpaired.attrs
+
+  wil = stats.compare_configs(scores, higher_is_better=False, rng=0, paired=True,
+                              test="wilcoxon", against="b", diverged=mask, n_resamples=300)
+  assert [(p.a, p.b) for p in wil.pairs] == [("a", "b"), ("c", "b")]
+  assert wil.pairs[0].pvalue == pytest.approx(sps.wilcoxon(scores["a"][keep], b[keep]).pvalue,
+                                              rel=RTOL)
+  assert wil.pairs[0].verdict.startswith("a is better than b")
+
+  same = stats.compare_configs({"x": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.0]},
+                               higher_is_better=True, rng=0, paired=True)
+  assert same.pairs[0].verdict == "no difference: x and y are equal on all 3 pairs"
+  few = stats.compare_configs({"x": [1.0, np.nan], "y": [1.0, 2.0]}, higher_is_better=True,
+                              rng=0, paired=True)
+  assert few.pairs[0].verdict == "not enough finite pairs to compare (n_pairs=1, n_dropped=1)"
+  with pytest.raises(ValueError, match=r"same number of seeds; got \{'x': 3, 'y': 2\}"):
+    stats.compare_configs({"x": [1.0, 2.0, 3.0], "y": [1.0, 2.0]}, higher_is_better=True,
+                          rng=0, paired=True)
+  with pytest.raises(ValueError, match=r"'welch' needs paired=False"):
+    stats.compare_configs(scores, higher_is_better=True, rng=0, paired=True, test="welch")
+  with pytest.raises(ValueError, match=r"'wilcoxon' needs paired=True"):
+    stats.compare_configs(scores, higher_is_better=True, rng=0, test="wilcoxon")
