@@ -828,7 +828,9 @@ def diagnose_run(
 
 
 def summarize_seeds(per_seed: pd.DataFrame, *, scores: np.ndarray | None = None,
-                    thresholds: Thresholds = Thresholds(), config: Any = None) -> ConfigDiagnosis:
+                    thresholds: Thresholds = Thresholds(), config: Any = None,
+                    baseline_loss: float | None = None,
+                    baseline_scores: Mapping[str, float] | None = None) -> ConfigDiagnosis:
   """Summarise one config from its per-seed rows (``diagnose_seeds``'s frame, or diagnosis.csv's).
 
   Args:
@@ -837,5 +839,7 @@ def summarize_seeds(per_seed: pd.DataFrame, *, scores: np.ndarray | None = None,
     scores: optional ``[seeds]`` final scores for the spread check; non-finite ones are left out.
     thresholds: the rule thresholds.
     config: config id stored on the result.
+    baseline_loss, baseline_scores: as for ``diagnose_config``.
   """
-  return _summarize(per_seed, scores, thresholds, config)
+  return _summarize(per_seed, scores, thresholds, config, baseline_loss,
+                    dict(baseline_scores) if baseline_scores is not None else None)
