@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import json
 import math
 import os
 import tempfile
@@ -39,7 +38,7 @@ import pandas as pd
 from jaxlstm import stats
 from jaxlstm.config import ConfigError
 from jaxlstm.racing import MAX_DIVERGED
-from jaxlstm.space import Space, require_optuna
+from jaxlstm.space import Space, point_key, require_optuna
 
 OBJECTIVES = ("mean", "median", "iqm", "ucb")
 SAMPLERS = ("tpe", "random", "grid")
@@ -47,7 +46,6 @@ DB_NAME = "optuna.db"
 TRIALS_CSV = "trials.csv"
 _SETTINGS_ATTR = "jaxlstm_search"   # study user attr: what the study was made with
 _RESULT_ATTR = "jaxlstm_result"     # trial user attr: its scores, stored before it is told
-_PARAMS_ATTR = "jaxlstm_params"     # trial user attr: typed dotted params
 _REUSED_ATTR = "jaxlstm_reused_from"
 
 
@@ -188,15 +186,6 @@ class SearchResult:
   trials_csv: Path | None
 
 
-def params_key(params: Mapping[str, Any]) -> str:
-  """Canonical text of a trial's params: equal params, equal key (and an equal config)."""
-  return json.dumps({k: _jsonable(v) for k, v in params.items()}, sort_keys=True)
-
-
-def _jsonable(value: Any) -> Any:
-  return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
 def storage_url(storage_path: str | os.PathLike) -> str:
   """`sqlite:///<folder>/optuna.db` for a results folder."""
   return f"sqlite:///{(Path(storage_path) / DB_NAME).resolve()}"
@@ -279,8 +268,8 @@ class _Runner:
     # params key -> (result, first trial with it): a config's repeats are deterministic.
     self.done: dict[str, tuple[TrialResult, int]] = {}
     for t in study.get_trials(deepcopy=False, states=(self.state.COMPLETE,)):
-      if _RESULT_ATTR in t.user_attrs and _PARAMS_ATTR in t.user_attrs:
-        self.done.setdefault(params_key(t.user_attrs[_PARAMS_ATTR]),
+      if _RESULT_ATTR in t.user_attrs:  # the settings check made sure the space is the same
+        self.done.setdefault(point_key(space.from_optuna_params(t.params)),
                              (TrialResult.from_json(t.user_attrs[_RESULT_ATTR]), t.number))
 
   def finish(self, trials: Sequence[Any]) -> None:
@@ -300,10 +289,8 @@ class _Runner:
       except ConfigError:  # killed between ask() and its last suggest: never trained
         study.tell(trial.number, state=self.state.FAIL)
         continue
-      key = params_key(params)
+      key = point_key(params)
       keyed.append((trial, key))
-      if _PARAMS_ATTR not in trial.user_attrs:
-        _set_trial_attr(study, trial, _PARAMS_ATTR, {k: _jsonable(v) for k, v in params.items()})
       if _RESULT_ATTR in trial.user_attrs:  # trained and stored, killed before tell
         resolved[trial.number] = TrialResult.from_json(trial.user_attrs[_RESULT_ATTR])
       elif key in self.done:
@@ -447,14 +434,13 @@ def trials_table(study) -> pd.DataFrame:
   rows = []
   for t in study.get_trials(deepcopy=False):
     result = t.user_attrs.get(_RESULT_ATTR)
-    params = t.user_attrs.get(_PARAMS_ATTR, t.params)
     rows.append({
         "trial": t.number, "state": t.state.name, "objective": t.value,
         "repeats": None if result is None else len(result["scores"]),
         "n_diverged": None if result is None else int(sum(result["diverged"])),
         "elimination_round": None if result is None else result.get("elimination_round"),
         "reused_from": t.user_attrs.get(_REUSED_ATTR),
-        **{k: "/".join(map(str, v)) if isinstance(v, list) else v for k, v in params.items()},
+        **t.params,  # optuna's values; a tuple-valued choice shows as its text, "mse/mae"
     })
   frame = pd.DataFrame(rows)
   if frame.empty:

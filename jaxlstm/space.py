@@ -81,6 +81,11 @@ def _jsonable(value: Any) -> Any:
   return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
+def point_key(point: Mapping[str, Any]) -> str:
+  """Canonical text of a point `{dotted field: value}`: equal points, equal keys (and configs)."""
+  return json.dumps({k: _jsonable(v) for k, v in point.items()}, sort_keys=True)
+
+
 def _frozen(value: Any) -> Any:
   # TOML and JSON give lists; a choice value must be hashable and compare by value.
   return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
@@ -564,7 +569,7 @@ class Space:
       # Blocks of rows read the same stream as one big block (PCG64 doubles are not buffered).
       for row in rng.random((n - len(points), len(self.dimensions))):
         point = {d.name: d.value(float(u)) for d, u in zip(self.dimensions, row)}
-        key = json.dumps(_jsonable(list(point.values())))
+        key = point_key(point)
         if unique and key in seen:
           continue
         seen.add(key)

@@ -27,7 +27,7 @@ def synthetic(params, repeats=5):
   """A trial's repeats: a bowl in log10(lr) with its minimum at 10**-2.5, plus noise
   that depends on the params only (as a config's seeded repeats do)."""
   x = math.log10(params["optim.learning_rate"])
-  noise = np.random.default_rng(zlib.crc32(search.params_key(params).encode())).normal(0, 0.05, repeats)
+  noise = np.random.default_rng(zlib.crc32(S.point_key(params).encode())).normal(0, 0.05, repeats)
   return (x + 2.5) ** 2 + noise, np.zeros(repeats, bool)
 
 
@@ -38,7 +38,7 @@ class Evaluator:
     self.calls, self.fail_on_call = [], fail_on_call
 
   def __call__(self, params_list):
-    self.calls.append([search.params_key(p) for p in params_list])
+    self.calls.append([S.point_key(p) for p in params_list])
     if self.fail_on_call == len(self.calls):
       raise RuntimeError("simulated crash inside training")
     return [synthetic(p) for p in params_list]
@@ -195,7 +195,7 @@ KILLED_RUN = textwrap.dedent("""
       for i, params in enumerate(params_list):
         scores, diverged = synthetic(params)
         with open(store, "a") as f:  # a results folder: each config saved as it finishes
-          f.write(json.dumps({{"key": search.params_key(params), "scores": scores.tolist()}}) + "\\n")
+          f.write(json.dumps({{"key": S.point_key(params), "scores": scores.tolist()}}) + "\\n")
         if len(calls) == 3 and i == 1:
           os.kill(os.getpid(), signal.SIGKILL)  # kill -9 half-way through the third batch
       return [synthetic(p) for p in params_list]
@@ -216,7 +216,7 @@ def test_kill_9_mid_search_then_resume(tmp_path):
   assert len(saved) == 10  # two batches of 4, then 2 of the third
 
   def known(params):  # what the lead's store lookup does for a resumed folder
-    key = search.params_key(params)
+    key = S.point_key(params)
     return synthetic(params) if key in saved else None
 
   resumed = Evaluator()
@@ -242,7 +242,7 @@ def test_repeated_params_are_trained_once(tmp_path):
             for p in params_list]
 
   result = search.run_search(space, evaluate, trials=12, batch=3, storage_path=tmp_path, seed=0)
-  trained = [search.params_key(p) for call in calls for p in call]
+  trained = [S.point_key(p) for call in calls for p in call]
   assert len(trained) == len(set(trained)) <= 4
   assert result.completed == 12 and result.reused == 12 - len(trained)
   table = pd.read_csv(tmp_path / "trials.csv")
@@ -279,6 +279,19 @@ def test_grid_sampler_covers_the_grid_once(tmp_path):
   assert sorted(seen) == sorted((lr, c) for lr in (1e-5, 10 ** -2.5, 1.0) for c in ("lstm", "gru"))
   with pytest.raises(ConfigError, match="needs grid_points"):
     search.run_search(space, evaluate, sampler="grid", trials=4, storage_path=tmp_path / "g")
+
+
+def test_grid_resumed_after_a_crash_still_covers_it_once(tmp_path):
+  space = S.Space.from_mapping({**LR_SPACE, "model.cell": "choice:lstm,gru"})
+  crashing = Evaluator(fail_on_call=2)
+  with pytest.raises(RuntimeError):
+    search.run_search(space, crashing, sampler="grid", grid_points=3, trials=6, batch=4,
+                      storage_path=tmp_path, seed=0)
+  resumed = Evaluator()
+  search.run_search(space, resumed, sampler="grid", grid_points=3, trials=6, batch=4,
+                    storage_path=tmp_path, seed=0)
+  finished = crashing.trained[:4] + resumed.trained
+  assert len(finished) == len(set(finished)) == 6 and states(tmp_path) == ["COMPLETE"] * 6
 
 
 def test_failed_trials_are_worst_and_the_search_goes_on(tmp_path):

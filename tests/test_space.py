@@ -1,6 +1,5 @@
 """Search spaces: forms, typed reproducible draws, distributions, validation, optuna mapping."""
 import ast
-import math
 import pathlib
 import tomllib
 
