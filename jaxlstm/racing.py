@@ -53,7 +53,6 @@ import pandas as pd
 from jaxlstm import stats
 from jaxlstm.config import ConfigError
 
-GROWTHS = ("double", "linear")
 # A config whose repeats diverged in more than this share is a failed config (racing, search).
 MAX_DIVERGED = 0.5
 
@@ -380,10 +379,10 @@ def race(configs: Sequence[Hashable], evaluate: Evaluate, *, total: int, higher_
   alive, done, r = configs, 0, 0
   while alive and done < total:
     target = steps[r]
-    if len(alive) == 1 and done > 0:
-      if not finish_survivors:
+    if len(alive) == 1:  # nothing left to race
+      if not finish_survivors and done > 0:
         break
-      target = total  # nothing left to race: one call to finish it
+      target = total if finish_survivors else target  # one call to finish it
     results = evaluate(alive, range(done, target))
     missing = [c for c in alive if c not in results]
     if missing:

@@ -99,6 +99,9 @@ def test_last_survivor_is_finished_in_one_call_or_left():
   short = racing.race([0, 1, 2], Recorder(means), total=30, initial=5, higher_is_better=False,
                       finish_survivors=False)
   assert short[0].repeats == 5 and short.fits == 15
+  alone = Recorder({7: 0.0})
+  assert racing.race([7], alone, total=30, higher_is_better=False)[7].repeats == 30
+  assert alone.calls == [((7,), range(0, 30))]
 
 
 def test_mostly_diverged_config_is_eliminated_and_keeps_its_nans():

@@ -232,6 +232,18 @@ def test_kill_9_mid_search_then_resume(tmp_path):
   assert history(folder) == history(tmp_path / "ref")
 
 
+def test_a_trial_killed_before_its_params_were_drawn_fails_untrained(tmp_path):
+  space = S.Space.from_mapping({**LR_SPACE, "model.dropout": "uniform:0:0.5"})
+  search.run_search(space, Evaluator(), sampler="random", trials=2, storage_path=tmp_path)
+  study = search.open_study(tmp_path)
+  study.ask({"optim.learning_rate": space.to_optuna()["optim.learning_rate"]})  # one of two params
+  evaluate = Evaluator()
+  result = search.run_search(space, evaluate, sampler="random", trials=3, storage_path=tmp_path)
+  assert states(tmp_path) == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+  assert len(evaluate.trained) == 1 and result.completed == 3
+  assert pd.read_csv(tmp_path / "trials.csv")["state"].tolist()[2] == "FAIL"
+
+
 def test_repeated_params_are_trained_once(tmp_path):
   space = S.Space.from_mapping({"model.cell": "choice:lstm,gru", "model.layers": "int:1:2"})
   calls = []
