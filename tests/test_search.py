@@ -351,6 +351,10 @@ def test_a_changed_search_in_the_same_folder_is_refused(tmp_path):
     search.run_search(space, Evaluator(), sampler="random", trials=2, storage_path=tmp_path)
   with pytest.raises(ConfigError, match=r"\(objective was 'mean', now 'ucb'\)"):
     search.run_search(space, Evaluator(), objective_kind="ucb", trials=2, storage_path=tmp_path)
+  with pytest.raises(ConfigError, match=r"\(higher_is_better was False, now True\)"):
+    search.run_search(space, Evaluator(), higher_is_better=True, trials=2, storage_path=tmp_path)
+  with pytest.raises(ConfigError, match=r"\(seed was 0, now 1\)"):
+    search.run_search(space, Evaluator(), seed=1, trials=2, storage_path=tmp_path)
 
 
 @pytest.mark.parametrize("kwargs, match", [
