@@ -1,4 +1,4 @@
-"""jaxlstm: repeated-seed LSTM experiments, every repeat of a config in one compiled call.
+"""jaxlstm: LSTM experiments repeated over many seeds, every repeat of a config in one compiled call.
 
 Public API (DESIGN §9): `Config`, `problems.make`, `fit`, `fit_many`, `make_train`,
 `Ensemble`, `early_stopping.replay`, `stats.*`, `load_run`; the CLI is

@@ -9,7 +9,7 @@ Fields fall in two kinds (DESIGN §3):
   * static: they change array shapes or control flow (cells, layers, batch size,
     epochs, ...); configs differing in them need their own compile;
   * traced: continuous hyper-parameters (`TRACED_FIELDS`) that ride along with
-    the seeds as per-member inputs, so a grid over them is one compile.
+    the repeats as per-member inputs, so a grid over them is one compile.
 """
 from __future__ import annotations
 
@@ -55,6 +55,31 @@ TRACED_FIELDS = (
 
 
 PENALTY_FIELDS = ("kernel_l1", "kernel_l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2")
+
+# Config ids are frozen (DESIGN §10). These are the fields every id was made with
+# when the rule was adopted: they always enter the canonical JSON of the id, so no
+# existing id changes. A field added later enters only when set away from its
+# default, so adding a field never changes an existing config's id (or its repeat
+# keys, which derive from the id). Never edit this table.
+ID_FIELDS = {
+    "data": ("problem", "options", "validation_split", "resplit", "scaling", "encoding"),
+    "model": ("cell", "cells", "layers", "architecture", "merge_mode", "kernel_init", "recurrent_init",
+              "bias_init", "unit_forget_bias", "activation", "recurrent_activation", "output_activation",
+              "outputs", "return_sequences", "dropout", "recurrent_dropout", "kernel_l1", "kernel_l2",
+              "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2", "layer_norm", "learn_initial_state",
+              "input_projection", "tbptt", "conv_filters", "conv_kernel", "pool_size"),
+    "optim": ("name", "learning_rate", "beta_1", "beta_2", "epsilon", "rho", "momentum", "nesterov",
+              "initial_accumulator_value", "schedule", "decay_steps", "decay_rate", "alpha", "warmup_steps",
+              "boundaries", "scales", "global_clipnorm", "clipvalue", "weight_decay"),
+    "train": ("epochs", "batch_size", "shuffle", "loss", "metrics", "vary", "early_stopping", "reduce_lr",
+              "checkpoint_every"),
+    "train.early_stopping": ("monitor", "min_delta", "patience", "mode", "baseline", "restore_best_weights",
+                             "start_from_epoch"),
+    "train.reduce_lr": ("monitor", "factor", "patience", "mode", "min_delta", "cooldown", "min_lr"),
+}
+# Operational fields change how a run is carried out, never its numbers: they enter
+# the id (and the repeat keys) only at their default value, whatever they are set to.
+OPERATIONAL_FIELDS = ("train.checkpoint_every",)
 
 
 class ConfigError(ValueError):
@@ -331,7 +356,7 @@ class TrainConfig:
     vary: which random streams differ between repeats. A stream left out is
       held fixed (every repeat uses repeat 0's draw), e.g. `("shuffle",)`
       gives every repeat the same initial weights but its own data order.
-    early_stopping, reduce_lr: Keras-style per-seed callbacks, or None.
+    early_stopping, reduce_lr: Keras-style per-repeat callbacks, or None.
     checkpoint_every: save the full training state every this many epochs
       (at chunk boundaries) so a killed run resumes; 0 disables.
   """
@@ -428,10 +453,75 @@ class Config:
       value = getattr(value, part) if value is not None else None
     return value
 
+  def identity(self) -> dict[str, Any]:
+    """What identifies the config: the nested dict its id hashes (see `config_id`).
+
+    `to_dict()` with three changes: fields added after ids were frozen (not in
+    `ID_FIELDS`) are left out while they hold their default; operational fields
+    (`OPERATIONAL_FIELDS`) are shown at their default; and data read from a file
+    (`data.options.path`) is named by a fingerprint of the file's content, so the
+    same file anywhere gives the same id.
+    """
+    d = self.to_dict()
+    for section, cls in (*_SECTIONS.items(), *_NESTED.items()):
+      fields = _subtree(d, section)
+      if fields is None:
+        continue
+      defaults = json.loads(_canonical_json(dataclasses.asdict(cls())))
+      for name in list(fields):
+        dotted = f"{section}.{name}"
+        if dotted in _NESTED:
+          continue
+        if dotted in OPERATIONAL_FIELDS:
+          fields[name] = defaults[name]
+        elif name not in ID_FIELDS[section] and fields[name] == defaults[name]:
+          del fields[name]
+    path = d["data"]["options"].get("path")
+    if isinstance(path, str) and self.data.problem == "csv":
+      d["data"]["options"]["path"] = file_fingerprint(path)
+    return d
+
   @property
   def config_id(self) -> str:
-    """Stable 12-hex-digit id: a hash of the canonical JSON of the config."""
-    return hashlib.sha256(_canonical_json(self.to_dict()).encode()).hexdigest()[:12]
+    """Stable 12-hex-digit id: a hash of the canonical JSON of `identity()`.
+
+    It keys every repeat's random streams, results folders and resume, so it never
+    changes for an existing config (DESIGN §10; `tests/test_ids.py` freezes the ids
+    of every study).
+    """
+    return hashlib.sha256(_canonical_json(self.identity()).encode()).hexdigest()[:12]
+
+
+def _subtree(d: dict, dotted: str) -> dict | None:
+  for part in dotted.split("."):
+    d = d.get(part) if isinstance(d, dict) else None
+  return d if isinstance(d, dict) else None
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def file_fingerprint(path: str) -> str:
+  """`"content-sha256:<16 hex>"` of a file's bytes (the path itself when it cannot be read).
+
+  Cached by (absolute path, size, modification time), so ids stay cheap.
+  """
+  import os
+  try:
+    stat = os.stat(path)
+  except OSError:
+    return path
+  key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+  if key not in _FINGERPRINTS:
+    digest = hashlib.sha256()
+    try:
+      with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          digest.update(block)
+    except OSError:
+      return path
+    _FINGERPRINTS[key] = "content-sha256:" + digest.hexdigest()[:16]
+  return _FINGERPRINTS[key]
 
 
 def _check_cross_fields(cfg: Config) -> None:

@@ -1,7 +1,7 @@
-"""Learning-curve diagnosis: a verdict per seed and a summary per config.
+"""Learning-curve diagnosis: a verdict per repeat and a summary per config.
 
-Inputs are stacked histories, ``train`` and ``val`` of shape ``[seeds, epochs]``
-(``loss`` and ``val_loss`` of ``Ensemble.history``). A seed that stopped early
+Inputs are stacked histories, ``train`` and ``val`` of shape ``[repeats, epochs]``
+(``loss`` and ``val_loss`` of ``Ensemble.history``). A repeat that stopped early
 has NaN after its stop: only the finite prefix common to both curves is used.
 Epochs are 0-based indices into these arrays. numpy and pandas only (no jax).
 
@@ -15,7 +15,7 @@ Optional references, per config:
     mean, seasonal: ``baselines.naive_scores(ds)``), in the units of the
     config's scores; a config that does not beat the best of them is flagged.
 
-Measures (per seed, on the finite prefix of ``n`` epochs)
+Measures (per repeat, on the finite prefix of ``n`` epochs)
   * Levels (minimum, end, level at an epoch) come from a centred moving mean
     over ``smooth_fraction * n`` epochs (windows cut at the edges), so
     minibatch noise does not pick the minimum; ``first`` is the raw first value.
@@ -117,18 +117,18 @@ verdict's own trend (the first listed), and None for ``diverged``. Three trend
 names exist only as such fallbacks: ``converged`` (good fit), ``stalled``
 (not learning) and ``oscillating`` (unstable).
 
-Per config: the share of seeds per verdict, the majority verdict (ties go to the
+Per config: the share of repeats per verdict, the majority verdict (ties go to the
 verdict listed first in ``VERDICTS``, the most severe), a ``high_variance`` flag
-(seeds disagree: coefficient of variation of the final scores above
-``high_cv``, or a majority share below ``min_majority_share``; not the per-seed
+(repeats disagree: coefficient of variation of the final scores above
+``high_cv``, or a majority share below ``min_majority_share``; not the per-repeat
 verdict of the same name), whether the config beats the naive baselines, and
 advice in the methodology's terms: the majority's own advice, then "more
-repeats / a seed ensemble" when seeds disagree, then the naive baseline it
+repeats / an ensemble of the repeats" when repeats disagree, then the naive baseline it
 loses to.
 
 Default thresholds were tuned on the five-point linear problem of Brownlee's
 "diagnose" tutorial (LSTM(10), Adam 1e-3, MSE, full batch), simulated with a
-Keras-initialised LSTM outside this package, 30 seeds: 30/30 underfit at 100
+Keras-initialised LSTM outside this package, 30 repeats: 30/30 underfit at 100
 epochs, 30/30 ``good_fit`` at 800, 30/30 ``overfit`` at 1200-2000 (19/30 at
 3000, where validation falls again); the verdict flips around 600 (underfit to
 good fit) and 1000 (good fit to overfit). The same with 5 % multiplicative noise
@@ -138,9 +138,9 @@ linear range rather than in log space. The capacity rule was checked on this
 package's own training of that problem (tests/test_fit_diagnosis.py, CPU, jax
 0.10.2): LSTM(1) for 300 epochs ends near the training-mean baseline while
 still falling (about 19 % over its tail) but slowing; its projected floor is
-at least 0.2 of the baseline in 25 of 30 seeds at seed 0 (26, 29 and 30 of 30
-at seeds 1-3; the others fit well). LSTM(10) at 100 epochs ends at the same
-level but falls steadily over the second half of its run: 0 of 30 seeds. A
+at least 0.2 of the baseline in 25 of 30 repeats at seed 0 (26, 29 and 30 of 30
+at repeats 1-3; the others fit well). LSTM(10) at 100 epochs ends at the same
+level but falls steadily over the second half of its run: 0 of 30 repeats. A
 tail of 20 % was too short to tell them apart (11 of 30 of the latter read as
 capacity), hence the separate ``floor_fraction``. A ``high_variance_oscillation``
 of 0.02 would catch ordinary minibatch noise (``damped_sine`` at batch 20 has a
@@ -206,7 +206,7 @@ ADVICE = {
     "overfit": ("Stop earlier (early stopping at the validation minimum) or regularise more "
                 "(dropout, weight decay, less capacity); more training data helps too."),
     "high_variance": ("Reduce the variance: more training data, more regularisation (dropout, "
-                      "L2) or a smaller model; average a seed ensemble (the repeats' predictions) "
+                      "L2) or a smaller model; average an ensemble of the repeats (their predictions) "
                       "for a steadier forecast; cross-validate (rolling-origin folds) to see how "
                       "much of the gap is the split's. The training loss is far below a "
                       "validation loss that swings."),
@@ -219,10 +219,10 @@ ADVICE = {
                            "loss is still falling at the end."),
     "underfit_short": "Train for more epochs: too few epochs ran to judge.",
     "good_fit": ("Good fit: keep the configuration and compare configs on their scores "
-                 "(paired, when the repeats share their seeds)."),
+                 "(paired, when repeat i of every config shares its random draws)."),
 }
-SEEDS_DISAGREE = (" Seeds disagree widely: run more repeats before trusting the mean, or use a "
-                  "seed ensemble (average the repeats' predictions).")
+REPEATS_DISAGREE = (" Repeats disagree widely: run more repeats before trusting the mean, or use an "
+                    "ensemble of the repeats (average their predictions).")
 
 # Reason key -> (verdict, reason text, advice key), one per rule.
 _RULES = {
@@ -335,20 +335,20 @@ class Thresholds:
 
 @dataclasses.dataclass(frozen=True)
 class ConfigDiagnosis:
-  """Verdict summary of one config's seeds.
+  """Verdict summary of one config's repeats.
 
   Attributes:
-    n_seeds: number of seeds diagnosed.
-    shares: verdict -> share of seeds, every verdict of ``VERDICTS`` present.
+    n_repeats: number of repeats diagnosed (`n_seeds` is its old name).
+    shares: verdict -> share of repeats, every verdict of ``VERDICTS`` present.
     majority: the most common verdict (ties: most severe).
     majority_share: its share.
-    trend_shares: trend -> share of seeds (trends that occur only; the
-      reconciled ``trend``, which agrees with each seed's verdict).
+    trend_shares: trend -> share of repeats (trends that occur only; the
+      reconciled ``trend``, which agrees with each repeat's verdict).
     final_cv: coefficient of variation (ddof=1) of the finite final scores;
       NaN with fewer than 2.
-    high_variance: seeds disagree widely (``final_cv > high_cv`` or
-      ``majority_share < min_majority_share``); a flag over seeds, not the
-      per-seed verdict ``high_variance``.
+    high_variance: repeats disagree widely (``final_cv > high_cv`` or
+      ``majority_share < min_majority_share``); a flag over repeats, not the
+      per-repeat verdict ``high_variance``.
     advice: one line in the methodology's terms.
     config: the config id, if known.
     baseline_loss: the training-loss reference the capacity rule used, or None.
@@ -359,7 +359,7 @@ class ConfigDiagnosis:
     share_beats_baselines: share of finite final scores below the best
       baseline score; NaN without baseline scores.
   """
-  n_seeds: int
+  n_repeats: int
   shares: Mapping[str, float]
   majority: str
   majority_share: float
@@ -374,12 +374,17 @@ class ConfigDiagnosis:
   beats_baselines: bool | None = None
   share_beats_baselines: float = np.nan
 
+  @property
+  def n_seeds(self) -> int:
+    """Deprecated name of `n_repeats`."""
+    return self.n_repeats
+
   def to_frame(self) -> pd.DataFrame:
-    """Return one row: config, n_seeds, majority(_share), share_<verdict> for every
+    """Return one row: config, n_repeats, majority(_share), share_<verdict> for every
     verdict, majority_trend, final_cv, high_variance, advice, then the baseline
     columns (baseline_loss, best_baseline, best_baseline_score, beats_baselines,
     share_beats_baselines; None/NaN when not given)."""
-    row = {"config": self.config, "n_seeds": self.n_seeds, "majority": self.majority,
+    row = {"config": self.config, "n_repeats": self.n_repeats, "majority": self.majority,
            "majority_share": self.majority_share}
     row.update({f"share_{v}": self.shares[v] for v in VERDICTS})
     trend = max(self.trend_shares, key=self.trend_shares.get) if self.trend_shares else None
@@ -399,7 +404,7 @@ def _as_curves(values, name: str) -> np.ndarray:
   if curves.ndim == 1:
     curves = curves[None, :]
   if curves.ndim != 2:
-    raise ValueError(f"expected {name} of shape [seeds, epochs], got {curves.shape}.")
+    raise ValueError(f"expected {name} of shape [repeats, epochs], got {curves.shape}.")
   return curves
 
 
@@ -461,6 +466,8 @@ def _tail_change(curve: np.ndarray, k: int) -> tuple[float, float]:
 def _projected_floor(curve: np.ndarray, k: int) -> float:
   """Where the fall of the last ``k`` epochs levels off (Aitken on three block means)."""
   block = k // 3
+  if block < 1:
+    return float(curve[-1])  # too few epochs for three blocks: the last value is the floor
   m1, m2, m3 = curve[len(curve) - 3 * block:].reshape(3, block).mean(axis=1)
   d1, d2 = m2 - m1, m3 - m2
   if d2 >= 0 or d1 >= 0:
@@ -614,7 +621,7 @@ def _diagnose_one(train: np.ndarray, val: np.ndarray, marked: bool, th: Threshol
           "train_trend": train_dir, "val_trend": val_dir, **ev, "tail_trend": tail}
 
 
-def diagnose_seeds(
+def diagnose_repeats(
     train: np.ndarray,
     val: np.ndarray,
     *,
@@ -622,21 +629,21 @@ def diagnose_seeds(
     diverged: np.ndarray | None = None,
     baseline_loss: float | None = None,
 ) -> pd.DataFrame:
-  """Diagnose every seed's learning curves.
+  """Diagnose every repeat's learning curves.
 
   Args:
-    train: training loss, ``[seeds, epochs]`` (or ``[epochs]`` for one seed);
-      NaN after a seed stopped early.
+    train: training loss, ``[repeats, epochs]`` (or ``[epochs]`` for one repeat);
+      NaN after a repeat stopped early.
     val: validation loss, same shape as ``train``.
     thresholds: the rule thresholds.
-    diverged: optional ``[seeds]`` bool mask from training; a marked seed is
+    diverged: optional ``[repeats]`` bool mask from training; a marked repeat is
       ``diverged`` whatever its curve (a NaN tail alone reads as a stop).
     baseline_loss: optional training loss of a naive forecast (the training
       targets' mean), in the units of ``train``; turns on the baseline capacity
       rule (rule 7) in place of the relative one (rule 9).
 
   Returns:
-    One row per seed: ``seed`` (row index), ``verdict``, ``trend`` (agrees with
+    One row per repeat: ``repeat`` (row index), ``verdict``, ``trend`` (agrees with
     the verdict), ``reason``, ``train_trend``, ``val_trend`` and the evidence
     numbers of the module docstring (``n_epochs``, ``best_epoch``, ``best_val``,
     ``final_train``, ``final_val``, ``train_end_slope``, ``val_end_slope``,
@@ -647,21 +654,21 @@ def diagnose_seeds(
     six-way tail reading); NaN where a curve has fewer than 2 finite epochs.
 
   Raises:
-    ValueError: if the shapes differ or are not ``[seeds, epochs]``,
-      ``diverged`` is not ``[seeds]``, or ``baseline_loss`` is not a finite
+    ValueError: if the shapes differ or are not ``[repeats, epochs]``,
+      ``diverged`` is not ``[repeats]``, or ``baseline_loss`` is not a finite
       loss > 0.
   """
   train, val = _as_curves(train, "train"), _as_curves(val, "val")
   if train.shape != val.shape:
-    raise ValueError(f"train and val must have the same shape [seeds, epochs], "
+    raise ValueError(f"train and val must have the same shape [repeats, epochs], "
                      f"got {train.shape} and {val.shape}.")
   if 0 in train.shape:
-    raise ValueError(f"expected at least one seed and one epoch, got shape {train.shape}.")
+    raise ValueError(f"expected at least one repeat and one epoch, got shape {train.shape}.")
   marked = np.zeros(len(train), bool) if diverged is None else np.asarray(diverged, bool)
   if marked.shape != (len(train),):
-    raise ValueError(f"expected diverged of shape [seeds] = ({len(train)},), got {marked.shape}.")
+    raise ValueError(f"expected diverged of shape [repeats] = ({len(train)},), got {marked.shape}.")
   baseline_loss = _check_baseline_loss(baseline_loss)
-  rows = [{"seed": i, **_diagnose_one(t, v, bool(m), thresholds, baseline_loss)}
+  rows = [{"repeat": i, **_diagnose_one(t, v, bool(m), thresholds, baseline_loss)}
           for i, (t, v, m) in enumerate(zip(train, val, marked))]
   frame = pd.DataFrame(rows)
   frame["n_epochs"] = frame["n_epochs"].astype(int)
@@ -670,7 +677,7 @@ def diagnose_seeds(
 
 def _against_baselines(finals: np.ndarray, baseline_scores: dict[str, float] | None
                        ) -> tuple[str | None, bool | None, float]:
-  """(best baseline, mean beats it, share of seeds beating it) for lower-is-better scores."""
+  """(best baseline, mean beats it, share of repeats beating it) for lower-is-better scores."""
   if baseline_scores is None:
     return None, None, np.nan
   best = min(baseline_scores, key=baseline_scores.get)
@@ -680,18 +687,18 @@ def _against_baselines(finals: np.ndarray, baseline_scores: dict[str, float] | N
   return best, beats, float(np.mean(finals < baseline_scores[best]))
 
 
-def _summarize(per_seed: pd.DataFrame, scores: np.ndarray | None, th: Thresholds, config: Any,
+def _summarize(per_repeat: pd.DataFrame, scores: np.ndarray | None, th: Thresholds, config: Any,
                baseline_loss: float | None = None,
                baseline_scores: dict[str, float] | None = None) -> ConfigDiagnosis:
-  n = len(per_seed)
+  n = len(per_repeat)
   if n == 0:
-    raise ValueError("cannot summarise a config with no seeds.")
-  counts = per_seed["verdict"].value_counts()
+    raise ValueError("cannot summarise a config with no repeats.")
+  counts = per_repeat["verdict"].value_counts()
   shares = {v: float(counts.get(v, 0)) / n for v in VERDICTS}
   majority = max(VERDICTS, key=lambda v: (shares[v], -VERDICTS.index(v)))
-  trends = per_seed["trend"].dropna().value_counts()
+  trends = per_repeat["trend"].dropna().value_counts()
   trend_shares = {str(t): float(c) / n for t, c in trends.items()}
-  finals = per_seed["final_val"].to_numpy(float) if scores is None else np.asarray(scores, float)
+  finals = per_repeat["final_val"].to_numpy(float) if scores is None else np.asarray(scores, float)
   finals = finals[np.isfinite(finals)]
   mean = float(np.mean(finals)) if len(finals) else np.nan
   final_cv = float(np.std(finals, ddof=1)) / abs(mean) if len(finals) >= 2 and mean != 0 else np.nan
@@ -699,16 +706,16 @@ def _summarize(per_seed: pd.DataFrame, scores: np.ndarray | None, th: Thresholds
                        or shares[majority] < th.min_majority_share)
   # The advice follows the majority's most common reason (an underfit may be
   # "still improving" or "levels off high", which call for different fixes).
-  reasons = per_seed.loc[per_seed["verdict"] == majority, "reason"].value_counts()
+  reasons = per_repeat.loc[per_repeat["verdict"] == majority, "reason"].value_counts()
   advice = ADVICE[_RULES[_REASON_KEY[reasons.index[0]]][2]]
   if high_variance:
-    advice += SEEDS_DISAGREE
+    advice += REPEATS_DISAGREE
   best, beats, share = _against_baselines(finals, baseline_scores)
   if beats is False:
     advice += (f" It does not beat the naive {best} forecast (mean score {mean:.3g} vs "
-               f"{baseline_scores[best]:.3g}; {share:.0%} of seeds beat it): make sure the "
+               f"{baseline_scores[best]:.3g}; {share:.0%} of repeats beat it): make sure the "
                "inputs carry information beyond it before tuning further.")
-  return ConfigDiagnosis(n_seeds=n, shares=shares, majority=majority,
+  return ConfigDiagnosis(n_repeats=n, shares=shares, majority=majority,
                          majority_share=shares[majority], trend_shares=trend_shares,
                          final_cv=final_cv, high_variance=high_variance, advice=advice,
                          config=config, baseline_loss=baseline_loss,
@@ -727,19 +734,19 @@ def diagnose_config(
     baseline_loss: float | None = None,
     baseline_scores: Mapping[str, float] | None = None,
 ) -> ConfigDiagnosis:
-  """Summarise the seeds of one config.
+  """Summarise the repeats of one config.
 
   Args:
-    train: training loss, ``[seeds, epochs]``, NaN after a stop.
+    train: training loss, ``[repeats, epochs]``, NaN after a stop.
     val: validation loss, same shape.
     thresholds: the rule thresholds.
-    diverged: optional ``[seeds]`` bool mask from training.
-    scores: optional ``[seeds]`` final scores for the spread check and the
-      baseline comparison (lower is better); defaults to each seed's last
+    diverged: optional ``[repeats]`` bool mask from training.
+    scores: optional ``[repeats]`` final scores for the spread check and the
+      baseline comparison (lower is better); defaults to each repeat's last
       finite validation loss. Non-finite scores are left out.
     config: config id stored on the result.
     baseline_loss: optional training loss of a naive forecast (see
-      ``diagnose_seeds``).
+      ``diagnose_repeats``).
     baseline_scores: optional {forecast: validation score} of naive forecasts
       (or a ``baselines.BaselineScores``), in the units of ``scores``.
 
@@ -747,11 +754,11 @@ def diagnose_config(
     A ``ConfigDiagnosis``.
 
   Raises:
-    ValueError: as ``diagnose_seeds``, or for empty or non-finite baseline scores.
+    ValueError: as ``diagnose_repeats``, or for empty or non-finite baseline scores.
   """
-  per_seed = diagnose_seeds(train, val, thresholds=thresholds, diverged=diverged,
+  per_repeat = diagnose_repeats(train, val, thresholds=thresholds, diverged=diverged,
                             baseline_loss=baseline_loss)
-  return _summarize(per_seed, scores, thresholds, config, _check_baseline_loss(baseline_loss),
+  return _summarize(per_repeat, scores, thresholds, config, _check_baseline_loss(baseline_loss),
                     _check_baseline_scores(baseline_scores))
 
 
@@ -785,19 +792,19 @@ def diagnose_run(
   """Diagnose every config of a run.
 
   Args:
-    histories: config id -> metric -> ``[seeds, epochs]`` array.
+    histories: config id -> metric -> ``[repeats, epochs]`` array.
     train_metric: training-loss key; by default ``"loss"`` (Keras) or else
       ``"train_loss"``.
     val_metric: validation-loss key.
     thresholds: the rule thresholds.
-    diverged: optional config id -> ``[seeds]`` bool mask from training.
+    diverged: optional config id -> ``[repeats]`` bool mask from training.
     baseline_loss: a training loss of a naive forecast shared by every config,
       or config id -> that loss (configs left out get the relative rule).
     baseline_scores: {forecast: validation score} shared by every config, or
       config id -> such a mapping (or ``baselines.BaselineScores``).
 
   Returns:
-    ``(per_seed, per_config)``: ``per_seed`` is ``diagnose_seeds``'s frame with a
+    ``(per_repeat, per_config)``: ``per_repeat`` is ``diagnose_repeats``'s frame with a
     leading ``config`` column; ``per_config`` has one ``ConfigDiagnosis.to_frame``
     row per config, in the order of ``histories``.
 
@@ -809,37 +816,42 @@ def diagnose_run(
   shared_scores = not (isinstance(scores_of, Mapping) and scores_of
                        and all(isinstance(getattr(v, "scores", v), Mapping)
                                for v in scores_of.values()))
-  seed_frames, config_frames = [], []
+  repeat_frames, config_frames = [], []
   for config, history in histories.items():
     train = _pick(history, train_metric, ("loss", "train_loss"), config)
     val = _pick(history, val_metric, (), config)
     mask = None if diverged is None else diverged.get(config)
     base = _check_baseline_loss(_per_config(baseline_loss, config, shared_loss))
     naive = _check_baseline_scores(_per_config(baseline_scores, config, shared_scores))
-    per_seed = diagnose_seeds(train, val, thresholds=thresholds, diverged=mask,
+    per_repeat = diagnose_repeats(train, val, thresholds=thresholds, diverged=mask,
                               baseline_loss=base)
-    config_frames.append(_summarize(per_seed, None, thresholds, config, base, naive).to_frame())
-    per_seed.insert(0, "config", [config] * len(per_seed))
-    seed_frames.append(per_seed)
-  if not seed_frames:
+    config_frames.append(_summarize(per_repeat, None, thresholds, config, base, naive).to_frame())
+    per_repeat.insert(0, "config", [config] * len(per_repeat))
+    repeat_frames.append(per_repeat)
+  if not repeat_frames:
     raise ValueError("histories is empty: nothing to diagnose.")
-  return (pd.concat(seed_frames, ignore_index=True),
+  return (pd.concat(repeat_frames, ignore_index=True),
           pd.concat(config_frames, ignore_index=True))
 
 
-def summarize_seeds(per_seed: pd.DataFrame, *, scores: np.ndarray | None = None,
+def summarize_repeats(per_repeat: pd.DataFrame, *, scores: np.ndarray | None = None,
                     thresholds: Thresholds = Thresholds(), config: Any = None,
                     baseline_loss: float | None = None,
                     baseline_scores: Mapping[str, float] | None = None) -> ConfigDiagnosis:
-  """Summarise one config from its per-seed rows (``diagnose_seeds``'s frame, or diagnosis.csv's).
+  """Summarise one config from its per-repeat rows (``diagnose_repeats``'s frame, or diagnosis.csv's).
 
   Args:
-    per_seed: one row per seed with at least ``verdict``, ``trend``, ``reason``
+    per_repeat: one row per repeat with at least ``verdict``, ``trend``, ``reason``
       (and ``final_val`` when ``scores`` is None).
-    scores: optional ``[seeds]`` final scores for the spread check; non-finite ones are left out.
+    scores: optional ``[repeats]`` final scores for the spread check; non-finite ones are left out.
     thresholds: the rule thresholds.
     config: config id stored on the result.
     baseline_loss, baseline_scores: as for ``diagnose_config``.
   """
-  return _summarize(per_seed, scores, thresholds, config, baseline_loss,
+  return _summarize(per_repeat, scores, thresholds, config, baseline_loss,
                     dict(baseline_scores) if baseline_scores is not None else None)
+
+
+def diagnose_seeds(*args, **kwargs) -> pd.DataFrame:
+  """Deprecated name of `diagnose_repeats` (its frame's `seed` column is now `repeat`)."""
+  return diagnose_repeats(*args, **kwargs)

@@ -1,8 +1,8 @@
-"""Keras 3 EarlyStopping and ReduceLROnPlateau as per-seed jnp state machines.
+"""Keras 3 EarlyStopping and ReduceLROnPlateau as per-repeat jnp state machines.
 
 The compiled training loop carries one `EarlyStoppingState` (and optionally one
-`ReduceLRState`) per seed through `lax.scan` over epochs under `jax.vmap`
-over seeds, so the update functions are branch-free: every decision is a
+`ReduceLRState`) per repeat through `lax.scan` over epochs under `jax.vmap`
+over repeats, so the update functions are branch-free: every decision is a
 `jnp.where` on scalar leaves. `replay` and `replay_reduce_lr` run the *same*
 update functions over a plain sequence of values: that is how the behaviour is
 tested against Keras, and how users can ask what Keras would have done with a
@@ -178,7 +178,7 @@ def _beats(value: jax.Array, reference: Any, mode: str,
 
 
 class EarlyStoppingState(NamedTuple):
-  """Per-seed `EarlyStopping` state; scalar leaves, so it vmaps and scans.
+  """Per-repeat `EarlyStopping` state; scalar leaves, so it vmaps and scans.
 
   Attributes:
     best: Best monitored value so far (float32; meaningless until has_best).
@@ -338,7 +338,7 @@ def replay(values: Sequence[float], *, monitor: str = "val_loss",
 
 
 class ReduceLRState(NamedTuple):
-  """Per-seed `ReduceLROnPlateau` state; scalar leaves, so it vmaps and scans.
+  """Per-repeat `ReduceLROnPlateau` state; scalar leaves, so it vmaps and scans.
 
   Attributes:
     best: Best monitored value so far (float32; meaningless until has_best).

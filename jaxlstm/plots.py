@@ -1,4 +1,4 @@
-"""Matplotlib figures of a repeated-seed run (numpy, pandas and matplotlib only).
+"""Matplotlib figures of runs of many repeats (numpy, pandas and matplotlib only).
 
 Every plotting function takes its data and ``ax=None`` and returns the ``Axes``
 it drew on (``learning_curves_grid`` returns the ``[rows, cols]`` array of its
@@ -7,8 +7,8 @@ Axes); the figure is ``ax.figure``. Without ``ax`` a new figure is made with
 backend is needed, and no figure piles up in pyplot's registry. ``save``
 writes a PNG atomically and closes the figure.
 
-Conventions: curves are ``[seeds, epochs]`` arrays with NaN after a seed
-stopped early; statistics over seeds ignore NaN and use ddof=1.
+Conventions: curves are ``[repeats, epochs]`` arrays with NaN after a repeat
+stopped early; statistics over repeats ignore NaN and use ddof=1.
 """
 import os
 import sys
@@ -45,10 +45,10 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
 
 
 def _nan_mean_std(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Mean and std (ddof=1) over seeds, NaN where too few seeds are finite.
+  """Mean and std (ddof=1) over repeats, NaN where too few repeats are finite.
 
   Done by hand because np.nanmean/np.nanstd warn on all-NaN epochs, which are
-  normal once every seed has stopped.
+  normal once every repeat has stopped.
   """
   finite = np.isfinite(curves)
   count = finite.sum(axis=0)
@@ -74,16 +74,16 @@ def scores_box(
     rng: np.random.Generator | None = None,
     ax: Axes | None = None,
 ) -> Axes:
-  """Box plot of the final scores per config, with every seed as a jittered point.
+  """Box plot of the final scores per config, with every repeat as a jittered point.
 
-  Diverged seeds (marked in ``diverged``, or with a non-finite score) are left
+  Diverged repeats (marked in ``diverged``, or with a non-finite score) are left
   out of the box; those with a finite score are drawn as red crosses. Each
   tick label reads ``"<config>\\nn=<used>, diverged=<count>"``.
 
   Args:
-    scores: config -> ``[seeds]`` scores, or a wide DataFrame (one column per
+    scores: config -> ``[repeats]`` scores, or a wide DataFrame (one column per
       config, one row per seed).
-    diverged: optional config -> ``[seeds]`` bool mask from training.
+    diverged: optional config -> ``[repeats]`` bool mask from training.
     ylabel: y-axis label.
     jitter: half-width of the uniform horizontal jitter of the points.
     rng: generator for the jitter; default ``np.random.default_rng(0)`` so the
@@ -129,15 +129,15 @@ def learning_curves(
     log: bool = False,
     ax: Axes | None = None,
 ) -> Axes:
-  """Every seed's train and validation curve with mean +- std bands.
+  """Every repeat's train and validation curve with mean +- std bands.
 
-  Per-seed curves are thin and translucent; the means (over the seeds still
-  running at each epoch) are thick, with +- one std (ddof=1) bands. A seed
+  Per-repeat curves are thin and translucent; the means (over the repeats still
+  running at each epoch) are thick, with +- one std (ddof=1) bands. A repeat
   whose curve ends before the last epoch (stopped early) gets a marker at its
   last finite epoch.
 
   Args:
-    train: training loss, ``[seeds, epochs]``, NaN after a stop.
+    train: training loss, ``[repeats, epochs]``, NaN after a stop.
     val: validation loss, same shape.
     title: Axes title.
     ylabel: y-axis label.
@@ -146,15 +146,15 @@ def learning_curves(
     ax: Axes to draw on; a new figure if None.
 
   Returns:
-    The Axes: ``2 * seeds`` thin lines then the 2 mean lines (``ax.lines``),
+    The Axes: ``2 * repeats`` thin lines then the 2 mean lines (``ax.lines``),
     2 bands, and one stop-marker collection per curve kind with stops.
 
   Raises:
-    ValueError: if the shapes differ or are not ``[seeds, epochs]``.
+    ValueError: if the shapes differ or are not ``[repeats, epochs]``.
   """
   train, val = np.atleast_2d(np.asarray(train, float)), np.atleast_2d(np.asarray(val, float))
   if train.shape != val.shape or train.ndim != 2:
-    raise ValueError(f"expected train and val of the same shape [seeds, epochs], "
+    raise ValueError(f"expected train and val of the same shape [repeats, epochs], "
                      f"got {train.shape} and {val.shape}.")
   ax = _new_axes(ax, (6.0, 4.0))
   epochs = np.arange(train.shape[1])
@@ -200,7 +200,7 @@ def learning_curves_grid(
   """One ``learning_curves`` panel per config, in one figure.
 
   Args:
-    histories: config id -> metric -> ``[seeds, epochs]`` array.
+    histories: config id -> metric -> ``[repeats, epochs]`` array.
     train_metric: training-loss key.
     val_metric: validation-loss key.
     ncols: panels per row.
@@ -237,7 +237,7 @@ def repeats_convergence(
   = s_n / sqrt(n) (ddof=1) against sigma / sqrt(n), sigma the std of all scores.
 
   Args:
-    scores: ``[seeds]`` scores in seed order (non-finite ones are dropped), or a
+    scores: ``[repeats]`` scores in repeat order (non-finite ones are dropped), or a
       frame with columns ``n``, ``mean``, ``sem`` (e.g. renamed from
       ``stats.repeats_curve``); the reference line then uses the last row's
       ``sem * sqrt(n)`` as sigma.
@@ -289,7 +289,7 @@ def diagnosis_overview(diagnosis: pd.DataFrame, *, ax: Axes | None = None) -> Ax
   """Stacked bars of the verdict shares per config.
 
   Args:
-    diagnosis: either the per-seed frame of ``diagnose.diagnose_run`` (columns
+    diagnosis: either the per-repeat frame of ``diagnose.diagnose_run`` (columns
       ``config`` and ``verdict``) or its per-config frame (columns ``config``
       and ``share_<verdict>``).
     ax: Axes to draw on; a new figure if None.
@@ -321,7 +321,7 @@ def diagnosis_overview(diagnosis: pd.DataFrame, *, ax: Axes | None = None) -> Ax
     bottom += height
   ax.set_xticks(x, list(shares.index))
   ax.set_ylim(0, 1)
-  ax.set_ylabel("share of seeds")
+  ax.set_ylabel("share of repeats")
   ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
   return ax
 

@@ -6,9 +6,9 @@ The tables (scores.csv, summary.csv, diagnosis.csv, comparisons.csv) are written
 `jaxlstm.tables`, one function per file; this module reads them (and the histories,
 for the learning curves) and draws:
 
-  plots/scores.png      final scores per config: boxes, seed points, n / diverged per tick
-  plots/curves*.png     learning curves per config (12 per page): seeds thin, mean band,
-                        early stops marked; diverged seeds left out and counted in the title
+  plots/scores.png      final scores per config: boxes, one point per repeat, n / diverged per tick
+  plots/curves*.png     learning curves per config (12 per page): repeats thin, mean band,
+                        early stops marked; diverged repeats left out and counted in the title
   plots/repeats.png     mean of the first n repeats against n, per config (12 best at most)
   plots/diagnosis.png   verdict shares per config
   plots/prob_improvement.png   P(row config better than column config)
@@ -200,8 +200,8 @@ def config_diagnoses(run: RunData) -> dict[str, diagnose.ConfigDiagnosis] | None
     return None
   out = {}
   for c in run.done:
-    per_seed = run.diagnosis[run.diagnosis["config_id"] == c]
-    out[c] = diagnose.summarize_seeds(per_seed, scores=np.where(run.diverged[c], np.nan, run.scores[c]),
+    per_repeat = run.diagnosis[run.diagnosis["config_id"] == c]
+    out[c] = diagnose.summarize_repeats(per_repeat, scores=np.where(run.diverged[c], np.nan, run.scores[c]),
                                       config=c)
   return out
 
@@ -241,7 +241,7 @@ def prob_matrix(run: RunData, configs: Sequence[str]) -> pd.DataFrame:
 
 def required(run: RunData) -> dict[str, stats.RequiredRepeats | str]:
   """Estimate, per config, the repeats a t-interval of the mean needs to be within
-  ±`RELATIVE_TARGET` of the mean (`stats.required_repeats` on the seeds at hand).
+  ±`RELATIVE_TARGET` of the mean (`stats.required_repeats` on the repeats at hand).
 
   Returns:
     config id -> `stats.RequiredRepeats`, or a sentence saying why there is none.
@@ -290,7 +290,7 @@ def plot_scores(run: RunData):
 def plot_curves(run: RunData, configs: Sequence[str], best: str | None):
   """Draw one page of learning curves, a panel per config.
 
-  Diverged seeds are blanked (excluded, counted in the title), as in every
+  Diverged repeats are blanked (excluded, counted in the title), as in every
   statistic. Each panel picks its own axis: log when all its values are > 0.
   """
   axes = _new_grid(len(configs))
@@ -315,7 +315,7 @@ def plot_curves(run: RunData, configs: Sequence[str], best: str | None):
 def plot_repeats(run: RunData, configs: Sequence[str], best: str | None, rng: np.random.Generator):
   """Draw the mean of the first n repeats against n, a panel per config.
 
-  On top of `plots.repeats_convergence`: the bootstrap band of a mean of n seeds
+  On top of `plots.repeats_convergence`: the bootstrap band of a mean of n repeats
   (`stats.repeats_curve`) and lines at ±`RELATIVE_TARGET` around the mean of all.
   """
   axes = _new_grid(len(configs))
@@ -325,7 +325,7 @@ def plot_repeats(run: RunData, configs: Sequence[str], best: str | None, rng: np
     ax.set_title(run.labels[c] + (" (best)" if c == best else "")
                  + (f" [{lost} diverged, left out]" if lost else ""))
     if finite.size < 2:
-      ax.text(0.5, 0.5, f"{_count(finite.size, 'finite seed')}:\nno spread to show", ha="center",
+      ax.text(0.5, 0.5, f"{_count(finite.size, 'finite repeat')}:\nno spread to show", ha="center",
               va="center", transform=ax.transAxes)
       ax.set_xticks([])
       ax.set_yticks([])
@@ -445,7 +445,7 @@ def _what_ran(run: RunData) -> list[str]:
   lines.append(f"- epochs: {base_train.get('epochs', 'n/a')}; early stopping: "
                + ((settings or "on, Keras defaults") if early else "off"))
   lines.append(f"- score: final `{run.metric}` per seed ({'higher' if run.higher_is_better else 'lower'} "
-               "is better), at the stop epoch of early-stopped seeds")
+               "is better), at the stop epoch of early-stopped repeats")
   lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items())))
   lines.append(f"- device: {m.get('device', 'n/a')}")
   lines.append("")
@@ -481,7 +481,7 @@ def _timings(run: RunData) -> list[str]:
 
 def _summary_section(run: RunData) -> list[str]:
   lines = [f"## Final {run.metric} per config", "",
-           f"Over the finite seeds of each config (ddof=1); `ci_low`/`ci_high` are the "
+           f"Over the finite repeats of each config (ddof=1); `ci_low`/`ci_high` are the "
            f"{CONFIDENCE:.0%} t-interval of the mean; `iqm` the interquartile mean.", ""]
   columns = ["count", "n_diverged", "mean", "std", "sem", "ci_low", "ci_high", "min", "25%",
              "50%", "75%", "max", "iqm"]
@@ -497,14 +497,14 @@ def _summary_section(run: RunData) -> list[str]:
       if k:
         epochs = ", ".join(str(int(e)) for e in run.diverged_epoch[c][run.diverged[c]])
         parts.append(f"{run.labels[c]}: {k} of {len(run.scores[c])}, at epoch {epochs}")
-    text = (f"**Diverged seeds: {n_div} of {total}** ({'; '.join(parts) or 'none flagged'}). "
+    text = (f"**Diverged repeats: {n_div} of {total}** ({'; '.join(parts) or 'none flagged'}). "
             "They are excluded from every statistic and counted in `n_diverged`.")
     if nonfinite:
-      text += (f" {nonfinite} more seed(s) have a non-finite final score without a divergence "
+      text += (f" {nonfinite} more repeat(s) have a non-finite final score without a divergence "
                "flag; they are excluded and counted the same way.")
     lines += [text, ""]
   else:
-    lines += [f"No seed diverged ({total} seeds in all).", ""]
+    lines += [f"No repeat diverged ({total} repeats in all).", ""]
   return lines
 
 
@@ -526,13 +526,13 @@ def _best_section(run: RunData) -> list[str]:
   lines = ["## Result" if single else "## Best config", ""]
   ranked = [c for c in _ranked(run) if math.isfinite(summary[c].mean)]
   if not ranked:
-    return lines + ["No config has a finite mean: every seed diverged.", ""]
+    return lines + ["No config has a finite mean: every repeat diverged.", ""]
   best = ranked[0]
   s = summary[best]
   lines.append(f"**{'Config' if single else 'Best'}: {run.labels[best]}** (`{best}`): "
                f"mean final {run.metric} {_num(s.mean)} "
                f"± {_num(s.sem)} (SEM), {CONFIDENCE:.0%} CI [{_num(s.ci_low)}, {_num(s.ci_high)}], "
-               f"{s.count} seeds used, {s.n_diverged} diverged.")
+               f"{s.count} repeats used, {s.n_diverged} diverged.")
   lines.append("")
   if single:
     return lines  # the Comparisons section says there is nothing to compare
@@ -545,7 +545,7 @@ def _best_section(run: RunData) -> list[str]:
   if pair is None or not math.isfinite(pair["pvalue_holm"]):
     n_a = pair["n_a"] if pair else s.count
     n_b = pair["n_b"] if pair else summary[runner].count
-    lines.append(f"{head}: the difference **cannot be tested** (finite seeds: {n_a} and {n_b}; "
+    lines.append(f"{head}: the difference **cannot be tested** (finite repeats: {n_a} and {n_b}; "
                  "Welch's t-test needs at least 2 in each).")
   else:
     significant = pair["pvalue_holm"] < ALPHA
@@ -554,7 +554,7 @@ def _best_section(run: RunData) -> list[str]:
                  f"p = {_num(pair['pvalue_holm'], 3)} over {_count(len(run.pairs), 'comparison')}: "
                  f"{run.labels[best]} is {verdict} at α = {ALPHA}; Hedges' g = {_num(pair['hedges_g'], 3)}.")
     if not significant:
-      lines.append("The gap may be seed noise: run more repeats (see below) before preferring it.")
+      lines.append("The gap may be repeat noise: run more repeats (see below) before preferring it.")
   if pair is not None and math.isfinite(pair["prob_better"]):
     p, low, high = pair["prob_better"], pair["prob_low"], pair["prob_high"]
     if low > 0.5 and p >= GAMMA:
@@ -563,10 +563,10 @@ def _best_section(run: RunData) -> list[str]:
       reading = f"above 0.5 but below γ = {GAMMA}: better more often than not, not by much"
     else:
       reading = "its interval includes 0.5 (or lies below): no reliable preference run by run"
-    lines.append(f"A seed of {run.labels[best]} beats a seed of {run.labels[runner]} with probability "
+    lines.append(f"A repeat of {run.labels[best]} beats a repeat of {run.labels[runner]} with probability "
                  f"{_num(p, 3)} ({CONFIDENCE:.0%} bootstrap CI {_num(low, 3)}–{_num(high, 3)}); "
                  f"{reading}."
-                 + (" With fewer than 10 seeds a side this interval is rough."
+                 + (" With fewer than 10 repeats a side this interval is rough."
                     if min(pair["n_a"], pair["n_b"]) < 10 else ""))
   lines.append("")
   return lines
@@ -578,7 +578,7 @@ def _comparisons_what(run: RunData) -> str:
   if n < 2:
     return "Only one config ran: there is nothing to compare it with."
   if not m:
-    return "No config has a finite mean (every seed diverged): nothing to compare."
+    return "No config has a finite mean (every repeat diverged): nothing to compare."
   if run.against == "all":
     what = f"Every pair of the {n} configs ({_count(m, 'comparison')})"
   else:
@@ -592,7 +592,7 @@ def _comparisons_section(run: RunData, matrix_path: str | None, drew_matrix: boo
   if not run.pairs:
     return lines + [what, ""]
   lines += [what + f" Test: Welch's t-test (two-sided), α = {ALPHA}; P(A better) = P(A beats B) "
-            "+ ½P(tie) over seed pairs, with a bootstrap CI.", ""]
+            "+ ½P(tie) over repeat pairs, with a bootstrap CI.", ""]
   rows = []
   for pair in run.pairs:
     a, b = pair["a"], pair["b"]
@@ -612,8 +612,8 @@ def _repeats_section(run: RunData, needed: Mapping[str, stats.RequiredRepeats | 
                      plot_path: str | None, shown: Sequence[str]) -> list[str]:
   lines = ["## How many repeats", "",
            f"Repeats a {CONFIDENCE:.0%} t-interval of the mean needs to be within "
-           f"±{RELATIVE_TARGET:.0%} of the mean, from the std of the seeds at hand "
-           "(`stats.required_repeats`; a pilot of few seeds gives a rough std).", ""]
+           f"±{RELATIVE_TARGET:.0%} of the mean, from the std of the repeats at hand "
+           "(`stats.required_repeats`; a pilot of few repeats gives a rough std).", ""]
   rows, short = [], []
   for c in run.done:
     s, r = run.summary[c], needed[c]
@@ -624,14 +624,14 @@ def _repeats_section(run: RunData, needed: Mapping[str, stats.RequiredRepeats | 
       continue
     if not math.isfinite(r.n):
       rows.append([run.labels[c], s.count, s.mean, s.std, now_text, "n/a",
-                   "fewer than 2 finite seeds: no std"])
+                   "fewer than 2 finite repeats: no std"])
       continue
     enough = s.count >= r.n
     if not enough:
       short.append((c, int(r.n)))
     rows.append([run.labels[c], s.count, s.mean, s.std, now_text, int(r.n),
                  "yes" if enough else f"no: {int(r.n) - s.count} more"])
-  lines += _table(["config", "seeds used", "mean", "std", "CI now", f"repeats for ±{RELATIVE_TARGET:.0%}",
+  lines += _table(["config", "repeats used", "mean", "std", "CI now", f"repeats for ±{RELATIVE_TARGET:.0%}",
                    "enough?"], rows)
   if short:
     worst = max(short, key=lambda t: t[1])
@@ -652,8 +652,8 @@ def _stops_section(run: RunData) -> list[str]:
   configured = any((cfg.get("train") or {}).get("early_stopping") for cfg in run.configs.values())
   if not stopped_any:
     if configured:
-      return lines + ["Early stopping was on, but no seed stopped before its last epoch.", ""]
-    return lines + ["Early stopping was off: every seed ran all its epochs.", ""]
+      return lines + ["Early stopping was on, but no repeat stopped before its last epoch.", ""]
+    return lines + ["Early stopping was off: every repeat ran all its epochs.", ""]
   rows = []
   for c in run.done:
     stopped = run.stopped_epoch[c]
@@ -665,7 +665,7 @@ def _stops_section(run: RunData) -> list[str]:
                    f"{int(run_for.min())}–{int(run_for.max())}", epochs])
     else:
       rows.append([run.labels[c], f"0 of {len(stopped)}", "n/a", "n/a", epochs])
-  lines += ["Seeds that stopped early, and after how many epochs (their learning curves end with a "
+  lines += ["Repeats that stopped early, and after how many epochs (their learning curves end with a "
             "marker; their score is taken at the stop epoch).", ""]
   lines += _table(["config", "stopped", "median epochs run", "range", "epochs"], rows)
   return lines
@@ -677,18 +677,18 @@ def _diagnosis_section(run: RunData, per_config: Mapping[str, diagnose.ConfigDia
   if per_config is None:
     return lines + ["No training and validation loss in the histories: no diagnosis and no "
                     "learning curves.", ""]
-  lines += ["Each seed's train/validation curves get a verdict (`jaxlstm.diagnose`, default "
+  lines += ["Each repeat's train/validation curves get a verdict (`jaxlstm.diagnose`, default "
             "thresholds); per config: the majority verdict, the share of each verdict, the most "
             "common trend over the last epochs, and advice.", ""]
   rows = []
   for c in run.done:
     d = per_config[c]
-    counts = [f"{v} {round(d.shares[v] * d.n_seeds)}/{d.n_seeds}" for v in diagnose.VERDICTS
+    counts = [f"{v} {round(d.shares[v] * d.n_repeats)}/{d.n_repeats}" for v in diagnose.VERDICTS
               if d.shares[v] > 0]
     trend = max(d.trend_shares, key=d.trend_shares.get) if d.trend_shares else "n/a"
     rows.append([run.labels[c], f"**{d.majority}**", f"{d.majority_share:.0%}", ", ".join(counts),
                  trend, "yes" if d.high_variance else "no", d.advice])
-  lines += _table(["config", "verdict", "share", "seeds", "trend", "high variance", "advice"], rows)
+  lines += _table(["config", "verdict", "share", "repeats", "trend", "high variance", "advice"], rows)
   for i, path in enumerate(curve_paths):
     lines += _image(path, "learning curves" if i == 0 else f"learning curves, page {i + 1}",
                     "A learning-curve page")
@@ -702,13 +702,13 @@ def _method_section(run: RunData, rng_seed: int, against: str | None) -> list[st
   return [
       "## Method", "",
       f"- Scores: the final `{run.metric}` of each seed (at the stop epoch when early stopping "
-      "fired). Diverged seeds (flagged by training, or a non-finite score) are excluded from every "
+      "fired). Diverged repeats (flagged by training, or a non-finite score) are excluded from every "
       "statistic and counted in `n_diverged`.",
       f"- Spread: std and SEM with ddof=1; {CONFIDENCE:.0%} t-interval of the mean "
       "(mean ± t·SEM, n−1 degrees of freedom); IQM = mean of the middle 50%.",
       f"- Comparisons: {pairs}; Welch's t-test (two-sided), Holm–Bonferroni over the family, "
       f"α = {ALPHA}; effect size Hedges' g (pooled ddof=1 std, small-sample corrected).",
-      f"- P(A better than B) = P(A beats B) + ½P(tie) over seed pairs (Mann–Whitney U / n_a n_b), "
+      f"- P(A better than B) = P(A beats B) + ½P(tie) over repeat pairs (Mann–Whitney U / n_a n_b), "
       f"{CONFIDENCE:.0%} percentile bootstrap CI from {POI_RESAMPLES} resamples of each side; "
       f"γ = {GAMMA} marks a clear improvement.",
       f"- Repeats: smallest n with t·std/√n ≤ {RELATIVE_TARGET:.0%} of |mean| "
@@ -726,7 +726,7 @@ def _files_section(others: Sequence[str]) -> list[str]:
     lines += [f"![{Path(p).name}]({p})\n" for p in others]
   lines += ["## Files", "",
             "`scores.csv` (per config and seed), `summary.csv` (per config), `diagnosis.csv` "
-            "(per config and seed: verdict, trend, evidence), `comparisons.csv` (per pair), "
+            "(per config and repeat: verdict, trend, evidence), `comparisons.csv` (per pair), "
             "`histories/<id>.npz`, `configs/<id>.json`, `checkpoints/<id>/` (orbax), "
             "`manifest.json`. Load the run with `jaxlstm.load_run(path)`; rebuild this page with "
             "`python -m jaxlstm.report <folder>`.", ""]

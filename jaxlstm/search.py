@@ -1,6 +1,6 @@
 """Hyper-parameter search: Optuna's ask/tell over a `Space`, each trial scored over its repeats.
 
-Tuning tools score a trial with one training run, so their best is often a lucky seed.
+Tuning tools score a trial with one training run, so their best is often a lucky run.
 Here a trial is a config trained with all its repeats (in one vectorised call with the
 other trials of its batch), and Optuna is told a statistic of those repeats (`objective`).
 Training stays outside: `run_search` calls `evaluate_batch(list of params) -> results`.

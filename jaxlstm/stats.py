@@ -1,15 +1,15 @@
-"""Variance analysis of repeated-seed runs (numpy/scipy/pandas only, never jax).
+"""Variance analysis over the repeats of configs (numpy/scipy/pandas only, never jax).
 
-Inputs are final scores `[config, seed]` (one config: `[seed]`), taken from stacked
-histories `[config, seed, epoch]` by `scores_from_histories`. Methods and the
+Inputs are final scores `[config, repeat]` (one config: `[repeat]`), taken from stacked
+histories `[config, repeat, epoch]` by `scores_from_histories`. Methods and the
 reference each one is tested against are in `reference/statistics.md`.
 
 Conventions shared by every function:
 
-* **Diverged seeds.** A seed whose score is NaN or ±inf, or that a `diverged` mask
+* **Diverged repeats.** A repeat whose score is NaN or ±inf, or that a `diverged` mask
   flags, is diverged: it is left out of every statistic and counted in `n_diverged`.
   Never a silent `nanmean` (reliability.md §4). A config with fewer than 2 finite
-  seeds gives NaN for what needs a spread (std, SEM, intervals, tests), not an error.
+  repeats gives NaN for what needs a spread (std, SEM, intervals, tests), not an error.
 * **ddof=1** everywhere, as pandas `describe()` and `scipy.stats.sem`; numpy's
   default ddof=0 is the likeliest silent bug (statistics.md §0, finding 4).
 * **Direction.** Functions take `higher_is_better` (False: a loss). Comparisons
@@ -19,8 +19,8 @@ Conventions shared by every function:
 * **Results** are small frozen dataclasses with `.to_frame()`; settings a reader
   needs (confidence, method, resamples, ddof) travel in the frame's `attrs`.
 * **Paired comparisons.** With common random numbers (repeat i of every config
-  shares its initial weights, data order and dropout masks), seed i of A is
-  matched with seed i of B: `paired_t_test`, `wilcoxon_signed_rank`,
+  shares its initial weights, data order and dropout masks), repeat i of A is
+  matched with repeat i of B: `paired_t_test`, `wilcoxon_signed_rank`,
   `prob_improvement_paired`, `se_difference` and `compare_configs(paired=True)`.
   A pair where either side is non-finite is dropped and counted in `n_dropped`;
   `se_difference` shows what the pairing bought (paired vs unpaired standard error).
@@ -50,7 +50,7 @@ stats = _LazyScipyStats()
 
 ArrayLike = npt.ArrayLike
 Rng = np.random.Generator | int
-# Several configs: {name: [seed]}, a wide frame (rows configs, columns seeds) or [config, seed].
+# Several configs: {name: [repeat]}, a wide frame (rows configs, columns repeats) or [config, repeat].
 ConfigScores = Mapping[Hashable, ArrayLike] | pd.DataFrame | np.ndarray
 
 DDOF = 1
@@ -90,31 +90,31 @@ def _mask(values: ArrayLike, diverged: ArrayLike | None, what: str) -> np.ndarra
   return values
 
 
-def _seeds(values: ArrayLike, diverged: ArrayLike | None = None,
+def _repeats(values: ArrayLike, diverged: ArrayLike | None = None,
            what: str = "scores") -> tuple[np.ndarray, int]:
-  """Split one config's `[seed]` scores into (finite values in seed order, n_diverged)."""
+  """Split one config's `[repeat]` scores into (finite values in repeat order, n_diverged)."""
   values = _mask(values, diverged, what)
   if values.ndim != 1:
-    raise ValueError(f"expected {what} of shape [seed], got {values.shape}.")
+    raise ValueError(f"expected {what} of shape [repeat], got {values.shape}.")
   finite = np.isfinite(values)
   return values[finite], int(values.size - finite.sum())
 
 
 def _raw_configs(scores: ConfigScores, diverged: ArrayLike | Mapping | None
                  ) -> dict[Hashable, np.ndarray]:
-  """`[config, seed]` scores as {config: `[seed]` floats, NaN where diverged}, in input order.
+  """`[config, repeat]` scores as {config: `[repeat]` floats, NaN where diverged}, in input order.
 
-  Seed positions are kept (paired comparisons match them); `_configs` drops them.
+  Repeat positions are kept (paired comparisons match them); `_configs` drops them.
   """
   if isinstance(scores, Mapping):
     if diverged is not None and not isinstance(diverged, Mapping):
-      raise ValueError("expected diverged as a mapping {config: [seed] mask} when scores is a mapping.")
+      raise ValueError("expected diverged as a mapping {config: [repeat] mask} when scores is a mapping.")
     rows = {}
     for name, values in scores.items():
       what = f"scores[{name!r}]"
       rows[name] = _mask(values, None if diverged is None else diverged.get(name), what)
       if rows[name].ndim != 1:
-        raise ValueError(f"expected {what} of shape [seed], got {rows[name].shape}.")
+        raise ValueError(f"expected {what} of shape [repeat], got {rows[name].shape}.")
     return rows
   if isinstance(scores, pd.DataFrame):
     labels, table = list(scores.index), scores.to_numpy(dtype=float)
@@ -122,7 +122,7 @@ def _raw_configs(scores: ConfigScores, diverged: ArrayLike | Mapping | None
     table = np.asarray(scores, dtype=float)
     if table.ndim != 2:
       raise ValueError(
-          f"expected scores of shape [config, seed] (or a mapping / wide DataFrame), got {table.shape}.")
+          f"expected scores of shape [config, repeat] (or a mapping / wide DataFrame), got {table.shape}.")
     labels = list(range(table.shape[0]))
   table = _mask(table, None if diverged is None else np.asarray(diverged), "scores")
   return dict(zip(labels, table))
@@ -130,8 +130,8 @@ def _raw_configs(scores: ConfigScores, diverged: ArrayLike | Mapping | None
 
 def _configs(scores: ConfigScores, diverged: ArrayLike | Mapping | None
              ) -> dict[Hashable, tuple[np.ndarray, int]]:
-  """Split `[config, seed]` scores into {config: (finite values, n_diverged)}, in input order."""
-  return {name: _seeds(row) for name, row in _raw_configs(scores, diverged).items()}
+  """Split `[config, repeat]` scores into {config: (finite values, n_diverged)}, in input order."""
+  return {name: _repeats(row) for name, row in _raw_configs(scores, diverged).items()}
 
 
 def _frame(row_or_rows: Mapping | Sequence[Mapping], index: Sequence | None = None,
@@ -168,25 +168,25 @@ def _check_confidence(confidence: float) -> None:
 def scores_from_histories(histories: ArrayLike, *, higher_is_better: bool,
                           at: Literal["last", "best"] = "last",
                           diverged: ArrayLike | None = None) -> np.ndarray:
-  """Reduce per-epoch histories to one score per seed.
+  """Reduce per-epoch histories to one score per repeat.
 
-  A seed with any non-finite epoch (or flagged in `diverged`) scores NaN, so it is
+  A repeat with any non-finite epoch (or flagged in `diverged`) scores NaN, so it is
   counted as diverged downstream: its best epoch before blowing up would otherwise
   hide the divergence.
 
   Args:
-    histories: `[config, seed, epoch]` or `[seed, epoch]` metric values.
+    histories: `[config, repeat, epoch]` or `[repeat, epoch]` metric values.
     higher_is_better: which end is "best" when `at="best"`.
-    at: "last" epoch, or the "best" epoch of each seed.
-    diverged: optional `[config, seed]` (or `[seed]`) bool mask.
+    at: "last" epoch, or the "best" epoch of each repeat.
+    diverged: optional `[config, repeat]` (or `[repeat]`) bool mask.
 
   Returns:
-    `[config, seed]` (or `[seed]`) float scores, NaN for diverged seeds.
+    `[config, repeat]` (or `[repeat]`) float scores, NaN for diverged repeats.
   """
   histories = np.asarray(histories, dtype=float)
   if histories.ndim not in (2, 3):
     raise ValueError(
-        f"expected histories of shape [config, seed, epoch] or [seed, epoch], got {histories.shape}.")
+        f"expected histories of shape [config, repeat, epoch] or [repeat, epoch], got {histories.shape}.")
   if at == "last":
     scores = histories[..., -1].copy()
   elif at == "best":
@@ -205,13 +205,13 @@ def iqm(scores: ArrayLike) -> float:
   """Interquartile mean: the mean of the middle 50% of finite values (rliable's `aggregate_iqm`).
 
   Args:
-    scores: any shape (e.g. `[seed]` or `[seed, task]`); all finite values are pooled.
+    scores: any shape (e.g. `[repeat]` or `[repeat, task]`); all finite values are pooled.
   """
   values = np.asarray(scores, dtype=float).ravel()
   values = values[np.isfinite(values)]
   if not values.size:
     return _NAN
-  # scipy.stats.trim_mean(values, 0.25): drop int(0.25 n) seeds from each end.
+  # scipy.stats.trim_mean(values, 0.25): drop int(0.25 n) repeats from each end.
   cut = int(0.25 * values.size)
   return float(np.mean(np.sort(values)[cut:values.size - cut]))
 
@@ -308,12 +308,12 @@ def summarize(scores: ArrayLike | ConfigScores, *, higher_is_better: bool = Fals
               ) -> Summary | SummaryTable:
   """Describe each config: count, mean, std, quartiles, n_diverged, SEM, t-interval, IQM.
 
-  Statistics use finite seeds only (ddof=1). With one finite seed the mean and
+  Statistics use finite repeats only (ddof=1). With one finite repeat the mean and
   quartiles are that value and std/SEM/interval are NaN, as in `describe()`.
 
   Args:
-    scores: one config's `[seed]` scores, or several: `{config: [seed]}`, a wide
-      DataFrame (rows configs, columns seeds) or a `[config, seed]` array.
+    scores: one config's `[repeat]` scores, or several: `{config: [repeat]}`, a wide
+      DataFrame (rows configs, columns repeats) or a `[config, repeat]` array.
     higher_is_better: direction of the metric; picks `SummaryTable.best`.
     confidence: level of the t-interval of the mean, `mean ± t_{(1+c)/2, n-1}·sem`.
     diverged: optional bool mask of the shape of `scores` (a mapping for a mapping).
@@ -323,7 +323,7 @@ def summarize(scores: ArrayLike | ConfigScores, *, higher_is_better: bool = Fals
   """
   _check_confidence(confidence)
   if not isinstance(scores, (Mapping, pd.DataFrame)) and np.ndim(scores) == 1:
-    values, n_diverged = _seeds(scores, diverged)
+    values, n_diverged = _repeats(scores, diverged)
     return _summary(values, n_diverged, None, confidence, higher_is_better)
   rows = tuple(_summary(values, n_diverged, name, confidence, higher_is_better)
                for name, (values, n_diverged) in _configs(scores, diverged).items())
@@ -341,11 +341,11 @@ class RepeatsCurve:
   Arrays are `[len(n)]`, one entry per number of repeats n = 2..R.
   """
   n: np.ndarray
-  mean: np.ndarray       # mean of the first n finite seeds, in seed (key) order
+  mean: np.ndarray       # mean of the first n finite repeats, in repeat (key) order
   sem: np.ndarray        # their std (ddof=1) / sqrt(n)
   ci_low: np.ndarray     # t-interval of the first-n mean
   ci_high: np.ndarray
-  boot_std: np.ndarray   # spread of the mean of n seeds resampled from all R
+  boot_std: np.ndarray   # spread of the mean of n repeats resampled from all R
   boot_low: np.ndarray
   boot_high: np.ndarray
   final_mean: float
@@ -369,25 +369,25 @@ def repeats_curve(scores: ArrayLike, *, rng: Rng, n_resamples: int = 1000,
                   diverged: ArrayLike | None = None) -> RepeatsCurve:
   """Mean, SEM and bootstrap spread of the mean for the first n = 2..R repeats.
 
-  The bootstrap resamples n seeds from all R finite seeds, the best estimate of the
-  seed distribution at hand, so the spread at small n answers "how far would a mean
+  The bootstrap resamples n repeats from all R finite repeats, the best estimate of the
+  repeat distribution at hand, so the spread at small n answers "how far would a mean
   of n repeats land" without being itself a noisy small-sample estimate. Each
-  resample row draws R seeds once and its prefixes give every n, which costs
+  resample row draws R repeats once and its prefixes give every n, which costs
   `n_resamples * R` draws instead of `n_resamples * R² / 2` and keeps the curves smooth.
 
   Args:
-    scores: one config's `[seed]` scores; seed order is the key order.
+    scores: one config's `[repeat]` scores; repeat order is the key order.
     rng: Generator or int seed for the resampling.
     n_resamples: bootstrap resamples per n.
     confidence: level of the t-interval and of the bootstrap percentile band.
     higher_is_better: recorded for the report; the curve does not depend on it.
-    diverged: optional `[seed]` bool mask.
+    diverged: optional `[repeat]` bool mask.
 
   Returns:
-    A `RepeatsCurve` (empty arrays when fewer than 2 seeds are finite).
+    A `RepeatsCurve` (empty arrays when fewer than 2 repeats are finite).
   """
   _check_confidence(confidence)
-  values, n_diverged = _seeds(scores, diverged)
+  values, n_diverged = _repeats(scores, diverged)
   gen = _as_generator(rng)
   r = values.size
   n = np.arange(2, r + 1)
@@ -442,17 +442,17 @@ def required_repeats(pilot: ArrayLike | None = None, *, half_width: float, relat
   t quantile at n-1 df until the target is met. σ = 10, target 2 gives 99 (z: 96.04).
 
   Args:
-    pilot: `[seed]` pilot scores giving the std (ddof=1) and, for `relative`, the mean.
+    pilot: `[repeat]` pilot scores giving the std (ddof=1) and, for `relative`, the mean.
     half_width: target half-width; a fraction of |mean| when `relative` (0.05: 5%).
     relative: read `half_width` relative to the pilot mean.
     std: a known std instead of the pilot's.
     confidence: interval level.
     higher_is_better: recorded for the report; n does not depend on it.
-    diverged: optional `[seed]` bool mask of the pilot.
+    diverged: optional `[repeat]` bool mask of the pilot.
     max_repeats: give up above this n.
 
   Returns:
-    A `RequiredRepeats`; `n` is NaN when the pilot has fewer than 2 finite seeds.
+    A `RequiredRepeats`; `n` is NaN when the pilot has fewer than 2 finite repeats.
 
   Raises:
     ValueError: on a non-positive target, no std source, or n above `max_repeats`.
@@ -462,7 +462,7 @@ def required_repeats(pilot: ArrayLike | None = None, *, half_width: float, relat
     raise ValueError(f"half_width must be > 0, got {half_width!r}.")
   if pilot is None and (std is None or relative):
     raise ValueError("required_repeats needs a pilot sample, or std= for an absolute half_width.")
-  values, n_diverged = _seeds(pilot if pilot is not None else [], diverged, "pilot")
+  values, n_diverged = _repeats(pilot if pilot is not None else [], diverged, "pilot")
   mean = float(np.mean(values)) if values.size else _NAN
   if std is None:
     std = float(np.std(values, ddof=DDOF)) if values.size >= 2 else _NAN
@@ -543,20 +543,20 @@ def welch_test(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
   `scipy.stats.ttest_ind(a, b, equal_var=False)`.
 
   Args:
-    a: `[seed]` scores of config A; non-finite seeds are dropped and counted.
-    b: `[seed]` scores of config B.
+    a: `[repeat]` scores of config A; non-finite repeats are dropped and counted.
+    b: `[repeat]` scores of config B.
     higher_is_better: direction; "better" means lower for a loss.
     alternative: H1 "two-sided", "better" (A better than B) or "worse".
     confidence: level of the two-sided interval of the difference.
 
   Returns:
-    A `WelchResult`; NaN statistics when a side has fewer than 2 finite seeds or
+    A `WelchResult`; NaN statistics when a side has fewer than 2 finite repeats or
     both have zero variance.
   """
   _check_confidence(confidence)
   raw = _raw_alternative(alternative, higher_is_better)
-  a, da = _seeds(a, what="a")
-  b, db = _seeds(b, what="b")
+  a, da = _repeats(a, what="a")
+  b, db = _repeats(b, what="b")
   na, nb = a.size, b.size
   mean_a = float(np.mean(a)) if na else _NAN
   mean_b = float(np.mean(b)) if nb else _NAN
@@ -602,17 +602,17 @@ def mann_whitney(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
   """Mann–Whitney U test via `scipy.stats.mannwhitneyu` (method 'auto', tie-corrected).
 
   Args:
-    a: `[seed]` scores of config A; non-finite seeds are dropped and counted.
-    b: `[seed]` scores of config B.
+    a: `[repeat]` scores of config A; non-finite repeats are dropped and counted.
+    b: `[repeat]` scores of config B.
     higher_is_better: direction; "better" means lower for a loss.
     alternative: H1 "two-sided", "better" (A better than B) or "worse".
 
   Returns:
-    A `MannWhitneyResult`; NaN when either side has no finite seed.
+    A `MannWhitneyResult`; NaN when either side has no finite repeat.
   """
   raw = _raw_alternative(alternative, higher_is_better)
-  a, da = _seeds(a, what="a")
-  b, db = _seeds(b, what="b")
+  a, da = _repeats(a, what="a")
+  b, db = _repeats(b, what="b")
   u = p = prob = _NAN
   if a.size and b.size:
     res = stats.mannwhitneyu(a, b, alternative=raw)
@@ -678,7 +678,7 @@ def bootstrap_ci(scores: ArrayLike, *, rng: Rng,
                  confidence: float = 0.95, n_resamples: int = 9999,
                  higher_is_better: bool = False,
                  diverged: ArrayLike | None = None) -> BootstrapCI:
-  """Bootstrap CI of a statistic over seeds, the same draws and interval as `scipy.stats.bootstrap`.
+  """Bootstrap CI of a statistic over repeats, the same draws and interval as `scipy.stats.bootstrap`.
 
   Defaults are scipy's (BCa, 9999 resamples); rliable uses percentile. The method and
   resample count are recorded in the result. Resampling is one `[n_resamples, n]`
@@ -686,18 +686,18 @@ def bootstrap_ci(scores: ArrayLike, *, rng: Rng,
   same interval as `scipy.stats.bootstrap((x,), stat, method=..., rng=...)`.
 
   Args:
-    scores: one config's `[seed]` scores; non-finite seeds are dropped and counted.
+    scores: one config's `[repeat]` scores; non-finite repeats are dropped and counted.
     rng: Generator or int seed.
     statistic: "mean", "median", "iqm", or a vectorised `f(x, axis=-1)`.
     method: "BCa", "percentile" or "basic" (case-insensitive).
     confidence: two-sided level.
     n_resamples: bootstrap resamples.
     higher_is_better: recorded for the report; the interval does not depend on it.
-    diverged: optional `[seed]` bool mask.
+    diverged: optional `[repeat]` bool mask.
 
   Returns:
-    A `BootstrapCI`; NaN interval with fewer than 2 finite seeds, and the point
-    interval [v, v] when all finite seeds are equal (where BCa is undefined).
+    A `BootstrapCI`; NaN interval with fewer than 2 finite repeats, and the point
+    interval [v, v] when all finite repeats are equal (where BCa is undefined).
   """
   _check_confidence(confidence)
   if isinstance(statistic, str):
@@ -709,7 +709,7 @@ def bootstrap_ci(scores: ArrayLike, *, rng: Rng,
   kind = method.lower()
   if kind not in ("bca", "percentile", "basic"):
     raise ValueError(f"method must be 'BCa', 'percentile' or 'basic', got {method!r}.")
-  values, n_diverged = _seeds(scores, diverged)
+  values, n_diverged = _repeats(scores, diverged)
   gen = _as_generator(rng)
   n = values.size
   result = dict(statistic=name, method=method, n_resamples=n_resamples, n=n,
@@ -772,12 +772,12 @@ def _prob_greater(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _runs_by_task(x: ArrayLike, what: str) -> tuple[np.ndarray, int]:
-  """`[seed]` or `[seed, task]` -> (`[task, finite seed]`, n_diverged); a seed diverges if any task does."""
+  """`[repeat]` or `[repeat, task]` -> (`[task, finite repeat]`, n_diverged); a repeat diverges if any task does."""
   x = np.asarray(x, dtype=float)
   if x.ndim == 1:
     x = x[:, None]
   if x.ndim != 2:
-    raise ValueError(f"expected {what} of shape [seed] or [seed, task], got {x.shape}.")
+    raise ValueError(f"expected {what} of shape [repeat] or [repeat, task], got {x.shape}.")
   finite = np.isfinite(x).all(axis=1)
   return x[finite].T, int(x.shape[0] - finite.sum())
 
@@ -788,19 +788,19 @@ def prob_improvement(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool, rng:
 
   The point estimate is `mannwhitneyu(a, b).statistic / (n_a n_b)` for higher-is-better,
   and 1 minus that for lower-is-better; identical samples give exactly 0.5. The CI
-  resamples seeds of A and of B independently within each task (rliable's stratified
+  resamples repeats of A and of B independently within each task (rliable's stratified
   independent bootstrap), percentile method.
 
   Args:
-    a: `[seed]` or `[seed, task]` scores of A; a seed with any non-finite task is dropped.
-    b: `[seed]` or `[seed, task]` scores of B, same number of tasks.
+    a: `[repeat]` or `[repeat, task]` scores of A; a seed with any non-finite task is dropped.
+    b: `[repeat]` or `[repeat, task]` scores of B, same number of tasks.
     higher_is_better: direction; for a loss, "better" means lower.
     rng: Generator or int seed.
     n_resamples: bootstrap resamples (rliable's profile default, 2000).
     confidence: two-sided level.
 
   Returns:
-    A `ProbImprovement`; NaN when either side has no finite seed.
+    A `ProbImprovement`; NaN when either side has no finite repeat.
   """
   _check_confidence(confidence)
   a, da = _runs_by_task(a, "a")
@@ -827,20 +827,20 @@ def prob_improvement(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool, rng:
 #
 # With common random numbers, repeat i of config A and repeat i of config B share
 # their initial weights, data order and dropout masks, so A_i - B_i cancels the
-# seed's own luck and only the configs' difference (plus interaction) is left.
-# Every paired function matches seed i of `a` with seed i of `b`; a pair where
+# repeat's own luck and only the configs' difference (plus interaction) is left.
+# Every paired function matches repeat i of `a` with repeat i of `b`; a pair where
 # either side is non-finite (diverged) is dropped and counted in `n_dropped`.
 
 
 def _pairs(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray, int]:
-  """Match seed i of `a` with seed i of `b`: (a kept, b kept, n_dropped), in seed order."""
+  """Match repeat i of `a` with repeat i of `b`: (a kept, b kept, n_dropped), in repeat order."""
   a, b = np.array(a, dtype=float), np.array(b, dtype=float)
   if a.ndim != 1 or b.ndim != 1:
-    raise ValueError(f"expected a and b of shape [seed], got {a.shape} and {b.shape}.")
+    raise ValueError(f"expected a and b of shape [repeat], got {a.shape} and {b.shape}.")
   if a.shape != b.shape:
     raise ValueError(
-        f"paired comparisons match seed i of a with seed i of b, so a and b need the same "
-        f"number of seeds; got {a.size} and {b.size}. Pass the same repeats of both configs "
+        f"paired comparisons match repeat i of a with repeat i of b, so a and b need the same "
+        f"number of repeats; got {a.size} and {b.size}. Pass the same repeats of both configs "
         "(common random numbers), or use an unpaired test (welch_test, mann_whitney).")
   keep = np.isfinite(a) & np.isfinite(b)
   return a[keep], b[keep], int(a.size - keep.sum())
@@ -848,7 +848,7 @@ def _pairs(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray, int]:
 
 @dataclasses.dataclass(frozen=True)
 class PairedTResult:
-  """Paired t-test of A vs B over matched seeds; difference, t and d_z are A − B."""
+  """Paired t-test of A vs B over matched repeats; difference, t and d_z are A − B."""
   statistic: float
   df: float
   pvalue: float
@@ -885,8 +885,8 @@ def paired_t_test(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
   scipy: all differences equal and non-zero give t = ±inf, p = 0; all zero give NaN.
 
   Args:
-    a: `[seed]` scores of config A.
-    b: `[seed]` scores of config B, seed i paired with A's seed i.
+    a: `[repeat]` scores of config A.
+    b: `[repeat]` scores of config B, repeat i paired with A's repeat i.
     higher_is_better: direction; "better" means lower for a loss.
     alternative: H1 "two-sided", "better" (A better than B) or "worse".
     confidence: level of the two-sided interval of the mean difference.
@@ -895,7 +895,7 @@ def paired_t_test(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
     A `PairedTResult`; NaN statistics with fewer than 2 kept pairs.
 
   Raises:
-    ValueError: if `a` and `b` are not `[seed]` arrays of the same length.
+    ValueError: if `a` and `b` are not `[repeat]` arrays of the same length.
   """
   _check_confidence(confidence)
   raw = _raw_alternative(alternative, higher_is_better)
@@ -928,7 +928,7 @@ def paired_t_test(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
 
 @dataclasses.dataclass(frozen=True)
 class WilcoxonResult:
-  """Wilcoxon signed-rank test of A vs B over matched seeds (scipy's statistic and p)."""
+  """Wilcoxon signed-rank test of A vs B over matched repeats (scipy's statistic and p)."""
   statistic: float            # scipy's: min(W+, W−) two-sided, W+ one-sided
   pvalue: float
   w_plus: float               # rank sum of the pairs with A_i > B_i (zero differences dropped)
@@ -955,8 +955,8 @@ def wilcoxon_signed_rank(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
   zeros, else the normal approximation). Ties in |A_i − B_i| share their mean rank.
 
   Args:
-    a: `[seed]` scores of config A.
-    b: `[seed]` scores of config B, seed i paired with A's seed i.
+    a: `[repeat]` scores of config A.
+    b: `[repeat]` scores of config B, repeat i paired with A's repeat i.
     higher_is_better: direction; "better" means lower for a loss.
     alternative: H1 "two-sided", "better" (A better than B) or "worse".
 
@@ -964,7 +964,7 @@ def wilcoxon_signed_rank(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
     A `WilcoxonResult`; NaN when no pair is kept.
 
   Raises:
-    ValueError: if `a` and `b` are not `[seed]` arrays of the same length.
+    ValueError: if `a` and `b` are not `[repeat]` arrays of the same length.
   """
   raw = _raw_alternative(alternative, higher_is_better)
   a, b, dropped = _pairs(a, b)
@@ -986,7 +986,7 @@ def wilcoxon_signed_rank(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
 
 @dataclasses.dataclass(frozen=True)
 class PairedProbImprovement:
-  """Share of matched seeds where A beats B (ties ½), with a percentile bootstrap CI over pairs."""
+  """Share of matched repeats where A beats B (ties ½), with a percentile bootstrap CI over pairs."""
   prob: float
   ci_low: float
   ci_high: float
@@ -1006,15 +1006,15 @@ class PairedProbImprovement:
 def prob_improvement_paired(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool, rng: Rng,
                             n_resamples: int = 2000, confidence: float = 0.95
                             ) -> PairedProbImprovement:
-  """P(A better than B) over matched seeds: mean of [A_i better than B_i] + ½[A_i = B_i].
+  """P(A better than B) over matched repeats: mean of [A_i better than B_i] + ½[A_i = B_i].
 
   Unlike `prob_improvement` (every run of A against every run of B), this asks how
-  often A wins on the same seed. The CI resamples pairs with replacement (one
+  often A wins on the same repeat. The CI resamples pairs with replacement (one
   `[n_resamples, n]` draw from `rng`), percentile method.
 
   Args:
-    a: `[seed]` scores of config A.
-    b: `[seed]` scores of config B, seed i paired with A's seed i.
+    a: `[repeat]` scores of config A.
+    b: `[repeat]` scores of config B, repeat i paired with A's repeat i.
     higher_is_better: direction; for a loss, "better" means lower.
     rng: Generator or int seed.
     n_resamples: bootstrap resamples.
@@ -1024,7 +1024,7 @@ def prob_improvement_paired(a: ArrayLike, b: ArrayLike, *, higher_is_better: boo
     A `PairedProbImprovement`; NaN when no pair is kept.
 
   Raises:
-    ValueError: if `a` and `b` are not `[seed]` arrays of the same length.
+    ValueError: if `a` and `b` are not `[repeat]` arrays of the same length.
   """
   _check_confidence(confidence)
   a, b, dropped = _pairs(a, b)
@@ -1047,7 +1047,7 @@ class DifferenceSE:
   """Standard error of mean(A) − mean(B), paired and unpaired, on the same kept pairs.
 
   `variance_reduction` is what pairing bought: the share of the unpaired variance
-  of the difference that the shared seed removed (0: none; negative: pairing hurt).
+  of the difference that the shared repeat removed (0: none; negative: pairing hurt).
   `1 / se_ratio²` unpaired repeats per config would give the paired precision.
   """
   se_paired: float            # sd(A − B) / √n
@@ -1069,15 +1069,15 @@ def se_difference(a: ArrayLike, b: ArrayLike) -> DifferenceSE:
   se_paired² = se_unpaired² − 2·cov(A, B)/n.
 
   Args:
-    a: `[seed]` scores of config A.
-    b: `[seed]` scores of config B, seed i paired with A's seed i.
+    a: `[repeat]` scores of config A.
+    b: `[repeat]` scores of config B, repeat i paired with A's repeat i.
 
   Returns:
     A `DifferenceSE`; NaN with fewer than 2 kept pairs (and ratios NaN when the
     unpaired standard error is 0).
 
   Raises:
-    ValueError: if `a` and `b` are not `[seed]` arrays of the same length.
+    ValueError: if `a` and `b` are not `[repeat]` arrays of the same length.
   """
   a, b, dropped = _pairs(a, b)
   n = a.size
@@ -1147,7 +1147,7 @@ class PairComparison:
 
 @dataclasses.dataclass(frozen=True)
 class PairedComparison(PairComparison):
-  """A vs B over matched seeds: `PairComparison`'s columns, then what pairing adds.
+  """A vs B over matched repeats: `PairComparison`'s columns, then what pairing adds.
 
   Inherited columns read over the kept pairs: n_a = n_b = n_pairs, the means are
   of the kept pairs, `statistic` is the paired t or Wilcoxon's statistic, and
@@ -1190,7 +1190,7 @@ class Comparison:
 def _verdict(a: Hashable, b: Hashable, a_better: bool, p_holm: float, alpha: float,
              n_a: int, n_b: int) -> str:
   if not math.isfinite(p_holm):
-    return f"not enough finite seeds to compare (n_a={n_a}, n_b={n_b})"
+    return f"not enough finite repeats to compare (n_a={n_a}, n_b={n_b})"
   if p_holm < alpha:
     better, worse = (a, b) if a_better else (b, a)
     return f"{better} is better than {worse} (p={p_holm:.3g}, Holm)"
@@ -1212,7 +1212,7 @@ _PAIRED_TESTS = ("paired_t", "wilcoxon")
 
 def _pair_row(va: np.ndarray, vb: np.ndarray, test: str, higher_is_better: bool,
               gen: np.random.Generator, n_resamples: int, confidence: float) -> dict:
-  """Unpaired comparison numbers of finite `va` `[seed_a]` and `vb` `[seed_b]`."""
+  """Unpaired comparison numbers of finite `va` `[repeats_a]` and `vb` `[repeats_b]`."""
   welch = welch_test(va, vb, higher_is_better=higher_is_better)
   enough = va.size >= 2 and vb.size >= 2
   if test == "welch":
@@ -1231,7 +1231,7 @@ def _pair_row(va: np.ndarray, vb: np.ndarray, test: str, higher_is_better: bool,
 
 def _paired_row(ra: np.ndarray, rb: np.ndarray, test: str, higher_is_better: bool,
                 gen: np.random.Generator, n_resamples: int, confidence: float) -> dict:
-  """Paired comparison numbers of `ra` and `rb` `[seed]`, NaN where a seed diverged."""
+  """Paired comparison numbers of `ra` and `rb` `[repeat]`, NaN where a repeat diverged."""
   ttest = paired_t_test(ra, rb, higher_is_better=higher_is_better)
   if test == "paired_t":
     stat, p, raw_sign = ttest.statistic, ttest.pvalue, ttest.mean_diff
@@ -1264,14 +1264,14 @@ def compare_configs(scores: ConfigScores, *, higher_is_better: bool, rng: Rng,
   "no significant difference (p=…, Holm)", in the metric's direction.
 
   With `paired=True` (common random numbers: repeat i of every config shares its
-  initial weights, data order and dropout masks), seed i of A is matched with seed
+  initial weights, data order and dropout masks), repeat i of A is matched with repeat
   i of B: a pair where either side diverged or is non-finite is dropped and counted
   (`n_dropped`), the test is on the differences and P(A better than B) is the share
   of pairs A wins. Rows are `PairedComparison`s, which add d_z and the paired and
   unpaired standard errors of the difference.
 
   Args:
-    scores: `{config: [seed]}`, a wide DataFrame (rows configs) or `[config, seed]`.
+    scores: `{config: [repeat]}`, a wide DataFrame (rows configs) or `[config, repeat]`.
     higher_is_better: direction; for a loss, "better" means lower.
     rng: Generator or int seed for the P(A better than B) intervals.
     against: "all" (every pair, input order), "best" (the config with the best
@@ -1283,17 +1283,17 @@ def compare_configs(scores: ConfigScores, *, higher_is_better: bool, rng: Rng,
     n_resamples: bootstrap resamples per P(A better than B) interval.
     confidence: level of those intervals.
     diverged: optional mask, shaped like `scores`.
-    paired: match seeds by index (every config needs the same number of seeds).
+    paired: match repeats by index (every config needs the same number of repeats).
 
   Returns:
-    A `Comparison`; pairs with a config of fewer than 2 finite seeds (paired: fewer
+    A `Comparison`; pairs with a config of fewer than 2 finite repeats (paired: fewer
     than 2 kept pairs, or all pairs equal under the t-test) get NaN p-values, stay
     out of Holm's family and say so in the verdict.
 
   Raises:
     ValueError: on an unknown `against`/`test`, a test of the other kind than
       `paired`, "best" when no config has a finite mean, or (paired) configs with
-      different numbers of seeds.
+      different numbers of repeats.
   """
   tests = _PAIRED_TESTS if paired else _UNPAIRED_TESTS
   if test is None:
@@ -1306,13 +1306,13 @@ def compare_configs(scores: ConfigScores, *, higher_is_better: bool, rng: Rng,
   if not 0 < alpha < 1:
     raise ValueError(f"alpha must be in (0, 1), got {alpha!r}.")
   raw = _raw_configs(scores, diverged)
-  configs = {name: _seeds(row) for name, row in raw.items()}
+  configs = {name: _repeats(row) for name, row in raw.items()}
   names = list(configs)
   if paired and len({row.size for row in raw.values()}) > 1:
     sizes = {name: row.size for name, row in raw.items()}
     raise ValueError(
-        f"paired=True matches seed i of every config, so every config needs the same number "
-        f"of seeds; got {sizes}. Compare configs run with the same repeats, or pass paired=False.")
+        f"paired=True matches repeat i of every config, so every config needs the same number "
+        f"of repeats; got {sizes}. Compare configs run with the same repeats, or pass paired=False.")
   gen = _as_generator(rng)
   if against == "all":
     pairs = [(x, y) for i, x in enumerate(names) for y in names[i + 1:]]

@@ -4,7 +4,7 @@ Layout (DESIGN §5)::
 
   <run>/
     manifest.json          the study (base config, grid, repeats, seed, data fingerprints),
-                           versions, device, per-config status and per-seed outcomes,
+                           versions, device, per-config status and per-repeat outcomes,
                            per-group compile/run seconds, one entry per session
     configs/<id>.json      the resolved config of each grid point (`Config.from_dict`)
     histories/<id>.npz     metric -> [repeats, epochs] float32 (np.load(allow_pickle=False))
@@ -92,8 +92,8 @@ def write_text(path: str | os.PathLike, text: str) -> bool:
 def write_json(path: str | os.PathLike, obj: Any) -> bool:
   """Write `obj` as indented, key-sorted JSON (NaN is refused: JSON has none).
 
-  Lists of scalars stay on one line, so per-seed arrays do not take a line
-  per seed. (Only whitespace around newlines is removed, and a JSON string
+  Lists of scalars stay on one line, so per-repeat arrays do not take a line
+  per repeat. (Only whitespace around newlines is removed, and a JSON string
   never holds a raw newline, so no value changes.)
   """
   text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=False)
@@ -148,14 +148,14 @@ def checkpoint_path(run_dir, config_id: str) -> Path:
 
 
 def save_history(run_dir, config_id: str, history: Mapping[str, np.ndarray]) -> None:
-  """Write one config's history: metric -> `[seeds, epochs]` float32, in metric order."""
+  """Write one config's history: metric -> `[repeats, epochs]` float32, in metric order."""
   buffer = io.BytesIO()
   np.savez(buffer, **{k: np.asarray(v, np.float32) for k, v in history.items()})
   write_bytes(history_path(run_dir, config_id), buffer.getvalue())
 
 
 def load_history(run_dir, config_id: str) -> dict[str, np.ndarray]:
-  """One config's history as saved: metric -> `[seeds, epochs]` (never unpickles)."""
+  """One config's history as saved: metric -> `[repeats, epochs]` (never unpickles)."""
   with np.load(history_path(run_dir, config_id), allow_pickle=False) as npz:
     return {name: npz[name] for name in npz.files}
 
@@ -529,10 +529,10 @@ def load_histories(run_dir, config_ids: Sequence[str] | None = None):
   parts = []
   for config_id in config_ids:
     for metric, values in load_history(run_dir, config_id).items():
-      seeds, epochs = values.shape
+      repeats, epochs = values.shape
       parts.append(pd.DataFrame({
-          "config_id": config_id, "repeat": np.repeat(np.arange(seeds), epochs),
-          "epoch": np.tile(np.arange(epochs), seeds), "metric": metric,
+          "config_id": config_id, "repeat": np.repeat(np.arange(repeats), epochs),
+          "epoch": np.tile(np.arange(epochs), repeats), "metric": metric,
           "value": values.reshape(-1).astype(np.float64)}))
   if not parts:
     return pd.DataFrame({"config_id": pd.Series(dtype=str), "repeat": pd.Series(dtype=int),
@@ -576,7 +576,7 @@ class Run:
     return load_histories(self.path, self.done)
 
   def history(self, config_id: str) -> dict[str, np.ndarray]:
-    """One config's history: metric -> `[seeds, epochs]`."""
+    """One config's history: metric -> `[repeats, epochs]`."""
     return load_history(self.path, config_id)
 
   def ensemble(self, config_id: str):

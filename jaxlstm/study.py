@@ -70,7 +70,7 @@ class Study:
 
   def spec(self) -> dict[str, Any]:
     """What identifies the study in a results folder (without data fingerprints)."""
-    return {"experiment": self.name, "base": self.base.to_dict(),
+    return {"experiment": self.name, "base": self.base.identity(),
             "grid": {k: [store.jsonable(v) for v in vs] for k, vs in self.grid.items()},
             "random": self.random, "repeats": self.repeats, "seed": self.seed,
             "configs": [c.config_id for c in self.configs], "metric": self.metric}

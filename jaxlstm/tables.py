@@ -190,17 +190,16 @@ def diagnosis_frame(folder: Folder, thresholds: diagnose.Thresholds = diagnose.T
   frames = []
   for c in folder.done:
     history, mask = folder.histories[c], folder.diverged[c]
-    seeds = diagnose.diagnose_seeds(history["loss"].astype(np.float64), history["val_loss"].astype(np.float64),
-                                    thresholds=thresholds, diverged=mask)
-    seeds = seeds.rename(columns={"seed": "repeat"})
-    seeds.insert(0, "config_id", c)
+    repeats = diagnose.diagnose_repeats(history["loss"].astype(np.float64), history["val_loss"].astype(np.float64),
+                                        thresholds=thresholds, diverged=mask)
+    repeats.insert(0, "config_id", c)
     for i, key in enumerate(folder.grid):
-      seeds.insert(1 + i, key, _cell(folder.values(c)[key]))
+      repeats.insert(1 + i, key, _cell(folder.values(c)[key]))
     at = 2 + len(folder.grid)
-    seeds.insert(at, "diverged", mask)
-    seeds.insert(at + 1, "stopped_epoch", pd.array(
+    repeats.insert(at, "diverged", mask)
+    repeats.insert(at + 1, "stopped_epoch", pd.array(
         [int(e) if e >= 0 else pd.NA for e in folder.stopped_epoch[c]], dtype="Int64"))
-    frames.append(seeds)
+    frames.append(repeats)
   return pd.concat(frames, ignore_index=True)
 
 

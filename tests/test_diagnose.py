@@ -69,7 +69,7 @@ CASES = {
 
 
 def verdict_of(train, val, **kw):
-  return diagnose.diagnose_seeds(np.asarray(train)[None], np.asarray(val)[None], **kw).iloc[0]
+  return diagnose.diagnose_repeats(np.asarray(train)[None], np.asarray(val)[None], **kw).iloc[0]
 
 
 def stack(builder, seeds, rng, noise):
@@ -113,14 +113,14 @@ def test_clean_curve_gets_its_verdict(verdict, builder):
 def test_noisy_curves_keep_their_verdict(verdict, builder):
   rng = np.random.default_rng(42)
   train, val = stack(builder, 20, rng, noise=0.03)
-  frame = diagnose.diagnose_seeds(train, val)
+  frame = diagnose.diagnose_repeats(train, val)
   assert (frame["verdict"] == verdict).all(), frame["verdict"].value_counts().to_dict()
 
 
 def test_noisy_flat_curve_is_not_learning():
   rng = np.random.default_rng(7)
   train, val = stack(not_learning, 20, rng, noise=0.01)
-  frame = diagnose.diagnose_seeds(train, val)
+  frame = diagnose.diagnose_repeats(train, val)
   assert (frame["verdict"] == "not_learning").all(), frame["verdict"].value_counts().to_dict()
 
 
@@ -199,14 +199,14 @@ def test_truncated_curves_use_finite_prefix():
   train[60:], val[60:] = np.nan, np.nan
   cut = verdict_of(train, val)
   assert cut["verdict"] == "underfit_improving"
-  assert cut.drop("seed").equals(full.drop("seed"))
+  assert cut.drop("repeat").equals(full.drop("repeat"))
 
 
 def test_mixed_stop_lengths_in_one_batch():
   train, val = np.stack([overfit()[0]] * 3), np.stack([overfit()[1]] * 3)
   train[1, 200:] = val[1, 200:] = np.nan
   val[2, 150:] = np.nan  # the train curve runs on: the shorter prefix counts
-  frame = diagnose.diagnose_seeds(train, val)
+  frame = diagnose.diagnose_repeats(train, val)
   assert frame["n_epochs"].tolist() == [300, 200, 150]
   assert (frame["verdict"] != "diverged").all()
 
@@ -228,7 +228,7 @@ def test_non_finite_curves_are_diverged(where):
 def test_diverged_mask_overrides_a_nan_tail():
   train, val = np.stack(good_fit()), np.stack(good_fit())
   train[:, 150:] = val[:, 150:] = np.nan
-  frame = diagnose.diagnose_seeds(train, val, diverged=np.array([False, True]))
+  frame = diagnose.diagnose_repeats(train, val, diverged=np.array([False, True]))
   assert frame["verdict"].tolist() == ["good_fit", "diverged"]
   assert frame.loc[1, "reason"] == "marked diverged by training"
 
@@ -261,15 +261,15 @@ def test_thresholds_are_frozen_and_validated():
 
 def test_shape_errors():
   with pytest.raises(ValueError, match="same shape"):
-    diagnose.diagnose_seeds(np.ones((2, 10)), np.ones((2, 11)))
-  with pytest.raises(ValueError, match=r"diverged of shape \[seeds\]"):
-    diagnose.diagnose_seeds(np.ones((2, 10)), np.ones((2, 10)), diverged=[True])
+    diagnose.diagnose_repeats(np.ones((2, 10)), np.ones((2, 11)))
+  with pytest.raises(ValueError, match=r"diverged of shape \[repeats\]"):
+    diagnose.diagnose_repeats(np.ones((2, 10)), np.ones((2, 10)), diverged=[True])
 
 
 def test_per_seed_frame_columns():
   train, val = stack(good_fit, 4, np.random.default_rng(0), 0.01)
-  frame = diagnose.diagnose_seeds(train, val)
-  assert frame["seed"].tolist() == [0, 1, 2, 3]
+  frame = diagnose.diagnose_repeats(train, val)
+  assert frame["repeat"].tolist() == [0, 1, 2, 3]
   for column in ("verdict", "trend", "best_epoch", "train_end_slope", "val_end_slope",
                  "gap", "val_rise", "oscillation"):
     assert column in frame.columns
@@ -289,7 +289,7 @@ def test_config_shares_majority_and_advice():
   rng = np.random.default_rng(1)
   train, val = mixed_config({overfit: 7, good_fit: 3}, rng)
   result = diagnose.diagnose_config(train, val, config="cells=10")
-  assert result.n_seeds == 10
+  assert result.n_repeats == 10
   assert result.shares["overfit"] == pytest.approx(0.7)
   assert result.shares["good_fit"] == pytest.approx(0.3)
   assert sum(result.shares.values()) == pytest.approx(1.0)
@@ -407,7 +407,7 @@ POPULATIONS = ("underfit_improving", "underfit_capacity", "good_fit", "overfit",
 @pytest.mark.parametrize("kind", POPULATIONS)
 def test_seed_populations_get_their_verdict_in_most_seeds(kind):
   train, val, kwargs = population(kind, np.random.default_rng(POPULATIONS.index(kind)))
-  frame = diagnose.diagnose_seeds(train, val, **kwargs)
+  frame = diagnose.diagnose_repeats(train, val, **kwargs)
   share = (frame["verdict"] == kind).mean()
   assert share >= 0.8, frame["verdict"].value_counts().to_dict()
   result = diagnose.diagnose_config(train, val, **kwargs)
@@ -470,7 +470,7 @@ def test_improving_must_stand_out_of_the_noise():
   # a standard error of about 4 % of its small range, so half the seeds would clear the
   # 3 % "still improving" bar by chance; the noise_multiple bar stops that.
   train, val = stack(high_and_flat, 40, np.random.default_rng(9), noise=0.03)
-  frame = diagnose.diagnose_seeds(train, val)
+  frame = diagnose.diagnose_repeats(train, val)
   th = diagnose.Thresholds()
   assert (frame["val_end_gain"] >= th.underfit_end_gain).mean() > 0.2
   assert (frame["verdict"] == "underfit_capacity").all(), frame["verdict"].value_counts()
@@ -487,14 +487,14 @@ def test_trend_never_contradicts_the_verdict():
   row = verdict_of(*ticks_up())
   assert (row["verdict"], row["tail_trend"], row["trend"]) == ("good_fit", "overfitting", "converged")
   rng = np.random.default_rng(11)
-  frames = [diagnose.diagnose_seeds(*population(kind, rng)[:2], **population(kind, rng)[2])
+  frames = [diagnose.diagnose_repeats(*population(kind, rng)[:2], **population(kind, rng)[2])
             for kind in POPULATIONS]
   for builders in CASES.values():
     for builder in builders:
-      frames.append(diagnose.diagnose_seeds(*stack(builder, 5, rng, 0.05)))
+      frames.append(diagnose.diagnose_repeats(*stack(builder, 5, rng, 0.05)))
   # Random walks of all sorts land anywhere; the trend must still agree.
   walks = np.exp(np.cumsum(rng.normal(0, 0.05, (2, 60, 150)), axis=-1))
-  frames.append(diagnose.diagnose_seeds(walks[0], walks[1]))
+  frames.append(diagnose.diagnose_repeats(walks[0], walks[1]))
   frame = pd.concat(frames, ignore_index=True)
   assert frame["verdict"].nunique() == len(diagnose.VERDICTS)
   for verdict, trend, tail in zip(frame["verdict"], frame["trend"], frame["tail_trend"]):
@@ -506,7 +506,7 @@ def test_trend_never_contradicts_the_verdict():
 
 
 @pytest.mark.parametrize("builder,kwargs,words", [
-    (swinging_validation, {}, ["more training data", "seed ensemble", "cross-validate",
+    (swinging_validation, {}, ["more training data", "ensemble of the repeats", "cross-validate",
                                "more regularisation"]),
     (overfit, {}, ["Stop earlier", "regularise more", "more training data"]),
     (slow_small, {"baseline_loss": BASELINE}, ["Add capacity", "regularise less"]),
@@ -527,7 +527,7 @@ def test_diverged_advice_and_seed_ensemble_when_seeds_disagree():
   assert "clip gradients" in diagnose.diagnose_config(train, val).advice
   train, val = mixed_config({overfit: 5, good_fit: 5}, np.random.default_rng(14))
   advice = diagnose.diagnose_config(train, val).advice
-  assert "more repeats" in advice and "seed ensemble" in advice
+  assert "more repeats" in advice and "ensemble of the repeats" in advice
 
 
 def test_config_that_loses_to_a_naive_baseline_is_flagged():
@@ -566,7 +566,7 @@ def test_baseline_loss_is_validated_and_passed_per_config():
   train, val = slow_small()
   for bad in (0.0, -1.0, np.nan, np.inf):
     with pytest.raises(ValueError, match=r"baseline_loss must be a finite training loss > 0"):
-      diagnose.diagnose_seeds(train, val, baseline_loss=bad)
+      diagnose.diagnose_repeats(train, val, baseline_loss=bad)
   histories = {"small": {"loss": train[None], "val_loss": val[None]},
                "fast": {"loss": still_improving()[0][None], "val_loss": still_improving()[1][None]}}
   per_seed, per_config = diagnose.diagnose_run(histories, baseline_loss={"small": BASELINE},

@@ -61,14 +61,14 @@ def test_the_baseline_is_what_tells_capacity_from_patience(histories, references
   # down), so the curve alone says "train longer"; against the baseline its floor is too high.
   base, _ = references
   h = histories["cells1_e300"]
-  alone = diagnose.diagnose_seeds(h["loss"], h["val_loss"])
-  judged = diagnose.diagnose_seeds(h["loss"], h["val_loss"], baseline_loss=base)
+  alone = diagnose.diagnose_repeats(h["loss"], h["val_loss"])
+  judged = diagnose.diagnose_repeats(h["loss"], h["val_loss"], baseline_loss=base)
   assert (alone["verdict"] == "underfit_capacity").mean() < 0.2
   capacity = judged["verdict"] == "underfit_capacity"
   assert (judged.loc[capacity, "floor_vs_baseline"] >= 0.2).all()
   # LSTM(10) at 100 epochs ends at the same level but falls without slowing: patience.
   h = histories["cells10_e100"]
-  fast = diagnose.diagnose_seeds(h["loss"], h["val_loss"], baseline_loss=base)
+  fast = diagnose.diagnose_repeats(h["loss"], h["val_loss"], baseline_loss=base)
   assert np.median(fast["train_vs_baseline"]) > 0.5
   assert np.median(fast["floor_vs_baseline"]) < 0.2
 

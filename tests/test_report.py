@@ -191,8 +191,8 @@ def test_report_names_the_best_config_its_significance_repeats_and_verdicts(buil
   assert "**Best: cells=2**" in text
   assert re.search(r"runner-up \*\*cells=4\*\*.*Holm-adjusted p = [0-9.e-]+ over 3 comparisons: "
                    r"cells=2 is \*\*significantly better\*\* at α = 0.05", text)
-  assert "A seed of cells=2 beats a seed of cells=4 with probability" in text
-  assert "**Diverged seeds: 1 of 15** (cells=4: 1 of 5, at epoch 20)" in text
+  assert "A repeat of cells=2 beats a repeat of cells=4 with probability" in text
+  assert "**Diverged repeats: 1 of 15** (cells=4: 1 of 5, at epoch 20)" in text
   # Repeats for ±5%: one row per config with an integer estimate.
   for cells in LEVELS:
     row = rf"^\| cells={cells} \| \d+ \| [^|]+ \| [^|]+ \| ±[0-9.]+% \| \d+ \| (yes|no: \d+ more) \|$"
@@ -293,7 +293,7 @@ def test_one_config_with_two_repeats(tmp_path):
   assert (path / "comparisons.csv").read_text().startswith("a,b,a_label,b_label,")
   assert "Only one config ran: there is nothing to compare it with." in text
   assert "## Result" in text and f"**Config: {ids[0]}**" in text
-  assert "No seed diverged (2 seeds in all)." in text
+  assert "No repeat diverged (2 repeats in all)." in text
   assert "Early stopping was off" in text
   assert not (path / "plots" / "prob_improvement.png").exists()
   linked = set(re.findall(r"\]\((plots/[^)]+)\)", text))
@@ -326,9 +326,9 @@ def test_many_configs_compare_each_with_the_best_and_survive_a_fully_diverged_on
   assert len(comparisons) == 6 and {r["a"] for r in comparisons} == {best}
   lost = next(r for r in comparisons if r["b_label"] == "cells=7")
   assert lost["pvalue"] == "" or lost["pvalue"] == "nan"
-  assert "not enough finite seeds" in lost["verdict"]
+  assert "not enough finite repeats" in lost["verdict"]
   assert "The best config against each of the 6 others" in text
-  assert "**Diverged seeds: 2 of 14**" in text
+  assert "**Diverged repeats: 2 of 14**" in text
   summary = {r["model.cells"]: r for r in read_csv(path / "summary.csv")}
   assert summary["7"]["count"] == "0" and summary["7"]["n_diverged"] == "2"
   assert len(read_csv(path / "diagnosis.csv")) == 7 * 2

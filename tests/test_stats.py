@@ -324,7 +324,7 @@ def test_compare_configs_pairs_holm_and_verdicts():
                                                        equal_var=False).pvalue, rel=RTOL)
   np.testing.assert_allclose(frame["pvalue_holm"], stats.holm(frame["pvalue"]), rtol=RTOL)
   assert frame["pvalue_holm"].isna().sum() == 3 == frame["pvalue"].isna().sum()
-  assert (frame.loc[frame.b == "tiny", "verdict"].str.startswith("not enough finite seeds")).all()
+  assert (frame.loc[frame.b == "tiny", "verdict"].str.startswith("not enough finite repeats")).all()
   verdicts = dict(zip(zip(frame.a, frame.b), frame.verdict))
   assert verdicts[("a", "b")].startswith("a is better than b (p=")  # lower is better
   assert verdicts[("a", "c")].startswith("no significant difference (p=")
@@ -421,7 +421,7 @@ def test_paired_t_edge_cases_follow_scipy():
   assert (res.n_pairs, res.n_dropped) == (8, 2)
   assert res.pvalue == pytest.approx(sps.ttest_rel(x[keep], y[keep]).pvalue, rel=RTOL)
   assert math.isnan(stats.paired_t_test([1.0, np.nan], [2.0, 3.0], higher_is_better=True).pvalue)
-  with pytest.raises(ValueError, match=r"same number of seeds; got 3 and 2\. Pass the same repeats"):
+  with pytest.raises(ValueError, match=r"same number of repeats; got 3 and 2\. Pass the same repeats"):
     stats.paired_t_test([1.0, 2.0, 3.0], [1.0, 2.0], higher_is_better=True)
 
 
@@ -567,7 +567,7 @@ def test_compare_configs_paired():
   few = stats.compare_configs({"x": [1.0, np.nan], "y": [1.0, 2.0]}, higher_is_better=True,
                               rng=0, paired=True)
   assert few.pairs[0].verdict == "not enough finite pairs to compare (n_pairs=1, n_dropped=1)"
-  with pytest.raises(ValueError, match=r"same number of seeds; got \{'x': 3, 'y': 2\}"):
+  with pytest.raises(ValueError, match=r"same number of repeats; got \{'x': 3, 'y': 2\}"):
     stats.compare_configs({"x": [1.0, 2.0, 3.0], "y": [1.0, 2.0]}, higher_is_better=True,
                           rng=0, paired=True)
   with pytest.raises(ValueError, match=r"'welch' needs paired=False"):
