@@ -36,6 +36,7 @@ from jaxlstm.problems import Dataset
 from jaxlstm.train import Data, Member, Train, TrainState, arrays, make_train, member_hparams
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
+MAX_CALLS = 100_000  # member chunks of one group: beyond, a plan is refused rather than built
 
 
 # ---------------------------------------------------------------------------
@@ -83,19 +84,31 @@ class Group:
     cells: the width the program runs at (the widest config when padded).
     padded: whether narrower configs are zero-padded to `cells`.
     repeats: repeats per config; members = len(configs) * repeats.
+    first_repeat: the index of the first of them: the group trains repeats
+      `first_repeat ... first_repeat + repeats - 1` of each config (a folder that
+      grows from 30 to 100 repeats trains 70 more, starting at 30).
   """
   configs: list[Config]
   cells: int
   padded: bool
   repeats: int
+  first_repeat: int = 0
 
   @property
   def members(self) -> int:
     return len(self.configs) * self.repeats
 
-  def subgroup(self, configs: Sequence[Config]) -> Group:
-    """The same program for fewer configs (e.g. those a resumed sweep still has to train)."""
-    return Group(list(configs), self.cells, any(c.model.cells != self.cells for c in configs), self.repeats)
+  @property
+  def repeat_indices(self) -> np.ndarray:
+    """`[repeats]` the repeat index of each member of a config, in member order."""
+    return np.arange(self.first_repeat, self.first_repeat + self.repeats)
+
+  def subgroup(self, configs: Sequence[Config], *, first_repeat: int | None = None,
+               repeats: int | None = None) -> Group:
+    """The same program for fewer configs or another range of repeats (what a resumed sweep trains)."""
+    first = self.first_repeat if first_repeat is None else first_repeat
+    count = self.repeats if repeats is None else repeats
+    return Group(list(configs), self.cells, any(c.model.cells != self.cells for c in configs), count, first)
 
 
 def plan(configs: Sequence[Config], repeats: int, *, pad_cells: bool = True) -> list[Group]:
@@ -145,7 +158,7 @@ def estimate_member_bytes(train: Train, config: Config, dataset: Dataset) -> int
   shape = train.shape
   time_steps = dataset.x_train.shape[1]
   width = max(shape.cells, dataset.n_features) * 4 * config.model.layers
-  activations = shape.batch * time_steps * width * 12  # forward states kept for the backward pass
+  activations = shape.batch * time_steps * width * 6  # forward states kept for the backward pass (calibrated)
   sample = math.prod(dataset.x_train.shape[1:]) + dataset.y_train[0].size
   gathers = shape.batch * sample * 2
   return 4 * (6 * n_params + activations + gathers + shape.n_val * (width + dataset.y_train[0].size))
@@ -195,27 +208,37 @@ def plan_calls(group: Group, train: Train, dataset: Dataset, *,
   per_call = math.ceil(total / calls)
   epochs = train.shape.epochs
   chunk = min(epoch_chunk or choose_epoch_chunk(group.configs[0], train.shape.steps), epochs)
-  cells_of = np.repeat([c.model.cells for c in group.configs], group.repeats)
-  layouts = []
-  for call in range(calls):
-    index = np.minimum(np.arange(call * per_call, (call + 1) * per_call), total - 1)
-    layouts.append(tuple(_runs(cells_of[index])))
+  if calls > MAX_CALLS:
+    raise ConfigError(f"{total} members of {member_bytes / 2**20:.3g} MiB each need {calls} calls of "
+                      f"{per_call}: more than jaxlstm plans ({MAX_CALLS}); use fewer repeats or a smaller model.")
+  layouts = tuple(_chunk_layout(group, call * per_call, per_call) for call in range(calls))
   return CallPlan(member_bytes, per_call, calls, total, chunk, math.ceil(epochs / chunk), tuple(layouts))
 
 
-def _runs(values) -> list[tuple[int, int]]:
-  out: list[list[int]] = []
-  for v in values:
-    if out and out[-1][0] == v:
-      out[-1][1] += 1
+def _chunk_layout(group: Group, start: int, size: int) -> tuple[tuple[int, int], ...]:
+  """`((cells, count), ...)` of members `start ... start + size - 1` (config-major; past the
+  end, the last member again), computed per config block rather than per member."""
+  runs: list[list[int]] = []
+  total = group.members
+  position = start
+  while position < start + size:
+    member = min(position, total - 1)
+    if position >= total:  # the padding of the last chunk: the last member repeated
+      count = start + size - position
     else:
-      out.append([int(v), 1])
-  return [tuple(x) for x in out]
+      count = min(start + size, (member // group.repeats + 1) * group.repeats) - position
+    cells = group.configs[member // group.repeats].model.cells
+    if runs and runs[-1][0] == cells:
+      runs[-1][1] += count
+    else:
+      runs.append([cells, count])
+    position += count
+  return tuple((c, n) for c, n in runs)
 
 
 def members_of(group: Group, seed: int) -> Member:
   """Stacked keys and traced hyper-parameters of every (config, repeat) of a group, config-major."""
-  stacked_keys = keys_lib.group_keys(seed, group.configs, group.repeats)
+  stacked_keys = keys_lib.group_keys(seed, group.configs, group.repeat_indices)
   hparams = [member_hparams(cfg) for cfg in group.configs]
   names = hparams[0].keys()
   stacked = {n: np.repeat(np.asarray([h[n] for h in hparams], np.float32), group.repeats) for n in names}
@@ -529,7 +552,7 @@ def _ensemble(group: Group, index: int, train: Train, states, history, seed: int
   return Ensemble(
       config=cfg, history={k: v[rows] for k, v in history.items()}, params=params,
       stopped_epoch=stopped_epoch, best_epoch=best_epoch, diverged=diverged_epoch >= 0,
-      diverged_epoch=diverged_epoch, seed=seed, repeat_indices=np.arange(group.repeats),
+      diverged_epoch=diverged_epoch, seed=seed, repeat_indices=group.repeat_indices,
       outputs=shape.outputs, time_out=shape.time_out, frame_shape=shape.frame_shape,
       timings={"compile_seconds": info.compile_seconds, "run_seconds": info.run_seconds,
                "compiles": info.compiles})

@@ -29,6 +29,7 @@ import datetime
 import json
 import math
 import re
+import shlex
 import sys
 import types
 import warnings
@@ -143,14 +144,13 @@ def load_folder(run_dir: str | Path) -> RunData:
     raise ReportError(f"{path} is not a directory.")
   try:
     manifest = store.RunFolder.read_manifest(path)
-  except ValueError:
-    raise ReportError(f"{path / store.MANIFEST} is not a readable jaxlstm manifest "
-                      f"(format {store.FORMAT}).") from None
+  except ValueError as e:
+    raise ReportError(str(e)) from None
   if manifest is None:
     raise ReportError(f"{path} has no {store.MANIFEST}: not a jaxlstm results folder.")
   try:
     study, entries = manifest["study"], manifest["configs"]
-    done = [c for c in study["configs"] if entries[c]["status"] == "done"]
+    done = store.committed(manifest)
     metric = store.summary_metric(manifest)
     configs = {c: store.read_json(store.config_path(path, c)) for c in done}
     histories = {c: {k: np.asarray(v, np.float64) for k, v in store.load_history(path, c).items()}
@@ -381,6 +381,26 @@ def _save(run_dir: Path, name: str, draw: Callable[[], Any]) -> str | None:
 # ---------------------------------------------------------------------------
 # report.md.
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|!#])")
+
+
+def _md(text: Any) -> str:
+  """Text from a user (labels, names) as literal Markdown: special characters escaped, one line."""
+  return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _code(text: Any) -> str:
+  """Text from a user (a command line, grid values) as an inline code span that nothing can break out of."""
+  text = " ".join(str(text).split())
+  fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+  pad = " " if text.startswith("`") or text.endswith("`") else ""
+  return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _label(run: RunData, config_id: str) -> str:
+  return _md(run.labels[config_id])
+
+
 
 def _count(n: int, noun: str) -> str:
   return f"{n} {noun}{'' if n == 1 else 's'}"
@@ -402,7 +422,7 @@ def _num(value: Any, digits: int = 4) -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
   def cell(v):
     text = v if isinstance(v, str) else _num(v)
-    return text.replace("|", "\\|").replace("\n", " ")
+    return re.sub(r"(?<!\\)\|", r"\\|", text).replace("\n", " ")
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
   return lines + [""]
@@ -426,15 +446,15 @@ def _what_ran(run: RunData) -> list[str]:
   base_train = study["base"].get("train", {})
   early = base_train.get("early_stopping")
   n_configs = len(study["configs"])
-  lines = [f"# Sweep report: {study.get('experiment') or run.path.name}", "", "## What ran", ""]
-  lines.append(f"- command: `{' '.join(m['command'])}`")
+  lines = [f"# Sweep report: {_md(study.get('experiment') or run.path.name)}", "", "## What ran", ""]
+  lines.append(f"- command: {_code(shlex.join(m['command']))}")
   reruns = [s for s in m.get("sessions", [])[1:] if s.get("argv") != m["command"]]
   for s in reruns:
-    lines.append(f"- resumed with: `{' '.join(s['argv'])}`")
-  lines.append(f"- created: {m.get('created', 'n/a')}")
-  lines.append(f"- experiment: {study.get('experiment')}")
+    lines.append(f"- resumed with: {_code(shlex.join(s['argv']))}")
+  lines.append(f"- created: {_md(m.get('created', 'n/a'))}")
+  lines.append(f"- experiment: {_md(study.get('experiment'))}")
   if study["grid"]:
-    lines.append("- grid: " + "; ".join(f"`{k}` = {json.dumps(v)}" for k, v in study["grid"].items())
+    lines.append("- grid: " + "; ".join(f"{_code(k)} = {_code(json.dumps(v))}" for k, v in study["grid"].items())
                  + (f" ({study['random']} random draws)" if study.get("random") else ""))
   else:
     lines.append("- grid: none (one config)")
@@ -485,7 +505,7 @@ def _summary_section(run: RunData) -> list[str]:
            f"{CONFIDENCE:.0%} t-interval of the mean; `iqm` the interquartile mean.", ""]
   columns = ["count", "n_diverged", "mean", "std", "sem", "ci_low", "ci_high", "min", "25%",
              "50%", "75%", "max", "iqm"]
-  rows = [[run.labels[c], f"`{c}`", *[getattr(run.summary[c], k) for k in columns]] for c in run.done]
+  rows = [[_label(run, c), f"`{c}`", *[getattr(run.summary[c], k) for k in columns]] for c in run.done]
   lines += _table(["config", "id", *columns], rows)
   total = sum(len(run.scores[c]) for c in run.done)
   n_div = sum(int(run.diverged[c].sum()) for c in run.done)
@@ -496,7 +516,7 @@ def _summary_section(run: RunData) -> list[str]:
       k = int(run.diverged[c].sum())
       if k:
         epochs = ", ".join(str(int(e)) for e in run.diverged_epoch[c][run.diverged[c]])
-        parts.append(f"{run.labels[c]}: {k} of {len(run.scores[c])}, at epoch {epochs}")
+        parts.append(f"{_label(run, c)}: {k} of {len(run.scores[c])}, at epoch {epochs}")
     text = (f"**Diverged repeats: {n_div} of {total}** ({'; '.join(parts) or 'none flagged'}). "
             "They are excluded from every statistic and counted in `n_diverged`.")
     if nonfinite:
@@ -529,7 +549,7 @@ def _best_section(run: RunData) -> list[str]:
     return lines + ["No config has a finite mean: every repeat diverged.", ""]
   best = ranked[0]
   s = summary[best]
-  lines.append(f"**{'Config' if single else 'Best'}: {run.labels[best]}** (`{best}`): "
+  lines.append(f"**{'Config' if single else 'Best'}: {_label(run, best)}** (`{best}`): "
                f"mean final {run.metric} {_num(s.mean)} "
                f"± {_num(s.sem)} (SEM), {CONFIDENCE:.0%} CI [{_num(s.ci_low)}, {_num(s.ci_high)}], "
                f"{s.count} repeats used, {s.n_diverged} diverged.")
@@ -540,7 +560,7 @@ def _best_section(run: RunData) -> list[str]:
     return lines + ["No other config has a finite mean, so there is no runner-up to test against.", ""]
   runner = ranked[1]
   pair = _pair_for(run, best, runner)
-  head = (f"Against the runner-up **{run.labels[runner]}** (mean {_num(summary[runner].mean)}, "
+  head = (f"Against the runner-up **{_label(run, runner)}** (mean {_num(summary[runner].mean)}, "
           f"difference {_num(pair['mean_diff'] if pair else float('nan'))})")
   if pair is None or not math.isfinite(pair["pvalue_holm"]):
     n_a = pair["n_a"] if pair else s.count
@@ -552,7 +572,7 @@ def _best_section(run: RunData) -> list[str]:
     verdict = ("**significantly better**" if significant else "**not significantly better**")
     lines.append(f"{head}: Welch's t-test p = {_num(pair['pvalue'], 3)}, Holm-adjusted "
                  f"p = {_num(pair['pvalue_holm'], 3)} over {_count(len(run.pairs), 'comparison')}: "
-                 f"{run.labels[best]} is {verdict} at α = {ALPHA}; Hedges' g = {_num(pair['hedges_g'], 3)}.")
+                 f"{_label(run, best)} is {verdict} at α = {ALPHA}; Hedges' g = {_num(pair['hedges_g'], 3)}.")
     if not significant:
       lines.append("The gap may be repeat noise: run more repeats (see below) before preferring it.")
   if pair is not None and math.isfinite(pair["prob_better"]):
@@ -563,7 +583,7 @@ def _best_section(run: RunData) -> list[str]:
       reading = f"above 0.5 but below γ = {GAMMA}: better more often than not, not by much"
     else:
       reading = "its interval includes 0.5 (or lies below): no reliable preference run by run"
-    lines.append(f"A repeat of {run.labels[best]} beats a repeat of {run.labels[runner]} with probability "
+    lines.append(f"A repeat of {_label(run, best)} beats a repeat of {_label(run, runner)} with probability "
                  f"{_num(p, 3)} ({CONFIDENCE:.0%} bootstrap CI {_num(low, 3)}–{_num(high, 3)}); "
                  f"{reading}."
                  + (" With fewer than 10 repeats a side this interval is rough."
@@ -596,11 +616,11 @@ def _comparisons_section(run: RunData, matrix_path: str | None, drew_matrix: boo
   rows = []
   for pair in run.pairs:
     a, b = pair["a"], pair["b"]
-    rows.append([run.labels[a], run.labels[b], pair["mean_diff"], pair["hedges_g"],
+    rows.append([_label(run, a), _label(run, b), pair["mean_diff"], pair["hedges_g"],
                  _num(pair["pvalue"], 3), _num(pair["pvalue_holm"], 3),
                  f"{_num(pair['prob_better'], 3)} [{_num(pair['prob_low'], 3)}, {_num(pair['prob_high'], 3)}]",
                  # Stats words its verdict with config ids; the page reads labels.
-                 str(pair["verdict"]).replace(a, run.labels[a]).replace(b, run.labels[b])])
+                 str(pair["verdict"]).replace(a, _label(run, a)).replace(b, _label(run, b))])
   lines += _table(["A", "B", "mean A − B", "Hedges' g", "p", "p (Holm)", "P(A better) [CI]",
                    "verdict"], rows)
   if drew_matrix:
@@ -620,23 +640,23 @@ def _repeats_section(run: RunData, needed: Mapping[str, stats.RequiredRepeats | 
     now = (s.ci_high - s.mean) / abs(s.mean) if s.mean and math.isfinite(s.ci_high) else float("nan")
     now_text = f"±{now:.1%}" if math.isfinite(now) else "n/a"
     if isinstance(r, str):
-      rows.append([run.labels[c], s.count, s.mean, s.std, now_text, "n/a", r])
+      rows.append([_label(run, c), s.count, s.mean, s.std, now_text, "n/a", r])
       continue
     if not math.isfinite(r.n):
-      rows.append([run.labels[c], s.count, s.mean, s.std, now_text, "n/a",
+      rows.append([_label(run, c), s.count, s.mean, s.std, now_text, "n/a",
                    "fewer than 2 finite repeats: no std"])
       continue
     enough = s.count >= r.n
     if not enough:
       short.append((c, int(r.n)))
-    rows.append([run.labels[c], s.count, s.mean, s.std, now_text, int(r.n),
+    rows.append([_label(run, c), s.count, s.mean, s.std, now_text, int(r.n),
                  "yes" if enough else f"no: {int(r.n) - s.count} more"])
   lines += _table(["config", "repeats used", "mean", "std", "CI now", f"repeats for ±{RELATIVE_TARGET:.0%}",
                    "enough?"], rows)
   if short:
     worst = max(short, key=lambda t: t[1])
     lines += [f"More repeats are needed for ±{RELATIVE_TARGET:.0%} in {len(short)} of "
-              f"{_count(len(run.done), 'config')}; the most: {run.labels[worst[0]]}, {worst[1]} repeats.", ""]
+              f"{_count(len(run.done), 'config')}; the most: {_label(run, worst[0])}, {worst[1]} repeats.", ""]
   elif any(not isinstance(r, str) and math.isfinite(r.n) for r in needed.values()):
     lines += [f"{run.repeats} repeats sufficed for ±{RELATIVE_TARGET:.0%} in every config with a "
               "finite std.", ""]
@@ -661,10 +681,10 @@ def _stops_section(run: RunData) -> list[str]:
     epochs = (run.configs[c].get("train") or {}).get("epochs", "n/a")
     if hit.size:
       run_for = hit + 1  # epochs run = 0-based stop epoch + 1
-      rows.append([run.labels[c], f"{hit.size} of {len(stopped)}", float(np.median(run_for)),
+      rows.append([_label(run, c), f"{hit.size} of {len(stopped)}", float(np.median(run_for)),
                    f"{int(run_for.min())}–{int(run_for.max())}", epochs])
     else:
-      rows.append([run.labels[c], f"0 of {len(stopped)}", "n/a", "n/a", epochs])
+      rows.append([_label(run, c), f"0 of {len(stopped)}", "n/a", "n/a", epochs])
   lines += ["Repeats that stopped early, and after how many epochs (their learning curves end with a "
             "marker; their score is taken at the stop epoch).", ""]
   lines += _table(["config", "stopped", "median epochs run", "range", "epochs"], rows)
@@ -686,7 +706,7 @@ def _diagnosis_section(run: RunData, per_config: Mapping[str, diagnose.ConfigDia
     counts = [f"{v} {round(d.shares[v] * d.n_repeats)}/{d.n_repeats}" for v in diagnose.VERDICTS
               if d.shares[v] > 0]
     trend = max(d.trend_shares, key=d.trend_shares.get) if d.trend_shares else "n/a"
-    rows.append([run.labels[c], f"**{d.majority}**", f"{d.majority_share:.0%}", ", ".join(counts),
+    rows.append([_label(run, c), f"**{d.majority}**", f"{d.majority_share:.0%}", ", ".join(counts),
                  trend, "yes" if d.high_variance else "no", d.advice])
   lines += _table(["config", "verdict", "share", "repeats", "trend", "high variance", "advice"], rows)
   for i, path in enumerate(curve_paths):

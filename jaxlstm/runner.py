@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from jaxlstm import compiled, ensemble, store, tables
+from jaxlstm import metrics as metrics_lib
 from jaxlstm import data as data_lib
 from jaxlstm.ensemble import Group
 from jaxlstm.problems import Dataset
@@ -81,6 +82,76 @@ def plan_study(study: Study, *, memory_budget: int | None = None) -> Plan:
   return Plan(study, plans, fingerprints)
 
 
+# The memory model (`estimate_memory`), calibrated against measured peak RSS on CPU
+# (benchmarks/RESULTS.md, "memory model"): the process itself (interpreter, jax, XLA's
+# compiler), the largest call (members x `ensemble.estimate_member_bytes`), and the
+# group's results on the host (histories and final states, held a few times over
+# while they are gathered, sliced and written).
+BASE_BYTES = 550 * 2**20
+HISTORY_COPIES = 4
+STATE_COPIES = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+  """Estimated peak resident memory of a plan, and its parts (bytes)."""
+  peak: int
+  base: int
+  call: int
+  results: int
+  group: int  # index of the group that sets the peak
+
+
+def estimate_memory(plan: Plan) -> MemoryEstimate:
+  """The peak memory a run of `plan` needs: the process, its largest call and a group's results."""
+  best = None
+  for index, g in enumerate(plan.groups):
+    cfg = g.group.configs[0]
+    n_params = ensemble.param_count(g.train, cfg, g.dataset)
+    n_metrics = len(metrics_lib.history_keys(cfg))
+    results = g.group.members * 4 * (HISTORY_COPIES * g.train.shape.epochs * n_metrics + STATE_COPIES * n_params)
+    call = g.calls.member_bytes * g.calls.members_per_call
+    estimate = MemoryEstimate(BASE_BYTES + call + results, BASE_BYTES, call, results, index)
+    if best is None or estimate.peak > best.peak:
+      best = estimate
+  return best
+
+
+def available_memory() -> int | None:
+  """Memory the system can give this process now (MemAvailable), None where unknown."""
+  try:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+      if line.startswith("MemAvailable:"):
+        return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  return None
+
+
+def check_memory(plan: Plan, max_memory: int | None = None) -> MemoryEstimate:
+  """Refuse (UsageError) a plan whose estimated peak exceeds `max_memory` or the memory available.
+
+  Large groups are already split into member chunks that fit the memory budget, so
+  this refuses only what cannot run at all: results too large to hold, or a single
+  member larger than the machine.
+  """
+  estimate = estimate_memory(plan)
+  limit = max_memory or available_memory()
+  if limit is not None and estimate.peak > limit:
+    g = plan.groups[estimate.group]
+    what = "--max-memory" if max_memory else "the memory available now"
+    if estimate.base + g.calls.member_bytes > limit:
+      fix = "one member alone is too large: use a smaller model (fewer cells or layers), shorter sequences or a smaller batch"
+    else:
+      fix = ("use fewer repeats per run (a folder's repeats can grow later), fewer epochs or a smaller model"
+             + ("" if max_memory else ", or set --max-memory"))
+    raise UsageError(
+        f"the plan needs about {_bytes(estimate.peak)} (group {estimate.group + 1}: {g.group.members} members, "
+        f"{_bytes(g.calls.member_bytes)} per member in calls of {g.calls.members_per_call}, "
+        f"{_bytes(estimate.results)} of results), more than {what} ({_bytes(limit)}); {fix}")
+  return estimate
+
+
 def _bytes(n: float) -> str:
   for unit in ("B", "KiB", "MiB", "GiB"):
     if n < 1024 or unit == "GiB":
@@ -104,7 +175,7 @@ def describe_plan(plan: Plan, stream: TextIO) -> None:
   for cfg in study.configs:
     label = labels[cfg.config_id] if study.grid else "(base config)"
     print(f"  config {index[cfg.config_id]:3d}  {cfg.config_id}  {label}", file=stream)
-  peak = max(g.calls.member_bytes * g.calls.members_per_call for g in plan.groups)
+  peak = estimate_memory(plan).peak
   print(f"plan: {_count(len(study.configs), 'config')}, {_count(len(plan.groups), 'group')}, "
         f"{_count(plan.compiles, 'compile')}, "
         f"{sum(g.group.members for g in plan.groups)} members, estimated peak memory {_bytes(peak)}",
@@ -240,9 +311,12 @@ def study_differences(old: Mapping, new: Mapping) -> list[str]:
     keys = [k for k in [*a, *[k for k in b if k not in a]] if a.get(k) != b.get(k)]
     diffs.append("grid (" + "; ".join(f"{k}: {json.dumps(a.get(k))} in the folder, {json.dumps(b.get(k))} now"
                                       for k in keys) + ")")
-  for key in ("random", "repeats", "seed"):
+  for key in ("random", "seed"):
     if old.get(key) != new.get(key):
       diffs.append(f"{key} ({json.dumps(old.get(key))} in the folder, {json.dumps(new.get(key))} now)")
+  if isinstance(new.get("repeats"), int) and isinstance(old.get("repeats"), int) and new["repeats"] < old["repeats"]:
+    diffs.append(f"repeats ({old['repeats']} in the folder, {new['repeats']} now: a folder's repeats can grow, "
+                 f"never shrink; rerun with --repeats {old['repeats']} or more)")
   if old.get("data") != new.get("data") and old.get("configs") == new.get("configs"):
     changed = [c for c in new.get("data", {}) if old.get("data", {}).get(c) != new["data"][c]]
     diffs.append(f"data (the dataset of {len(changed)} config(s) has a different fingerprint)")
@@ -280,13 +354,16 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
       raise UsageError(f"--out {out} exists and is not a directory")
     try:
       existing = store.RunFolder.read_manifest(out)
-    except ValueError as e:
-      if not overwrite:
-        raise UsageError(str(e)) from None
-      existing = {}
+    except store.ForeignFolder as e:
+      raise UsageError(f"--out {out} is not a jaxlstm results folder: {e} A folder that is not ours is "
+                       "never replaced or deleted, even with --overwrite; choose another --out") from None
     if existing is None and any(p.name != ".lock" for p in out.iterdir()):
       raise UsageError(f"--out {out} exists and is not a jaxlstm results folder (no manifest.json); "
                        "choose another --out (it is never deleted, even with --overwrite)")
+    links = store.symlinks(out)
+    if links:
+      raise UsageError(f"--out {out} contains a symbolic link ({links[0]}); jaxlstm writes only into "
+                       "folders of its own: remove the link or choose another --out")
   if existing and not overwrite:
     diffs = study_differences(existing["study"], study_spec)
     if diffs:
@@ -311,6 +388,7 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
       existing = None
     if existing:
       folder = store.RunFolder(out, existing)
+      _update_study(folder, study_spec, log)
       folder.write_configs(plan.study.configs)  # a run killed while creating the folder left some out
     else:
       folder = store.RunFolder.create(out, study=study_spec, configs=plan.study.configs,
@@ -318,6 +396,24 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
   except OSError as e:
     raise UsageError(f"cannot write --out {out}: {e.strerror or e}") from None
   return folder, lock
+
+
+def _update_study(folder: store.RunFolder, spec: dict, log: Callable[[str], None]) -> None:
+  """Grow the folder to the requested repeats, and score by the requested metric (the same study)."""
+  study = folder.manifest["study"]
+  changed = False
+  if spec["repeats"] > study["repeats"]:
+    log(f"growing from {study['repeats']} to {spec['repeats']} repeats per config: only the new repeats "
+        "train; the first ones are kept as they are")
+    folder.extend_repeats(spec["repeats"])
+    changed = True
+  if spec["metric"] != store.summary_metric(folder.manifest):
+    log(f"scoring by {spec['metric']} now (was {store.summary_metric(folder.manifest)}): the tables and the "
+        "report are rebuilt")
+    study["metric"] = spec["metric"]
+    changed = True
+  if changed:
+    folder.write_manifest()
 
 
 def _lock(out: Path):
@@ -366,7 +462,8 @@ class _LoggedCheckpointer:
 
 
 def _state_dir(folder: store.RunFolder, group: Group, seed: int) -> Path:
-  ident = json.dumps([[c.config_id for c in group.configs], group.cells, group.repeats, seed])
+  ident = json.dumps([[c.config_id for c in group.configs], group.cells, group.repeats, seed]
+                     + ([group.first_repeat] if group.first_repeat else []))
   return folder.path / "state" / hashlib.sha256(ident.encode()).hexdigest()[:12]
 
 
@@ -378,6 +475,25 @@ def _checkpointer(folder: store.RunFolder, gp: GroupPlan, group: Group, seed: in
                                   like=functools.partial(state_like, gp.train, group, seed))
   return _LoggedCheckpointer(inner, lambda epoch: log(f"group {number}: resuming from its checkpoint "
                                                       f"after epoch {epoch}"))
+
+
+def _todo(plan: Plan, folder: store.RunFolder) -> list[tuple[int, GroupPlan, Group]]:
+  """What is left to train: per static-shape group, its unfinished configs by the repeats they lack.
+
+  Fewer configs or a later range of repeats is the same program: each member's keys
+  depend only on (seed, config, repeat).
+  """
+  todo = []
+  repeats = plan.study.repeats
+  for index, gp in enumerate(plan.groups):
+    by_start: dict[int, list] = {}
+    for cfg in gp.group.configs:
+      done = folder.repeats_done(cfg.config_id)
+      if done < repeats:
+        by_start.setdefault(done, []).append(cfg)
+    for first, configs in sorted(by_start.items()):
+      todo.append((index, gp, gp.group.subgroup(configs, first_repeat=first, repeats=repeats - first)))
+  return todo
 
 
 def run_plan(plan: Plan, folder: store.RunFolder, env: dict, *, log: Callable[[str], None],
@@ -392,11 +508,7 @@ def run_plan(plan: Plan, folder: store.RunFolder, env: dict, *, log: Callable[[s
     Ids of the configs trained now.
   """
   study = plan.study
-  todo = []
-  for index, gp in enumerate(plan.groups):
-    missing = [c for c in gp.group.configs if not folder.is_done(c.config_id)]
-    if missing:
-      todo.append((index, gp, missing))
+  todo = _todo(plan, folder)
   n_done = len(folder.done_ids())
   if not todo:
     return []
@@ -404,16 +516,16 @@ def run_plan(plan: Plan, folder: store.RunFolder, env: dict, *, log: Callable[[s
     log(f"resuming: {n_done} of {len(study.configs)} configs already done (not retrained); "
         f"training {len(study.configs) - n_done}")
   folder.start_session(env)
-  progress.total = max(1, sum(len(m) * study.repeats * gp.train.shape.epochs for _, gp, m in todo))
+  progress.total = max(1, sum(g.members * gp.train.shape.epochs for _, gp, g in todo))
   trained = []
-  for number, (index, gp, missing) in enumerate(todo, start=1):
-    # Fewer configs, same program: each member's keys depend only on (seed, config, repeat).
-    group = gp.group.subgroup(missing) if len(missing) < len(gp.group.configs) else gp.group
+  for number, (index, gp, group) in enumerate(todo, start=1):
     checkpointer = _checkpointer(folder, gp, group, study.seed, number, log)
     progress.clear()
-    log(f"group {number}/{len(todo)}: {len(group.configs)} config(s) x {study.repeats} repeats = "
+    repeats = (f"{group.repeats} repeats" if not group.first_repeat else
+               f"repeats {group.first_repeat}-{group.first_repeat + group.repeats - 1}")
+    log(f"group {number}/{len(todo)}: {len(group.configs)} config(s) x {repeats} = "
         f"{group.members} members, {group.cells} cells" + (" (padded)" if group.padded else ""))
-    progress.group(number, len(todo), len(missing) * study.repeats * gp.train.shape.epochs)
+    progress.group(number, len(todo), group.members * gp.train.shape.epochs)
     ensembles, info = ensemble.run_group(group, gp.dataset, seed=study.seed, progress=progress,
                                          checkpointer=checkpointer)
     folder.record(index, ensembles, info)
@@ -453,13 +565,17 @@ def format_summary(run_dir: Path) -> str:
 
 def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, quiet: bool, cache: bool,
               stdout: TextIO, stderr: TextIO) -> int:
-  """Train a planned study into `out` (creating, resuming or replacing it) and report.
+  """Train a planned study into `out` (creating, resuming, growing or replacing it) and report.
+
+  Ends, whenever every config is done, with the tables, plots and report.md rebuilt
+  from the folder's files if they do not cover its current state (a run killed after
+  its last commit leaves them stale), and the run marked finished in the manifest.
 
   Returns:
     The exit status: 0 done, 130 interrupted (rerun the same command to continue).
 
   Raises:
-    UsageError: the folder cannot be used (another study, in use, not writable).
+    UsageError: the folder cannot be used (another study, not ours, in use, not writable).
   """
   def log(message: str) -> None:
     if not quiet:
@@ -468,29 +584,42 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
   spec = dict(plan.study.spec(), data=plan.fingerprints)
   env = environment(argv)
   folder, lock = open_folder(out, spec, plan, env, overwrite=overwrite, log=log)
+  progress = Progress(stderr, 1, enabled=not quiet and stderr.isatty())
   try:
     _tidy(folder, env, log)
     compiled.configure_persistent_cache(cache)
-    progress = Progress(stderr, 1, enabled=not quiet and stderr.isatty())
-    try:
-      trained = run_plan(plan, folder, env, log=log, progress=progress)
-    except KeyboardInterrupt:
-      progress.clear()
-      print(f"{PROG}: interrupted; rerun the same command to resume ({len(folder.done_ids())} of "
-            f"{len(plan.study.configs)} configs done, kept in {out})", file=stderr)
-      return 130
+    trained = run_plan(plan, folder, env, log=log, progress=progress)
     if not trained:
       log("every config is already done: nothing to train")
-    if trained:
-      folder.finish_session(now())
-    if trained or not (out / "report.md").is_file():
+    state = report_state(folder)
+    if folder.manifest.get("report") != state or not _report_files_present(out):
       _write_report(out, log)
+      folder.manifest["report"] = state
+      folder.write_manifest()
+    if len(folder.done_ids()) == len(plan.study.configs) and "finished" not in folder.manifest:
+      folder.finish(now(), state)
     print(format_summary(out), file=stdout)
     print(f"results: {out}", file=stdout, flush=True)
     return 0
+  except KeyboardInterrupt:
+    progress.clear()
+    print(f"{PROG}: interrupted; rerun the same command to resume ({len(folder.done_ids())} of "
+          f"{len(plan.study.configs)} configs done, kept in {out})", file=stderr, flush=True)
+    return 130
   finally:
     if lock is not None:
       lock.close()
+
+
+def report_state(folder: store.RunFolder) -> dict[str, Any]:
+  """What the tables and report of a folder are derived from: committed repeats and the metric."""
+  return {"metric": store.summary_metric(folder.manifest),
+          "repeats": {c: folder.repeats_done(c) for c in store.committed(folder.manifest)}}
+
+
+def _report_files_present(out: Path) -> bool:
+  names = (tables.SCORES, tables.SUMMARY, tables.DIAGNOSIS, tables.COMPARISONS, "report.md")
+  return all((out / name).is_file() for name in names)
 
 
 def _tidy(folder: store.RunFolder, env: dict, log: Callable[[str], None]) -> None:
@@ -501,7 +630,9 @@ def _tidy(folder: store.RunFolder, env: dict, log: Callable[[str], None]) -> Non
         + (" ..." if len(leftovers) > 5 else ""))
   lost = folder.verify()
   if lost:
-    log(f"{len(lost)} config(s) marked done have missing files and will be trained again")
+    folder.write_manifest()
+    log(f"{len(lost)} config(s) marked done have missing or changed files (checksums) and will be "
+        f"trained again: {', '.join(lost[:5])}")
   old = folder.manifest["versions"]
   changed = {k: (old.get(k), v) for k, v in env["versions"].items() if old.get(k) != v}
   if changed:

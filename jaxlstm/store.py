@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import io
 import json
 import math
@@ -45,6 +46,8 @@ import numpy as np
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+TOOL = "jaxlstm"  # the manifest's marker: only a folder whose manifest carries it is ever deleted
+CONFIG_ID = re.compile(r"[0-9a-f]{12}")
 SUMMARY_METRIC = "val_loss"
 ORBAX_TMP = ".orbax-checkpoint-tmp"
 
@@ -309,8 +312,27 @@ def _stored_shape_dtype(leaf) -> tuple[tuple[int, ...], np.dtype]:
 # The results folder.
 
 
+class ForeignFolder(ValueError):
+  """The folder holds a manifest.json that jaxlstm did not write (it is never deleted)."""
+
+
+def _is_ours(manifest: Any) -> bool:
+  if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    return False
+  if manifest.get("tool") == TOOL:
+    return True
+  # Folders written before the marker: our manifest's own shape.
+  study = manifest.get("study")
+  return ("tool" not in manifest and isinstance(study, dict) and isinstance(study.get("configs"), list)
+          and {"configs", "groups", "sessions", "versions"} <= manifest.keys())
+
+
 class RunFolder:
   """One results folder: its manifest in memory, and every write that changes the folder.
+
+  A config's entry holds its `status`: "pending" (nothing trained), "partial" (the
+  first `repeats` of the study's repeats trained, e.g. after `--repeats` grew) or
+  "done", plus its per-repeat outcomes and the checksums of its files.
 
   Args:
     path: the folder.
@@ -327,7 +349,8 @@ class RunFolder:
     """The manifest of an existing folder, None if there is none.
 
     Raises:
-      ValueError: the manifest cannot be read.
+      ForeignFolder: manifest.json is not a jaxlstm manifest (unreadable, another
+        tool's, or naming config ids that are not ours, such as "../../x").
     """
     file = Path(path, MANIFEST)
     if not file.is_file():
@@ -335,9 +358,14 @@ class RunFolder:
     try:
       manifest = read_json(file)
     except (OSError, ValueError) as e:
-      raise ValueError(f"{file} cannot be read ({e}); pass --overwrite to start over.") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "study" not in manifest:
-      raise ValueError(f"{file} is not a jaxlstm manifest of format {FORMAT}; pass --overwrite to start over.")
+      raise ForeignFolder(f"{file} is not a jaxlstm manifest (it cannot be read: {e}).") from None
+    if not _is_ours(manifest):
+      raise ForeignFolder(f"{file} is not a jaxlstm manifest (format {FORMAT}, written by jaxlstm).")
+    ids = list(manifest["study"]["configs"]) + list(manifest.get("configs", {}))
+    bad = [c for c in ids if not isinstance(c, str) or not CONFIG_ID.fullmatch(c)]
+    if bad:
+      raise ForeignFolder(f"{file} names config id {bad[0]!r}, which is not a jaxlstm id "
+                          "(12 hexadecimal digits).")
     return manifest
 
   @classmethod
@@ -349,13 +377,14 @@ class RunFolder:
     grid = study["grid"]
     manifest = {
         "format": FORMAT,
+        "tool": TOOL,
         "study": study,
         "command": environment["argv"],
         "created": environment["time"],
         "versions": environment["versions"],
         "device": environment["device"],
         "configs": {
-            cfg.config_id: {"index": i, "status": "pending",
+            cfg.config_id: {"index": i, "status": "pending", "repeats": 0,
                             "values": {key: jsonable(config_value(cfg, key)) for key in grid}}
             for i, cfg in enumerate(configs)},
         "groups": [dict(g, status="pending", compile_seconds=0.0, run_seconds=0.0, compiles=0)
@@ -384,24 +413,65 @@ class RunFolder:
     """Config ids in study order."""
     return list(self.manifest["study"]["configs"])
 
+  @property
+  def repeats(self) -> int:
+    """Repeats per config the study asks for."""
+    return int(self.manifest["study"]["repeats"])
+
   def is_done(self, config_id: str) -> bool:
     return self.manifest["configs"][config_id]["status"] == "done"
 
   def done_ids(self) -> list[str]:
     return [c for c in self.config_ids if self.is_done(c)]
 
+  def repeats_done(self, config_id: str) -> int:
+    """How many of the config's repeats (0, 1, ...) are trained and committed."""
+    entry = self.manifest["configs"][config_id]
+    if entry["status"] == "pending":
+      return 0
+    return int(entry.get("repeats", len(entry.get("stopped_epoch", ()))))
+
+  def extend_repeats(self, repeats: int) -> list[str]:
+    """Grow the study to `repeats` per config; done configs become partial. Returns their ids."""
+    grown = []
+    for config_id in self.config_ids:
+      entry = self.manifest["configs"][config_id]
+      if entry["status"] == "done":
+        entry["repeats"] = self.repeats_done(config_id)
+        entry["status"] = "partial"
+        grown.append(config_id)
+    self.manifest["study"]["repeats"] = int(repeats)
+    for group in self.manifest["groups"]:
+      group["status"] = "pending"
+    self.manifest.pop("finished", None)
+    return grown
+
   def verify(self) -> list[str]:
-    """Mark done configs whose files are missing as pending again; return their ids."""
+    """Send configs whose committed files are missing or changed back to pending; return their ids.
+
+    A file is checked against the checksum recorded when it was committed (folders
+    written before checksums: that it exists), so a truncated or corrupt history or
+    checkpoint is retrained, never read.
+    """
     lost = []
-    for config_id in self.done_ids():
-      ok = (config_path(self.path, config_id).is_file() and history_path(self.path, config_id).is_file()
-            and checkpoint_complete(checkpoint_path(self.path, config_id)))
+    for config_id in self.config_ids:
+      entry = self.manifest["configs"][config_id]
+      if entry["status"] == "pending":
+        continue
+      files = {"config": config_path(self.path, config_id), "history": history_path(self.path, config_id),
+               "checkpoint": checkpoint_path(self.path, config_id)}
+      ok = (files["config"].is_file() and files["history"].is_file()
+            and checkpoint_complete(files["checkpoint"]))
+      if ok and entry.get("checksums"):
+        ok = all(checksum(files[name]) == digest for name, digest in entry["checksums"].items())
       if not ok:
-        self.manifest["configs"][config_id]["status"] = "pending"
+        entry.update(status="pending", repeats=0)
         lost.append(config_id)
     for group in self.manifest["groups"]:
       if not all(self.is_done(c) for c in group["configs"]):
         group["status"] = "pending"
+    if lost:
+      self.manifest.pop("finished", None)
     return lost
 
   def start_session(self, environment: dict) -> None:
@@ -410,20 +480,44 @@ class RunFolder:
     self.write_manifest()
 
   def record(self, group_index: int, ensembles: Sequence[Any], info: Any) -> None:
-    """Commit a group's trained configs: history and checkpoint first, then the manifest."""
+    """Commit a group's trained repeats: histories and checkpoints first, then the manifest.
+
+    Repeats that extend a partial config (`Ensemble.repeat_indices` starting where
+    the folder's stop) are appended to its files; the repeats already there are
+    kept as they are, byte for byte.
+    """
+    entries = self.manifest["configs"]
+    updates = {}
     for ens in ensembles:
       config_id = ens.config.config_id
-      save_history(self.path, config_id, ens.history)
-      save_params(self.path, config_id, ens.params)
-    entries = self.manifest["configs"]
-    for ens in ensembles:
-      entries[ens.config.config_id].update(
-          status="done", metrics=list(ens.history),
-          stopped_epoch=[int(v) for v in ens.stopped_epoch],
-          best_epoch=[int(v) for v in ens.best_epoch],
-          diverged_epoch=[int(v) for v in ens.diverged_epoch],
-          outputs=int(ens.outputs), time_out=int(ens.time_out),
-          frame_shape=[int(v) for v in ens.frame_shape])
+      first = int(ens.repeat_indices[0])
+      if first != self.repeats_done(config_id):
+        raise ValueError(f"config {config_id}: repeats from {first} do not follow the "
+                         f"{self.repeats_done(config_id)} committed.")
+      history, params = ens.history, ens.params
+      per_repeat = {"stopped_epoch": ens.stopped_epoch, "best_epoch": ens.best_epoch,
+                    "diverged_epoch": ens.diverged_epoch}
+      per_repeat = {k: [int(v) for v in vals] for k, vals in per_repeat.items()}
+      if first:
+        old = load_history(self.path, config_id)
+        if list(old) != list(history) or any(old[k].shape[1] != history[k].shape[1] for k in old):
+          raise ValueError(f"config {config_id}: the new repeats record other metrics or epochs "
+                           "than the committed ones.")
+        history = {k: np.concatenate([old[k], np.asarray(v, np.float32)]) for k, v in history.items()}
+        import jax
+        params = jax.tree.map(lambda a, b: np.concatenate([a, b]), load_params(self.path, config_id), params)
+        per_repeat = {k: entries[config_id][k][:first] + vals for k, vals in per_repeat.items()}
+      save_history(self.path, config_id, history)
+      save_params(self.path, config_id, params)
+      repeats = first + len(ens.repeat_indices)
+      updates[config_id] = dict(
+          per_repeat, status="done" if repeats >= self.repeats else "partial", repeats=repeats,
+          metrics=list(history), outputs=int(ens.outputs), time_out=int(ens.time_out),
+          frame_shape=[int(v) for v in ens.frame_shape],
+          checksums={"history": checksum(history_path(self.path, config_id)),
+                     "checkpoint": checksum(checkpoint_path(self.path, config_id))})
+    for config_id, update in updates.items():
+      entries[config_id].update(update)
     group = self.manifest["groups"][group_index]
     # A group resumed in parts sums the cost of its parts.
     group["compiles"] += int(info.compiles)
@@ -438,9 +532,41 @@ class RunFolder:
     self.write_manifest()
 
   def finish_session(self, time: str) -> None:
+    """Mark the last session finished."""
     if self.manifest["sessions"]:
       self.manifest["sessions"][-1]["finished"] = time
       self.write_manifest()
+
+  def finish(self, time: str, report: Mapping[str, Any]) -> None:
+    """Mark the run finished (every config done, tables and report written) and what the report covers."""
+    self.manifest["report"] = dict(report)
+    self.manifest["finished"] = time
+    if self.manifest["sessions"] and "finished" not in self.manifest["sessions"][-1]:
+      self.manifest["sessions"][-1]["finished"] = time
+    self.write_manifest()
+
+
+def checksum(path: Path) -> str:
+  """sha256 (16 hex digits) of a file, or of every file of a folder (names and bytes, sorted)."""
+  digest = hashlib.sha256()
+  path = Path(path)
+  files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+  for file in files:
+    digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+    with open(file, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+  return digest.hexdigest()[:16]
+
+
+def symlinks(run_dir: str | os.PathLike) -> list[str]:
+  """Symbolic links inside a folder (relative paths): jaxlstm never writes through one."""
+  found = []
+  for root, dirs, files in os.walk(run_dir):
+    for name in dirs + files:
+      if Path(root, name).is_symlink():
+        found.append(os.path.relpath(Path(root, name), run_dir))
+  return sorted(found)
 
 
 def config_value(cfg: Any, key: str) -> Any:
@@ -479,6 +605,12 @@ def format_value(value: Any) -> str:
   if isinstance(value, str):
     return value
   return json.dumps(value, sort_keys=True)
+
+
+def committed(manifest: dict) -> list[str]:
+  """Ids of the configs with trained repeats on disk (done, or partial while repeats grow), in study order."""
+  entries = manifest["configs"]
+  return [c for c in manifest["study"]["configs"] if entries[c]["status"] in ("done", "partial")]
 
 
 def summary_metric(manifest: dict) -> str:

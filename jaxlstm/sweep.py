@@ -14,7 +14,9 @@ Exit status: 0 done; 2 bad input (one line on stderr, nothing written);
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,7 +45,29 @@ def _int_at_least(minimum: int, what: str):
 
 
 _positive_int = _int_at_least(1, "a positive integer")
-_seed = _int_at_least(0, "a non-negative integer")
+MAX_SEED = 2**32 - 1
+
+
+def _seed(text: str) -> int:
+  """An argparse type: a seed in [0, 2**32 - 1] (the range a PRNG key's seed word holds)."""
+  value = _int_at_least(0, "a non-negative integer")(text)
+  if value > MAX_SEED:
+    raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED} (2**32 - 1), got {text!r}")
+  return value
+
+
+def _memory(text: str) -> int:
+  """An argparse type: a size in bytes from '8G', '512M', '2.5GiB', '1000000'."""
+  units = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+  t = text.strip().lower().removesuffix("ib").removesuffix("b")
+  unit = t[-1] if t and t[-1] in units else ""
+  try:
+    value = float(t[: len(t) - len(unit)] if unit else t) * units[unit]
+  except ValueError:
+    value = -1
+  if not value > 0:
+    raise argparse.ArgumentTypeError(f"expected a size such as 8G or 500M, got {text!r}")
+  return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--list-experiments", action="store_true", help="list the experiments and exit")
   parser.add_argument("--dry-run", action="store_true",
                       help="print the plan (configs, groups, compiles, memory) without training or writing")
+  parser.add_argument("--max-memory", type=_memory, metavar="SIZE",
+                      help="refuse a plan whose estimated peak memory exceeds SIZE (e.g. 8G, 500M; "
+                      "default: the memory available now)")
   parser.add_argument("--quiet", action="store_true", help="no progress bar and no log lines")
   parser.add_argument("--no-cache", action="store_true", help="disable the persistent compilation cache")
   return parser
@@ -102,6 +129,23 @@ def main(argv: Sequence[str] | None = None) -> int:
   except SystemExit as e:  # --help
     return int(e.code or 0)
 
+  main_thread = threading.current_thread() is threading.main_thread()
+  previous = signal.getsignal(signal.SIGINT) if main_thread else None
+  if main_thread:
+    # Ctrl-C always becomes a KeyboardInterrupt here (a library may have changed the
+    # handler), which every stage below turns into exit status 130.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    return _run(args, argv, fail, stdout, stderr)
+  except KeyboardInterrupt:
+    print(f"{PROG}: interrupted", file=stderr, flush=True)
+    return 130
+  finally:
+    if main_thread:
+      signal.signal(signal.SIGINT, previous)
+
+
+def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int:
   from jaxlstm import study as study_lib
   from jaxlstm.config import ConfigError
   try:
@@ -116,12 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   out = Path(args.out) if args.out else study.default_out()
   if args.dry_run:
     runner.describe_plan(plan, stdout)
+  try:
+    runner.check_memory(plan, args.max_memory)
+  except UsageError as e:
+    return fail(str(e))
+  if args.dry_run:
     print(f"dry run: nothing trained, nothing written (results would go to {out})", file=stdout)
     return 0
   try:
     return runner.run_study(plan, out, argv, overwrite=args.overwrite, quiet=args.quiet,
                             cache=not args.no_cache, stdout=stdout, stderr=stderr)
-  except UsageError as e:
+  except (UsageError, ConfigError) as e:
     return fail(str(e))
 
 

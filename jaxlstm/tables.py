@@ -111,7 +111,7 @@ def read_folder(run_dir: str | Path) -> Folder:
   if manifest is None:
     raise ValueError(f"{path} has no {store.MANIFEST}: not a jaxlstm results folder.")
   entries = manifest["configs"]
-  done = [c for c in manifest["study"]["configs"] if entries[c]["status"] == "done"]
+  done = store.committed(manifest)
   metric = store.summary_metric(manifest)
   histories, scores, diverged, stopped = {}, {}, {}, {}
   for c in done:

@@ -261,9 +261,9 @@ def test_cli_bad_folder_exits_2_with_one_line(tmp_path):
 
 @pytest.mark.parametrize("setup, message", [
     (lambda p: None, "has no manifest.json"),
-    (lambda p: (p / "manifest.json").write_text("{not json"), "not a readable jaxlstm manifest"),
+    (lambda p: (p / "manifest.json").write_text("{not json"), "is not a jaxlstm manifest (it cannot be read"),
     (lambda p: (p / "manifest.json").write_text('{"format": 1, "study": {"configs": ["x"]}}'),
-     "not a complete results folder"),
+     "is not a jaxlstm manifest"),
 ])
 def test_main_refuses_a_folder_that_is_not_a_results_folder(tmp_path, capsys, setup, message):
   setup(tmp_path)

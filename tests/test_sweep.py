@@ -181,7 +181,7 @@ def test_changed_study_is_refused_overwrite_replaces_and_rerun_trains_nothing(tm
   (out / "histories" / f"{manifest['study']['configs'][1]}.npz").unlink()
   assert sweep.main([*base, "--grid", "optim.learning_rate=0.001,0.01"]) == 0
   err = capsys.readouterr().err
-  assert "1 config(s) marked done have missing files" in err and "training 1" in err
+  assert "1 config(s) marked done have missing or changed files" in err and "training 1" in err
   assert "1 config(s) x 2 repeats = 2 members" in err
   assert (out / "scores.csv").read_bytes() == before["scores.csv"][1]
   assert (out / "summary.csv").read_bytes() == before["summary.csv"][1]
@@ -190,7 +190,8 @@ def test_changed_study_is_refused_overwrite_replaces_and_rerun_trains_nothing(tm
   refusals = [
       (["--grid", "optim.learning_rate=0.001,0.1"],
        "grid (optim.learning_rate: [0.001, 0.01] in the folder, [0.001, 0.1] now)"),
-      (["--grid", "optim.learning_rate=0.001,0.01", "--repeats", "3"], "repeats (2 in the folder, 3 now)"),
+      (["--grid", "optim.learning_rate=0.001,0.01", "--repeats", "1"],
+       "repeats (2 in the folder, 1 now: a folder's repeats can grow, never shrink"),
       (["--grid", "optim.learning_rate=0.001,0.01", "--seed", "1"], "seed (0 in the folder, 1 now)"),
       (["--grid", "optim.learning_rate=0.001,0.01", "--set", "train.shuffle=true"],
        "base config (train.shuffle: false in the folder, true now)"),
@@ -221,6 +222,10 @@ def test_study_differences_name_every_changed_part():
       "base config (train.epochs: 5 in the folder, 6 now)",
       "grid (model.cells: [1, 5] in the folder, [1, 10] now)",
       "random (null in the folder, 4 now)"]
+  assert runner.study_differences(old, dict(old, repeats=5)) == []  # more repeats extend the folder
+  assert runner.study_differences(old, dict(old, repeats=1)) == [
+      "repeats (2 in the folder, 1 now: a folder's repeats can grow, never shrink; rerun with --repeats 2 "
+      "or more)"]
 
 
 def test_a_folder_in_use_is_refused(tmp_path, capsys):
