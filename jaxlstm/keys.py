@@ -30,6 +30,15 @@ class StreamKeys(NamedTuple):
   split: jax.Array
 
 
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed) -> None:
+  """Raise ValueError unless `seed` is an integer from 0 to 2**32 - 1 (one uint32 key word)."""
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+    raise ValueError(f"seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}.")
+
+
 def config_number(config: Config | str) -> int:
   """The config id as a uint32-safe integer for `fold_in`."""
   config_id = config if isinstance(config, str) else config.config_id
@@ -42,8 +51,7 @@ def repeat_keys(seed: int, config: Config | str, repeats: int | Sequence[int]) -
   Returns:
     `[repeats]` typed key array.
   """
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+  check_seed(seed)
   indices = np.arange(repeats) if np.isscalar(repeats) else np.asarray(repeats)
   base = jax.random.fold_in(jax.random.key(int(seed)), config_number(config))
   return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices, jnp.uint32))
@@ -72,15 +80,14 @@ def group_keys(seed: int, configs: Sequence[Config], repeats: int | Sequence[int
   One compiled call for the whole group (op-by-op key derivation costs a
   compile per primitive). All configs must share `train.vary`.
   """
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+  check_seed(seed)
   vary = {c.train.vary for c in configs}
   if len(vary) != 1:
     raise ValueError(f"configs of one group must share train.vary, got {sorted(vary)}.")
   indices = np.arange(repeats) if np.isscalar(repeats) else np.asarray(repeats)
   numbers = np.asarray([config_number(c) for c in configs], np.uint32)
   vary = vary.pop()
-  if jax.config.jax_default_prng_impl != "threefry2x32" or seed >= 2**32:
+  if jax.config.jax_default_prng_impl != "threefry2x32":
     return _group_keys(np.uint32(seed), numbers, indices.astype(np.uint32), vary)
   # The same threefry arithmetic in numpy: bit-identical keys without the
   # ~1 s it takes XLA to compile the key derivation on a 2-core CPU.

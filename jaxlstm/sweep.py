@@ -14,6 +14,7 @@ Exit status: 0 done; 2 bad input (one line on stderr, nothing written);
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -174,5 +175,19 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int
     return fail(str(e))
 
 
+def _exit(status: int) -> None:
+  """Leave the process with `status`; after an interrupt, without the interpreter's teardown.
+
+  The folder is consistent by then (every write is atomic, the lock dies with the
+  process), but an XLA computation cut short by Ctrl-C can crash jax's shutdown
+  (seen: SIGSEGV after the 130 was decided), which would turn 130 into a signal death.
+  """
+  if status == 130:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+  sys.exit(status)
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  _exit(main())
