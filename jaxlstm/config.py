@@ -359,6 +359,10 @@ class TrainConfig:
     early_stopping, reduce_lr: Keras-style per-repeat callbacks, or None.
     checkpoint_every: save the full training state every this many epochs
       (at chunk boundaries) so a killed run resumes; 0 disables.
+    paired: common random numbers: repeat i of every paired config draws the
+      same keys (initial weights where shapes match, data order, dropout masks,
+      split), so comparisons between configs are paired and far more sensitive.
+      Off by default: each config's repeats draw from keys of their own.
   """
   epochs: int = 500
   batch_size: int = 32
@@ -369,6 +373,7 @@ class TrainConfig:
   early_stopping: EarlyStoppingConfig | None = None
   reduce_lr: ReduceLRConfig | None = None
   checkpoint_every: int = 0
+  paired: bool = False
 
   def __post_init__(self):
     s = "train"
@@ -390,6 +395,8 @@ class TrainConfig:
     if isinstance(self.reduce_lr, Mapping):
       object.__setattr__(self, "reduce_lr", _section(ReduceLRConfig, self.reduce_lr, "train.reduce_lr"))
     _positive_int(s, "checkpoint_every", self.checkpoint_every, minimum=0)
+    if not isinstance(self.paired, bool):
+      _fail(s, "paired", self.paired, "expected true or false")
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}

@@ -1,7 +1,7 @@
 """The only place an integer becomes a PRNG key.
 
 Repeat i of a config gets `fold_in(fold_in(key(seed), config_number), i)`: it
-depends on (seed, config, i) alone, never on how many repeats run, so the
+depends on (seed, config, i) alone (on (seed, i) alone for `train.paired` configs), never on how many repeats run, so the
 first 30 repeats of a 100-repeat run equal a 30-repeat run. Each source of
 randomness draws from its own named stream of that key, so one source can be
 held fixed across repeats while another varies (`train.vary`).
@@ -9,6 +9,7 @@ held fixed across repeats while another varies (`train.vary`).
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -39,8 +40,15 @@ def check_seed(seed) -> None:
     raise ValueError(f"seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}.")
 
 
+# The key number every config with `train.paired` shares: repeat i of each of them
+# draws the same streams (common random numbers). Part of the contract: never change.
+PAIRED_NUMBER = int(hashlib.sha256(b"jaxlstm paired repeats").hexdigest()[:8], 16)
+
+
 def config_number(config: Config | str) -> int:
-  """The config id as a uint32-safe integer for `fold_in`."""
+  """The uint32 a config's repeat keys fold in: its id, or `PAIRED_NUMBER` with `train.paired`."""
+  if not isinstance(config, str) and config.train.paired:
+    return PAIRED_NUMBER
   config_id = config if isinstance(config, str) else config.config_id
   return int(config_id[:8], 16)
 

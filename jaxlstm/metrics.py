@@ -6,6 +6,8 @@ One rule decides whether a metric is minimised or maximised: early stopping's
 """
 from __future__ import annotations
 
+import numpy as np
+
 from jaxlstm.config import Config
 
 # Metric directions of the Keras 3.15.1 metric registry (`Metric._direction`),
@@ -73,3 +75,51 @@ def history_keys(config: Config) -> list[str]:
   if config.train.reduce_lr is not None:
     keys.append("learning_rate")
   return keys
+
+
+def score_prediction(name: str, prediction: np.ndarray, targets: np.ndarray, config: Config,
+                     unit_scale: np.ndarray | None = None) -> float:
+  """A history metric of one prediction (after the output activation), as the loop computes it.
+
+  What an ensemble of the repeats scores: their averaged prediction. `val_loss` is
+  the config's loss without any L1/L2 penalty (a prediction has no weights).
+
+  Args:
+    name: a `val_*` (or bare) history key: loss, mse, mae, accuracy or mae_original.
+    prediction: `[samples, ...]` predicted values or probabilities.
+    targets: `[samples, ...]` targets.
+    config: the config (its loss and output activation).
+    unit_scale: `[outputs]` original units per scaled unit (`mae_original`).
+
+  Raises:
+    ValueError: a history key that is not a prediction metric (penalty, learning_rate).
+  """
+  base = name.removeprefix("val_")
+  if base == "loss":
+    base = config.train.loss
+  p = np.asarray(prediction, np.float64)
+  y = np.asarray(targets, np.float64)
+  per_sample = lambda v: v.reshape(v.shape[0], -1).mean(axis=1)
+  eps = 1e-12
+  if base == "mse":
+    values = per_sample(np.square(p - y))
+  elif base in ("mae", "mae_original"):
+    error = np.abs(p - y)
+    if base == "mae_original" and unit_scale is not None:
+      error = error * np.asarray(unit_scale, np.float64).reshape((1,) * (error.ndim - 1) + (-1,))
+    values = per_sample(error)
+  elif base == "binary_crossentropy":
+    p = np.clip(p, eps, 1 - eps)
+    values = per_sample(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+  elif base == "categorical_crossentropy":
+    step = -np.sum(y * np.log(np.clip(p, eps, 1.0)), axis=-1)
+    values = step.reshape(step.shape[0], -1).mean(axis=1)
+  elif base == "accuracy":
+    if config.model.output_activation == "softmax":
+      hits = np.argmax(p, -1) == np.argmax(y, -1)
+      values = hits.reshape(hits.shape[0], -1).mean(axis=1)
+    else:
+      values = per_sample(((p > 0.5) == (y > 0.5)).astype(np.float64))
+  else:
+    raise ValueError(f"{name!r} is not a metric of a prediction.")
+  return float(np.mean(values))

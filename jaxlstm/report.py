@@ -81,6 +81,7 @@ class RunData:
     configs: config id -> resolved config (configs/<id>.json) as a dict.
     histories: config id -> metric -> `[repeats, epochs]` float64, NaN after a stop.
     metric: the score metric (the study's).
+    score: how a repeat is scored ("final", "best" or "restored").
     higher_is_better: its direction.
     train_metric: training-loss key of the histories (None if absent).
     val_metric: validation-loss key (None if absent: no curves).
@@ -99,6 +100,7 @@ class RunData:
   configs: dict[str, dict]
   histories: dict[str, dict[str, np.ndarray]]
   metric: str
+  score: str
   higher_is_better: bool
   train_metric: str | None
   val_metric: str | None
@@ -119,6 +121,15 @@ class RunData:
     return int(self.manifest["study"]["repeats"])
 
   @property
+  def paired(self) -> bool:
+    """Whether comparisons.csv holds paired comparisons (configs run with `train.paired`)."""
+    return bool(self.pairs) and "n_pairs" in self.pairs[0]
+
+  @property
+  def test_name(self) -> str:
+    return "the paired t-test" if self.paired else "Welch's t-test"
+
+  @property
   def against(self) -> str | None:
     """Which pairs comparisons.csv holds: "all", "best", or None (fewer than 2 configs)."""
     if len(self.done) < 2:
@@ -128,7 +139,8 @@ class RunData:
 
 def _summary_row(row: Mapping[str, Any]) -> types.SimpleNamespace:
   values = {k: (int(v) if k in ("count", "n_diverged") else float(v)) for k, v in row.items()
-            if k in tables.SUMMARY_COLUMNS}
+            if k in (*tables.SUMMARY_COLUMNS, tables.ENSEMBLE_COLUMN)}
+  values.setdefault(tables.ENSEMBLE_COLUMN, math.nan)
   return types.SimpleNamespace(**values)
 
 
@@ -151,7 +163,7 @@ def load_folder(run_dir: str | Path) -> RunData:
   try:
     study, entries = manifest["study"], manifest["configs"]
     done = store.committed(manifest)
-    metric = store.summary_metric(manifest)
+    metric, score = store.summary_metric(manifest), store.summary_score(manifest)
     configs = {c: store.read_json(store.config_path(path, c)) for c in done}
     histories = {c: {k: np.asarray(v, np.float64) for k, v in store.load_history(path, c).items()}
                  for c in done}
@@ -164,7 +176,8 @@ def load_folder(run_dir: str | Path) -> RunData:
     score_rows = frames[tables.SCORES]
     for c in done:
       rows = score_rows[score_rows["config_id"] == c].sort_values("repeat")
-      scores[c] = rows[f"final_{metric}"].to_numpy(np.float64)
+      column = f"{score}_{metric}" if f"{score}_{metric}" in rows else f"final_{metric}"
+      scores[c] = rows[column].to_numpy(np.float64)
       diverged[c] = rows["diverged"].to_numpy(bool)
       stopped_epoch[c] = rows["stopped_epoch"].fillna(-1).to_numpy().astype(int)
       diverged_epoch[c] = np.asarray(entries[c]["diverged_epoch"], dtype=int)
@@ -183,7 +196,7 @@ def load_folder(run_dir: str | Path) -> RunData:
   common = set.intersection(*(set(h) for h in histories.values())) if histories else set()
   return RunData(
       path=path, manifest=manifest, done=done, labels=store.config_labels(manifest), configs=configs,
-      histories=histories, metric=metric, higher_is_better=metrics.higher_is_better(metric),
+      histories=histories, metric=metric, score=score, higher_is_better=metrics.higher_is_better(metric),
       train_metric=next((m for m in ("loss", "train_loss") if m in common), None),
       val_metric="val_loss" if "val_loss" in common else None, scores=scores, diverged=diverged,
       diverged_epoch=diverged_epoch, stopped_epoch=stopped_epoch, summary=summary,
@@ -202,8 +215,20 @@ def config_diagnoses(run: RunData) -> dict[str, diagnose.ConfigDiagnosis] | None
   for c in run.done:
     per_repeat = run.diagnosis[run.diagnosis["config_id"] == c]
     out[c] = diagnose.summarize_repeats(per_repeat, scores=np.where(run.diverged[c], np.nan, run.scores[c]),
-                                      config=c)
+                                        config=c, baseline_loss=_baselines(run, c).get("train_mean_loss"),
+                                        baseline_scores=_baseline_scores(run, c))
   return out
+
+
+def _baselines(run: RunData, config_id: str) -> dict[str, Any]:
+  return (run.manifest.get("baselines") or {}).get(config_id) or {}
+
+
+def _baseline_scores(run: RunData, config_id: str) -> dict[str, float] | None:
+  """Naive forecasts' validation scores in the study's metric (lower is better), or None."""
+  if run.higher_is_better:
+    return None
+  return _baselines(run, config_id).get(run.metric) or None
 
 
 def _ranked(run: RunData) -> list[str]:
@@ -281,8 +306,8 @@ def plot_scores(run: RunData):
   """Draw the box plot of the final scores per config (seed points, n / diverged per tick)."""
   ax = plots.scores_box({run.labels[c]: run.scores[c] for c in run.done},
                         diverged={run.labels[c]: run.diverged[c] for c in run.done},
-                        ylabel=f"final {run.metric}")
-  ax.set_title(f"final {run.metric} per config ({run.repeats} repeats; "
+                        ylabel=f"{run.score} {run.metric}")
+  ax.set_title(f"{run.score} {run.metric} per config ({run.repeats} repeats; "
                f"{'higher' if run.higher_is_better else 'lower'} is better)")
   return ax
 
@@ -330,7 +355,7 @@ def plot_repeats(run: RunData, configs: Sequence[str], best: str | None, rng: np
       ax.set_xticks([])
       ax.set_yticks([])
       continue
-    plots.repeats_convergence(finite, ylabel=f"final {run.metric}", ax=ax)
+    plots.repeats_convergence(finite, ylabel=f"{run.score} {run.metric}", ax=ax)
     twin = ax.figure.axes[-1]  # the twin repeats_convergence has just added
     curve = stats.repeats_curve(finite, rng=rng, n_resamples=CURVE_RESAMPLES, confidence=CONFIDENCE,
                                 higher_is_better=run.higher_is_better)
@@ -360,7 +385,7 @@ def plot_diagnosis(run: RunData):
 def plot_prob(run: RunData, configs: Sequence[str]):
   """Draw the P(row better than column) matrix of `configs`."""
   ax = plots.prob_improvement_matrix(prob_matrix(run, configs))
-  ax.set_title(f"P(row better than column), final {run.metric}")
+  ax.set_title(f"P(row better than column), {run.score} {run.metric}")
   return ax
 
 
@@ -395,6 +420,16 @@ def _code(text: Any) -> str:
   fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
   pad = " " if text.startswith("`") or text.endswith("`") else ""
   return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _score_words(run: RunData) -> str:
+  """How a repeat was scored, in words (the study's `--score`)."""
+  m = f"`{run.metric}`"
+  return {"final": f"the final {m} of each repeat (at the stop epoch when early stopping fired)",
+          "best": f"the best {m} of each repeat over its epochs (`--score best`)",
+          "restored": (f"{m} of the weights early stopping restored, as a Keras user evaluates them after "
+                       "`fit` (the final value where no weights were restored; `--score restored`)"),
+          }[run.score]
 
 
 def _label(run: RunData, config_id: str) -> str:
@@ -464,8 +499,7 @@ def _what_ran(run: RunData) -> list[str]:
   settings = ", ".join(f"{k} {v}" for k, v in sorted((early or {}).items()) if v not in (None, False, 0))
   lines.append(f"- epochs: {base_train.get('epochs', 'n/a')}; early stopping: "
                + ((settings or "on, Keras defaults") if early else "off"))
-  lines.append(f"- score: final `{run.metric}` per seed ({'higher' if run.higher_is_better else 'lower'} "
-               "is better), at the stop epoch of early-stopped repeats")
+  lines.append(f"- score: {_score_words(run)} ({'higher' if run.higher_is_better else 'lower'} is better)")
   lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items())))
   lines.append(f"- device: {m.get('device', 'n/a')}")
   lines.append("")
@@ -500,12 +534,18 @@ def _timings(run: RunData) -> list[str]:
 
 
 def _summary_section(run: RunData) -> list[str]:
-  lines = [f"## Final {run.metric} per config", "",
+  lines = [f"## {run.score.capitalize()} {run.metric} per config", "",
            f"Over the finite repeats of each config (ddof=1); `ci_low`/`ci_high` are the "
            f"{CONFIDENCE:.0%} t-interval of the mean; `iqm` the interquartile mean.", ""]
   columns = ["count", "n_diverged", "mean", "std", "sem", "ci_low", "ci_high", "min", "25%",
              "50%", "75%", "max", "iqm"]
   rows = [[_label(run, c), f"`{c}`", *[getattr(run.summary[c], k) for k in columns]] for c in run.done]
+  ensembles = [run.summary[c].ensemble for c in run.done]
+  if any(math.isfinite(v) for v in ensembles):
+    rows = [row + [value] for row, value in zip(rows, ensembles)]
+    columns = [*columns, "ensemble"]
+    lines[-2] += (f" `ensemble`: the {run.metric} of the repeats' averaged prediction (the mean probability "
+                  "for a classifier) on the validation set, diverged repeats left out.")
   lines += _table(["config", "id", *columns], rows)
   total = sum(len(run.scores[c]) for c in run.done)
   n_div = sum(int(run.diverged[c].sum()) for c in run.done)
@@ -550,7 +590,7 @@ def _best_section(run: RunData) -> list[str]:
   best = ranked[0]
   s = summary[best]
   lines.append(f"**{'Config' if single else 'Best'}: {_label(run, best)}** (`{best}`): "
-               f"mean final {run.metric} {_num(s.mean)} "
+               f"mean {run.score} {run.metric} {_num(s.mean)} "
                f"± {_num(s.sem)} (SEM), {CONFIDENCE:.0%} CI [{_num(s.ci_low)}, {_num(s.ci_high)}], "
                f"{s.count} repeats used, {s.n_diverged} diverged.")
   lines.append("")
@@ -565,12 +605,16 @@ def _best_section(run: RunData) -> list[str]:
   if pair is None or not math.isfinite(pair["pvalue_holm"]):
     n_a = pair["n_a"] if pair else s.count
     n_b = pair["n_b"] if pair else summary[runner].count
-    lines.append(f"{head}: the difference **cannot be tested** (finite repeats: {n_a} and {n_b}; "
-                 "Welch's t-test needs at least 2 in each).")
+    if run.paired:
+      lines.append(f"{head}: the difference **cannot be tested** ({pair['n_pairs'] if pair else 0} pairs "
+                   "with both repeats finite; the paired t-test needs at least 2 that differ).")
+    else:
+      lines.append(f"{head}: the difference **cannot be tested** (finite repeats: {n_a} and {n_b}; "
+                   "Welch's t-test needs at least 2 in each).")
   else:
     significant = pair["pvalue_holm"] < ALPHA
     verdict = ("**significantly better**" if significant else "**not significantly better**")
-    lines.append(f"{head}: Welch's t-test p = {_num(pair['pvalue'], 3)}, Holm-adjusted "
+    lines.append(f"{head}: {run.test_name} p = {_num(pair['pvalue'], 3)}, Holm-adjusted "
                  f"p = {_num(pair['pvalue_holm'], 3)} over {_count(len(run.pairs), 'comparison')}: "
                  f"{_label(run, best)} is {verdict} at α = {ALPHA}; Hedges' g = {_num(pair['hedges_g'], 3)}.")
     if not significant:
@@ -592,6 +636,35 @@ def _best_section(run: RunData) -> list[str]:
   return lines
 
 
+def _baselines_section(run: RunData) -> list[str]:
+  """Naive forecasts on the same validation set, and whether each config beats them."""
+  rows, methods, losers = [], [], []
+  for c in run.done:
+    scores = _baseline_scores(run, c)
+    if not scores:
+      continue
+    methods = methods or list(scores)
+    mean = run.summary[c].mean
+    best = min(scores, key=scores.get)
+    beats = math.isfinite(mean) and mean < scores[best]
+    if not beats:
+      losers.append(c)
+    rows.append([_label(run, c), mean, *[scores.get(m, math.nan) for m in methods],
+                 "yes" if beats else f"**no** ({best} is better)"])
+  if not rows:
+    return []
+  lines = ["## Naive baselines", "",
+           f"The {run.metric} of forecasts that need no training, on the same validation set "
+           "(`jaxlstm.baselines`: persistence repeats the last input value, mean predicts the training "
+           "mean, seasonal the value one season back). A config must beat them to have learned "
+           "something worth its compute.", ""]
+  lines += _table(["config", f"mean {run.score} {run.metric}", *methods, "beats every naive forecast"], rows)
+  if losers:
+    lines += [f"**{_count(len(losers), 'config')} lose to a naive forecast** "
+              f"({', '.join(_label(run, c) for c in losers)}): flagged in the diagnosis.", ""]
+  return lines
+
+
 def _comparisons_what(run: RunData) -> str:
   """What comparisons.csv compares, or why it compares nothing."""
   n, m = len(run.done), len(run.pairs)
@@ -606,23 +679,59 @@ def _comparisons_what(run: RunData) -> str:
   return what + f"; Holm's correction runs over {'this one' if m == 1 else f'these {m}'}."
 
 
+def _pairing_note(run: RunData) -> list[str]:
+  """What pairing bought (paired runs), or that it would be possible (unpaired runs of one shape)."""
+  if run.paired:
+    ratios = [p["se_ratio"] for p in run.pairs if isinstance(p["se_ratio"], float) and math.isfinite(p["se_ratio"])]
+    if not ratios:
+      return []
+    ratio = float(np.median(ratios))
+    return [f"Pairing cut the standard error of the difference to {ratio:.2f} of the unpaired one "
+            f"(median over pairs): as sensitive as about {1 / ratio ** 2:.1f}× as many unpaired repeats."
+            if ratio < 1 else
+            f"Pairing did not reduce the standard error of the difference here (median ratio {ratio:.2f}).", ""]
+  if len(run.done) >= 2 and _same_shapes(run):
+    return ["These configs share their parameter shapes, so they can run **paired** (`--paired`, or "
+            "`train.paired = true`): repeat i of every config would draw the same initial weights, data "
+            "order and dropout masks, and each comparison would be paired and far more sensitive.", ""]
+  return []
+
+
+def _same_shapes(run: RunData) -> bool:
+  """Whether every done config has the same parameter shapes (model and data alike but traced rates)."""
+  traced = {"dropout", "recurrent_dropout", "kernel_l1", "kernel_l2", "recurrent_l1", "recurrent_l2",
+            "bias_l1", "bias_l2"}
+  shapes = {json.dumps([{k: v for k, v in cfg.get("model", {}).items() if k not in traced}, cfg.get("data")],
+                       sort_keys=True) for cfg in run.configs.values()}
+  return len(shapes) == 1
+
+
 def _comparisons_section(run: RunData, matrix_path: str | None, drew_matrix: bool) -> list[str]:
   lines = ["## Comparisons", ""]
   what = _comparisons_what(run)
   if not run.pairs:
     return lines + [what, ""]
-  lines += [what + f" Test: Welch's t-test (two-sided), α = {ALPHA}; P(A better) = P(A beats B) "
-            "+ ½P(tie) over repeat pairs, with a bootstrap CI.", ""]
+  if run.paired:
+    lines += [what + f" Design: **paired** (`train.paired`: repeat i of every config drew the same keys, "
+              f"so repeat i of A is compared with repeat i of B). Test: the paired t-test (two-sided), "
+              f"α = {ALPHA}; P(A better) = the share of pairs A wins (ties ½), with a bootstrap CI.", ""]
+  else:
+    lines += [what + f" Design: unpaired (each config's repeats drew keys of their own). Test: Welch's "
+              f"t-test (two-sided), α = {ALPHA}; P(A better) = P(A beats B) + ½P(tie) over repeat pairs, "
+              "with a bootstrap CI.", ""]
   rows = []
   for pair in run.pairs:
     a, b = pair["a"], pair["b"]
-    rows.append([_label(run, a), _label(run, b), pair["mean_diff"], pair["hedges_g"],
-                 _num(pair["pvalue"], 3), _num(pair["pvalue_holm"], 3),
-                 f"{_num(pair['prob_better'], 3)} [{_num(pair['prob_low'], 3)}, {_num(pair['prob_high'], 3)}]",
-                 # Stats words its verdict with config ids; the page reads labels.
-                 str(pair["verdict"]).replace(a, _label(run, a)).replace(b, _label(run, b))])
+    row = [_label(run, a), _label(run, b), pair["mean_diff"], pair["hedges_g"],
+           _num(pair["pvalue"], 3), _num(pair["pvalue_holm"], 3),
+           f"{_num(pair['prob_better'], 3)} [{_num(pair['prob_low'], 3)}, {_num(pair['prob_high'], 3)}]"]
+    if run.paired:
+      row += [f"{_num(pair['se_paired'], 3)} / {_num(pair['se_unpaired'], 3)}"]
+    # Stats words its verdict with config ids; the page reads labels.
+    rows.append(row + [str(pair["verdict"]).replace(a, _label(run, a)).replace(b, _label(run, b))])
   lines += _table(["A", "B", "mean A − B", "Hedges' g", "p", "p (Holm)", "P(A better) [CI]",
-                   "verdict"], rows)
+                   *(["SE paired / unpaired"] if run.paired else []), "verdict"], rows)
+  lines += _pairing_note(run)
   if drew_matrix:
     lines += _image(matrix_path, "P(row better than column)", "The P(improvement) matrix")
   return lines
@@ -706,9 +815,11 @@ def _diagnosis_section(run: RunData, per_config: Mapping[str, diagnose.ConfigDia
     counts = [f"{v} {round(d.shares[v] * d.n_repeats)}/{d.n_repeats}" for v in diagnose.VERDICTS
               if d.shares[v] > 0]
     trend = max(d.trend_shares, key=d.trend_shares.get) if d.trend_shares else "n/a"
+    beats = "n/a" if d.beats_baselines is None else ("yes" if d.beats_baselines else "**no**")
     rows.append([_label(run, c), f"**{d.majority}**", f"{d.majority_share:.0%}", ", ".join(counts),
-                 trend, "yes" if d.high_variance else "no", d.advice])
-  lines += _table(["config", "verdict", "share", "repeats", "trend", "high variance", "advice"], rows)
+                 trend, "yes" if d.high_variance else "no", beats, d.advice])
+  lines += _table(["config", "verdict", "share", "repeats", "trend", "high variance", "beats naive",
+                   "advice"], rows)
   for i, path in enumerate(curve_paths):
     lines += _image(path, "learning curves" if i == 0 else f"learning curves, page {i + 1}",
                     "A learning-curve page")
@@ -721,12 +832,11 @@ def _method_section(run: RunData, rng_seed: int, against: str | None) -> list[st
            "the best config against each other one" if against == "best" else "none (one config)")
   return [
       "## Method", "",
-      f"- Scores: the final `{run.metric}` of each seed (at the stop epoch when early stopping "
-      "fired). Diverged repeats (flagged by training, or a non-finite score) are excluded from every "
+      f"- Scores: {_score_words(run)}. Diverged repeats (flagged by training, or a non-finite score) are excluded from every "
       "statistic and counted in `n_diverged`.",
       f"- Spread: std and SEM with ddof=1; {CONFIDENCE:.0%} t-interval of the mean "
       "(mean ± t·SEM, n−1 degrees of freedom); IQM = mean of the middle 50%.",
-      f"- Comparisons: {pairs}; Welch's t-test (two-sided), Holm–Bonferroni over the family, "
+      f"- Comparisons: {pairs}; {run.test_name} (two-sided), Holm–Bonferroni over the family, "
       f"α = {ALPHA}; effect size Hedges' g (pooled ddof=1 std, small-sample corrected).",
       f"- P(A better than B) = P(A beats B) + ½P(tie) over repeat pairs (Mann–Whitney U / n_a n_b), "
       f"{CONFIDENCE:.0%} percentile bootstrap CI from {POI_RESAMPLES} resamples of each side; "
@@ -803,8 +913,9 @@ def write_report(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
     lines += ["## Results", "", "No config has finished yet: rerun the sweep command to train them.", ""]
   else:
     lines += _summary_section(run)
-    lines += _image(paths["scores"], f"final {run.metric} per config", "The box plot")
+    lines += _image(paths["scores"], f"{run.score} {run.metric} per config", "The box plot")
     lines += _best_section(run)
+    lines += _baselines_section(run)
     lines += _comparisons_section(run, paths["prob"], len(run.done) >= 2)
     if len(run.done) >= 2 and len(shown) < len(run.done):
       lines += [f"The P(improvement) matrix shows the {len(shown)} best configs.", ""]

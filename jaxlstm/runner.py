@@ -54,10 +54,11 @@ class GroupPlan:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """A study, its groups and the fingerprint of each config's data."""
+  """A study, its groups, the fingerprint of each config's data and its naive baselines."""
   study: Study
   groups: list[GroupPlan]
   fingerprints: dict[str, str]
+  baselines: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
   @property
   def compiles(self) -> int:
@@ -79,7 +80,38 @@ def plan_study(study: Study, *, memory_budget: int | None = None) -> Plan:
     train = make_train(group.configs[0], dataset, cells=group.cells)
     calls = ensemble.plan_calls(group, train, dataset, memory_budget=budget)
     plans.append(GroupPlan(group, dataset, train, calls))
-  return Plan(study, plans, fingerprints)
+  references = {c.config_id: naive_baselines(c, datasets[data_lib.data_key(c)]) for c in study.configs}
+  return Plan(study, plans, fingerprints, {c: b for c, b in references.items() if b})
+
+
+def naive_baselines(config, dataset: Dataset) -> dict[str, Any]:
+  """The scores of naive forecasts (`jaxlstm.baselines`) a regression config has to beat.
+
+  Returns:
+    history key -> {forecast: validation score} for the keys a naive forecast has
+    (`val_loss` for an mse/mae loss without an L1/L2 penalty, `val_mse`, `val_mae`), and
+    `train_mean_loss`: the training loss of predicting the training mean, the reference
+    of the diagnosis' capacity rule. Empty for classification, per-repeat splits
+    (`data.resplit`) and data whose target feature is unknown.
+  """
+  from jaxlstm import baselines
+  if dataset.task != "regression" or config.data.resplit or not dataset.x_val.shape[0]:
+    return {}
+  season = config.data.options.get("season")
+  season = int(season) if isinstance(season, int) and season > 0 else None
+  out: dict[str, Any] = {}
+  for metric in ("mse", "mae"):
+    try:
+      out[f"val_{metric}"] = dict(baselines.naive_scores(dataset, metric=metric, season=season).scores)
+    except ValueError:
+      continue
+  loss = config.train.loss
+  if loss in ("mse", "mae") and f"val_{loss}" in out:
+    if not config.model.uses_penalty:
+      out["val_loss"] = out[f"val_{loss}"]
+    out["train_mean_loss"] = float(baselines.naive_scores(dataset, metric=loss, split="train",
+                                                          methods=("mean",)).scores["mean"])
+  return out
 
 
 # The memory model (`estimate_memory`), calibrated against measured peak RSS on CPU
@@ -388,20 +420,27 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
       existing = None
     if existing:
       folder = store.RunFolder(out, existing)
-      _update_study(folder, study_spec, log)
+      _update_study(folder, study_spec, log, plan.baselines)
       folder.write_configs(plan.study.configs)  # a run killed while creating the folder left some out
     else:
       folder = store.RunFolder.create(out, study=study_spec, configs=plan.study.configs,
                                       groups=groups, environment=env)
+      if plan.baselines:
+        folder.manifest["baselines"] = plan.baselines
+        folder.write_manifest()
   except OSError as e:
     raise UsageError(f"cannot write --out {out}: {e.strerror or e}") from None
   return folder, lock
 
 
-def _update_study(folder: store.RunFolder, spec: dict, log: Callable[[str], None]) -> None:
-  """Grow the folder to the requested repeats, and score by the requested metric (the same study)."""
+def _update_study(folder: store.RunFolder, spec: dict, log: Callable[[str], None],
+                  baselines: dict[str, Any]) -> None:
+  """Grow the folder to the requested repeats, score as requested, record the baselines (same study)."""
   study = folder.manifest["study"]
   changed = False
+  if baselines and folder.manifest.get("baselines") != baselines:
+    folder.manifest["baselines"] = baselines
+    changed = True
   if spec["repeats"] > study["repeats"]:
     log(f"growing from {study['repeats']} to {spec['repeats']} repeats per config: only the new repeats "
         "train; the first ones are kept as they are")
@@ -411,6 +450,11 @@ def _update_study(folder: store.RunFolder, spec: dict, log: Callable[[str], None
     log(f"scoring by {spec['metric']} now (was {store.summary_metric(folder.manifest)}): the tables and the "
         "report are rebuilt")
     study["metric"] = spec["metric"]
+    changed = True
+  if spec["score"] != store.summary_score(folder.manifest):
+    log(f"scoring the {spec['score']} value now (was the {store.summary_score(folder.manifest)}): the tables "
+        "and the report are rebuilt")
+    study["score"] = spec["score"]
     changed = True
   if changed:
     folder.write_manifest()
@@ -477,6 +521,43 @@ def _checkpointer(folder: store.RunFolder, gp: GroupPlan, group: Group, seed: in
                                                       f"after epoch {epoch}"))
 
 
+def _ensemble_scores(folder: store.RunFolder, ensembles: Sequence[ensemble.Ensemble],
+                     dataset: Dataset) -> dict[str, dict[str, float]]:
+  """The averaged prediction of each config's repeats, scored: the "ensemble" of the summary.
+
+  Computed for configs whose repeats are now complete, so it is committed with them.
+  Regression: the mean prediction; classification: the mean probability; diverged
+  repeats are left out. Skipped with a per-repeat split (`data.resplit`), where the
+  repeats have no validation set in common.
+  """
+  import jax
+  import numpy as np
+  from jaxlstm import metrics as metrics_lib
+  from jaxlstm.data import unit_scale
+  out = {}
+  for ens in ensembles:
+    config_id = ens.config.config_id
+    complete = ens.repeat_indices[-1] + 1 >= folder.repeats
+    if not complete or ens.config.data.resplit or not dataset.x_val.shape[0]:
+      continue
+    diverged = np.asarray(ens.diverged)
+    if ens.repeat_indices[0]:  # grown: every repeat's parameters, the committed ones from the folder
+      first = int(ens.repeat_indices[0])
+      params = jax.tree.map(lambda a, b: np.concatenate([a, b]), store.load_params(folder.path, config_id),
+                            ens.params)
+      earlier = np.asarray(folder.manifest["configs"][config_id]["diverged_epoch"][:first]) >= 0
+      ens, diverged = dataclasses.replace(ens, params=params), np.concatenate([earlier, diverged])
+    predictions = np.asarray(ens.predict(dataset.x_val), np.float64)
+    keep = ~diverged & np.isfinite(predictions).reshape(len(predictions), -1).all(1)
+    if not keep.any():
+      continue
+    mean = predictions[keep].mean(axis=0)
+    scores = {key: metrics_lib.score_prediction(key, mean, dataset.y_val, ens.config, unit_scale(dataset))
+              for key in metrics_lib.history_keys(ens.config) if key.startswith("val_")}
+    out[config_id] = {"repeats": int(keep.sum()), **scores}
+  return out
+
+
 def _todo(plan: Plan, folder: store.RunFolder) -> list[tuple[int, GroupPlan, Group]]:
   """What is left to train: per static-shape group, its unfinished configs by the repeats they lack.
 
@@ -528,7 +609,7 @@ def run_plan(plan: Plan, folder: store.RunFolder, env: dict, *, log: Callable[[s
     progress.group(number, len(todo), group.members * gp.train.shape.epochs)
     ensembles, info = ensemble.run_group(group, gp.dataset, seed=study.seed, progress=progress,
                                          checkpointer=checkpointer)
-    folder.record(index, ensembles, info)
+    folder.record(index, ensembles, info, ensemble_scores=_ensemble_scores(folder, ensembles, gp.dataset))
     if checkpointer is not None:
       checkpointer.clear()
       try:
@@ -558,7 +639,7 @@ def format_summary(run_dir: Path) -> str:
   table.index = [labels[c] for c in frame["config_id"]]
   table["count"] = table["count"].astype(int)
   table["n_diverged"] = table["n_diverged"].astype(int)
-  head = (f"final {store.summary_metric(manifest)} over {manifest['study']['repeats']} repeats per config "
+  head = (f"{store.summary_score(manifest)} {store.summary_metric(manifest)} over {manifest['study']['repeats']} repeats per config "
           "(diverged repeats counted, not averaged):")
   return head + "\n" + table.to_string(float_format=lambda v: f"{v:.6g}")
 
@@ -613,7 +694,7 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
 
 def report_state(folder: store.RunFolder) -> dict[str, Any]:
   """What the tables and report of a folder are derived from: committed repeats and the metric."""
-  return {"metric": store.summary_metric(folder.manifest),
+  return {"metric": store.summary_metric(folder.manifest), "score": store.summary_score(folder.manifest),
           "repeats": {c: folder.repeats_done(c) for c in store.committed(folder.manifest)}}
 
 

@@ -479,12 +479,14 @@ class RunFolder:
                                       "versions": environment["versions"], "trained": []})
     self.write_manifest()
 
-  def record(self, group_index: int, ensembles: Sequence[Any], info: Any) -> None:
+  def record(self, group_index: int, ensembles: Sequence[Any], info: Any, *,
+             ensemble_scores: Mapping[str, Mapping[str, float]] | None = None) -> None:
     """Commit a group's trained repeats: histories and checkpoints first, then the manifest.
 
     Repeats that extend a partial config (`Ensemble.repeat_indices` starting where
     the folder's stop) are appended to its files; the repeats already there are
-    kept as they are, byte for byte.
+    kept as they are, byte for byte. `ensemble_scores` (config id -> the scores of
+    the repeats' averaged prediction) are committed in the same manifest write.
     """
     entries = self.manifest["configs"]
     updates = {}
@@ -518,6 +520,8 @@ class RunFolder:
                      "checkpoint": checksum(checkpoint_path(self.path, config_id))})
     for config_id, update in updates.items():
       entries[config_id].update(update)
+      if ensemble_scores and config_id in ensemble_scores:
+        entries[config_id]["ensemble"] = dict(ensemble_scores[config_id])
     group = self.manifest["groups"][group_index]
     # A group resumed in parts sums the cost of its parts.
     group["compiles"] += int(info.compiles)
@@ -616,6 +620,11 @@ def committed(manifest: dict) -> list[str]:
 def summary_metric(manifest: dict) -> str:
   """The metric a folder's scores come from: the study's `metric` (default val_loss)."""
   return manifest["study"].get("metric") or SUMMARY_METRIC
+
+
+def summary_score(manifest: dict) -> str:
+  """How a folder scores a repeat: "final", "best" or "restored" (the study's `score`; default final)."""
+  return manifest["study"].get("score") or "final"
 
 
 def labels(grid: Sequence[str], values: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:

@@ -58,6 +58,9 @@ class Study:
     repeats: repeats per config.
     seed: the run's seed.
     metric: the history metric the summary, plots and report score.
+    score: which value of it scores a repeat: "final" (at the last epoch, or the
+      stop epoch of an early-stopped repeat), "best" (the best epoch's) or
+      "restored" (the epoch whose weights early stopping restored).
   """
   name: str
   base: Config
@@ -67,18 +70,19 @@ class Study:
   repeats: int
   seed: int
   metric: str = "val_loss"
+  score: str = "final"
 
   def spec(self) -> dict[str, Any]:
     """What identifies the study in a results folder (without data fingerprints)."""
     return {"experiment": self.name, "base": self.base.identity(),
             "grid": {k: [store.jsonable(v) for v in vs] for k, vs in self.grid.items()},
             "random": self.random, "repeats": self.repeats, "seed": self.seed,
-            "configs": [c.config_id for c in self.configs], "metric": self.metric}
+            "configs": [c.config_id for c in self.configs], "metric": self.metric, "score": self.score}
 
   def default_out(self) -> Path:
     """runs/<name>-<hash>: the same command always finds its own folder again."""
     spec = self.spec()
-    del spec["experiment"], spec["configs"], spec["metric"]  # the metric is analysis, not training
+    del spec["experiment"], spec["configs"], spec["metric"], spec["score"]  # analysis, not training
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
     return Path("runs") / f"{self.name}-{digest}"
 
@@ -318,6 +322,8 @@ def _command_line_sets(args: argparse.Namespace) -> dict[str, Any]:
   sets = dict(parse_set_arg(text) for text in args.sets)
   if args.epochs is not None:
     sets["train.epochs"] = args.epochs
+  if getattr(args, "paired", False):
+    sets["train.paired"] = True
   return sets
 
 
@@ -343,7 +349,8 @@ def make_study(args: argparse.Namespace) -> Study:
   """Build the study from parsed arguments (raises UsageError / ConfigError on bad input).
 
   Reads `experiment`, `config`, `data`, `column`, `date_column`, `grid`, `sets`,
-  `epochs`, `random`, `repeats`, `seed` and `metric` (see `jaxlstm.sweep.build_parser`).
+  `epochs`, `paired`, `random`, `repeats`, `seed`, `metric` and `score` (see
+  `jaxlstm.sweep.build_parser`).
   """
   if (args.column or args.date_column) and not args.data:
     raise UsageError("--column and --date-column go with --data FILE.csv")
@@ -360,8 +367,12 @@ def make_study(args: argparse.Namespace) -> Study:
     base, grid, listed = load_experiment(experiment)
     module_metric = getattr(experiment_module(experiment), "METRIC", None)
     if listed is not None:
-      return with_metric(listed_study(name, base, listed, args), args.metric or module_metric)
-  return with_metric(_grid_study(name, base, grid, args), args.metric or module_metric)
+      return _scored(listed_study(name, base, listed, args), args, module_metric)
+  return _scored(_grid_study(name, base, grid, args), args, module_metric)
+
+
+def _scored(study: Study, args: argparse.Namespace, module_metric: str | None) -> Study:
+  return with_score(with_metric(study, args.metric or module_metric), getattr(args, "score", None))
 
 
 def _grid_study(name: str, base: Config, grid: dict[str, list[Any]], args: argparse.Namespace) -> Study:
@@ -398,6 +409,26 @@ def _grid_study(name: str, base: Config, grid: dict[str, list[Any]], args: argpa
   random = args.random if picks is not None else None
   return Study(name=name, base=base, grid=grid, configs=configs, random=random,
                repeats=args.repeats, seed=args.seed)
+
+
+SCORES = ("final", "best", "restored")
+
+
+def default_score(configs) -> str:
+  """"restored" when early stopping restores weights in any config, else "final"."""
+  restores = any(c.train.early_stopping is not None and c.train.early_stopping.restore_best_weights
+                 for c in configs)
+  return "restored" if restores else "final"
+
+
+def with_score(study: Study, score: str | None) -> Study:
+  """Set how a repeat is scored (`--score`; default `default_score`)."""
+  score = score or default_score(study.configs)
+  if score not in SCORES:
+    hint = difflib.get_close_matches(score, SCORES, n=1)
+    raise UsageError(f"--score {score!r} is not a score; use one of {', '.join(SCORES)}"
+                     + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+  return dataclasses.replace(study, score=score)
 
 
 def with_metric(study: Study, metric: str | None) -> Study:

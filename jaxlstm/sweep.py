@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--metric", metavar="NAME",
                       help="the history metric scored in the summary, plots and report (default: the "
                       "experiment's METRIC, else val_loss), e.g. val_mae, val_accuracy")
+  parser.add_argument("--score", choices=("final", "best", "restored"),
+                      help="which value of the metric scores a repeat: final (last epoch, or the stop "
+                      "epoch), best (its best epoch) or restored (the epoch whose weights early stopping "
+                      "restored); default restored when early stopping restores weights, else final")
+  parser.add_argument("--paired", action="store_true",
+                      help="common random numbers: repeat i of every config draws the same keys "
+                      "(shorthand for --set train.paired=true), so comparisons are paired")
   parser.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
                       help=f"repeats (training runs) per config (default {DEFAULT_REPEATS})")
   parser.add_argument("--seed", type=_seed, default=0, help="the run's seed (default 0)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ RNG_SEED = 0
 
 SUMMARY_COLUMNS = ("count", "mean", "std", "min", "25%", "50%", "75%", "max",
                    "n_diverged", "sem", "ci_low", "ci_high", "iqm")
+# After the statistics: the score of the repeats' averaged prediction (NaN where there is none).
+ENSEMBLE_COLUMN = "ensemble"
 
 
 # ---------------------------------------------------------------------------
@@ -52,6 +55,19 @@ def final_values(values: np.ndarray, stopped_epoch: np.ndarray) -> np.ndarray:
   stopped_epoch = np.asarray(stopped_epoch)
   last = np.where(stopped_epoch >= 0, stopped_epoch, values.shape[1] - 1)
   return values[np.arange(values.shape[0]), last]
+
+
+def restored_values(values: np.ndarray, stopped_epoch: np.ndarray, best_epoch: np.ndarray,
+                    restores: bool) -> np.ndarray:
+  """`[repeats]` value at the epoch whose weights early stopping restored (`restores`: the config
+  has `restore_best_weights`), else the final value: what a Keras user evaluates after `fit`."""
+  values = np.asarray(values)
+  final = final_values(values, stopped_epoch)
+  best_epoch = np.asarray(best_epoch)
+  if not restores:
+    return final
+  at_best = values[np.arange(values.shape[0]), np.clip(best_epoch, 0, values.shape[1] - 1)]
+  return np.where(best_epoch >= 0, at_best, final)
 
 
 def best_values(values: np.ndarray, metric: str) -> np.ndarray:
@@ -74,8 +90,9 @@ class Folder:
     manifest: manifest.json.
     done: ids of the done configs, in study order.
     metric: the study's score metric.
+    score: how a repeat is scored: "final", "best" or "restored" (`store.summary_score`).
     histories: config id -> metric -> `[repeats, epochs]` (float32 as saved).
-    scores: config id -> `[repeats]` final value of `metric` (float64).
+    scores: config id -> `[repeats]` score of each repeat (`metric`, taken as `score` says; float64).
     diverged: config id -> `[repeats]` bool, the training's divergence mask.
     stopped_epoch: config id -> `[repeats]` early-stopping epoch, -1 if never.
   """
@@ -83,6 +100,7 @@ class Folder:
   manifest: dict
   done: list[str]
   metric: str
+  score: str
   histories: dict[str, dict[str, np.ndarray]]
   scores: dict[str, np.ndarray]
   diverged: dict[str, np.ndarray]
@@ -112,7 +130,7 @@ def read_folder(run_dir: str | Path) -> Folder:
     raise ValueError(f"{path} has no {store.MANIFEST}: not a jaxlstm results folder.")
   entries = manifest["configs"]
   done = store.committed(manifest)
-  metric = store.summary_metric(manifest)
+  metric, score = store.summary_metric(manifest), store.summary_score(manifest)
   histories, scores, diverged, stopped = {}, {}, {}, {}
   for c in done:
     histories[c] = store.load_history(path, c)
@@ -123,8 +141,25 @@ def read_folder(run_dir: str | Path) -> Folder:
       shape = None if values is None else values.shape
       raise ValueError(f"config {c}: history {metric!r} has shape {shape}, expected "
                        f"[{len(stopped[c])} repeats, epochs].")
-    scores[c] = final_values(values, stopped[c]).astype(np.float64)
-  return Folder(path, manifest, done, metric, histories, scores, diverged, stopped)
+    scores[c] = score_values(values, metric, score, stopped[c], np.asarray(entries[c]["best_epoch"], dtype=int),
+                             _restores(path, c)).astype(np.float64)
+  return Folder(path, manifest, done, metric, score, histories, scores, diverged, stopped)
+
+
+def score_values(values: np.ndarray, metric: str, score: str, stopped_epoch: np.ndarray,
+                 best_epoch: np.ndarray, restores: bool) -> np.ndarray:
+  """`[repeats]` scores of one config: its `[repeats, epochs]` values of `metric` taken as `score` says."""
+  if score == "best":
+    return best_values(values, metric)
+  if score == "restored":
+    return restored_values(values, stopped_epoch, best_epoch, restores)
+  return final_values(values, stopped_epoch)
+
+
+def _restores(path: Path, config_id: str) -> bool:
+  """Whether a config's early stopping restores the best weights (from configs/<id>.json)."""
+  train = store.read_json(store.config_path(path, config_id)).get("train") or {}
+  return bool((train.get("early_stopping") or {}).get("restore_best_weights"))
 
 
 # ---------------------------------------------------------------------------
@@ -145,18 +180,24 @@ def scores_csv(folder: Folder) -> str:
   names: list[str] = []
   for c in folder.done:
     names += [m for m in folder.manifest["configs"][c]["metrics"] if m not in names]
+  restoring = [c for c in folder.done if _restores(folder.path, c)]
+  restored_names = names if restoring else []
   header = (["config_id", "repeat", *folder.grid] + [f"final_{m}" for m in names]
-            + [f"best_{m}" for m in names] + ["best_epoch", "stopped_epoch", "diverged"])
+            + [f"best_{m}" for m in names] + [f"restored_{m}" for m in restored_names]
+            + ["best_epoch", "stopped_epoch", "diverged"])
   rows = []
   for c in folder.done:
     entry, history = folder.manifest["configs"][c], folder.histories[c]
     stopped = folder.stopped_epoch[c]
     finals = {m: final_values(v, stopped) for m, v in history.items()}
     bests = {m: best_values(v, m) for m, v in history.items()}
+    best_epoch = np.asarray(entry["best_epoch"], dtype=int)
+    restored = {m: restored_values(v, stopped, best_epoch, c in restoring) for m, v in history.items()}
     for i in range(len(stopped)):
       row = [c, i, *[entry["values"][k] for k in folder.grid]]
       row += [finals[m][i] if m in finals else None for m in names]
       row += [bests[m][i] if m in bests else None for m in names]
+      row += [restored[m][i] if m in restored else None for m in restored_names]
       row += [entry["best_epoch"][i], stopped[i] if stopped[i] >= 0 else None, bool(folder.diverged[c][i])]
       rows.append(row)
   return _csv_text(header, rows)
@@ -178,8 +219,9 @@ def summary_csv(folder: Folder) -> str:
   if frame is not None:
     for c, stats_row in frame.iterrows():
       plain = [int(stats_row[k]) if k in ("count", "n_diverged") else float(stats_row[k]) for k in SUMMARY_COLUMNS]
-      rows.append([c, *[folder.values(c)[k] for k in folder.grid], *plain])
-  return _csv_text(["config_id", *folder.grid, *SUMMARY_COLUMNS], rows)
+      ensemble = (folder.manifest["configs"][c].get("ensemble") or {}).get(folder.metric, math.nan)
+      rows.append([c, *[folder.values(c)[k] for k in folder.grid], *plain, float(ensemble)])
+  return _csv_text(["config_id", *folder.grid, *SUMMARY_COLUMNS, ENSEMBLE_COLUMN], rows)
 
 
 def diagnosis_frame(folder: Folder, thresholds: diagnose.Thresholds = diagnose.Thresholds()):
@@ -191,7 +233,8 @@ def diagnosis_frame(folder: Folder, thresholds: diagnose.Thresholds = diagnose.T
   for c in folder.done:
     history, mask = folder.histories[c], folder.diverged[c]
     repeats = diagnose.diagnose_repeats(history["loss"].astype(np.float64), history["val_loss"].astype(np.float64),
-                                        thresholds=thresholds, diverged=mask)
+                                        thresholds=thresholds, diverged=mask,
+                                        baseline_loss=baseline_loss(folder, c))
     repeats.insert(0, "config_id", c)
     for i, key in enumerate(folder.grid):
       repeats.insert(1 + i, key, _cell(folder.values(c)[key]))
@@ -203,6 +246,20 @@ def diagnosis_frame(folder: Folder, thresholds: diagnose.Thresholds = diagnose.T
   return pd.concat(frames, ignore_index=True)
 
 
+def baseline_loss(folder: Folder, config_id: str) -> float | None:
+  """The training loss of predicting the training mean: the capacity rule's reference (or None)."""
+  value = ((folder.manifest.get("baselines") or {}).get(config_id) or {}).get("train_mean_loss")
+  return float(value) if value is not None else None
+
+
+def baseline_scores(folder: Folder, config_id: str) -> dict[str, float] | None:
+  """Naive forecasts' validation scores in the study's metric (lower is better), or None."""
+  if folder.higher_is_better:
+    return None
+  scores = ((folder.manifest.get("baselines") or {}).get(config_id) or {}).get(folder.metric)
+  return dict(scores) if scores else None
+
+
 def diagnosis_csv(folder: Folder) -> str:
   """diagnosis.csv text; only the header row when there is nothing to diagnose."""
   import pandas as pd
@@ -211,6 +268,16 @@ def diagnosis_csv(folder: Folder) -> str:
     frame = pd.DataFrame(columns=["config_id", *folder.grid, "repeat", "diverged", "stopped_epoch",
                                   "verdict", "trend", "reason"])
   return _frame_csv(frame)
+
+
+def paired(folder: Folder) -> bool:
+  """Whether the done configs ran paired (`train.paired`: repeat i of each drew the same keys)."""
+  if len(folder.done) < 2:
+    return False
+  sizes = {len(folder.scores[c]) for c in folder.done}
+  flags = [bool((store.read_json(store.config_path(folder.path, c)).get("train") or {}).get("paired"))
+           for c in folder.done]
+  return all(flags) and len(sizes) == 1
 
 
 def comparisons(folder: Folder, rng_seed: int = RNG_SEED):
@@ -230,9 +297,11 @@ def comparisons(folder: Folder, rng_seed: int = RNG_SEED):
   if against == "best" and stats.summarize(scores, higher_is_better=folder.higher_is_better,
                                            diverged=diverged).best is None:
     return None
+  pair = paired(folder)
   return stats.compare_configs(
       scores, higher_is_better=folder.higher_is_better, rng=np.random.default_rng(rng_seed), against=against,
-      test="welch", alpha=ALPHA, n_resamples=POI_RESAMPLES, confidence=CONFIDENCE, diverged=diverged)
+      test="paired_t" if pair else "welch", alpha=ALPHA, n_resamples=POI_RESAMPLES, confidence=CONFIDENCE,
+      diverged=diverged, paired=pair)
 
 
 def comparisons_csv(folder: Folder, rng_seed: int = RNG_SEED) -> str:
@@ -241,7 +310,7 @@ def comparisons_csv(folder: Folder, rng_seed: int = RNG_SEED) -> str:
 
   from jaxlstm import stats
   result = comparisons(folder, rng_seed)
-  columns = [f.name for f in dataclasses.fields(stats.PairComparison)]
+  columns = [f.name for f in dataclasses.fields(stats.PairedComparison if paired(folder) else stats.PairComparison)]
   frame = result.to_frame() if result is not None else pd.DataFrame(columns=columns)
   labels = store.config_labels(folder.manifest)
   frame.insert(2, "a_label", [labels[c] for c in frame["a"]])

@@ -136,7 +136,7 @@ def test_write_all_writes_every_table_with_the_expected_rows(built, labels):
   summary = read_csv(path / "summary.csv")
   assert [r["config_id"] for r in summary] == [labels[1], labels[2], labels[4]]
   assert list(summary[0])[:4] == ["config_id", "model.cells", "count", "mean"]
-  assert list(summary[0])[-5:] == ["n_diverged", "sem", "ci_low", "ci_high", "iqm"]
+  assert list(summary[0])[-6:] == ["n_diverged", "sem", "ci_low", "ci_high", "iqm", "ensemble"]
   by_id = {r["config_id"]: r for r in summary}
   assert by_id[labels[4]]["count"] == "4" and by_id[labels[4]]["n_diverged"] == "1"
   # Each table has one writer: jaxlstm.tables.

@@ -86,7 +86,7 @@ def test_cli_default_study_writes_the_results_folder(tmp_path, xla_cache):
   assert scores["stopped_epoch"].isna().all() and np.isfinite(scores["final_val_loss"]).all()
   summary = pd.read_csv(out / "summary.csv", dtype={"config_id": str})
   assert list(summary.columns) == ["config_id", "model.cells", "count", "mean", "std", "min", "25%", "50%",
-                                   "75%", "max", "n_diverged", "sem", "ci_low", "ci_high", "iqm"]
+                                   "75%", "max", "n_diverged", "sem", "ci_low", "ci_high", "iqm", "ensemble"]
   assert list(summary["count"]) == [2, 2, 2]
   assert (out / "plots" / "scores.png").stat().st_size > 0 and (out / "plots" / "curves.png").is_file()
   assert "## Timings" in (out / "report.md").read_text()
