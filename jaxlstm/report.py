@@ -660,7 +660,7 @@ def _baselines_section(run: RunData) -> list[str]:
            "something worth its compute.", ""]
   lines += _table(["config", f"mean {run.score} {run.metric}", *methods, "beats every naive forecast"], rows)
   if losers:
-    lines += [f"**{_count(len(losers), 'config')} lose to a naive forecast** "
+    lines += [f"**{_count(len(losers), 'config')} {'loses' if len(losers) == 1 else 'lose'} to a naive forecast** "
               f"({', '.join(_label(run, c) for c in losers)}): flagged in the diagnosis.", ""]
   return lines
 
