@@ -504,8 +504,29 @@ def _hedges_g(a: np.ndarray, b: np.ndarray) -> float:
   return float(j * (np.mean(a) - np.mean(b)) / pooled)
 
 
+class _PlainResult:
+  """A result whose `to_frame()` is its numbers as one row, the direction in the frame's attrs."""
+
+  def to_frame(self) -> pd.DataFrame:
+    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name != "higher_is_better"}, higher_is_better=self.higher_is_better)
+
+
+class _DifferenceResult:
+  """A test result built on the mean difference A − B, with a confidence interval of it."""
+
+  @property
+  def a_is_better(self) -> bool:
+    return _better(self.mean_diff, self.higher_is_better)
+
+  def to_frame(self) -> pd.DataFrame:
+    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name not in ("confidence", "higher_is_better")},
+                  confidence=self.confidence, ddof=DDOF, higher_is_better=self.higher_is_better)
+
+
 @dataclasses.dataclass(frozen=True)
-class WelchResult:
+class WelchResult(_DifferenceResult):
   """Welch's unequal-variance t-test of A vs B; difference, t and g are A − B."""
   statistic: float
   df: float
@@ -523,15 +544,6 @@ class WelchResult:
   alternative: str
   confidence: float
   higher_is_better: bool
-
-  @property
-  def a_is_better(self) -> bool:
-    return _better(self.mean_diff, self.higher_is_better)
-
-  def to_frame(self) -> pd.DataFrame:
-    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if f.name not in ("confidence", "higher_is_better")},
-                  confidence=self.confidence, ddof=DDOF, higher_is_better=self.higher_is_better)
 
 
 def welch_test(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
@@ -579,7 +591,7 @@ def welch_test(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
 
 
 @dataclasses.dataclass(frozen=True)
-class MannWhitneyResult:
+class MannWhitneyResult(_PlainResult):
   """Mann–Whitney U test of A vs B (scipy's U for A)."""
   statistic: float
   pvalue: float
@@ -590,10 +602,6 @@ class MannWhitneyResult:
   n_diverged_b: int
   alternative: str
   higher_is_better: bool
-
-  def to_frame(self) -> pd.DataFrame:
-    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if f.name != "higher_is_better"}, higher_is_better=self.higher_is_better)
 
 
 def mann_whitney(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
@@ -629,7 +637,7 @@ def mann_whitney(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
 
 
 @dataclasses.dataclass(frozen=True)
-class BootstrapCI:
+class BootstrapCI(_PlainResult):
   """Bootstrap confidence interval of one statistic of one config."""
   statistic: str
   estimate: float
@@ -642,10 +650,6 @@ class BootstrapCI:
   n_diverged: int
   confidence: float
   higher_is_better: bool
-
-  def to_frame(self) -> pd.DataFrame:
-    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if f.name != "higher_is_better"}, higher_is_better=self.higher_is_better)
 
 
 def _bca_levels(values: np.ndarray, func: Callable, theta_hat: float, theta_b: np.ndarray,
@@ -735,7 +739,7 @@ def bootstrap_ci(scores: ArrayLike, *, rng: Rng,
 
 
 @dataclasses.dataclass(frozen=True)
-class ProbImprovement:
+class ProbImprovement(_PlainResult):
   """P(A better than B) + ½P(A = B), averaged over tasks, with a percentile bootstrap CI."""
   prob: float
   ci_low: float
@@ -749,10 +753,6 @@ class ProbImprovement:
   confidence: float
   higher_is_better: bool
   method: str = "percentile"
-
-  def to_frame(self) -> pd.DataFrame:
-    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if f.name != "higher_is_better"}, higher_is_better=self.higher_is_better)
 
 
 def _prob_greater(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -847,7 +847,7 @@ def _pairs(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 @dataclasses.dataclass(frozen=True)
-class PairedTResult:
+class PairedTResult(_DifferenceResult):
   """Paired t-test of A vs B over matched repeats; difference, t and d_z are A − B."""
   statistic: float
   df: float
@@ -865,15 +865,6 @@ class PairedTResult:
   alternative: str
   confidence: float
   higher_is_better: bool
-
-  @property
-  def a_is_better(self) -> bool:
-    return _better(self.mean_diff, self.higher_is_better)
-
-  def to_frame(self) -> pd.DataFrame:
-    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if f.name not in ("confidence", "higher_is_better")},
-                  confidence=self.confidence, ddof=DDOF, higher_is_better=self.higher_is_better)
 
 
 def paired_t_test(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
@@ -927,7 +918,7 @@ def paired_t_test(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
 
 
 @dataclasses.dataclass(frozen=True)
-class WilcoxonResult:
+class WilcoxonResult(_PlainResult):
   """Wilcoxon signed-rank test of A vs B over matched repeats (scipy's statistic and p)."""
   statistic: float            # scipy's: min(W+, W−) two-sided, W+ one-sided
   pvalue: float
@@ -939,10 +930,6 @@ class WilcoxonResult:
   n_dropped: int              # pairs with a non-finite side
   alternative: str
   higher_is_better: bool
-
-  def to_frame(self) -> pd.DataFrame:
-    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if f.name != "higher_is_better"}, higher_is_better=self.higher_is_better)
 
 
 def wilcoxon_signed_rank(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
@@ -985,7 +972,7 @@ def wilcoxon_signed_rank(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
 
 
 @dataclasses.dataclass(frozen=True)
-class PairedProbImprovement:
+class PairedProbImprovement(_PlainResult):
   """Share of matched repeats where A beats B (ties ½), with a percentile bootstrap CI over pairs."""
   prob: float
   ci_low: float
@@ -997,10 +984,6 @@ class PairedProbImprovement:
   confidence: float
   higher_is_better: bool
   method: str = "percentile"
-
-  def to_frame(self) -> pd.DataFrame:
-    return _frame({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if f.name != "higher_is_better"}, higher_is_better=self.higher_is_better)
 
 
 def prob_improvement_paired(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool, rng: Rng,
