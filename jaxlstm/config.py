@@ -120,6 +120,17 @@ def _number(section, name, value, *, low=-math.inf, high=math.inf,
     _fail(section, name, value, f"expected a value in {lo}{low}, {high}{hi}")
 
 
+def _all_finite(value: Any) -> bool:
+  """Whether every number in a (nested) option value is finite."""
+  if isinstance(value, float):
+    return math.isfinite(value)
+  if isinstance(value, Mapping):
+    return all(_all_finite(v) for v in value.values())
+  if isinstance(value, (list, tuple)):
+    return all(_all_finite(v) for v in value)
+  return True
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Which problem to train on, and how to hold out validation data.
@@ -150,6 +161,9 @@ class DataConfig:
     if not isinstance(self.options, Mapping):
       _fail("data", "options", self.options, "expected a mapping of problem keyword arguments")
     object.__setattr__(self, "options", dict(self.options))
+    for name, value in self.options.items():
+      if not _all_finite(value):
+        _fail("data", f"options.{name}", value, "expected finite numbers (no NaN or Infinity)")
     _number("data", "validation_split", self.validation_split, low=0.0, high=1.0, high_open=True)
     _number("data", "resplit", self.resplit, low=0.0, high=1.0, high_open=True)
     _choice("data", "scaling", self.scaling, SCALINGS)

@@ -124,10 +124,57 @@ def linear() -> Dataset:
       name="linear", task="regression", metadata={"problem": "linear", **_REGRESSION})
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+class OptionError(ValueError):
+  """A problem option holds a value that is not allowed.
+
+  Attributes:
+    option: the option's name (its `data.options.<name>` in a config); the
+      message starts with it.
+  """
+
+  def __init__(self, option: str, message: str):
+    super().__init__(message)
+    self.option = option
+
+
+# Largest array a generator builds, in values (1 GiB of float32): a typo such as
+# n_train=10**9 is refused with one line instead of exhausting memory.
+MAX_VALUES = 2**28
+
+
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+  if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
+      or (maximum is not None and value > maximum)):
+    allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    raise OptionError(name, f"{name} must be an integer {allowed}, got {value!r}.")
   return int(value)
+
+
+def _check_number(name: str, value: Any, *, low: float = -math.inf, high: float = math.inf) -> float:
+  if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+      or not math.isfinite(value) or not low <= value <= high):
+    if math.isinf(low) and math.isinf(high):
+      allowed = "a finite number"
+    elif math.isinf(high):
+      allowed = f"a finite number >= {low:g}"
+    else:
+      allowed = f"a finite number in [{low:g}, {high:g}]"
+    raise OptionError(name, f"{name} must be {allowed}, got {value!r}.")
+  return float(value)
+
+
+def _check_pair(name: str, value: Any) -> tuple[Any, Any]:
+  if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+    raise OptionError(name, f"{name} must be a pair [low, high], got {value!r}.")
+  return value[0], value[1]
+
+
+def _check_values(shape: tuple[int, ...], what: str, options: str) -> None:
+  """Refuse an array of more than MAX_VALUES values before building it."""
+  values = math.prod(shape)
+  if values > MAX_VALUES:
+    raise ValueError(f"{options} would make {what} of shape {shape}, {values:,} values "
+                     f"({values * 4 / 2**30:.1f} GiB); lower them (at most {MAX_VALUES:,} values per array).")
 
 
 def _split_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -162,9 +209,12 @@ def echo(n_train: int = 1000, n_val: int = 100, length: int = 5, n_features: int
   n_train, n_val = _check_int("n_train", n_train, 1), _check_int("n_val", n_val, 0)
   length, n_features = _check_int("length", length, 1), _check_int("n_features", n_features, 2)
   if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -length <= index < length:
-    raise ValueError(f"index must be an integer in [{-length}, {length - 1}] for length={length}, got {index!r}.")
+    raise OptionError("index", f"index must be an integer in [{-length}, {length - 1}] for length={length}, "
+                      f"got {index!r}.")
   index = int(index) % length
   train_rng, val_rng = _split_rngs(seed)
+  _check_values((max(n_train, n_val), length, n_features), "x",
+                f"n_train={n_train}, n_val={n_val}, length={length}, n_features={n_features}")
 
   def split(rng, n):
     x = prep.one_hot(rng.integers(0, n_features, size=(n, length)), n_features)
@@ -206,13 +256,18 @@ def damped_sine(n_train: int = 1000, n_val: int = 200, length: int = 50, horizon
   """
   n_train, n_val = _check_int("n_train", n_train, 1), _check_int("n_val", n_val, 0)
   length, horizon = _check_int("length", length, 1), _check_int("horizon", horizon, 1)
-  p_low, p_high = (_check_int("period", p, 1) for p in period)
-  d_low, d_high = (float(d) for d in decay)
+  p_low, p_high = (_check_int("period", p, 1, 10**9) for p in _check_pair("period", period))
+  d_low, d_high = (_check_number("decay", d, low=0.0) for d in _check_pair("decay", decay))
   if p_low > p_high:
-    raise ValueError(f"period must be (low, high) with low <= high, got {period!r}.")
+    raise OptionError("period", f"period must be (low, high) with low <= high, got {period!r}.")
   if not 0 <= d_low <= d_high:
-    raise ValueError(f"decay must be (low, high) with 0 <= low <= high, got {decay!r}.")
+    raise OptionError("decay", f"decay must be (low, high) with 0 <= low <= high, got {decay!r}.")
+  # The wave is float32: keep |offset| + |amplitude| far from its range.
+  offset = _check_number("offset", offset, low=-1e30, high=1e30)
+  amplitude = _check_number("amplitude", amplitude, low=-1e30, high=1e30)
   train_rng, val_rng = _split_rngs(seed)
+  _check_values((max(n_train, n_val), length + horizon), "the waves",
+                f"n_train={n_train}, n_val={n_val}, length={length}, horizon={horizon}")
   steps = np.arange(length + horizon)
 
   def split(rng, n):
@@ -257,10 +312,15 @@ def addition(n_train: int = 1000, n_val: int = 100, n_terms: int = 3, largest: i
     metadata holds "alphabet", "in_len" and "out_len".
   """
   n_train, n_val = _check_int("n_train", n_train, 1), _check_int("n_val", n_val, 0)
-  n_terms, largest = _check_int("n_terms", n_terms, 1), _check_int("largest", largest, 1)
+  n_terms, largest = _check_int("n_terms", n_terms, 1), _check_int("largest", largest, 1, 10**12)
+  if n_terms * largest > 10**15:  # the sums stay exact integers
+    raise OptionError("largest", f"largest must keep n_terms * largest <= 1e15, got largest={largest} with "
+                      f"n_terms={n_terms}.")
   in_len = n_terms * len(str(largest)) + n_terms - 1
   out_len = len(str(n_terms * largest))
   train_rng, val_rng = _split_rngs(seed)
+  _check_values((max(n_train, n_val), in_len, len(ADDITION_ALPHABET)), "x",
+                f"n_train={n_train}, n_val={n_val}, n_terms={n_terms}, largest={largest}")
 
   def split(rng, n):
     terms = rng.integers(1, largest + 1, size=(n, n_terms))
@@ -324,8 +384,10 @@ def moving_square(n_train: int = 1000, n_val: int = 200, size: int = 10, trail: 
   n_train, n_val = _check_int("n_train", n_train, 1), _check_int("n_val", n_val, 0)
   size = _check_int("size", size, 2)
   if not isinstance(trail, (bool, np.bool_)):
-    raise ValueError(f"trail must be True or False, got {trail!r}.")
+    raise OptionError("trail", f"trail must be True or False, got {trail!r}.")
   train_rng, val_rng = _split_rngs(seed)
+  _check_values((max(n_train, n_val), size, size, size), "the videos",
+                f"n_train={n_train}, n_val={n_val}, size={size}")
   frames = np.arange(size)
 
   def split(rng, n):
@@ -411,7 +473,16 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
   """
   import pandas as pd
 
+  if not isinstance(path, (str, os.PathLike)):
+    raise OptionError("path", f"path must be the name of a CSV file, got {path!r}.")
   path = os.fspath(path)
+  for name, value in (("column", column), ("date_column", date_column)):
+    if value is not None and not isinstance(value, str):
+      raise OptionError(name, f"{name} must be a column name (a string), got {value!r}.")
+  for name, value in (("columns", columns), ("target", target)):
+    if value is not None and not isinstance(value, str) and (
+        not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value)):
+      raise OptionError(name, f"{name} must be a column name or a list of column names, got {value!r}.")
   if not os.path.isfile(path):
     raise ValueError(f"CSV file {path!r} does not exist (working directory {os.getcwd()!r}); "
                      "pass path= an existing file.")
@@ -419,11 +490,11 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
     raise ValueError("give either column= (one series) or columns= (several), not both.")
   n_in, n_out = _check_int("n_in", n_in, 1), _check_int("n_out", n_out, 1)
   if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
-    raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}.")
+    raise OptionError("val_fraction", f"val_fraction must be a number in [0, 1), got {val_fraction!r}.")
   if fill is not None and fill not in CSV_FILLS:
     hint = difflib.get_close_matches(str(fill), CSV_FILLS, n=1)
-    raise ValueError(f"fill must be one of {', '.join(map(repr, CSV_FILLS))} (or left unset to refuse gaps), "
-                     f"got {fill!r}." + (f" Did you mean {hint[0]!r}?" if hint else ""))
+    raise OptionError("fill", f"fill must be one of {', '.join(map(repr, CSV_FILLS))} (or left unset to refuse "
+                      f"gaps), got {fill!r}." + (f" Did you mean {hint[0]!r}?" if hint else ""))
   try:
     # Blank lines are rows (of gaps): in a one-column file a blank line is an
     # empty cell, which pandas would otherwise drop without a word.
