@@ -4,8 +4,11 @@ A member carries one `CallbackState` in its `train.TrainState`; after each epoch
 `update(state, record, train_config)` advances both state machines of
 `jaxlstm.early_stopping` (Keras 3.15.1 semantics) with that epoch's record:
 
-  * ReduceLROnPlateau logs the learning rate in force during the epoch and writes
-    the reduced rate into the optimizer's injected `learning_rate`;
+  * ReduceLROnPlateau reads and reduces the optimizer's injected base
+    `learning_rate` (the rate before the schedule multiplies it), as Keras reduces
+    `optimizer.learning_rate`; the history's `learning_rate` is the rate the
+    epoch's *last* update applied (base x schedule; `optim.applied_learning_rate`);
+    under the constant schedule that is the base rate, exactly what Keras logs;
   * EarlyStopping tracks the best epoch, counts patience and sets `stopped`;
     with `restore_best_weights` the parameters of each new best epoch are kept.
 
@@ -19,7 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxlstm import early_stopping as es
-from jaxlstm.config import TrainConfig
+from jaxlstm import optim
+from jaxlstm.config import OptimConfig, TrainConfig
 
 
 class CallbackState(NamedTuple):
@@ -45,7 +49,7 @@ def stopped(state: CallbackState, train: TrainConfig) -> jax.Array:
   return state.stopping.stopped
 
 
-def update(state, record: dict[str, jax.Array], train: TrainConfig):
+def update(state, record: dict[str, jax.Array], train: TrainConfig, optim_config: OptimConfig):
   """Advance the callbacks by one finished epoch.
 
   Args:
@@ -53,17 +57,21 @@ def update(state, record: dict[str, jax.Array], train: TrainConfig):
       state, `epoch` still the index of the epoch just run).
     record: the epoch's history entries (`loss`, `val_loss`, metrics, ...).
     train: the config's training section (static).
+    optim_config: the config's optimizer section (static; its schedule).
 
   Returns:
     `(state, record)`: the state with new callback state (and, after a plateau,
-    a reduced learning rate), and the record with `learning_rate` added when
-    ReduceLROnPlateau is on.
+    a reduced base learning rate), and the record with `learning_rate` added
+    when ReduceLROnPlateau is on: the rate the epoch's last update applied.
+    (Keras logs `optimizer.learning_rate` at epoch end, which under a schedule
+    is the rate of the *next* update; Keras cannot combine a schedule with
+    ReduceLROnPlateau at all.)
   """
   callbacks = state.callbacks
   if train.reduce_lr is not None:
     rl = train.reduce_lr
     lr = state.opt_state.hyperparams["learning_rate"]
-    record = {**record, "learning_rate": lr}
+    record = {**record, "learning_rate": optim.applied_learning_rate(optim_config, state.opt_state)}
     reduce_state, new_lr = es.update_reduce_lr(
         callbacks.reduce_lr, record[rl.monitor], lr, mode=es.resolve_mode(rl.monitor, rl.mode),
         factor=rl.factor, patience=rl.patience, min_delta=rl.min_delta, cooldown=rl.cooldown,

@@ -41,6 +41,10 @@ STREAMS = ("init", "shuffle", "dropout", "split")
 SCALINGS = ("none", "minmax", "standard")
 ENCODINGS = ("onehot", "integer")
 ES_MODES = ("auto", "min", "max")
+# |min_delta| of EarlyStopping / ReduceLROnPlateau is 0 or in this range: the compiled
+# loop decides Keras' float64 comparison exactly with float32 pieces of min_delta
+# (jaxlstm.early_stopping), which needs it neither tiny nor huge.
+MIN_DELTA_RANGE = (1e-18, 1e18)
 
 # Continuous hyper-parameters that are per-member runtime inputs (never baked
 # into the compiled program). Whether a field is *used* at all (clip norm set
@@ -116,6 +120,17 @@ def _number(section, name, value, *, low=-math.inf, high=math.inf,
     _fail(section, name, value, f"expected a value in {lo}{low}, {high}{hi}")
 
 
+def _all_finite(value: Any) -> bool:
+  """Whether every number in a (nested) option value is finite."""
+  if isinstance(value, float):
+    return math.isfinite(value)
+  if isinstance(value, Mapping):
+    return all(_all_finite(v) for v in value.values())
+  if isinstance(value, (list, tuple)):
+    return all(_all_finite(v) for v in value)
+  return True
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Which problem to train on, and how to hold out validation data.
@@ -146,6 +161,9 @@ class DataConfig:
     if not isinstance(self.options, Mapping):
       _fail("data", "options", self.options, "expected a mapping of problem keyword arguments")
     object.__setattr__(self, "options", dict(self.options))
+    for name, value in self.options.items():
+      if not _all_finite(value):
+        _fail("data", f"options.{name}", value, "expected finite numbers (no NaN or Infinity)")
     _number("data", "validation_split", self.validation_split, low=0.0, high=1.0, high_open=True)
     _number("data", "resplit", self.resplit, low=0.0, high=1.0, high_open=True)
     _choice("data", "scaling", self.scaling, SCALINGS)
@@ -299,6 +317,12 @@ class OptimConfig:
       _fail(s, "nesterov", self.nesterov, "nesterov applies to optim.name = 'sgd' only")
 
 
+def _min_delta(section: str, value: float) -> None:
+  low, high = MIN_DELTA_RANGE
+  if value != 0 and not low <= abs(value) <= high:
+    _fail(section, "min_delta", value, f"expected 0 or an absolute value in [{low:g}, {high:g}]")
+
+
 @dataclasses.dataclass(frozen=True)
 class EarlyStoppingConfig:
   """Keras 3 `EarlyStopping` arguments (verbose aside); see `jaxlstm.early_stopping`."""
@@ -315,6 +339,7 @@ class EarlyStoppingConfig:
     if not isinstance(self.monitor, str) or not self.monitor:
       _fail(s, "monitor", self.monitor, "expected a history key such as 'val_loss'")
     _number(s, "min_delta", self.min_delta)
+    _min_delta(s, self.min_delta)
     object.__setattr__(self, "min_delta", abs(self.min_delta))
     _positive_int(s, "patience", self.patience, minimum=0)
     _choice(s, "mode", self.mode, ES_MODES)
@@ -339,6 +364,7 @@ class ReduceLRConfig:
     _positive_int(s, "patience", self.patience, minimum=0)
     _choice(s, "mode", self.mode, ES_MODES)
     _number(s, "min_delta", self.min_delta, low=0.0)
+    _min_delta(s, self.min_delta)
     _positive_int(s, "cooldown", self.cooldown, minimum=0)
     _number(s, "min_lr", self.min_lr, low=0.0)
 

@@ -44,10 +44,7 @@ def resolve(config: Config, dataset: Dataset | None = None) -> Dataset:
     ConfigError: the problem's options or the data fields do not fit the data.
   """
   if dataset is None:
-    try:
-      dataset = problems.make(config.data.problem, **config.data.options)
-    except (TypeError, ValueError) as e:
-      raise ConfigError(f"data.options for problem {config.data.problem!r}: {e}") from None
+    dataset = _generate(config.data.problem, config.data.options)
   if config.data.encoding == "integer":
     dataset = integer_encoded(dataset)
   split = config.data.validation_split
@@ -64,6 +61,21 @@ def resolve(config: Config, dataset: Dataset | None = None) -> Dataset:
     from jaxlstm import prep
     dataset = prep.prepare(dataset, config.data.scaling)
   return dataset
+
+
+def _generate(problem: str, options: dict) -> Dataset:
+  """`problems.make(problem, **options)`, with anything it raises as one ConfigError line."""
+  try:
+    return problems.make(problem, **options)
+  except problems.OptionError as e:
+    message = str(e)
+    if not message.startswith(e.option):
+      message = f"{e.option}: {message}"
+    raise ConfigError(f"problem {problem!r}: data.options.{message}") from None
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"data.options for problem {problem!r}: {e}") from None
+  except Exception as e:  # noqa: BLE001 - a generator must never end the CLI in a traceback
+    raise ConfigError(f"data.options for problem {problem!r}: {type(e).__name__}: {e}") from None
 
 
 def resolve_all(configs: Sequence[Config], dataset: Dataset | None = None) -> dict[str, Dataset]:

@@ -39,13 +39,34 @@ Pinned reference: Keras 3.15.1, files `keras/src/callbacks/early_stopping.py`,
   moved ReduceLROnPlateau onto `MonitorCallback`; older Keras used "max if 'acc'
   in the monitor name").
 
+Improvement comparisons are Keras' to the bit. Keras computes
+`monitor_op(current - min_delta, reference)` on Python floats (`fit` turns its
+logs into floats), so `current -/+ min_delta` is rounded to float64; then
+`keras.ops.less/greater` on the jax backend converts *both* operands to float32.
+The rule is therefore
+
+    min: float32(current + |min_delta|) <  float32(reference)
+    max: float32(current - |min_delta|) >  float32(reference)
+
+with the sum rounded twice (float64, then float32), `reference` the best value
+or the baseline. It is neither a float32 sum (`0.29f + 0.01f < 0.3f` is True, while
+Keras' `0.29 + 0.01` rounds to 0.3: no improvement) nor a float64 comparison
+(0.3 - 1e-12 is no improvement on 0.3 in Keras: both are 0.3 in float32).
+`replay` and `replay_reduce_lr` get Python floats and evaluate the rule as written,
+under `jax.enable_x64`. The compiled loop has float32 values, which Keras would
+widen to float64 exactly; it evaluates the same rule without float64 by an exact
+sign test in float32 (`_less_after_adding`: a TwoSum expansion of
+`value + min_delta - threshold`, where the threshold is where the double rounding
+changes the result). Both run the same update functions, which are dtype-generic.
+
 Deliberate differences: an unknown `mode` raises instead of warning and falling
 back to "auto"; `patience < 0` raises (Keras PR #23559 adds the same check);
 "auto" knows metric names from a fixed table (`jaxlstm.metrics`, the one direction
 rule of the package) since there is no compiled Keras model to ask, and also strips
-a `train_` prefix.
-Comparisons run in float32, as Keras' jax backend does (`ops.less` on float32).
+a `train_` prefix; `|min_delta|` must be 0 or within [1e-18, 1e18] (so that the
+float32 sign test stays exact; Keras takes any number).
 """
+import fractions
 import functools
 import math
 import numbers
@@ -56,6 +77,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm import metrics
+from jaxlstm.config import MIN_DELTA_RANGE
 
 KERAS_REFERENCE_VERSION = "3.15.1"
 
@@ -109,6 +131,16 @@ def _check_number(name: str, value: Any, *, allow_none: bool = False) -> None:
     raise ValueError(f"{name} must be a number{none}, got {value!r}.")
 
 
+def _check_min_delta(min_delta: Any) -> None:
+  _check_number("min_delta", min_delta)
+  low, high = MIN_DELTA_RANGE
+  if math.isinf(min_delta):
+    raise ValueError(f"min_delta must be finite, got {min_delta!r}.")
+  if min_delta != 0 and not low <= abs(min_delta) <= high:
+    raise ValueError(f"min_delta must be 0 or between {low:g} and {high:g} in absolute value, "
+                     f"got {min_delta!r}.")
+
+
 def check_early_stopping_args(
     *, monitor: str = "val_loss", min_delta: float = 0, patience: int = 0,
     mode: str = "auto", baseline: float | None = None,
@@ -121,9 +153,7 @@ def check_early_stopping_args(
     ValueError: Naming the argument, its value and what is allowed.
   """
   resolve_mode(monitor, mode)
-  _check_number("min_delta", min_delta)
-  if math.isinf(min_delta):
-    raise ValueError(f"min_delta must be finite, got {min_delta!r}.")
+  _check_min_delta(min_delta)
   _check_int("patience", patience)
   _check_number("baseline", baseline, allow_none=True)
   if not isinstance(restore_best_weights, (bool, np.bool_)):
@@ -151,9 +181,7 @@ def check_reduce_lr_args(
     raise ValueError(
         f"factor must be in [0, 1) (new_lr = lr * factor), got {factor!r}.")
   _check_int("patience", patience)
-  _check_number("min_delta", min_delta)
-  if math.isinf(min_delta):
-    raise ValueError(f"min_delta must be finite, got {min_delta!r}.")
+  _check_min_delta(min_delta)
   _check_int("cooldown", cooldown)
   _check_number("min_lr", min_lr)
   if not 0 <= min_lr < math.inf:
@@ -167,21 +195,130 @@ def _check_static_mode(mode: str) -> None:
         "first with resolve_mode(monitor, mode).")
 
 
+# ---------------------------------------------------------------- comparisons
+# The float32 side of Keras' rule (module docstring): decide
+#   float32(float64(v) + delta) < r      for float32 v, r and a static float delta > 0
+# without float64 arithmetic. Let p < r be the float32 below r, u = r - p, mid = r - u/2
+# and q = u * 2**-29 the float64 spacing at mid (mid has 25 significant bits, so it is
+# an even float64 and never a power of two). Rounding to float64 and then to float32
+# is monotone and maps r to r, so with x = v + delta exactly:
+#   result < r  <=>  round64(x) < mid, or round64(x) == mid and r is odd (ties to even)
+#               <=>  x - r + u/2 + q/2 < 0          when r's last significand bit is 0
+#                    x - r + u/2 - q/2 <= 0         when it is 1.
+# The left side is a sum of float32 numbers (v - r as TwoSum's s + t, delta as three
+# float32 pieces, u/2 and q/2 powers of two), whose sign a Shewchuk expansion gives
+# exactly. XLA flushes subnormal numbers to zero, so every term must stay above 2**-126:
+# delta is limited to [1e-18, 1e18] and a reference below 2**-60 in magnitude (0
+# included) is decided at scale 2**64 (v clamped to +-2**61 first, which keeps its
+# decision). Left inexact: only a sum that lands within ~2**-120 of the threshold,
+# which needs |v| < 2**-100 (~8e-31).
+_TINY = 2.0 ** -60
+_SCALE = 2.0 ** 64
+_CLAMP = 2.0 ** 61
+_HUGE = 2.0 ** 126  # |v - r| beyond this decides alone: the other terms are < 2**105
+
+
+def _float32_pieces(x: float) -> tuple[float, float, float]:
+  """Three float32 numbers whose exact sum is the float64 `x` (2**-64 <= |x| <= 2**124)."""
+  hi = float(np.float32(x))
+  middle = float(np.float32(x - hi))  # x - hi is exact in float64
+  lo = x - hi - middle
+  pieces = (hi, middle, lo)
+  if float(np.float32(lo)) != lo or sum(map(fractions.Fraction, pieces)) != fractions.Fraction(x):
+    raise AssertionError(f"cannot split {x!r} exactly into float32 pieces")
+  return pieces
+
+
+def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`(s, e)`: s = fl(a + b) and a + b = s + e exactly (Knuth's TwoSum, any magnitudes)."""
+  s = a + b
+  b_virtual = s - a
+  a_virtual = s - b_virtual
+  return s, (a - a_virtual) + (b - b_virtual)
+
+
+def _sign_of_sum(terms: Sequence[jax.Array]) -> jax.Array:
+  """The sign (-1, 0, 1) of the exact sum of float arrays (no overflow, no subnormals).
+
+  Shewchuk's Grow-Expansion keeps a non-overlapping expansion of the running sum,
+  components in increasing magnitude with zeros anywhere; its sign is the sign of
+  the largest non-zero component.
+  """
+  expansion = [terms[0]]
+  for term in terms[1:]:
+    grown = []
+    for component in expansion:
+      term, error = _two_sum(term, component)
+      grown.append(error)
+    expansion = grown + [term]
+  sign = jnp.zeros_like(terms[0])
+  for component in expansion:
+    sign = jnp.where(component != 0, jnp.sign(component), sign)
+  return sign
+
+
+def _less_after_adding(value: jax.Array, reference: jax.Array, delta: float) -> jax.Array:
+  """Keras' `float32(float64(value) + delta) < reference` for float32 arrays, exactly.
+
+  Args:
+    value: float32 values (any, NaN and infinities included).
+    reference: float32 references of the same shape.
+    delta: static, 1e-18 <= delta <= 1e18.
+
+  Returns:
+    bool array: the comparison Keras makes after widening `value` to float64.
+  """
+  f32 = jnp.float32
+  tiny = jnp.abs(reference) < _TINY
+  v = jnp.where(tiny, jnp.clip(value, -_CLAMP, _CLAMP) * f32(_SCALE), value)
+  r = jnp.where(tiny, reference * f32(_SCALE), reference)
+  pieces = [jnp.where(tiny, f32(big), f32(small))
+            for big, small in zip(_float32_pieces(delta * _SCALE), _float32_pieces(delta))]
+  below = jnp.nextafter(r, f32(-jnp.inf))
+  gap = jnp.where(r == 0, f32(0), r - below)  # u; 0 for r = 0, whose threshold is 0 itself
+  odd = (jax.lax.bitcast_convert_type(r, jnp.int32) & 1) == 1
+  half_gap, half_spacing = gap * f32(0.5), gap * f32(2.0 ** -30)
+  s, t = _two_sum(v, -r)
+  sign = _sign_of_sum([t, *pieces, half_gap, jnp.where(odd, -half_spacing, half_spacing), s])
+  result = jnp.where(odd, sign <= 0, sign < 0)
+  result = jnp.where(jnp.abs(s) >= f32(_HUGE), s < 0, result)  # also v - r overflowing
+  # x >= -max_float32 can never round below it; any finite x stays below +inf
+  # (delta <= 1e18 cannot carry it past the overflow threshold).
+  result = jnp.where(reference == -jnp.finfo(jnp.float32).max, value == -jnp.inf, result)
+  result = jnp.where(reference == jnp.inf, value < jnp.inf, result)
+  return result & (reference > -jnp.inf) & ~jnp.isnan(value) & ~jnp.isnan(reference)
+
+
 def _beats(value: jax.Array, reference: Any, mode: str,
            min_delta: float) -> jax.Array:
-  """Keras' `_is_improvement`: better than `reference` by > `min_delta`."""
-  # Same operand order as Keras (`monitor_op(value - signed_delta, ref)`), so
-  # float32 rounding matches its jax backend.
+  """Keras' `_is_improvement`: better than `reference` by more than `min_delta`.
+
+  Float64 `value` (replay) evaluates Keras' rule as Keras does; float32 `value`
+  (the compiled loop) evaluates it for the widened value, exactly.
+  """
+  if value.dtype == jnp.float64:
+    reference = jnp.asarray(reference, jnp.float64).astype(jnp.float32)
+    if mode == "min":
+      return (value + min_delta).astype(jnp.float32) < reference
+    return (value - min_delta).astype(jnp.float32) > reference
+  if not isinstance(reference, jax.Array):  # the baseline: Keras rounds it to float32
+    with np.errstate(over="ignore"):
+      reference = np.float32(reference)
+  if min_delta == 0:
+    return value < reference if mode == "min" else value > reference
+  reference = jnp.asarray(reference, jnp.float32)
   if mode == "min":
-    return value + min_delta < reference
-  return value - min_delta > reference
+    return _less_after_adding(value, reference, min_delta)
+  # Rounding is symmetric: float32(v - d) > r  <=>  float32(-v + d) < -r.
+  return _less_after_adding(-value, -reference, min_delta)
 
 
 class EarlyStoppingState(NamedTuple):
   """Per-repeat `EarlyStopping` state; scalar leaves, so it vmaps and scans.
 
   Attributes:
-    best: Best monitored value so far (float32; meaningless until has_best).
+    best: Best monitored value so far (float32 in the compiled loop, float64 in
+      `replay`; meaningless until has_best).
     has_best: Whether any epoch has been monitored (Keras' `best is not None`).
     best_epoch: 0-based epoch of `best`; -1 before the first monitored epoch.
       Weights snapshotted at this epoch are the ones Keras restores.
@@ -197,10 +334,15 @@ class EarlyStoppingState(NamedTuple):
   stopped_epoch: jax.Array
 
 
-def init_early_stopping() -> EarlyStoppingState:
-  """Return the state before the first epoch (Keras' `on_train_begin`)."""
+def init_early_stopping(dtype: Any = jnp.float32) -> EarlyStoppingState:
+  """Return the state before the first epoch (Keras' `on_train_begin`).
+
+  Args:
+    dtype: Of the monitored values: float32 (the compiled loop) or float64
+      (Python floats, under `jax.enable_x64`).
+  """
   return EarlyStoppingState(
-      best=jnp.asarray(jnp.nan, jnp.float32),
+      best=jnp.asarray(jnp.nan, dtype),
       has_best=jnp.asarray(False),
       best_epoch=jnp.asarray(-1, jnp.int32),
       wait=jnp.asarray(0, jnp.int32),
@@ -217,7 +359,8 @@ def update_early_stopping(
 
   Args:
     state: State after the previous epoch.
-    value: [] monitored value at the end of this epoch (NaN allowed).
+    value: [] monitored value at the end of this epoch (NaN allowed); cast to
+      the dtype of `state.best`, which selects the comparison (module docstring).
     epoch: [] 0-based index of this epoch (int).
     mode: "min" or "max" (static; resolve "auto" with `resolve_mode`).
     min_delta: Static; its absolute value is the minimum improvement.
@@ -268,6 +411,7 @@ def update_early_stopping(
     "mode", "min_delta", "patience", "baseline", "start_from_epoch"))
 def _scan_early_stopping(values, *, mode, min_delta, patience, baseline,
                          start_from_epoch):
+  """`update_early_stopping` over `[epochs]` values, starting in their dtype."""
   def step(state, inputs):
     value, epoch = inputs
     state, _ = update_early_stopping(
@@ -277,12 +421,14 @@ def _scan_early_stopping(values, *, mode, min_delta, patience, baseline,
     return state, None
 
   epochs = jnp.arange(values.shape[0], dtype=jnp.int32)
-  state, _ = jax.lax.scan(step, init_early_stopping(), (values, epochs))
+  state, _ = jax.lax.scan(step, init_early_stopping(values.dtype),
+                          (values, epochs))
   return state
 
 
 def _as_values(values: Sequence[float], name: str = "values") -> np.ndarray:
-  array = np.asarray(values, dtype=np.float32)
+  # float64: Keras sees Python floats; float32 inputs widen exactly.
+  array = np.asarray(values, dtype=np.float64)
   if array.ndim != 1:
     raise ValueError(
         f"expected {name} of shape [epochs], got shape {array.shape}.")
@@ -295,7 +441,9 @@ def replay(values: Sequence[float], *, monitor: str = "val_loss",
            start_from_epoch: int = 0) -> dict[str, int | None]:
   """Replay Keras 3 `EarlyStopping` over a sequence of per-epoch values.
 
-  Uses `update_early_stopping`, the function the compiled loop uses.
+  Uses `update_early_stopping`, the function the compiled loop uses, on the
+  values as float64 (under `jax.enable_x64`), so decisions equal Keras' for these
+  Python floats to the bit, ties at `min_delta` included.
 
   Args:
     values: [epochs] monitored value at the end of each epoch (NaN allowed).
@@ -321,11 +469,12 @@ def replay(values: Sequence[float], *, monitor: str = "val_loss",
       baseline=baseline, restore_best_weights=restore_best_weights,
       start_from_epoch=start_from_epoch)
   array = _as_values(values)
-  state = jax.device_get(_scan_early_stopping(
-      array, mode=resolve_mode(monitor, mode), min_delta=abs(float(min_delta)),
-      patience=int(patience),
-      baseline=None if baseline is None else float(baseline),
-      start_from_epoch=int(start_from_epoch)))
+  with jax.enable_x64(True):
+    state = jax.device_get(_scan_early_stopping(
+        array, mode=resolve_mode(monitor, mode),
+        min_delta=abs(float(min_delta)), patience=int(patience),
+        baseline=None if baseline is None else float(baseline),
+        start_from_epoch=int(start_from_epoch)))
   stopped_epoch = int(state.stopped_epoch) if state.stopped else None
   epochs_run = len(array) if stopped_epoch is None else stopped_epoch + 1
   best_epoch = int(state.best_epoch)
@@ -341,7 +490,8 @@ class ReduceLRState(NamedTuple):
   """Per-repeat `ReduceLROnPlateau` state; scalar leaves, so it vmaps and scans.
 
   Attributes:
-    best: Best monitored value so far (float32; meaningless until has_best).
+    best: Best monitored value so far (float32 in the compiled loop, float64 in
+      `replay_reduce_lr`; meaningless until has_best).
     has_best: Whether any epoch has been monitored (Keras' `best is not None`).
     wait: Keras' `wait` counter.
     cooldown_counter: Epochs of cooldown left.
@@ -352,10 +502,14 @@ class ReduceLRState(NamedTuple):
   cooldown_counter: jax.Array
 
 
-def init_reduce_lr() -> ReduceLRState:
-  """Return the state before the first epoch (Keras' `on_train_begin`)."""
+def init_reduce_lr(dtype: Any = jnp.float32) -> ReduceLRState:
+  """Return the state before the first epoch (Keras' `on_train_begin`).
+
+  Args:
+    dtype: Of the monitored values, as in `init_early_stopping`.
+  """
   return ReduceLRState(
-      best=jnp.asarray(jnp.nan, jnp.float32),
+      best=jnp.asarray(jnp.nan, dtype),
       has_best=jnp.asarray(False),
       wait=jnp.asarray(0, jnp.int32),
       cooldown_counter=jnp.asarray(0, jnp.int32))
@@ -370,8 +524,10 @@ def update_reduce_lr(
 
   Args:
     state: State after the previous epoch.
-    value: [] monitored value at the end of this epoch (NaN allowed).
-    lr: [] learning rate used during this epoch (may be traced).
+    value: [] monitored value at the end of this epoch (NaN allowed); cast to
+      the dtype of `state.best`, as in `update_early_stopping`.
+    lr: [] base learning rate in force during this epoch (may be traced); the
+      rate Keras' optimizer holds, before any schedule multiplies it.
     mode: "min" or "max" (static; resolve "auto" with `resolve_mode`).
     factor: Static; `new_lr = max(lr * factor, min_lr)`.
     patience: Static number of non-improving epochs before a reduction.
@@ -429,7 +585,7 @@ def _scan_reduce_lr(values, lr, *, mode, factor, patience, min_delta,
     # Keras logs the rate in force during the epoch, before its reduction.
     return (state, new_lr), lr
 
-  _, lrs = jax.lax.scan(step, (init_reduce_lr(), lr), values)
+  _, lrs = jax.lax.scan(step, (init_reduce_lr(values.dtype), lr), values)
   return lrs
 
 
@@ -440,7 +596,11 @@ def replay_reduce_lr(values: Sequence[float], lr: float, *,
                      min_lr: float = 0.0) -> np.ndarray:
   """Replay Keras 3 `ReduceLROnPlateau` over a sequence of per-epoch values.
 
-  Uses `update_reduce_lr`, the function the compiled loop uses.
+  Uses `update_reduce_lr`, the function the compiled loop uses, on the values as
+  float64 (under `jax.enable_x64`): decisions equal Keras' to the bit. The rate
+  stays float32 as in Keras' optimizer; its reduction `lr * factor` is a float32
+  product (Keras multiplies in float64, then rounds), which can differ in the last
+  bit.
 
   Args:
     values: [epochs] monitored value at the end of each epoch (NaN allowed).
@@ -463,9 +623,10 @@ def replay_reduce_lr(values: Sequence[float], lr: float, *,
   if not 0 < lr < math.inf:
     raise ValueError(f"lr must be finite and > 0, got {lr!r}.")
   array = _as_values(values)
-  lrs = _scan_reduce_lr(
-      array, jnp.float32(lr), mode=resolve_mode(monitor, mode),
-      factor=float(factor), patience=int(patience),
-      min_delta=abs(float(min_delta)), cooldown=int(cooldown),
-      min_lr=float(min_lr))
-  return np.asarray(jax.device_get(lrs))
+  with jax.enable_x64(True):
+    lrs = jax.device_get(_scan_reduce_lr(
+        array, np.float32(lr), mode=resolve_mode(monitor, mode),
+        factor=float(factor), patience=int(patience),
+        min_delta=abs(float(min_delta)), cooldown=int(cooldown),
+        min_lr=float(min_lr)))
+  return np.asarray(lrs, np.float32)

@@ -69,6 +69,26 @@ def schedule_shape(cfg: OptimConfig):
   return lambda count: values[jnp.sum(count > boundaries)]
 
 
+def applied_learning_rate(cfg: OptimConfig, opt_state) -> jax.Array:
+  """`[]` the learning rate the optimizer's most recent update applied.
+
+  The chain scales update k (0-based) by `learning_rate * shape(k)`, with the
+  injected base rate in force at that update. After `count` updates the last
+  one used `shape(count - 1)`; this is that product, computed as the update
+  computes it (float32), so it equals the rate applied bit for bit.
+
+  Args:
+    cfg: the optimizer config (its schedule).
+    opt_state: the `optax.inject_hyperparams` state after at least one update.
+
+  Returns:
+    float32 scalar; the base rate itself under the constant schedule.
+  """
+  shape = schedule_shape(cfg)
+  last = jnp.maximum(opt_state.count - 1, 0)
+  return opt_state.hyperparams["learning_rate"] * shape(last)
+
+
 def hyperparams(cfg: OptimConfig) -> dict[str, float]:
   """The traced hyper-parameters this config uses, as floats (one member's values)."""
   values = {"learning_rate": cfg.learning_rate}

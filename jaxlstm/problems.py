@@ -124,10 +124,57 @@ def linear() -> Dataset:
       name="linear", task="regression", metadata={"problem": "linear", **_REGRESSION})
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+class OptionError(ValueError):
+  """A problem option holds a value that is not allowed.
+
+  Attributes:
+    option: the option's name (its `data.options.<name>` in a config); the
+      message starts with it.
+  """
+
+  def __init__(self, option: str, message: str):
+    super().__init__(message)
+    self.option = option
+
+
+# Largest array a generator builds, in values (1 GiB of float32): a typo such as
+# n_train=10**9 is refused with one line instead of exhausting memory.
+MAX_VALUES = 2**28
+
+
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+  if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
+      or (maximum is not None and value > maximum)):
+    allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    raise OptionError(name, f"{name} must be an integer {allowed}, got {value!r}.")
   return int(value)
+
+
+def _check_number(name: str, value: Any, *, low: float = -math.inf, high: float = math.inf) -> float:
+  if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+      or not math.isfinite(value) or not low <= value <= high):
+    if math.isinf(low) and math.isinf(high):
+      allowed = "a finite number"
+    elif math.isinf(high):
+      allowed = f"a finite number >= {low:g}"
+    else:
+      allowed = f"a finite number in [{low:g}, {high:g}]"
+    raise OptionError(name, f"{name} must be {allowed}, got {value!r}.")
+  return float(value)
+
+
+def _check_pair(name: str, value: Any) -> tuple[Any, Any]:
+  if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+    raise OptionError(name, f"{name} must be a pair [low, high], got {value!r}.")
+  return value[0], value[1]
+
+
+def _check_values(shape: tuple[int, ...], what: str, options: str) -> None:
+  """Refuse an array of more than MAX_VALUES values before building it."""
+  values = math.prod(shape)
+  if values > MAX_VALUES:
+    raise ValueError(f"{options} would make {what} of shape {shape}, {values:,} values "
+                     f"({values * 4 / 2**30:.1f} GiB); lower them (at most {MAX_VALUES:,} values per array).")
 
 
 def _split_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -162,9 +209,12 @@ def echo(n_train: int = 1000, n_val: int = 100, length: int = 5, n_features: int
   n_train, n_val = _check_int("n_train", n_train, 1), _check_int("n_val", n_val, 0)
   length, n_features = _check_int("length", length, 1), _check_int("n_features", n_features, 2)
   if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -length <= index < length:
-    raise ValueError(f"index must be an integer in [{-length}, {length - 1}] for length={length}, got {index!r}.")
+    raise OptionError("index", f"index must be an integer in [{-length}, {length - 1}] for length={length}, "
+                      f"got {index!r}.")
   index = int(index) % length
   train_rng, val_rng = _split_rngs(seed)
+  _check_values((max(n_train, n_val), length, n_features), "x",
+                f"n_train={n_train}, n_val={n_val}, length={length}, n_features={n_features}")
 
   def split(rng, n):
     x = prep.one_hot(rng.integers(0, n_features, size=(n, length)), n_features)
@@ -206,13 +256,18 @@ def damped_sine(n_train: int = 1000, n_val: int = 200, length: int = 50, horizon
   """
   n_train, n_val = _check_int("n_train", n_train, 1), _check_int("n_val", n_val, 0)
   length, horizon = _check_int("length", length, 1), _check_int("horizon", horizon, 1)
-  p_low, p_high = (_check_int("period", p, 1) for p in period)
-  d_low, d_high = (float(d) for d in decay)
+  p_low, p_high = (_check_int("period", p, 1, 10**9) for p in _check_pair("period", period))
+  d_low, d_high = (_check_number("decay", d, low=0.0) for d in _check_pair("decay", decay))
   if p_low > p_high:
-    raise ValueError(f"period must be (low, high) with low <= high, got {period!r}.")
+    raise OptionError("period", f"period must be (low, high) with low <= high, got {period!r}.")
   if not 0 <= d_low <= d_high:
-    raise ValueError(f"decay must be (low, high) with 0 <= low <= high, got {decay!r}.")
+    raise OptionError("decay", f"decay must be (low, high) with 0 <= low <= high, got {decay!r}.")
+  # The wave is float32: keep |offset| + |amplitude| far from its range.
+  offset = _check_number("offset", offset, low=-1e30, high=1e30)
+  amplitude = _check_number("amplitude", amplitude, low=-1e30, high=1e30)
   train_rng, val_rng = _split_rngs(seed)
+  _check_values((max(n_train, n_val), length + horizon), "the waves",
+                f"n_train={n_train}, n_val={n_val}, length={length}, horizon={horizon}")
   steps = np.arange(length + horizon)
 
   def split(rng, n):
@@ -257,10 +312,15 @@ def addition(n_train: int = 1000, n_val: int = 100, n_terms: int = 3, largest: i
     metadata holds "alphabet", "in_len" and "out_len".
   """
   n_train, n_val = _check_int("n_train", n_train, 1), _check_int("n_val", n_val, 0)
-  n_terms, largest = _check_int("n_terms", n_terms, 1), _check_int("largest", largest, 1)
+  n_terms, largest = _check_int("n_terms", n_terms, 1), _check_int("largest", largest, 1, 10**12)
+  if n_terms * largest > 10**15:  # the sums stay exact integers
+    raise OptionError("largest", f"largest must keep n_terms * largest <= 1e15, got largest={largest} with "
+                      f"n_terms={n_terms}.")
   in_len = n_terms * len(str(largest)) + n_terms - 1
   out_len = len(str(n_terms * largest))
   train_rng, val_rng = _split_rngs(seed)
+  _check_values((max(n_train, n_val), in_len, len(ADDITION_ALPHABET)), "x",
+                f"n_train={n_train}, n_val={n_val}, n_terms={n_terms}, largest={largest}")
 
   def split(rng, n):
     terms = rng.integers(1, largest + 1, size=(n, n_terms))
@@ -324,8 +384,10 @@ def moving_square(n_train: int = 1000, n_val: int = 200, size: int = 10, trail: 
   n_train, n_val = _check_int("n_train", n_train, 1), _check_int("n_val", n_val, 0)
   size = _check_int("size", size, 2)
   if not isinstance(trail, (bool, np.bool_)):
-    raise ValueError(f"trail must be True or False, got {trail!r}.")
+    raise OptionError("trail", f"trail must be True or False, got {trail!r}.")
   train_rng, val_rng = _split_rngs(seed)
+  _check_values((max(n_train, n_val), size, size, size), "the videos",
+                f"n_train={n_train}, n_val={n_val}, size={size}")
   frames = np.arange(size)
 
   def split(rng, n):
@@ -350,9 +412,12 @@ def moving_square(n_train: int = 1000, n_val: int = 200, size: int = 10, trail: 
   return Dataset(x_train, y_train, x_val, y_val, name="moving_square", task="binary", metadata=metadata)
 
 
+CSV_FILLS = ("interpolate", "ffill", "drop")
+
+
 def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequence[str] | None = None,
              target: str | Sequence[str] | None = None, date_column: str | None = None,
-             n_in: int = 1, n_out: int = 1, val_fraction: float = 0.2) -> Dataset:
+             n_in: int = 1, n_out: int = 1, val_fraction: float = 0.2, fill: str | None = None) -> Dataset:
   """A univariate or multivariate series from a CSV file, framed as sliding windows (`make("csv", ...)`).
 
   Rows are time steps, in file order (or sorted by `date_column`). The last
@@ -360,6 +425,26 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
   (`floor(T * (1 - val_fraction))` rows train); windows are built inside each part
   separately, so no window straddles the split and no validation value appears in
   a training window.
+
+  Gaps: an empty cell or an NA marker (`NA`, `NaN`, `null`, ...) in a used column,
+  and a blank line (in a one-column file, a blank line *is* an empty cell; blank
+  lines after the last row are ignored). A gap is refused unless `fill` says how
+  to treat it:
+
+    * "interpolate": linear in the row index (rows are equally spaced steps, as
+      the windows take them), in date order with `date_column`. A training row is
+      interpolated from training rows only, so no validation value reaches a
+      training window; a validation row may use the training rows before it.
+      A gap with no value before it (the series starts with it) or after it (it
+      ends the series, or the training rows) is refused.
+    * "ffill": the last value before the gap; a leading gap is refused.
+    * "drop": rows with a gap in any used column are removed and windows never
+      span them: each part is cut at its dropped rows and windowed run by run
+      (a run shorter than `n_in + n_out` rows gives no window). The split point
+      stays where it is on the full row count. A row whose date is empty is
+      removed too (it has no place in time, so it leaves no hole).
+
+  Dates are never filled: an empty date is refused except with `fill="drop"`.
 
   Args:
     path: the CSV file (header row first).
@@ -371,19 +456,33 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
     n_in: input steps per window.
     n_out: predicted steps per window.
     val_fraction: the trailing share of rows held out, in [0, 1) (0: no validation set).
+    fill: None (refuse gaps), "interpolate", "ffill" or "drop".
 
   Returns:
     Dataset with x `[N, n_in, features]` and y `[N, n_out * targets]` (step-major,
-    see `prep.sliding_windows`) float32, `N = rows - n_in - n_out + 1` per part.
-    metadata["target_features"] gives the input feature of each y column.
+    see `prep.sliding_windows`) float32, `N = rows - n_in - n_out + 1` per part
+    (fewer with "drop"). metadata["target_features"] gives the input feature of
+    each y column; metadata["fill"] the fill, metadata["gaps"] the gaps found per
+    column ({} when none), metadata["filled"] the values filled per column
+    (interpolate, ffill) and metadata["dropped_rows"] the rows removed (drop).
 
   Raises:
-    ValueError: a missing file or column, a non-numeric or missing value, an
-      unparseable date, or too few rows for the windows; each names the fix.
+    ValueError: a missing file or column, a non-numeric, infinite or (without
+      `fill`) missing value, an unparseable date, a gap `fill` cannot fill, or
+      too few rows for the windows; each names the file, column, row and fix.
   """
   import pandas as pd
 
+  if not isinstance(path, (str, os.PathLike)):
+    raise OptionError("path", f"path must be the name of a CSV file, got {path!r}.")
   path = os.fspath(path)
+  for name, value in (("column", column), ("date_column", date_column)):
+    if value is not None and not isinstance(value, str):
+      raise OptionError(name, f"{name} must be a column name (a string), got {value!r}.")
+  for name, value in (("columns", columns), ("target", target)):
+    if value is not None and not isinstance(value, str) and (
+        not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value)):
+      raise OptionError(name, f"{name} must be a column name or a list of column names, got {value!r}.")
   if not os.path.isfile(path):
     raise ValueError(f"CSV file {path!r} does not exist (working directory {os.getcwd()!r}); "
                      "pass path= an existing file.")
@@ -391,12 +490,21 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
     raise ValueError("give either column= (one series) or columns= (several), not both.")
   n_in, n_out = _check_int("n_in", n_in, 1), _check_int("n_out", n_out, 1)
   if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
-    raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}.")
+    raise OptionError("val_fraction", f"val_fraction must be a number in [0, 1), got {val_fraction!r}.")
+  if fill is not None and fill not in CSV_FILLS:
+    hint = difflib.get_close_matches(str(fill), CSV_FILLS, n=1)
+    raise OptionError("fill", f"fill must be one of {', '.join(map(repr, CSV_FILLS))} (or left unset to refuse "
+                      f"gaps), got {fill!r}." + (f" Did you mean {hint[0]!r}?" if hint else ""))
   try:
-    frame = pd.read_csv(path)
+    # Blank lines are rows (of gaps): in a one-column file a blank line is an
+    # empty cell, which pandas would otherwise drop without a word.
+    frame = pd.read_csv(path, skip_blank_lines=False)
   except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
     raise ValueError(f"cannot read CSV file {path!r}: {error}") from error
   frame.columns = [str(c) for c in frame.columns]
+  blank = frame.isna().all(axis=1).to_numpy()
+  last = np.flatnonzero(~blank)
+  frame = frame.iloc[: last[-1] + 1 if last.size else 0]  # blank lines at the end are not rows
   names = list(frame.columns)
 
   if column is not None:
@@ -416,17 +524,38 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
                      "add it to columns= (the window's own past values are inputs).")
 
   values = np.stack([_numeric_column(frame, name, path) for name in inputs], axis=1)
+  row_numbers = np.arange(1, len(values) + 1)  # data row 1 = the line after the header
+  gaps = np.isnan(values)
+  gap_counts = {name: int(n) for name, n in zip(inputs, gaps.sum(axis=0)) if n}
+  if fill is None and gaps.any():
+    i, j = np.argwhere(gaps)[0]
+    raise _gap_error(path, inputs[j], int(row_numbers[i]), int(gaps.sum()))
+  dropped = 0
   dates = None
   if date_column is not None:
-    dates = pd.to_datetime(frame[date_column], errors="coerce")
-    bad = np.flatnonzero(dates.isna().to_numpy())
+    raw_dates = frame[date_column]
+    dates = pd.to_datetime(raw_dates, errors="coerce")
+    bad = np.flatnonzero(dates.isna().to_numpy() & raw_dates.notna().to_numpy())
     if bad.size:
       i = int(bad[0])
-      raise ValueError(f"{path!r}: date column {date_column!r} holds {frame[date_column].iloc[i]!r}, not a date, "
+      raise ValueError(f"{path!r}: date column {date_column!r} holds {raw_dates.iloc[i]!r}, not a date, "
                        f"in data row {i + 1}; fix that row, or pass date_column=None to keep file order.")
+    no_date = dates.isna().to_numpy()
+    if no_date.any():
+      if fill != "drop":
+        i = int(np.flatnonzero(no_date)[0])
+        raise ValueError(f"{path!r}: date column {date_column!r} is empty in data row {i + 1} "
+                         f"({int(no_date.sum())} such rows); dates are never filled: fix that row, or drop "
+                         "such rows with data.options.fill = 'drop' (CLI: --set data.options.fill=drop).")
+      gap_counts[date_column] = int(no_date.sum())
+      dropped = int(no_date.sum())
+      keep = ~no_date
+      values, gaps, row_numbers = values[keep], gaps[keep], row_numbers[keep]
+      dates = dates[keep]
     # Windows assume time order; a stable sort keeps equal dates in file order.
     order = np.argsort(dates.to_numpy(), kind="stable")
-    values, dates = values[order], dates.iloc[order].reset_index(drop=True)
+    values, gaps, row_numbers = values[order], gaps[order], row_numbers[order]
+    dates = dates.iloc[order].reset_index(drop=True)
 
   rows = len(values)
   split_at = int(math.floor(rows * (1.0 - val_fraction))) if val_fraction else rows
@@ -436,22 +565,89 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
     raise ValueError(f"{path!r} has {rows} rows, too short for n_in={n_in} + n_out={n_out} with "
                      f"val_fraction={val_fraction}: each part needs at least {window} rows, so the file "
                      f"needs at least {needed} rows; lower n_in, n_out or val_fraction, or use a longer series.")
+  filled = {}
+  complete = np.ones(rows, bool)
+  if fill in ("interpolate", "ffill"):
+    values = _fill_gaps(values, gaps, split_at, fill, inputs, row_numbers, path)
+    filled = {name: int(n) for name, n in zip(inputs, gaps.sum(axis=0)) if n}
+  elif fill == "drop":
+    complete = ~gaps.any(axis=1)
+    dropped += int((~complete).sum())
   target_index = [inputs.index(name) for name in targets]
-  x_train, y_train = prep.sliding_windows(values[:split_at], n_in, n_out, target_index)
-  if split_at < rows:
-    x_val, y_val = prep.sliding_windows(values[split_at:], n_in, n_out, target_index)
-  else:
-    x_val = np.zeros((0, n_in, len(inputs)), np.float32)
-    y_val = np.zeros((0, n_out * len(targets)), np.float32)
+  x_train, y_train = _run_windows(values[:split_at], complete[:split_at], n_in, n_out, target_index)
+  x_val, y_val = _run_windows(values[split_at:], complete[split_at:], n_in, n_out, target_index)
+  for part, x in (("training", x_train), ("validation", x_val)):
+    if not x.shape[0] and (part == "training" or val_fraction):
+      raise ValueError(f"{path!r}: after dropping the rows with gaps, the {part} rows hold no {window} "
+                       f"consecutive complete rows (n_in={n_in} + n_out={n_out}); lower n_in or n_out, "
+                       "or fill the gaps with data.options.fill = 'interpolate' or 'ffill'.")
 
   metadata = {"problem": "csv", "path": path, "columns": inputs, "target": targets,
               "date_column": date_column, "n_in": n_in, "n_out": n_out, "val_fraction": val_fraction,
               "rows": rows, "rows_train": split_at, "rows_val": rows - split_at,
+              "fill": fill, "gaps": gap_counts, "filled": filled, "dropped_rows": dropped,
               "target_features": target_index * n_out, **_REGRESSION}
   if dates is not None:
     metadata.update(first_date=dates.iloc[0].isoformat(), last_date=dates.iloc[-1].isoformat(),
                     split_date=dates.iloc[split_at].isoformat() if split_at < rows else None)
   return Dataset(x_train, y_train, x_val, y_val, name="csv", task="regression", metadata=metadata)
+
+
+def _gap_error(path: str, name: str, row: int, count: int) -> ValueError:
+  return ValueError(
+      f"{path!r}: column {name!r} has a gap (an empty cell or NA) in data row {row} (row 1 = the line after "
+      f"the header; {count} gap(s) in all); fill gaps with --set data.options.fill=interpolate (or ffill, "
+      "or drop; in Python make('csv', ..., fill='interpolate')), or fix the file.")
+
+
+def _fill_gaps(values: np.ndarray, gaps: np.ndarray, split_at: int, fill: str, names: list[str],
+               row_numbers: np.ndarray, path: str) -> np.ndarray:
+  """Fill the NaN gaps of `[rows, features]` values in row order (see `from_csv`)."""
+  values = values.copy()
+  rows = len(values)
+  for j, name in enumerate(names):
+    gap = gaps[:, j]
+    if not gap.any():
+      continue
+    where = np.flatnonzero(gap)
+    present = np.flatnonzero(~gap)
+    if not present.size or where[0] < present[0]:
+      raise ValueError(f"{path!r}: column {name!r} starts with a gap (data row {row_numbers[where[0]]}), which "
+                       f"fill={fill!r} cannot fill: there is no earlier value; remove the leading rows or use "
+                       "data.options.fill = 'drop'.")
+    if fill == "ffill":
+      source = np.maximum.accumulate(np.where(gap, 0, np.arange(rows)))
+      values[:, j] = values[source, j]
+      continue
+    # A training row is interpolated from training rows only; a validation row
+    # may also lean on the training rows before it.
+    for lo, hi, known in ((0, split_at, present[present < split_at]), (split_at, rows, present)):
+      inside = where[(where >= lo) & (where < hi)]
+      if not inside.size:
+        continue
+      if not known.size or inside[-1] > known[-1]:
+        why = ("no later training value to interpolate to (validation values never fill training rows)"
+               if hi == split_at < rows else "no later value to interpolate to (it ends the series)")
+        raise ValueError(f"{path!r}: column {name!r} has a gap in data row {row_numbers[inside[-1]]} with {why}; "
+                         "use data.options.fill = 'ffill' or 'drop', or fix the row.")
+      values[inside, j] = np.interp(inside, known, values[known, j])
+  return values
+
+
+def _run_windows(values: np.ndarray, complete: np.ndarray, n_in: int, n_out: int,
+                 target_index: list[int]) -> tuple[np.ndarray, np.ndarray]:
+  """Sliding windows inside each run of consecutive complete rows (none across a dropped row)."""
+  xs, ys = [], []
+  edges = np.flatnonzero(np.diff(np.concatenate([[0], complete.astype(np.int8), [0]])))
+  for start, stop in zip(edges[::2], edges[1::2]):
+    if stop - start >= n_in + n_out:
+      x, y = prep.sliding_windows(values[start:stop], n_in, n_out, target_index)
+      xs.append(x)
+      ys.append(y)
+  if not xs:
+    return (np.zeros((0, n_in, values.shape[1]), np.float32),
+            np.zeros((0, n_out * len(target_index)), np.float32))
+  return np.concatenate(xs), np.concatenate(ys)
 
 
 def _check_column(name: Any, names: list[str], path: str) -> None:
@@ -462,6 +658,7 @@ def _check_column(name: Any, names: list[str], path: str) -> None:
 
 
 def _numeric_column(frame: Any, name: str, path: str) -> np.ndarray:
+  """The column as float64 with NaN for a gap; text and infinities are refused."""
   import pandas as pd
   raw = frame[name]
   numeric = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -471,11 +668,12 @@ def _numeric_column(frame: Any, name: str, path: str) -> np.ndarray:
     raise ValueError(f"{path!r}: column {name!r} holds a non-numeric value {raw.iloc[i]!r} in data row {i + 1} "
                      f"(row 1 = the line after the header); fix or remove it, or leave the column out "
                      "with columns=[...].")
-  missing = np.flatnonzero(~np.isfinite(numeric))
-  if missing.size:
-    i = int(missing[0])
-    raise ValueError(f"{path!r}: column {name!r} has a missing or infinite value in data row {i + 1} "
-                     "(row 1 = the line after the header); fill it (e.g. interpolate) or drop the row.")
+  infinite = np.flatnonzero(np.isinf(numeric))
+  if infinite.size:
+    i = int(infinite[0])
+    raise ValueError(f"{path!r}: column {name!r} holds an infinite value in data row {i + 1} "
+                     "(row 1 = the line after the header); fix or remove that row (data.options.fill "
+                     "fills gaps, not infinities).")
   return numeric
 
 

@@ -275,7 +275,8 @@ def make_train(config: Config, dataset: Dataset, *, cells: int | None = None) ->
       epoch = state.epoch
       active = (epoch < shape.epochs) & ~callbacks.stopped(state.callbacks, train_cfg)
       params, opt_state, record = train_epoch(state)
-      new, record = callbacks.update(state._replace(params=params, opt_state=opt_state), record, train_cfg)
+      new, record = callbacks.update(state._replace(params=params, opt_state=opt_state), record, train_cfg,
+                                     config.optim)
       finite = jnp.isfinite(record["loss"])
       diverged_epoch = jnp.where((state.diverged_epoch < 0) & ~finite & active, epoch, state.diverged_epoch)
       new = new._replace(epoch=epoch + 1, diverged_epoch=diverged_epoch)

@@ -123,6 +123,26 @@ def test_reduce_lr_on_plateau_matches_replay_and_is_recorded():
     np.testing.assert_allclose(lrs[i], expected, rtol=1e-6)
 
 
+def test_learning_rate_history_is_the_rate_applied_with_a_schedule():
+  # Cosine to alpha over 40 steps, 3 updates per epoch (5 samples, batch 2), and
+  # ReduceLROnPlateau halving the base rate: epoch e logs the rate its last update
+  # (step 3e + 2) applied, base_e * cosine(3e + 2); the plateau decisions still
+  # follow the base rate (replay_reduce_lr on the same val_loss).
+  alpha, decay_steps, steps = 0.1, 40, 3
+  cfg = config(**{"optim.schedule": "cosine", "optim.decay_steps": decay_steps, "optim.alpha": alpha,
+                  "train.reduce_lr": {"patience": 1, "factor": 0.5, "min_delta": 1e-3}})
+  ens = jaxlstm.fit(cfg, repeats=2, seed=1)
+  lrs = ens.history["learning_rate"]
+  last_step = np.arange(cfg.train.epochs) * steps + steps - 1
+  cosine = alpha + (1 - alpha) * 0.5 * (1 + np.cos(np.pi * np.minimum(last_step, decay_steps) / decay_steps))
+  for i in range(2):
+    base = early_stopping.replay_reduce_lr(ens.history["val_loss"][i], 0.03, patience=1, factor=0.5,
+                                           min_delta=1e-3)
+    assert base[-1] < 0.03  # the plateau reduced the base rate
+    np.testing.assert_allclose(lrs[i], base.astype(np.float64) * cosine, rtol=1e-6)
+  assert lrs[0, 0] == pytest.approx(0.03 * (alpha + (1 - alpha) * 0.5 * (1 + np.cos(np.pi * 2 / 40))))
+
+
 def test_padded_cells_group_compiles_once_and_equals_unpadded_runs():
   configs = jaxlstm.expand_grid(Config().override({**BASE, "train.epochs": 10}), {"model.cells": [1, 3, 5]})
   groups = plan(configs, 3)

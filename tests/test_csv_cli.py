@@ -51,3 +51,54 @@ def test_malformed_csv_exits_2_with_one_clear_line(tmp_path, capsys, edit, args,
   assert len(err) == 1 and err[0].startswith("jaxlstm.sweep: error:")
   assert re.search(message, err[0]), err[0]
   assert not out.exists()
+
+
+def write_weekly_co2(path, weeks=150, blanks=(10, 11, 57, 103)):
+  """A weekly CO2-like series (trend + yearly cycle) with a few weeks left blank, as real records have."""
+  dates = pd.date_range("2015-01-04", periods=weeks, freq="W")
+  t = np.arange(weeks)
+  ppm = 400 + 0.04 * t + 3 * np.sin(2 * np.pi * t / 52.18)
+  lines = ["date,co2"] + [f"{d:%Y-%m-%d},{'' if i in blanks else f'{v:.2f}'}"
+                          for i, (d, v) in enumerate(zip(dates, ppm))]
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+def test_csv_gaps_are_refused_with_the_fill_fix(tmp_path, capsys):
+  data = write_weekly_co2(tmp_path / "co2.csv")
+  out = tmp_path / "run"
+  code = sweep.main(["--data", str(data), "--column", "co2", "--date-column", "date", "--repeats", "2",
+                     "--epochs", "2", "--out", str(out)])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(err) == 1 and not out.exists()
+  assert "co2.csv" in err[0] and "column 'co2' has a gap" in err[0] and "data row 11" in err[0]
+  assert "4 gap(s) in all" in err[0] and "--set data.options.fill=interpolate" in err[0]
+
+
+def test_csv_with_gaps_trains_with_fill_interpolate(tmp_path):
+  from jaxlstm import problems
+  data = write_weekly_co2(tmp_path / "co2.csv")
+  out = tmp_path / "run"
+  code = sweep.main(["--data", str(data), "--column", "co2", "--date-column", "date",
+                     "--set", "data.options.fill=interpolate", "--repeats", "2", "--epochs", "2",
+                     "--out", str(out), "--quiet"])
+  assert code == 0
+  scores = pd.read_csv(out / "scores.csv")
+  assert len(scores) == 2 and np.isfinite(scores["final_val_loss"]).all()
+  ds = problems.make("csv", path=str(data), column="co2", date_column="date", n_in=10, fill="interpolate")
+  assert ds.metadata["gaps"] == {"co2": 4} and ds.metadata["filled"] == {"co2": 4}
+  assert np.isfinite(ds.x_train).all() and ds.metadata["rows"] == 150
+
+
+@pytest.mark.parametrize("value, message", [
+    ("interp", r"fill must be one of 'interpolate', 'ffill', 'drop'.*Did you mean 'interpolate'"),
+    ("ffill", r"column 'co2' starts with a gap \(data row 1\)"),
+])
+def test_csv_fill_errors_are_one_line(tmp_path, capsys, value, message):
+  data = write_weekly_co2(tmp_path / "co2.csv", blanks=(0, 5))
+  out = tmp_path / "run"
+  code = sweep.main(["--data", str(data), "--column", "co2", "--set", f"data.options.fill={value}",
+                     "--repeats", "2", "--epochs", "2", "--out", str(out), "--dry-run"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(err) == 1 and re.search(message, err[0]), err
+  assert not out.exists()

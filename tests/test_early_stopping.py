@@ -42,8 +42,9 @@ def keras():
 
 
 # ---------------------------------------------------------------- reference
-# Written out from Keras 3.15.1. Comparisons are done in float32, as
-# `keras.ops.less/greater` do on the jax backend.
+# Written out from Keras 3.15.1: `current - signed_delta` is a Python (float64)
+# sum, then `keras.ops.less/greater` compare both operands in float32 on the jax
+# backend (mission.md §1c).
 
 def _is_improvement(current, reference, mode, min_delta):
   if reference is None:  # MonitorCallback._is_improvement
@@ -253,6 +254,23 @@ EARLY_STOPPING_CASES = [
     ("nan_then_recovery", [1.0, NAN, 0.5],
      {"patience": 2, "restore_best_weights": True}, _expect(3, None, 2)),
     ("no_epochs", [], {"restore_best_weights": True}, _expect(0, None, -1)),
+    # Keras sums in float64: 0.29 + 0.01 == 0.3, a tie, so no improvement and a
+    # stop (a float32 sum, 0.28999999 + 0.0099999998, would beat 0.3).
+    ("float64_sum_tie_min", [0.3, 0.29], {"min_delta": 0.01}, _expect(2, 1, 1)),
+    ("float64_sum_tie_max", [0.29, 0.3], {"min_delta": 0.01, "mode": "max"},
+     _expect(2, 1, 1)),
+    # ... and compares in float32: 0.3 - 1e-12 equals 0.3 there (a float64
+    # comparison would call it an improvement).
+    ("float32_comparison_tie", [0.3, 0.3 - 1e-12], {}, _expect(2, 1, 1)),
+    # 0.3 + 0.01 does not beat the baseline 0.3 (wait stays 1); 0.29 + 0.01 ties
+    # the best 0.3: wait 2 >= patience 2 stops at epoch 1.
+    ("float64_sum_baseline_tie", [0.3, 0.29, 0.28],
+     {"baseline": 0.3, "min_delta": 0.01, "patience": 2}, _expect(2, 1, 1)),
+    # Max: 0.3 improves on 0.2 (0.29 > 0.2) without beating the baseline (0.29 <=
+    # 0.3): wait stays 2; 0.31 - 0.01 == 0.3 ties the best: stop at epoch 2.
+    ("float64_sum_baseline_max", [0.2, 0.3, 0.31],
+     {"mode": "max", "min_delta": 0.01, "patience": 1, "baseline": 0.3,
+      "restore_best_weights": True}, _expect(3, 2, 1)),
 ]
 _ES_IDS = [case[0] for case in EARLY_STOPPING_CASES]
 
@@ -311,6 +329,188 @@ def test_replay_matches_keras_on_random_sequences(keras):
   for values, kwargs in _random_early_stopping_cases(30, seed=0):
     assert es.replay(values, **kwargs) == _keras_early_stopping(
         keras, values, **kwargs), (values, kwargs)
+
+
+# ------------------------------------------ min_delta ties in float32 curves
+# The compiled loop sees float32 values; Keras would see them widened to float64
+# (`fit` pythonifies the logs), add min_delta in float64 and compare in float32.
+
+_TIE_KWARGS = [
+    {"mode": "min", "min_delta": 0.01, "patience": 1},
+    {"mode": "max", "min_delta": 0.01, "patience": 2},
+    {"mode": "min", "min_delta": 3e-3, "patience": 2, "baseline": 0.05},
+    {"mode": "max", "min_delta": 0.03, "patience": 1, "baseline": 0.1,
+     "restore_best_weights": True},
+]
+
+
+def _float32_sum_improves(current, reference, mode, min_delta):
+  """The rule Keras does NOT use: the sum in float32."""
+  if reference is None:
+    return True
+  delta = np.float32(abs(min_delta))
+  current, reference = np.float32(current), np.float32(reference)
+  return bool(current + delta < reference if mode == "min" else current - delta > reference)
+
+
+def _near_tie_curves(kwargs, count, epochs, seed):
+  """[count, epochs] float32 curves whose values sit within a few float32 ulps of
+  `best -/+ min_delta` (best as Keras tracks it), mostly where a float32 sum
+  would decide differently from Keras where such a value exists. Returns
+  (curves, the number of such epochs).
+
+  Values start in 0.001 .. 0.1: a float32 sum errs only where min_delta is not
+  small against the values (with values near 1 and min_delta 0.01 it never does)."""
+  rng = np.random.default_rng(seed)
+  mode, delta = kwargs["mode"], kwargs["min_delta"]
+  sign = -1.0 if mode == "min" else 1.0
+  curves, tricky = np.empty((count, epochs), np.float32), 0
+  for row in curves:
+    best = None
+    for epoch in range(epochs):
+      if best is None or rng.random() < 0.15:
+        value = np.float32(10.0 ** rng.uniform(-3, -1))
+      else:
+        center = np.float32(best + sign * delta)
+        candidates = [center]
+        for direction in (np.inf, -np.inf):
+          step = center
+          for _ in range(3):
+            step = np.nextafter(step, np.float32(direction))
+            candidates.append(step)
+        split = [c for c in candidates
+                 if _is_improvement(float(c), best, mode, delta)
+                 != _float32_sum_improves(c, best, mode, delta)]
+        pool = split if split and rng.random() < 0.8 else candidates
+        value = pool[rng.integers(len(pool))]
+      if rng.random() < 0.03:
+        value = np.float32(np.nan)
+      row[epoch] = value
+      tricky += _is_improvement(float(value), best, mode, delta) != (
+          _float32_sum_improves(value, best, mode, delta))
+      if _is_improvement(float(value), best, mode, delta):
+        best = float(value)
+  return curves, tricky
+
+
+def _compiled_early_stopping(curves, kwargs):
+  """The float32 update functions, vmapped over curves as in the engine."""
+  kwargs = {k: v for k, v in kwargs.items() if k != "restore_best_weights"}
+
+  def run(values):
+    def step(state, inputs):
+      state, _ = es.update_early_stopping(state, *inputs, **kwargs)
+      return state, None
+
+    state, _ = jax.lax.scan(step, es.init_early_stopping(),
+                            (values, jnp.arange(values.shape[0])))
+    return state
+
+  return jax.device_get(jax.jit(jax.vmap(run))(curves))
+
+
+@pytest.mark.parametrize("kwargs", _TIE_KWARGS, ids=lambda k: str(k))
+def test_float32_curves_decide_min_delta_ties_as_keras(keras, kwargs):
+  curves, tricky = _near_tie_curves(kwargs, count=40, epochs=10, seed=7)
+  assert tricky > 20  # epochs that a float32 sum would decide unlike Keras
+  compiled = _compiled_early_stopping(curves, kwargs)
+  for i, values in enumerate(curves.tolist()):  # float32 widened exactly
+    want = _keras_early_stopping(keras, values, **kwargs)
+    assert es.replay(values, **kwargs) == want, (values, kwargs)
+    stopped = compiled.stopped_epoch[i]
+    assert (None if stopped < 0 else int(stopped)) == want["stopped_epoch"], i
+    if kwargs.get("restore_best_weights"):
+      assert int(compiled.best_epoch[i]) == want["restored_epoch"], i
+
+
+@pytest.mark.parametrize("kwargs", _TIE_KWARGS[:2], ids=lambda k: str(k))
+def test_float32_curves_reduce_lr_as_keras(keras, kwargs):
+  kwargs = {"mode": kwargs["mode"], "min_delta": kwargs["min_delta"],
+            "patience": kwargs["patience"], "factor": 0.5}
+  curves, tricky = _near_tie_curves(kwargs, count=30, epochs=10, seed=8)
+  assert tricky > 20
+
+  def run(values):
+    def step(carry, value):
+      state, lr = carry
+      state, new_lr = es.update_reduce_lr(state, value, lr, **kwargs)
+      return (state, new_lr), lr
+
+    return jax.lax.scan(step, (es.init_reduce_lr(), jnp.float32(1.0)), values)[1]
+
+  compiled = np.asarray(jax.jit(jax.vmap(run))(curves))
+  for i, values in enumerate(curves.tolist()):
+    want = _keras_reduce_lr(keras, values, 1.0, **kwargs)
+    np.testing.assert_array_equal(es.replay_reduce_lr(values, 1.0, **kwargs), want)
+    np.testing.assert_array_equal(compiled[i], want)
+
+
+def _keras_rule(value, reference, delta):
+  """float32(float64(value) + delta) < float32(reference), with numpy."""
+  with np.errstate(all="ignore"):
+    return (value.astype(np.float64) + delta).astype(np.float32) < reference
+
+
+@pytest.mark.parametrize("delta", [0.01, 1e-4, 0.125, 10.0, 1e-18, 1e18, 3.7e-9])
+def test_float32_comparison_equals_float64_rule(delta):
+  rng = np.random.default_rng(int(delta * 1e6) % 1000)
+  n = 20_000
+  reference = (rng.choice([-1, 1], n) * 10.0 ** rng.uniform(-25, 25, n))
+  reference = reference.astype(np.float32)
+  reference[:12] = [0, -0.0, 2**-60, -2**-60, 2**-61, 2**-59, 1.0, 0.3,
+                    np.finfo(np.float32).max, -np.finfo(np.float32).max,
+                    np.inf, -np.inf]
+  # value = reference - delta, then a few float32 steps either way: the ties.
+  value = (reference.astype(np.float64) - delta).astype(np.float32)
+  steps = rng.integers(-3, 4, n)
+  for _ in range(3):
+    with np.errstate(over="ignore"):
+      value = np.where(steps > 0, np.nextafter(value, np.float32(np.inf)),
+                       np.where(steps < 0, np.nextafter(value, np.float32(-np.inf)),
+                                value))
+    steps -= np.sign(steps)
+  wild = rng.random(n) < 0.1
+  value[wild] = (rng.choice([-1, 1], n) * 10.0 ** rng.uniform(-30, 30, n))[wild]
+  value[:4] = [np.inf, -np.inf, np.nan, 0.0]
+  # XLA flushes subnormal float32 numbers to zero; Keras' values never are.
+  normal = lambda a: (a == 0) | ~(np.abs(a) < 2**-126)
+  keep = normal(value) & normal(reference)
+  value, reference = value[keep], reference[keep]
+  beats = jax.jit(lambda v, r, mode: es._beats(v, r, mode, delta),
+                  static_argnums=2)
+  np.testing.assert_array_equal(beats(value, reference, "min"),
+                                _keras_rule(value, reference, delta))
+  np.testing.assert_array_equal(beats(-value, -reference, "max"),
+                                _keras_rule(value, reference, delta))
+  # Neither a float32 sum (for a delta float32 cannot hold) nor a float64
+  # comparison gets these right.
+  with np.errstate(all="ignore"):
+    if float(np.float32(delta)) != delta:
+      assert np.any((value + np.float32(delta) < reference)
+                    != _keras_rule(value, reference, delta))
+    assert np.any((value.astype(np.float64) + delta < reference)
+                  != _keras_rule(value, reference, delta))
+
+
+@pytest.mark.parametrize("k", [-40, 0, 30])
+def test_float32_comparison_exact_at_double_rounding_ties(k):
+  # reference r in (1, 2) * 2**k with float32 spacing u = 2**(k-23); value
+  # v = r - 2u and delta = 3u/2 put v + delta on mid = r - u/2, where rounding
+  # to float32 ties (to even: r when r is even). q = 2**(k-52) is the float64
+  # spacing at mid: offsets within q/2 round back to mid first.
+  rng = np.random.default_rng(k + 100)
+  u, q = 2.0 ** (k - 23), 2.0 ** (k - 52)
+  sign = rng.choice([-1.0, 1.0], 4000)
+  mantissa = 1 + rng.integers(1, 2**23, 4000) * 2.0**-23
+  reference = (sign * mantissa * 2.0**k).astype(np.float32)
+  value = (reference.astype(np.float64) - 2 * u).astype(np.float32)
+  for offset in (0, q / 4, -q / 4, q / 2, -q / 2, 0.52 * q, -0.52 * q):
+    delta = 1.5 * u + offset
+    want = _keras_rule(value, reference, delta)
+    got = jax.jit(lambda v, r: es._beats(v, r, "min", delta))(value, reference)
+    np.testing.assert_array_equal(got, want, err_msg=f"offset {offset / q} q")
+    if abs(offset) <= q / 2:
+      assert 0.3 < want.mean() < 0.7  # a tie: decided by r's last bit
 
 
 def test_replay_defaults_match_keras_signature(keras):
@@ -422,6 +622,13 @@ REDUCE_LR_CASES = [
      [1, 1, 0.5, 0.5, 0.25]),
     ("nan_first_epoch_is_best_forever", [NAN, 1.0, 0.5, NAN, NAN], 1.0,
      {"factor": 0.5, "patience": 1}, [1, 1, 0.5, 0.25, 0.125]),
+    # 0.29 + 0.01 == 0.3 in float64: a tie, so epoch 1 reduces; 0.28 + 0.01 then
+    # improves on 0.3.
+    ("float64_sum_tie_min", [0.3, 0.29, 0.28], 1.0,
+     {"factor": 0.5, "patience": 1, "min_delta": 0.01}, [1, 1, 0.5]),
+    ("float64_sum_tie_max", [0.29, 0.3, 0.31], 1.0,
+     {"mode": "max", "factor": 0.5, "patience": 1, "min_delta": 0.01},
+     [1, 1, 0.5]),
 ]
 _LR_IDS = [case[0] for case in REDUCE_LR_CASES]
 
@@ -570,6 +777,8 @@ def test_direction_table_matches_keras_metrics(keras):
     ({"monitor": "val_foo"}, r"monitor='val_foo'"),
     ({"baseline": NAN}, r"baseline must be a number or None, got nan"),
     ({"min_delta": math.inf}, r"min_delta must be finite"),
+    ({"min_delta": 1e-20}, r"min_delta must be 0 or between 1e-18 and 1e\+18"),
+    ({"min_delta": -1e19}, r"min_delta must be 0 or between"),
     ({"start_from_epoch": -2}, r"start_from_epoch must be an integer >= 0"),
     ({"restore_best_weights": "yes"}, r"restore_best_weights must be True"),
 ])
@@ -620,3 +829,12 @@ def test_replay_rejects_bad_values_and_lr():
     es.replay([[1.0, 2.0]])
   with pytest.raises(ValueError, match=r"lr must be finite and > 0, got 0"):
     es.replay_reduce_lr([1.0], 0.0)
+
+
+@pytest.mark.parametrize("section", ["train.early_stopping", "train.reduce_lr"])
+def test_config_refuses_min_delta_outside_exact_range(section):
+  from jaxlstm.config import Config, ConfigError
+  with pytest.raises(ConfigError, match=rf"{section}.min_delta = 1e-30 .*expected 0 or"):
+    Config().override({section: {"min_delta": 1e-30}})
+  Config().override({section: {"min_delta": 0.0}})
+  Config().override({section: {"min_delta": 1e-18}})

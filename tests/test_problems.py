@@ -232,8 +232,130 @@ def test_csv_non_numeric_value_names_row(tmp_path):
 
 def test_csv_missing_value_names_row(tmp_path):
   path = _write(tmp_path, "a,b\n1,1\n2,2\n,3\n4,4\n")
-  with pytest.raises(ValueError, match="column 'a' has a missing or infinite value in data row 3"):
+  with pytest.raises(ValueError, match=r"column 'a' has a gap .* in data row 3 .*1 gap\(s\) in all\); "
+                     r"fill gaps with --set data.options.fill=interpolate"):
     make("csv", path=path, column="a")
+
+
+def test_csv_infinite_value_is_refused_even_with_fill(tmp_path):
+  path = _write(tmp_path, "a\n1\n2\ninf\n4\n")
+  with pytest.raises(ValueError, match="column 'a' holds an infinite value in data row 3"):
+    make("csv", path=path, column="a", fill="interpolate")
+
+
+# ------------------------------------------------------------------ csv gaps (fill)
+# reliability.md §5: bad data is refused with the field, value and fix, never trained on silently.
+
+
+def test_csv_blank_value_in_a_one_column_file_is_a_gap(tmp_path):
+  # pandas skips blank lines by default, which silently dropped this week.
+  path = _write(tmp_path, "co2\n1\n2\n\n4\n5\n6\n\n\n")
+  with pytest.raises(ValueError, match=r"column 'co2' has a gap .* in data row 3 .*--set data.options.fill="
+                                       r"interpolate"):
+    make("csv", path=path, column="co2", val_fraction=0)
+  ds = make("csv", path=path, column="co2", val_fraction=0, fill="interpolate")
+  # The blank lines after the last row are not rows.
+  assert ds.metadata["rows"] == 6
+  np.testing.assert_array_equal(ds.x_train[:, 0, 0], [1, 2, 3, 4, 5])
+  assert ds.metadata["fill"] == "interpolate"
+  assert ds.metadata["gaps"] == {"co2": 1} and ds.metadata["filled"] == {"co2": 1}
+  assert ds.metadata["dropped_rows"] == 0
+
+
+def test_csv_no_gaps_metadata(tmp_path):
+  ds = make("csv", path=_series_csv(tmp_path, rows=8), column="a", val_fraction=0)
+  assert ds.metadata["fill"] is None and ds.metadata["gaps"] == {} and ds.metadata["filled"] == {}
+
+
+def test_csv_interpolate_is_linear_in_row_order_per_column(tmp_path):
+  path = _write(tmp_path, "a,b\n0,10\n,NA\n,30\n3,\n4,50\n5,60\n")
+  ds = make("csv", path=path, columns=["a", "b"], n_in=5, val_fraction=0, fill="interpolate")
+  np.testing.assert_allclose(ds.x_train[0], [[0, 10], [1, 20], [2, 30], [3, 40], [4, 50]])
+  np.testing.assert_allclose(ds.y_train[0], [5, 60])
+  assert ds.metadata["filled"] == {"a": 2, "b": 2}
+
+
+def test_csv_interpolate_in_date_order(tmp_path):
+  # Rows out of order; the gap (2024-01-03) lies between 2 and 4 in date order.
+  lines = ["date,a", "2024-01-04,4", "2024-01-01,1", "2024-01-03,", "2024-01-02,2", "2024-01-05,5"]
+  path = _write(tmp_path, "\n".join(lines) + "\n")
+  ds = make("csv", path=path, column="a", date_column="date", n_in=4, val_fraction=0, fill="interpolate")
+  np.testing.assert_allclose(ds.x_train[0, :, 0], [1, 2, 3, 4])
+
+
+def test_csv_ffill_carries_the_last_value(tmp_path):
+  path = _write(tmp_path, "a\n1\n\n\n4\n5\n")
+  ds = make("csv", path=path, column="a", n_in=4, val_fraction=0, fill="ffill")
+  np.testing.assert_array_equal(ds.x_train[0, :, 0], [1, 1, 1, 4])
+  assert ds.metadata["filled"] == {"a": 2}
+
+
+@pytest.mark.parametrize("fill", ["interpolate", "ffill"])
+def test_csv_leading_gap_cannot_be_filled(tmp_path, fill):
+  path = _write(tmp_path, "a,b\n1,\n2,2\n3,3\n4,4\n")
+  with pytest.raises(ValueError, match=rf"column 'b' starts with a gap \(data row 1\), which fill='{fill}' "
+                                       r"cannot fill.*fill = 'drop'"):
+    make("csv", path=path, val_fraction=0, fill=fill)
+
+
+def test_csv_interpolate_needs_a_later_value(tmp_path):
+  # A gap that ends the series (in a one-column file a trailing blank line is
+  # an end-of-file artefact, so the gap sits in a second column).
+  with pytest.raises(ValueError, match=r"column 'b' has a gap in data row 4 with no later value to interpolate to \(it ends"):
+    make("csv", path=_write(tmp_path, "a,b\n1,1\n2,2\n3,3\n4,\n", "end.csv"), val_fraction=0,
+         fill="interpolate")
+  # 9 rows, val_fraction 0.5: floor(4.5) = 4 training rows 1, 2, 3, gap.
+  path = _write(tmp_path, "a\n1\n2\n3\n\n5\n6\n7\n8\n9\n")
+  with pytest.raises(ValueError, match=r"data row 4 with no later training value to interpolate to "
+                                       r"\(validation values never fill training rows\)"):
+    make("csv", path=path, column="a", val_fraction=0.5, fill="interpolate")
+  # ffill only looks back, so it may fill that row.
+  ds = make("csv", path=path, column="a", val_fraction=0.5, fill="ffill")
+  np.testing.assert_array_equal(ds.x_train[-1, :, 0], [3])
+  np.testing.assert_array_equal(ds.y_train[-1], [3])
+
+
+def test_csv_interpolate_validation_gap_leans_on_training_rows(tmp_path):
+  path = _write(tmp_path, "a\n1\n2\n3\n4\n\n6\n7\n8\n")
+  ds = make("csv", path=path, column="a", n_in=1, val_fraction=0.5, fill="interpolate")
+  np.testing.assert_array_equal(ds.x_train[:, 0, 0], [1, 2, 3])
+  np.testing.assert_array_equal(ds.x_val[:, 0, 0], [5, 6, 7])
+
+
+def test_csv_drop_never_windows_across_a_dropped_row(tmp_path):
+  # 12 rows, row 4 (value 3) empty in b; 8 training rows, 4 validation rows.
+  lines = ["a,b"] + [f"{i},{'' if i == 3 else 10 * i}" for i in range(12)]
+  path = _write(tmp_path, "\n".join(lines) + "\n")
+  ds = make("csv", path=path, n_in=2, n_out=1, val_fraction=1 / 3, fill="drop")
+  # Training rows 0..7 minus 3: runs 0..2 (one window) and 4..7 (two windows).
+  np.testing.assert_array_equal(ds.x_train[:, :, 0], [[0, 1], [4, 5], [5, 6]])
+  np.testing.assert_array_equal(ds.y_train, [[2, 20], [6, 60], [7, 70]])
+  np.testing.assert_array_equal(ds.x_val[:, 0, 0], [8, 9])
+  assert ds.metadata["rows_train"] == 8 and ds.metadata["dropped_rows"] == 1
+  assert ds.metadata["gaps"] == {"b": 1} and ds.metadata["filled"] == {}
+
+
+def test_csv_drop_removes_rows_without_a_date(tmp_path):
+  lines = ["date,a", "2024-01-01,1", ",99", "2024-01-02,2", "2024-01-03,3", "2024-01-04,4"]
+  path = _write(tmp_path, "\n".join(lines) + "\n")
+  with pytest.raises(ValueError, match=r"date column 'date' is empty in data row 2 .*fill=drop"):
+    make("csv", path=path, column="a", date_column="date", val_fraction=0, fill="interpolate")
+  ds = make("csv", path=path, column="a", date_column="date", n_in=3, val_fraction=0, fill="drop")
+  np.testing.assert_array_equal(ds.x_train[0, :, 0], [1, 2, 3])  # no hole: the dateless row has no time
+  assert ds.metadata["dropped_rows"] == 1 and ds.metadata["gaps"] == {"date": 1}
+
+
+def test_csv_drop_that_leaves_no_window_says_so(tmp_path):
+  path = _write(tmp_path, "a\n1\n\n3\n\n5\n6\n")
+  with pytest.raises(ValueError, match=r"after dropping the rows with gaps, the training rows hold no 3 "
+                                       r"consecutive complete rows"):
+    make("csv", path=path, column="a", n_in=2, val_fraction=0, fill="drop")
+
+
+def test_csv_bad_fill_value(tmp_path):
+  with pytest.raises(ValueError, match=r"fill must be one of 'interpolate', 'ffill', 'drop'.*got 'interp'\. "
+                                       r"Did you mean 'interpolate'\?"):
+    make("csv", path=_series_csv(tmp_path), column="a", fill="interp")
 
 
 def test_csv_unreadable_file(tmp_path):
