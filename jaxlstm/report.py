@@ -493,6 +493,8 @@ def _what_ran(run: RunData) -> list[str]:
                  + (f" ({study['random']} random draws)" if study.get("random") else ""))
   else:
     lines.append("- grid: none (one config)")
+  for note in _gap_lines(m.get("data_notes") or {}):
+    lines.append(f"- data: {note}")
   lines.append(f"- configs: {n_configs} ({len(run.done)} done), repeats: {run.repeats} per config, "
                f"seed: {study['seed']}")
   # Unset and zero-valued options (baseline None, min_delta 0, ...) are Keras' defaults: left out.
@@ -503,6 +505,21 @@ def _what_ran(run: RunData) -> list[str]:
   lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items())))
   lines.append(f"- device: {m.get('device', 'n/a')}")
   lines.append("")
+  return lines
+
+
+def _gap_lines(notes: Mapping[str, Mapping[str, Any]]) -> list[str]:
+  """One line per distinct way gaps in a CSV series were handled (`data.options.fill`)."""
+  lines = []
+  for note in {json.dumps(n, sort_keys=True): n for n in notes.values()}.values():
+    gaps = sum(note["gaps"].values())
+    where = ", ".join(f"{_md(k)}: {v}" for k, v in note["gaps"].items() if v)
+    if note["fill"] == "drop":
+      lines.append(f"{gaps} gap(s) ({where}): {note['dropped_rows']} row(s) dropped "
+                   "(`data.options.fill = drop`); no window spans them")
+    else:
+      how = "linear interpolation" if note["fill"] == "interpolate" else "the last value (forward fill)"
+      lines.append(f"{gaps} gap(s) ({where}) filled by {how} (`data.options.fill = {note['fill']}`)")
   return lines
 
 

@@ -59,6 +59,7 @@ class Plan:
   groups: list[GroupPlan]
   fingerprints: dict[str, str]
   baselines: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+  data_notes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
   @property
   def compiles(self) -> int:
@@ -81,7 +82,17 @@ def plan_study(study: Study, *, memory_budget: int | None = None) -> Plan:
     calls = ensemble.plan_calls(group, train, dataset, memory_budget=budget)
     plans.append(GroupPlan(group, dataset, train, calls))
   references = {c.config_id: naive_baselines(c, datasets[data_lib.data_key(c)]) for c in study.configs}
-  return Plan(study, plans, fingerprints, {c: b for c, b in references.items() if b})
+  notes = {c.config_id: gaps for c in study.configs
+           if (gaps := _gap_note(datasets[data_lib.data_key(c)].metadata))}
+  return Plan(study, plans, fingerprints, {c: b for c, b in references.items() if b}, notes)
+
+
+def _gap_note(metadata: Mapping[str, Any]) -> dict[str, Any]:
+  """What was done about gaps in a CSV series (`data.options.fill`), for the manifest and report."""
+  if not metadata.get("fill"):
+    return {}
+  return {"fill": metadata["fill"], "gaps": dict(metadata.get("gaps") or {}),
+          "filled": dict(metadata.get("filled") or {}), "dropped_rows": int(metadata.get("dropped_rows") or 0)}
 
 
 def naive_baselines(config, dataset: Dataset) -> dict[str, Any]:
@@ -420,13 +431,13 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
       existing = None
     if existing:
       folder = store.RunFolder(out, existing)
-      _update_study(folder, study_spec, log, plan.baselines)
+      _update_study(folder, study_spec, log, plan.baselines, plan.data_notes)
       folder.write_configs(plan.study.configs)  # a run killed while creating the folder left some out
     else:
       folder = store.RunFolder.create(out, study=study_spec, configs=plan.study.configs,
                                       groups=groups, environment=env)
-      if plan.baselines:
-        folder.manifest["baselines"] = plan.baselines
+      if plan.baselines or plan.data_notes:
+        folder.manifest.update(baselines=plan.baselines, data_notes=plan.data_notes)
         folder.write_manifest()
   except OSError as e:
     raise UsageError(f"cannot write --out {out}: {e.strerror or e}") from None
@@ -434,13 +445,14 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
 
 
 def _update_study(folder: store.RunFolder, spec: dict, log: Callable[[str], None],
-                  baselines: dict[str, Any]) -> None:
-  """Grow the folder to the requested repeats, score as requested, record the baselines (same study)."""
+                  baselines: dict[str, Any], data_notes: dict[str, Any]) -> None:
+  """Grow the folder to the requested repeats, score as requested, record baselines and data notes."""
   study = folder.manifest["study"]
   changed = False
-  if baselines and folder.manifest.get("baselines") != baselines:
-    folder.manifest["baselines"] = baselines
-    changed = True
+  for key, value in (("baselines", baselines), ("data_notes", data_notes)):
+    if value and folder.manifest.get(key) != value:
+      folder.manifest[key] = value
+      changed = True
   if spec["repeats"] > study["repeats"]:
     log(f"growing from {study['repeats']} to {spec['repeats']} repeats per config: only the new repeats "
         "train; the first ones are kept as they are")

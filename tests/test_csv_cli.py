@@ -1,5 +1,6 @@
 """A CSV series straight through the CLI (`--data FILE --column NAME`), and malformed CSVs."""
 import csv
+import json
 import re
 
 import numpy as np
@@ -88,6 +89,11 @@ def test_csv_with_gaps_trains_with_fill_interpolate(tmp_path):
   ds = problems.make("csv", path=str(data), column="co2", date_column="date", n_in=10, fill="interpolate")
   assert ds.metadata["gaps"] == {"co2": 4} and ds.metadata["filled"] == {"co2": 4}
   assert np.isfinite(ds.x_train).all() and ds.metadata["rows"] == 150
+  # Recorded in the manifest and stated in the report.
+  notes = json.loads((out / "manifest.json").read_text())["data_notes"]
+  assert list(notes.values()) == [{"fill": "interpolate", "gaps": {"co2": 4}, "filled": {"co2": 4},
+                                   "dropped_rows": 0}]
+  assert "- data: 4 gap(s) (co2: 4) filled by linear interpolation" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("value, message", [
