@@ -563,13 +563,25 @@ def format_summary(run_dir: Path) -> str:
   return head + "\n" + table.to_string(float_format=lambda v: f"{v:.6g}")
 
 
+PLOTS_MODES = ("background", "wait")
+
+
+def default_plots_mode() -> str:
+  """How the sweep draws its plots unless told: $JAXLSTM_PLOTS ("background" or "wait"), else background."""
+  mode = os.environ.get("JAXLSTM_PLOTS", "").strip().lower()
+  return mode if mode in PLOTS_MODES else "background"
+
+
 def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, quiet: bool, cache: bool,
-              stdout: TextIO, stderr: TextIO) -> int:
+              stdout: TextIO, stderr: TextIO, plots: str | None = None) -> int:
   """Train a planned study into `out` (creating, resuming, growing or replacing it) and report.
 
   Ends, whenever every config is done, with the tables, plots and report.md rebuilt
   from the folder's files if they do not cover its current state (a run killed after
   its last commit leaves them stale), and the run marked finished in the manifest.
+  With `plots="background"` (the default) the tables and report.md are written before
+  returning and a detached process draws the PNGs the page links (`report.start_renderer`);
+  a rerun, or `python -m jaxlstm.report`, draws any that are missing or failed.
 
   Returns:
     The exit status: 0 done, 130 interrupted (rerun the same command to continue).
@@ -591,11 +603,14 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
     trained = run_plan(plan, folder, env, log=log, progress=progress)
     if not trained:
       log("every config is already done: nothing to train")
+    plots = plots or default_plots_mode()
     state = report_state(folder)
     if folder.manifest.get("report") != state or not _report_files_present(out):
-      _write_report(out, log)
+      _write_report(out, log, plots)
       folder.manifest["report"] = state
       folder.write_manifest()
+    else:
+      _check_plots(out, log, plots)
     if len(folder.done_ids()) == len(plan.study.configs) and "finished" not in folder.manifest:
       folder.finish(now(), state)
     print(format_summary(out), file=stdout)
@@ -640,12 +655,32 @@ def _tidy(folder: store.RunFolder, env: dict, log: Callable[[str], None]) -> Non
         + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
 
 
-def _write_report(out: Path, log: Callable[[str], None]) -> None:
-  """Rebuild every table, then the plots and report.md; a report failure never costs results."""
+def _write_report(out: Path, log: Callable[[str], None], plots: str = "wait") -> None:
+  """Rebuild every table, then report.md and the plots; a report failure never costs results.
+
+  `plots="background"` writes report.md at once (linking the plots it will have) and
+  leaves the drawing to a detached renderer; "wait" draws them here.
+  """
+  from jaxlstm import report
+  tables.write_all(out)
+  if plots == "wait":
+    _draw_now(out, log)
+    return
+  try:
+    report.write_report(out, draw=False)
+  except Exception as e:  # the report is derived: a failure must not cost the results
+    log(f"warning: report not written ({type(e).__name__}: {e}); "
+        f"rebuild it with python -m jaxlstm.report {out}")
+    return
+  if _links_plots(out):  # drawn again even where PNGs exist: they show the previous state
+    _start_renderer(out, log)
+
+
+def _draw_now(out: Path, log: Callable[[str], None]) -> None:
+  """Draw the plots and write report.md in this process, logging any plot that failed."""
   import warnings
 
   from jaxlstm import report
-  tables.write_all(out)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", report.PlotWarning)
     try:
@@ -656,3 +691,38 @@ def _write_report(out: Path, log: Callable[[str], None]) -> None:
   for w in caught:
     if issubclass(w.category, report.PlotWarning):
       log(f"warning: {w.message}")
+
+
+def _links_plots(out: Path) -> bool:
+  try:
+    return "](plots/" in (out / "report.md").read_text(encoding="utf-8")
+  except OSError:
+    return False
+
+
+def _start_renderer(out: Path, log: Callable[[str], None]) -> None:
+  from jaxlstm import report
+  try:
+    pid = report.start_renderer(out)
+  except OSError as e:  # no process to spare: draw here rather than not at all
+    log(f"warning: cannot start the plot renderer ({e}); drawing the plots now")
+    _draw_now(out, log)
+    return
+  log(f"drawing the plots in the background (pid {pid}) into {out / 'plots'}; "
+      f"python -m jaxlstm.report {out} redraws them")
+
+
+def _check_plots(out: Path, log: Callable[[str], None], plots: str) -> None:
+  """Draw again the plots of an up-to-date report that a renderer failed to draw or never finished."""
+  from jaxlstm import report
+  status = report.render_status(out) or {}
+  if status.get("status") == "failed":
+    errors = "; ".join(status.get("errors") or []) or "no message"
+    log(f"warning: drawing the plots failed last time ({errors}; see {out / report.RENDER_LOG}); "
+        "drawing them again")
+  elif not report.missing_plots(out) or report.renderer_running(out):
+    return
+  if plots == "wait":
+    _draw_now(out, log)
+  else:
+    _start_renderer(out, log)
