@@ -535,7 +535,8 @@ def run_plan(plan: Plan, folder: store.RunFolder, env: dict, *, log: Callable[[s
         (folder.path / "state").rmdir()  # only when no other group's steps are left
       except OSError:
         pass
-    tables.write_running(folder.path)
+    if number < len(todo):  # after the last group, the full tables are written next anyway
+      tables.write_running(folder.path)
     progress.finish_group()
     progress.clear()
     log(f"group {number}/{len(todo)} done: {info.compiles} compile(s) in {info.compile_seconds:.1f} s, "

@@ -467,7 +467,7 @@ def required_repeats(pilot: ArrayLike | None = None, *, half_width: float, relat
   if std is None:
     std = float(np.std(values, ddof=DDOF)) if values.size >= 2 else _NAN
   target = half_width * abs(mean) if relative else float(half_width)
-  z = stats.norm.ppf((1 + confidence) / 2)
+  z = special.ndtri((1 + confidence) / 2)  # stats.norm.ppf's own kernel, without importing scipy.stats
   n_normal = float((z * std / target) ** 2)
   result = dict(target=target, std=float(std), mean=mean, n_normal=n_normal,
                 n_pilot=int(values.size), n_diverged=n_diverged, confidence=confidence,

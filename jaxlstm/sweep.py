@@ -163,6 +163,7 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int
       members = len(study.configs) * study.repeats
       print(f"{PROG}: study {study.name}: {len(study.configs)} config(s) x {study.repeats} repeats = "
             f"{members} members, seed {study.seed} -> {out}", file=stderr, flush=True)
+    if not args.dry_run:
       _prefetch()
     from jaxlstm import runner
     plan = runner.plan_study(study)
