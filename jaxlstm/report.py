@@ -874,6 +874,7 @@ def write_all(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
 
 RENDER_STATUS = ".plots-status.json"
 RENDER_LOG = ".plots-render.log"
+STARTUP_SECONDS = 60  # a renderer that has not recorded its pid by then never started
 
 
 def render_status(run_dir: str | Path) -> dict | None:
@@ -897,6 +898,12 @@ def renderer_running(run_dir: str | Path) -> bool:
   status = render_status(run_dir)
   if not status or status.get("status") != "running":
     return False
+  if status.get("pid") is None:  # starting: alive unless it never got going
+    try:
+      started = datetime.datetime.fromisoformat(status["time"])
+    except (KeyError, TypeError, ValueError):
+      return False
+    return (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() < STARTUP_SECONDS
   try:
     pid = int(status["pid"])
     os.kill(pid, 0)
@@ -928,6 +935,9 @@ def start_renderer(run_dir: str | Path, *, rng_seed: int = 0) -> int:
   package_root = str(Path(__file__).resolve().parent.parent)  # this jaxlstm, whatever sys.path says
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
+  # "running" before the process exists, so that nobody waits on the previous state;
+  # the process then records its pid, and at the end "done" or "failed".
+  _record_render(path, "running", pid=None)
   with open(path / RENDER_LOG, "wb") as log:
     proc = subprocess.Popen([sys.executable, "-m", PROG, "--background", "--rng-seed", str(rng_seed), str(path)],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
