@@ -29,6 +29,7 @@ from jaxlstm import metrics as metrics_lib
 from jaxlstm import data as data_lib
 from jaxlstm.ensemble import Group
 from jaxlstm.problems import Dataset
+from jaxlstm.store import study_differences  # noqa: F401  (kept here: where callers look for it)
 from jaxlstm.study import Study, UsageError
 from jaxlstm.train import Train, make_train
 
@@ -64,14 +65,20 @@ class Plan:
     return sum(g.compiles for g in self.groups)
 
 
-def plan_study(study: Study, *, memory_budget: int | None = None) -> Plan:
+def plan_study(study: Study, *, memory_budget: int | None = None, datasets: dict | None = None) -> Plan:
   """Resolve the data once, check every config against it and group configs by static shape.
 
   Everything that can be wrong with a config or its data is raised here
   (ConfigError / ValueError), before anything compiles.
+
+  Args:
+    study: the study.
+    memory_budget: bytes per call (default `ensemble.DEFAULT_MEMORY_BUDGET`).
+    datasets: `data.resolve_all(study.configs)` when the caller has it already.
   """
   budget = memory_budget or ensemble.DEFAULT_MEMORY_BUDGET
-  datasets = data_lib.resolve_all(study.configs)
+  if datasets is None:
+    datasets = data_lib.resolve_all(study.configs)
   fingerprints = {c.config_id: datasets[data_lib.data_key(c)].fingerprint for c in study.configs}
   plans = []
   for group in ensemble.plan(study.configs, study.repeats, pad_cells=True):
@@ -288,56 +295,6 @@ def _clock(seconds: float) -> str:
 # The results folder: open, compare, resume.
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-  if not isinstance(d, Mapping) or not d:
-    return {prefix.rstrip("."): d}
-  out = {}
-  for k, v in d.items():
-    out.update(_flatten(v, f"{prefix}{k}."))
-  return out
-
-
-def study_differences(old: Mapping, new: Mapping) -> list[str]:
-  """What makes two study specs different, in words (empty when they are the same study)."""
-  diffs = []
-  if old.get("base") != new.get("base"):
-    a, b = _flatten(old.get("base", {})), _flatten(new.get("base", {}))
-    fields = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    diffs.append("base config (" + "; ".join(f"{k}: {json.dumps(a.get(k))} in the folder, "
-                                             f"{json.dumps(b.get(k))} now" for k in fields[:4])
-                 + ("; ..." if len(fields) > 4 else "") + ")")
-  if old.get("grid") != new.get("grid"):
-    a, b = old.get("grid") or {}, new.get("grid") or {}
-    keys = [k for k in [*a, *[k for k in b if k not in a]] if a.get(k) != b.get(k)]
-    diffs.append("grid (" + "; ".join(f"{k}: {json.dumps(a.get(k))} in the folder, {json.dumps(b.get(k))} now"
-                                      for k in keys) + ")")
-  for key in ("random", "seed"):
-    if old.get(key) != new.get(key):
-      diffs.append(f"{key} ({json.dumps(old.get(key))} in the folder, {json.dumps(new.get(key))} now)")
-  if isinstance(new.get("repeats"), int) and isinstance(old.get("repeats"), int) and new["repeats"] < old["repeats"]:
-    diffs.append(f"repeats ({old['repeats']} in the folder, {new['repeats']} now: a folder's repeats can grow, "
-                 f"never shrink; rerun with --repeats {old['repeats']} or more)")
-  if old.get("data") != new.get("data") and old.get("configs") == new.get("configs"):
-    changed = [c for c in new.get("data", {}) if old.get("data", {}).get(c) != new["data"][c]]
-    diffs.append(f"data (the dataset of {len(changed)} config(s) has a different fingerprint)")
-  if not diffs and old.get("configs") != new.get("configs"):
-    diffs.append("configs (the grid resolves to different config ids)")
-  return diffs
-
-
-def _check_writable(out: Path) -> None:
-  """Raise UsageError unless `out` can be created or written, without creating anything."""
-  probe = out
-  while not probe.exists():
-    if probe.parent == probe:
-      break
-    probe = probe.parent
-  if probe.exists() and not probe.is_dir():
-    raise UsageError(f"cannot write --out {out}: {probe} is not a directory")
-  if not os.access(probe, os.W_OK | os.X_OK):
-    raise UsageError(f"cannot write --out {out}: {probe} is not writable")
-
-
 def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite: bool,
                 log: Callable[[str], None]) -> tuple[store.RunFolder, Any]:
   """Create, replace or resume the results folder; refuse one holding another study.
@@ -347,28 +304,10 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
   Returns:
     The folder and the lock held on it (close it when done).
   """
-  _check_writable(out)
-  existing = None
-  if out.exists():
-    if not out.is_dir():
-      raise UsageError(f"--out {out} exists and is not a directory")
-    try:
-      existing = store.RunFolder.read_manifest(out)
-    except store.ForeignFolder as e:
-      raise UsageError(f"--out {out} is not a jaxlstm results folder: {e} A folder that is not ours is "
-                       "never replaced or deleted, even with --overwrite; choose another --out") from None
-    if existing is None and any(p.name != ".lock" for p in out.iterdir()):
-      raise UsageError(f"--out {out} exists and is not a jaxlstm results folder (no manifest.json); "
-                       "choose another --out (it is never deleted, even with --overwrite)")
-    links = store.symlinks(out)
-    if links:
-      raise UsageError(f"--out {out} contains a symbolic link ({links[0]}); jaxlstm writes only into "
-                       "folders of its own: remove the link or choose another --out")
-  if existing and not overwrite:
-    diffs = study_differences(existing["study"], study_spec)
-    if diffs:
-      raise UsageError(f"--out {out} holds a different study: {'; '.join(diffs)}. "
-                       "Pass --overwrite to replace it, or choose another --out")
+  try:
+    existing = store.check_folder(out, study_spec, overwrite=overwrite)
+  except store.FolderRefused as e:
+    raise UsageError(str(e)) from None
   groups = [{"configs": [c.config_id for c in g.group.configs], "cells": g.group.cells,
              "padded": g.group.padded, "members": g.group.members, "planned_compiles": g.compiles}
             for g in plan.groups]

@@ -158,16 +158,22 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int
       return 0
     study = study_lib.make_study(args)
     out = Path(args.out) if args.out else study.default_out()
-    if not (args.quiet or args.dry_run):
-      # The plan in a line before jax is imported (~1 s) and anything compiles.
-      members = len(study.configs) * study.repeats
-      print(f"{PROG}: study {study.name}: {len(study.configs)} config(s) x {study.repeats} repeats = "
-            f"{members} members, seed {study.seed} -> {out}", file=stderr, flush=True)
+    # What can be checked without jax is checked before the plan line, so that bad
+    # input still gets one line: the data (numpy) and whether --out may be used.
+    from jaxlstm import data as data_lib
+    from jaxlstm import store
+    datasets = data_lib.resolve_all(study.configs)
     if not args.dry_run:
+      fingerprints = {c.config_id: datasets[data_lib.data_key(c)].fingerprint for c in study.configs}
+      store.check_folder(out, dict(study.spec(), data=fingerprints), overwrite=args.overwrite)
+      if not args.quiet:
+        # The plan in a line before jax is imported (~1 s) and anything compiles.
+        print(f"{PROG}: study {study.name}: {len(study.configs)} config(s) x {study.repeats} repeats = "
+              f"{len(study.configs) * study.repeats} members, seed {study.seed} -> {out}", file=stderr, flush=True)
       _prefetch()
     from jaxlstm import runner
-    plan = runner.plan_study(study)
-  except (UsageError, ConfigError, ValueError) as e:
+    plan = runner.plan_study(study, datasets=datasets)
+  except (UsageError, ConfigError, ValueError) as e:  # store.FolderRefused is a ValueError
     return fail(str(e))
   if args.dry_run:
     runner.describe_plan(plan, stdout)
