@@ -66,10 +66,13 @@ def run_child(args: list[str], *, timeout: float, env: dict | None = None, cwd: 
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=full_env,
                             cwd=str(cwd or ROOT), start_new_session=True)
     status, usage = None, None
+    first_output = None
     while True:
       pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
       if pid:
         break
+      if first_output is None and os.fstat(out.fileno()).st_size > 0:
+        first_output = time.perf_counter() - t0  # the first line the user sees (to within 20 ms)
       if time.perf_counter() - t0 > timeout:
         os.killpg(proc.pid, 9)
         os.wait4(proc.pid, 0)
@@ -87,6 +90,8 @@ def run_child(args: list[str], *, timeout: float, env: dict | None = None, cwd: 
     raise RuntimeError(f"exit {proc.returncode}: {' '.join(args)}\n{text[-3000:]}")
   result = json.loads(lines[-1][len("RESULT "):])
   result["wall_s"] = wall
+  result["first_output_s"] = first_output if first_output is not None else (wall if text else None)
+  result["cpu_s"] = usage.ru_utime + usage.ru_stime  # the child's own CPU (not a detached grandchild's)
   result["child_peak_rss_mib"] = usage.ru_maxrss / 1024
   result.setdefault("peak_rss_mib", result["child_peak_rss_mib"])
   return result
@@ -197,3 +202,22 @@ def replace_section(name: str, body: str, path: Path = RESULTS_MD) -> None:
   else:
     text = text.rstrip() + "\n\n" + block + "\n"
   path.write_text(text)
+
+
+def wait_for_plots(out: Path, t0: float, timeout: float = 300.0) -> float | None:
+  """Wait for a sweep's background plot renderer to finish; seconds from `t0` (perf_counter) or None.
+
+  The renderer outlives the CLI process: a benchmark waits for it so that it never
+  runs beside the next measurement, and reports when the plots were there.
+  """
+  status_file = Path(out) / ".plots-status.json"
+  deadline = time.perf_counter() + timeout
+  while time.perf_counter() < deadline:
+    try:
+      status = json.loads(status_file.read_text()).get("status")
+    except (OSError, ValueError):
+      status = None if not (Path(out) / "plots" / "scores.png").is_file() else "done"
+    if status in ("done", "failed"):
+      return time.perf_counter() - t0
+    time.sleep(0.05)
+  return None

@@ -43,15 +43,38 @@ print("RESULT " + json.dumps({"compile_s": info.compile_seconds, "run_s": info.r
 
 def measure(kind: str, source: Path, w2_epochs: int, tmp: Path) -> dict:
   env = {"PYTHONPATH": str(source), "JAX_PLATFORMS": "cpu", "JAXLSTM_NO_CACHE": "1"}
-  if kind == "cli":
+  if kind in ("cli", "cli-warm"):
+    # As a user runs it (no --quiet: the first line's time is measured). Cold: no cache;
+    # warm: a cache of this side's own, primed before the rounds (`prime`).
     out = tmp / f"run-{time.monotonic_ns()}"
-    r = common.run_child([sys.executable, "-m", "jaxlstm.sweep", "--repeats", "30", "--out", str(out),
-                          "--quiet", "--no-cache"], timeout=600, env=env, cwd=source, expect_result=False)
+    extra = ["--no-cache"]
+    if kind == "cli-warm":
+      env = {"PYTHONPATH": str(source), "JAX_PLATFORMS": "cpu", "XDG_CACHE_HOME": str(_warm_cache(tmp, source))}
+      extra = []
+    t0 = time.perf_counter()
+    r = common.run_child([sys.executable, "-m", "jaxlstm.sweep", "--repeats", "30", "--out", str(out), *extra],
+                         timeout=600, env=env, cwd=source, expect_result=False)
+    plots = common.wait_for_plots(out, t0)  # never beside the next measurement
     group = json.loads((out / "manifest.json").read_text())["groups"][0]
-    return {"wall_s": r["wall_s"], "compile_s": group["compile_seconds"], "run_s": group["run_seconds"]}
+    return {"wall_s": r["wall_s"], "first_line_s": r["first_output_s"], "cpu_s": r["cpu_s"],
+            "plots_s": plots, "compile_s": group["compile_seconds"], "run_s": group["run_seconds"]}
   r = common.run_child([sys.executable, "-c", W2_CHILD, str(common.HERE), str(w2_epochs)], timeout=900,
                        env=env, cwd=source)
   return {"wall_s": r["wall_s"], "compile_s": r["compile_s"], "run_s": r["run_s"]}
+
+
+def _warm_cache(tmp: Path, source: Path) -> Path:
+  return tmp / f"xdg-{abs(hash(str(source)))}"
+
+
+def prime(source: Path, tmp: Path) -> None:
+  """Fill a side's warm cache with one run of the default study."""
+  out = tmp / f"prime-{time.monotonic_ns()}"
+  env = {"PYTHONPATH": str(source), "JAX_PLATFORMS": "cpu", "XDG_CACHE_HOME": str(_warm_cache(tmp, source))}
+  t0 = time.perf_counter()
+  common.run_child([sys.executable, "-m", "jaxlstm.sweep", "--repeats", "30", "--out", str(out), "--quiet"],
+                   timeout=600, env=env, cwd=source, expect_result=False)
+  common.wait_for_plots(out, t0)
 
 
 def main(argv=None) -> None:
@@ -60,6 +83,7 @@ def main(argv=None) -> None:
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--w2-epochs", type=int, default=2)
   parser.add_argument("--skip-w2", action="store_true")
+  parser.add_argument("--kinds", default="cli,cli-warm,w2", help="comma-separated: cli, cli-warm, w2")
   args = parser.parse_args(argv)
   with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
@@ -68,13 +92,17 @@ def main(argv=None) -> None:
                    check=True, capture_output=True)
     try:
       sides = {"old": old_tree, "new": common.ROOT}
-      kinds = ["cli"] + ([] if args.skip_w2 else ["w2"])
+      kinds = [k for k in args.kinds.split(",") if not (args.skip_w2 and k == "w2")]
       results = {(s, k): [] for s in sides for k in kinds}
+      if "cli-warm" in kinds:
+        for source in sides.values():
+          prime(source, tmp)
       for r in range(args.rounds):
         order = list(sides) if r % 2 == 0 else list(reversed(sides))
         for kind in kinds:
           for side in order:
-            results[(side, kind)].append(measure(kind, sides[side], args.w2_epochs, tmp))
+            load = common.loadavg()
+            results[(side, kind)].append(dict(measure(kind, sides[side], args.w2_epochs, tmp), load=load))
             print(f"round {r + 1} {kind} {side}: {results[(side, kind)][-1]} (load {common.loadavg():.2f})",
                   flush=True)
     finally:
@@ -82,14 +110,19 @@ def main(argv=None) -> None:
                      capture_output=True)
   rows = []
   for kind in kinds:
-    for field in ("wall_s", "compile_s", "run_s"):
-      old = [m[field] for m in results[("old", kind)]]
-      new = [m[field] for m in results[("new", kind)]]
+    for field in ("wall_s", "first_line_s", "cpu_s", "plots_s", "compile_s", "run_s"):
+      old = [m[field] for m in results[("old", kind)] if m.get(field) is not None]
+      new = [m[field] for m in results[("new", kind)] if m.get(field) is not None]
+      if not old or not new:
+        continue
       rows.append([kind, field, statistics.median(old), f"{min(old):.2f}–{max(old):.2f}",
                    statistics.median(new), f"{min(new):.2f}–{max(new):.2f}",
                    f"{statistics.median(new) / statistics.median(old):.2f}"])
+  loads = [m["load"] for runs in results.values() for m in runs]
   print(f"\n{args.old} (old) against the working tree (new), {args.rounds} alternating rounds, "
-        f"load {common.loadavg():.2f} at the end; cli = default study, w2 = {args.w2_epochs} epochs of W2\n")
+        f"1-minute load {min(loads):.2f}–{max(loads):.2f} before the measurements; cli = default study "
+        f"(cold: no cache; cli-warm: primed cache), w2 = {args.w2_epochs} epochs of W2; first_line_s = "
+        f"first output line, plots_s = plots on disk (old: before the command returned)\n")
   print(common.markdown_table(["work", "seconds", "old median", "old min–max", "new median", "new min–max",
                                "new / old"], rows))
 

@@ -28,6 +28,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import re
 import shlex
 import sys
@@ -38,14 +39,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.figure
 import numpy as np
 import pandas as pd
 
 # A dotted import: it loads the submodule itself, never through the package's lazy
 # __getattr__ (which, as first committed, recursed on "stats").
 import jaxlstm.stats as stats
-from jaxlstm import diagnose, metrics, plots, store, tables
+from jaxlstm import diagnose, metrics, store, tables
 from jaxlstm.tables import ALPHA, CONFIDENCE, MAX_ALL_PAIRS, POI_RESAMPLES
 
 PROG = "jaxlstm.report"
@@ -55,6 +55,19 @@ GAMMA = 0.75                # P(A better than B) at or above this reads as a cle
 CURVE_RESAMPLES = 1000      # bootstrap resamples of the repeats-convergence band
 RELATIVE_TARGET = 0.05      # "how many repeats for a CI of the mean within ±5% of the mean"
 MAX_PANELS = 12             # panels per figure; beyond, the best configs are shown
+
+
+def __getattr__(name: str):
+  # `report.plots` (matplotlib, ~1 s of import) loads on first use: report.md alone,
+  # as the sweep writes it before the background renderer draws, never needs it.
+  if name == "plots":
+    import jaxlstm.plots
+    return jaxlstm.plots
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _plots():
+  return sys.modules[__name__].plots
 
 
 class ReportError(ValueError):
@@ -289,6 +302,7 @@ def required(run: RunData) -> dict[str, stats.RequiredRepeats | str]:
 def _new_grid(n: int, ncols: int = 3, size: tuple[float, float] = (5.0, 3.6)) -> np.ndarray:
   ncols = max(1, min(ncols, n))
   nrows = -(-n // ncols)
+  import matplotlib.figure
   fig = matplotlib.figure.Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
   axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
   for ax in axes.flat[n:]:
@@ -304,7 +318,7 @@ def _log_axis(*curves: np.ndarray) -> bool:
 
 def plot_scores(run: RunData):
   """Draw the box plot of the final scores per config (seed points, n / diverged per tick)."""
-  ax = plots.scores_box({run.labels[c]: run.scores[c] for c in run.done},
+  ax = _plots().scores_box({run.labels[c]: run.scores[c] for c in run.done},
                         diverged={run.labels[c]: run.diverged[c] for c in run.done},
                         ylabel=f"{run.score} {run.metric}")
   ax.set_title(f"{run.score} {run.metric} per config ({run.repeats} repeats; "
@@ -332,7 +346,7 @@ def plot_curves(run: RunData, configs: Sequence[str], best: str | None):
       ax.set_xticks([])
       ax.set_yticks([])
       continue
-    plots.learning_curves(train, val, title=title, ylabel=run.train_metric,
+    _plots().learning_curves(train, val, title=title, ylabel=run.train_metric,
                           log=_log_axis(train, val), ax=ax)
   return axes
 
@@ -355,7 +369,7 @@ def plot_repeats(run: RunData, configs: Sequence[str], best: str | None, rng: np
       ax.set_xticks([])
       ax.set_yticks([])
       continue
-    plots.repeats_convergence(finite, ylabel=f"{run.score} {run.metric}", ax=ax)
+    _plots().repeats_convergence(finite, ylabel=f"{run.score} {run.metric}", ax=ax)
     twin = ax.figure.axes[-1]  # the twin repeats_convergence has just added
     curve = stats.repeats_curve(finite, rng=rng, n_resamples=CURVE_RESAMPLES, confidence=CONFIDENCE,
                                 higher_is_better=run.higher_is_better)
@@ -377,14 +391,14 @@ def plot_diagnosis(run: RunData):
   """Draw the verdict shares per config (diagnosis.csv)."""
   frame = run.diagnosis[["config_id", "verdict"]].copy()
   frame["config"] = [run.labels[c] for c in frame["config_id"]]
-  ax = plots.diagnosis_overview(frame[["config", "verdict"]])
+  ax = _plots().diagnosis_overview(frame[["config", "verdict"]])
   ax.set_title("learning-curve verdicts per config")
   return ax
 
 
 def plot_prob(run: RunData, configs: Sequence[str]):
   """Draw the P(row better than column) matrix of `configs`."""
-  ax = plots.prob_improvement_matrix(prob_matrix(run, configs))
+  ax = _plots().prob_improvement_matrix(prob_matrix(run, configs))
   ax.set_title(f"P(row better than column), {run.score} {run.metric}")
   return ax
 
@@ -396,7 +410,7 @@ def _save(run_dir: Path, name: str, draw: Callable[[], Any]) -> str | None:
     The path relative to the folder, or None when the plot failed.
   """
   try:
-    plots.save(draw(), run_dir / "plots" / name)
+    _plots().save(draw(), run_dir / "plots" / name)
   except Exception as e:  # plots are derived: report what failed and go on
     warnings.warn(f"plot {name} not written ({type(e).__name__}: {e})", PlotWarning, stacklevel=2)
     return None
@@ -884,7 +898,7 @@ def _files_section(others: Sequence[str]) -> list[str]:
 # Everything.
 
 
-def write_report(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
+def write_report(run_dir: str | Path, *, rng_seed: int = 0, draw: bool = True, record: bool = True) -> Path:
   """Draw the plots and write report.md of a results folder from its tables.
 
   Safe to run at any time (after each group, after a crash, on a copy): it only
@@ -896,6 +910,11 @@ def write_report(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
     run_dir: the results folder (its tables written by `jaxlstm.tables`).
     rng_seed: the seed the tables' bootstrap used (stated on the page); the
       convergence bands draw from `default_rng(rng_seed + 1)`.
+    draw: False writes report.md only, linking every plot it would draw (no
+      matplotlib): what the sweep does before a background renderer
+      (`start_renderer`) draws them and rewrites the page where one failed.
+    record: after drawing, record "done" / "failed" in a folder's render status
+      (the background renderer records its own final state instead).
 
   Returns:
     The path of report.md.
@@ -911,19 +930,27 @@ def write_report(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
   ranked = _ranked(run)
   best = ranked[0] if ranked and math.isfinite(run.summary[ranked[0]].mean) else None
   shown = _shown(run)
+  drawn: list[str | None] = []
+
+  def save(name: str, fn: Callable[[], Any]) -> str | None:
+    if not draw:
+      return f"plots/{name}"
+    drawn.append(_save(path, name, fn))
+    return drawn[-1]
+
   paths: dict[str, Any] = {"scores": None, "curves": [], "repeats": None, "diagnosis": None,
                            "prob": None}
   if run.done:
-    paths["scores"] = _save(path, "scores.png", lambda: plot_scores(run))
+    paths["scores"] = save("scores.png", lambda: plot_scores(run))
     if run.diagnosis is not None and run.train_metric and run.val_metric:
       for page, start in enumerate(range(0, len(run.done), MAX_PANELS)):
         chunk = run.done[start:start + MAX_PANELS]
         name = "curves.png" if page == 0 else f"curves-{page + 1}.png"
-        paths["curves"].append(_save(path, name, lambda chunk=chunk: plot_curves(run, chunk, best)))
-      paths["diagnosis"] = _save(path, "diagnosis.png", lambda: plot_diagnosis(run))
-    paths["repeats"] = _save(path, "repeats.png", lambda: plot_repeats(run, shown, best, rng))
+        paths["curves"].append(save(name, lambda chunk=chunk: plot_curves(run, chunk, best)))
+      paths["diagnosis"] = save("diagnosis.png", lambda: plot_diagnosis(run))
+    paths["repeats"] = save("repeats.png", lambda: plot_repeats(run, shown, best, rng))
     if len(run.done) >= 2:
-      paths["prob"] = _save(path, "prob_improvement.png", lambda: plot_prob(run, shown))
+      paths["prob"] = save("prob_improvement.png", lambda: plot_prob(run, shown))
 
   lines = _what_ran(run) + _timings(run)
   if not run.done:
@@ -940,6 +967,10 @@ def write_report(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
     lines += _stops_section(run)
     lines += _diagnosis_section(run, per_config, paths["curves"], paths["diagnosis"])
   lines += _method_section(run, rng_seed, run.against)
+  if drawn and record:  # a later drawing replaces what a failed background render left
+    failed = [name for name in drawn if name is None]
+    _record_render(path, "failed" if failed else "done", only_if_present=True,
+                   errors=["a plot could not be drawn"] * len(failed))
   plots_dir = path / "plots"
   others = sorted(f"plots/{p.name}" for p in plots_dir.glob("*.png")) if plots_dir.is_dir() else []
   linked = set(re.findall(r"\]\((plots/[^)]+)\)", "\n".join(lines)))
@@ -964,6 +995,107 @@ def write_all(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
 
 
 # ---------------------------------------------------------------------------
+# Drawing the plots in the background.
+#
+# The sweep writes the tables and report.md (`write_report(draw=False)`, linking the
+# plots it will have) and returns; a detached `python -m jaxlstm.report --background DIR`
+# then draws the PNGs (~3 s of matplotlib the user need not wait for) and rewrites the
+# page only where a plot failed. Its state is kept in RENDER_STATUS: "running" (with its
+# pid), "done" or "failed" (with the warnings; its output is in RENDER_LOG). A rerun of
+# the sweep, or `python -m jaxlstm.report DIR`, draws whatever is missing or failed.
+
+RENDER_STATUS = ".plots-status.json"
+RENDER_LOG = ".plots-render.log"
+STARTUP_SECONDS = 60  # a renderer that has not recorded its pid by then never started
+
+
+def render_status(run_dir: str | Path) -> dict | None:
+  """The background renderer's last state of a folder (None if it never ran there)."""
+  try:
+    status = store.read_json(Path(run_dir, RENDER_STATUS))
+  except (OSError, ValueError):
+    return None
+  return status if isinstance(status, dict) else None
+
+
+def _record_render(run_dir: Path, status: str, *, only_if_present: bool = False, **extra) -> None:
+  if only_if_present and not (run_dir / RENDER_STATUS).is_file():
+    return  # a folder never rendered in the background keeps no status file
+  store.write_json(run_dir / RENDER_STATUS, {"status": status, "time": datetime.datetime.now(
+      datetime.timezone.utc).isoformat(timespec="milliseconds"), **extra})
+
+
+def renderer_running(run_dir: str | Path) -> bool:
+  """Whether a background renderer of this folder is alive now."""
+  status = render_status(run_dir)
+  if not status or status.get("status") != "running":
+    return False
+  if status.get("pid") is None:  # starting: alive unless it never got going
+    try:
+      started = datetime.datetime.fromisoformat(status["time"])
+    except (KeyError, TypeError, ValueError):
+      return False
+    return (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() < STARTUP_SECONDS
+  try:
+    pid = int(status["pid"])
+    os.kill(pid, 0)
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path("/proc").is_dir() else b"jaxlstm.report"
+  except (KeyError, TypeError, ValueError, OSError):
+    return False
+  return b"jaxlstm.report" in cmdline  # not a recycled pid
+
+
+def missing_plots(run_dir: str | Path) -> list[str]:
+  """Plots report.md links that are not on disk (relative paths, in page order)."""
+  path = Path(run_dir)
+  try:
+    text = (path / "report.md").read_text(encoding="utf-8")
+  except OSError:
+    return []
+  return [p for p in dict.fromkeys(re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", text))
+          if not (path / p).is_file()]
+
+
+def start_renderer(run_dir: str | Path, *, rng_seed: int = 0) -> int:
+  """Draw a folder's plots in a detached process (it outlives the caller); returns its pid.
+
+  The process writes RENDER_STATUS ("running", then "done" or "failed") and its
+  output to RENDER_LOG in the folder.
+  """
+  import subprocess
+  path = Path(run_dir).absolute()
+  package_root = str(Path(__file__).resolve().parent.parent)  # this jaxlstm, whatever sys.path says
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
+  # "running" before the process exists, so that nobody waits on the previous state;
+  # the process then records its pid, and at the end "done" or "failed".
+  _record_render(path, "running", pid=None)
+  with open(path / RENDER_LOG, "wb") as log:
+    proc = subprocess.Popen([sys.executable, "-m", PROG, "--background", "--rng-seed", str(rng_seed), str(path)],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True, close_fds=True)
+  return proc.pid
+
+
+def _render_in_background(run_dir: Path, rng_seed: int) -> int:
+  """The detached renderer: draw every plot, rewrite report.md where one failed, record the state."""
+  _record_render(run_dir, "running", pid=os.getpid())
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", PlotWarning)
+    try:
+      write_report(run_dir, rng_seed=rng_seed, record=False)  # the state is this process's to record
+    except Exception as e:  # the folder changed under us, or it is not ours: say so
+      _record_render(run_dir, "failed", errors=[f"{type(e).__name__}: {e}"])
+      print(f"{PROG}: error: {type(e).__name__}: {e}", file=sys.stderr)
+      return 1
+  errors = [str(w.message) for w in caught if issubclass(w.category, PlotWarning)]
+  for message in errors:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+  _record_render(run_dir, "failed" if errors else "done", errors=errors)
+  return 1 if errors else 0
+
+
+# ---------------------------------------------------------------------------
 # Command line.
 
 
@@ -978,6 +1110,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("run_dir", metavar="DIR", help="the results folder")
   parser.add_argument("--rng-seed", type=int, default=0,
                       help="seed of the bootstrap resampling (default 0)")
+  parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)  # the sweep's renderer
   return parser
 
 
@@ -996,6 +1129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   except SystemExit as e:  # --help
     return int(e.code or 0)
+  if args.background:
+    return _render_in_background(Path(args.run_dir), args.rng_seed)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", PlotWarning)
     try:

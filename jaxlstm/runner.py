@@ -29,6 +29,7 @@ from jaxlstm import metrics as metrics_lib
 from jaxlstm import data as data_lib
 from jaxlstm.ensemble import Group
 from jaxlstm.problems import Dataset
+from jaxlstm.store import study_differences  # noqa: F401  (kept here: where callers look for it)
 from jaxlstm.study import Study, UsageError
 from jaxlstm.train import Train, make_train
 
@@ -66,14 +67,20 @@ class Plan:
     return sum(g.compiles for g in self.groups)
 
 
-def plan_study(study: Study, *, memory_budget: int | None = None) -> Plan:
+def plan_study(study: Study, *, memory_budget: int | None = None, datasets: dict | None = None) -> Plan:
   """Resolve the data once, check every config against it and group configs by static shape.
 
   Everything that can be wrong with a config or its data is raised here
   (ConfigError / ValueError), before anything compiles.
+
+  Args:
+    study: the study.
+    memory_budget: bytes per call (default `ensemble.DEFAULT_MEMORY_BUDGET`).
+    datasets: `data.resolve_all(study.configs)` when the caller has it already.
   """
   budget = memory_budget or ensemble.DEFAULT_MEMORY_BUDGET
-  datasets = data_lib.resolve_all(study.configs)
+  if datasets is None:
+    datasets = data_lib.resolve_all(study.configs)
   fingerprints = {c.config_id: datasets[data_lib.data_key(c)].fingerprint for c in study.configs}
   plans = []
   for group in ensemble.plan(study.configs, study.repeats, pad_cells=True):
@@ -130,7 +137,7 @@ def naive_baselines(config, dataset: Dataset) -> dict[str, Any]:
 # compiler), the largest call (members x `ensemble.estimate_member_bytes`), and the
 # group's results on the host (histories and final states, held a few times over
 # while they are gathered, sliced and written).
-BASE_BYTES = 550 * 2**20
+BASE_BYTES = 520 * 2**20  # 550 before the sweep stopped importing matplotlib and scipy.stats (benchmarks/memory_model.py)
 HISTORY_COPIES = 4
 STATE_COPIES = 6
 
@@ -331,56 +338,6 @@ def _clock(seconds: float) -> str:
 # The results folder: open, compare, resume.
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-  if not isinstance(d, Mapping) or not d:
-    return {prefix.rstrip("."): d}
-  out = {}
-  for k, v in d.items():
-    out.update(_flatten(v, f"{prefix}{k}."))
-  return out
-
-
-def study_differences(old: Mapping, new: Mapping) -> list[str]:
-  """What makes two study specs different, in words (empty when they are the same study)."""
-  diffs = []
-  if old.get("base") != new.get("base"):
-    a, b = _flatten(old.get("base", {})), _flatten(new.get("base", {}))
-    fields = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    diffs.append("base config (" + "; ".join(f"{k}: {json.dumps(a.get(k))} in the folder, "
-                                             f"{json.dumps(b.get(k))} now" for k in fields[:4])
-                 + ("; ..." if len(fields) > 4 else "") + ")")
-  if old.get("grid") != new.get("grid"):
-    a, b = old.get("grid") or {}, new.get("grid") or {}
-    keys = [k for k in [*a, *[k for k in b if k not in a]] if a.get(k) != b.get(k)]
-    diffs.append("grid (" + "; ".join(f"{k}: {json.dumps(a.get(k))} in the folder, {json.dumps(b.get(k))} now"
-                                      for k in keys) + ")")
-  for key in ("random", "seed"):
-    if old.get(key) != new.get(key):
-      diffs.append(f"{key} ({json.dumps(old.get(key))} in the folder, {json.dumps(new.get(key))} now)")
-  if isinstance(new.get("repeats"), int) and isinstance(old.get("repeats"), int) and new["repeats"] < old["repeats"]:
-    diffs.append(f"repeats ({old['repeats']} in the folder, {new['repeats']} now: a folder's repeats can grow, "
-                 f"never shrink; rerun with --repeats {old['repeats']} or more)")
-  if old.get("data") != new.get("data") and old.get("configs") == new.get("configs"):
-    changed = [c for c in new.get("data", {}) if old.get("data", {}).get(c) != new["data"][c]]
-    diffs.append(f"data (the dataset of {len(changed)} config(s) has a different fingerprint)")
-  if not diffs and old.get("configs") != new.get("configs"):
-    diffs.append("configs (the grid resolves to different config ids)")
-  return diffs
-
-
-def _check_writable(out: Path) -> None:
-  """Raise UsageError unless `out` can be created or written, without creating anything."""
-  probe = out
-  while not probe.exists():
-    if probe.parent == probe:
-      break
-    probe = probe.parent
-  if probe.exists() and not probe.is_dir():
-    raise UsageError(f"cannot write --out {out}: {probe} is not a directory")
-  if not os.access(probe, os.W_OK | os.X_OK):
-    raise UsageError(f"cannot write --out {out}: {probe} is not writable")
-
-
 def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite: bool,
                 log: Callable[[str], None]) -> tuple[store.RunFolder, Any]:
   """Create, replace or resume the results folder; refuse one holding another study.
@@ -390,28 +347,10 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
   Returns:
     The folder and the lock held on it (close it when done).
   """
-  _check_writable(out)
-  existing = None
-  if out.exists():
-    if not out.is_dir():
-      raise UsageError(f"--out {out} exists and is not a directory")
-    try:
-      existing = store.RunFolder.read_manifest(out)
-    except store.ForeignFolder as e:
-      raise UsageError(f"--out {out} is not a jaxlstm results folder: {e} A folder that is not ours is "
-                       "never replaced or deleted, even with --overwrite; choose another --out") from None
-    if existing is None and any(p.name != ".lock" for p in out.iterdir()):
-      raise UsageError(f"--out {out} exists and is not a jaxlstm results folder (no manifest.json); "
-                       "choose another --out (it is never deleted, even with --overwrite)")
-    links = store.symlinks(out)
-    if links:
-      raise UsageError(f"--out {out} contains a symbolic link ({links[0]}); jaxlstm writes only into "
-                       "folders of its own: remove the link or choose another --out")
-  if existing and not overwrite:
-    diffs = study_differences(existing["study"], study_spec)
-    if diffs:
-      raise UsageError(f"--out {out} holds a different study: {'; '.join(diffs)}. "
-                       "Pass --overwrite to replace it, or choose another --out")
+  try:
+    existing = store.check_folder(out, study_spec, overwrite=overwrite)
+  except store.FolderRefused as e:
+    raise UsageError(str(e)) from None
   groups = [{"configs": [c.config_id for c in g.group.configs], "cells": g.group.cells,
              "padded": g.group.padded, "members": g.group.members, "planned_compiles": g.compiles}
             for g in plan.groups]
@@ -628,7 +567,8 @@ def run_plan(plan: Plan, folder: store.RunFolder, env: dict, *, log: Callable[[s
         (folder.path / "state").rmdir()  # only when no other group's steps are left
       except OSError:
         pass
-    tables.write_running(folder.path)
+    if number < len(todo):  # after the last group, the full tables are written next anyway
+      tables.write_running(folder.path)
     progress.finish_group()
     progress.clear()
     log(f"group {number}/{len(todo)} done: {info.compiles} compile(s) in {info.compile_seconds:.1f} s, "
@@ -656,13 +596,25 @@ def format_summary(run_dir: Path) -> str:
   return head + "\n" + table.to_string(float_format=lambda v: f"{v:.6g}")
 
 
+PLOTS_MODES = ("background", "wait")
+
+
+def default_plots_mode() -> str:
+  """How the sweep draws its plots unless told: $JAXLSTM_PLOTS ("background" or "wait"), else background."""
+  mode = os.environ.get("JAXLSTM_PLOTS", "").strip().lower()
+  return mode if mode in PLOTS_MODES else "background"
+
+
 def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, quiet: bool, cache: bool,
-              stdout: TextIO, stderr: TextIO) -> int:
+              stdout: TextIO, stderr: TextIO, plots: str | None = None) -> int:
   """Train a planned study into `out` (creating, resuming, growing or replacing it) and report.
 
   Ends, whenever every config is done, with the tables, plots and report.md rebuilt
   from the folder's files if they do not cover its current state (a run killed after
   its last commit leaves them stale), and the run marked finished in the manifest.
+  With `plots="background"` (the default) the tables and report.md are written before
+  returning and a detached process draws the PNGs the page links (`report.start_renderer`);
+  a rerun, or `python -m jaxlstm.report`, draws any that are missing or failed.
 
   Returns:
     The exit status: 0 done, 130 interrupted (rerun the same command to continue).
@@ -684,11 +636,14 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
     trained = run_plan(plan, folder, env, log=log, progress=progress)
     if not trained:
       log("every config is already done: nothing to train")
+    plots = plots or default_plots_mode()
     state = report_state(folder)
     if folder.manifest.get("report") != state or not _report_files_present(out):
-      _write_report(out, log)
+      _write_report(out, log, plots)
       folder.manifest["report"] = state
       folder.write_manifest()
+    else:
+      _check_plots(out, log, plots)
     if len(folder.done_ids()) == len(plan.study.configs) and "finished" not in folder.manifest:
       folder.finish(now(), state)
     print(format_summary(out), file=stdout)
@@ -733,12 +688,32 @@ def _tidy(folder: store.RunFolder, env: dict, log: Callable[[str], None]) -> Non
         + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
 
 
-def _write_report(out: Path, log: Callable[[str], None]) -> None:
-  """Rebuild every table, then the plots and report.md; a report failure never costs results."""
+def _write_report(out: Path, log: Callable[[str], None], plots: str = "wait") -> None:
+  """Rebuild every table, then report.md and the plots; a report failure never costs results.
+
+  `plots="background"` writes report.md at once (linking the plots it will have) and
+  leaves the drawing to a detached renderer; "wait" draws them here.
+  """
+  from jaxlstm import report
+  tables.write_all(out)
+  if plots == "wait":
+    _draw_now(out, log)
+    return
+  try:
+    report.write_report(out, draw=False)
+  except Exception as e:  # the report is derived: a failure must not cost the results
+    log(f"warning: report not written ({type(e).__name__}: {e}); "
+        f"rebuild it with python -m jaxlstm.report {out}")
+    return
+  if _links_plots(out):  # drawn again even where PNGs exist: they show the previous state
+    _start_renderer(out, log)
+
+
+def _draw_now(out: Path, log: Callable[[str], None]) -> None:
+  """Draw the plots and write report.md in this process, logging any plot that failed."""
   import warnings
 
   from jaxlstm import report
-  tables.write_all(out)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", report.PlotWarning)
     try:
@@ -749,3 +724,38 @@ def _write_report(out: Path, log: Callable[[str], None]) -> None:
   for w in caught:
     if issubclass(w.category, report.PlotWarning):
       log(f"warning: {w.message}")
+
+
+def _links_plots(out: Path) -> bool:
+  try:
+    return "](plots/" in (out / "report.md").read_text(encoding="utf-8")
+  except OSError:
+    return False
+
+
+def _start_renderer(out: Path, log: Callable[[str], None]) -> None:
+  from jaxlstm import report
+  try:
+    pid = report.start_renderer(out)
+  except OSError as e:  # no process to spare: draw here rather than not at all
+    log(f"warning: cannot start the plot renderer ({e}); drawing the plots now")
+    _draw_now(out, log)
+    return
+  log(f"drawing the plots in the background (pid {pid}) into {out / 'plots'}; "
+      f"python -m jaxlstm.report {out} redraws them")
+
+
+def _check_plots(out: Path, log: Callable[[str], None], plots: str) -> None:
+  """Draw again the plots of an up-to-date report that a renderer failed to draw or never finished."""
+  from jaxlstm import report
+  status = report.render_status(out) or {}
+  if status.get("status") == "failed":
+    errors = "; ".join(status.get("errors") or []) or "no message"
+    log(f"warning: drawing the plots failed last time ({errors}; see {out / report.RENDER_LOG}); "
+        "drawing them again")
+  elif not report.missing_plots(out) or report.renderer_running(out):
+    return
+  if plots == "wait":
+    _draw_now(out, log)
+  else:
+    _start_renderer(out, log)

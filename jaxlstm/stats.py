@@ -467,7 +467,7 @@ def required_repeats(pilot: ArrayLike | None = None, *, half_width: float, relat
   if std is None:
     std = float(np.std(values, ddof=DDOF)) if values.size >= 2 else _NAN
   target = half_width * abs(mean) if relative else float(half_width)
-  z = stats.norm.ppf((1 + confidence) / 2)
+  z = special.ndtri((1 + confidence) / 2)  # stats.norm.ppf's own kernel, without importing scipy.stats
   n_normal = float((z * std / target) ** 2)
   result = dict(target=target, std=float(std), mean=mean, n_normal=n_normal,
                 n_pilot=int(values.size), n_diverged=n_diverged, confidence=confidence,
@@ -579,9 +579,11 @@ def welch_test(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool,
     if se > 0:
       df = float((va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1)))
       t = float((mean_a - mean_b) / se)
-      p = float({"two-sided": 2 * stats.t.sf(abs(t), df), "greater": stats.t.sf(t, df),
-                 "less": stats.t.cdf(t, df)}[raw])
-      half = float(stats.t.ppf((1 + confidence) / 2, df) * se)
+      # special.stdtr / stdtrit are what scipy.stats.t's sf, cdf and ppf evaluate (bit for
+      # bit), without the 0.6-1.4 s import of scipy.stats on the sweep's critical path.
+      p = float({"two-sided": 2 * special.stdtr(df, -abs(t)), "greater": special.stdtr(df, -t),
+                 "less": special.stdtr(df, t)}[raw])
+      half = float(special.stdtrit(df, (1 + confidence) / 2) * se)
       low, high = mean_a - mean_b - half, mean_a - mean_b + half
   return WelchResult(statistic=t, df=df, pvalue=min(p, 1.0) if math.isfinite(p) else p,
                      mean_a=mean_a, mean_b=mean_b, mean_diff=mean_a - mean_b, ci_low=low,
@@ -755,6 +757,29 @@ class ProbImprovement(_PlainResult):
   method: str = "percentile"
 
 
+def _midranks(x: np.ndarray) -> np.ndarray:
+  """Ranks from 1 along the last axis, ties given their mean rank: `scipy.stats.rankdata(x, axis=-1)`.
+
+  The same numbers bit for bit (every rank is a half-integer, exact in float64), in
+  numpy alone: the sweep's comparisons table then never imports scipy.stats (0.6-1.4 s).
+  Inputs are finite (callers drop non-finite repeats first).
+  """
+  x = np.asarray(x, dtype=float)
+  n = x.shape[-1]
+  order = np.argsort(x, axis=-1, kind="stable")
+  ordered = np.take_along_axis(x, order, axis=-1)
+  index = np.broadcast_to(np.arange(n), x.shape)
+  starts = np.ones(x.shape, bool)  # where a run of equal values begins
+  starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+  ends = np.ones(x.shape, bool)    # where it ends
+  ends[..., :-1] = starts[..., 1:]
+  first = np.maximum.accumulate(np.where(starts, index, 0), axis=-1)
+  last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, index, n - 1), -1), axis=-1), -1)
+  ranks = np.empty(x.shape, float)
+  np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=-1)
+  return ranks
+
+
 def _prob_greater(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """P(A > B) + ½P(A = B) from midranks (U / n_a n_b), averaged over tasks.
 
@@ -766,7 +791,7 @@ def _prob_greater(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     `[...]` probabilities.
   """
   na, nb = a.shape[-1], b.shape[-1]
-  ranks = stats.rankdata(np.concatenate([a, b], axis=-1), axis=-1)
+  ranks = _midranks(np.concatenate([a, b], axis=-1))
   u = ranks[..., :na].sum(axis=-1) - na * (na + 1) / 2
   return (u / (na * nb)).mean(axis=-1)
 

@@ -683,6 +683,102 @@ def load_histories(run_dir, config_ids: Sequence[str] | None = None):
 
 
 # ---------------------------------------------------------------------------
+# Before a sweep writes: may it use this folder? (no jax: the CLI asks before importing it)
+
+
+class FolderRefused(ValueError):
+  """`--out` cannot be used: not writable, not ours, holding another study (one line, for the CLI)."""
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+  if not isinstance(d, Mapping) or not d:
+    return {prefix.rstrip("."): d}
+  out = {}
+  for k, v in d.items():
+    out.update(_flatten(v, f"{prefix}{k}."))
+  return out
+
+
+def study_differences(old: Mapping, new: Mapping) -> list[str]:
+  """What makes two study specs different, in words (empty when they are the same study)."""
+  diffs = []
+  if old.get("base") != new.get("base"):
+    a, b = _flatten(old.get("base", {})), _flatten(new.get("base", {}))
+    fields = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    diffs.append("base config (" + "; ".join(f"{k}: {json.dumps(a.get(k))} in the folder, "
+                                             f"{json.dumps(b.get(k))} now" for k in fields[:4])
+                 + ("; ..." if len(fields) > 4 else "") + ")")
+  if old.get("grid") != new.get("grid"):
+    a, b = old.get("grid") or {}, new.get("grid") or {}
+    keys = [k for k in [*a, *[k for k in b if k not in a]] if a.get(k) != b.get(k)]
+    diffs.append("grid (" + "; ".join(f"{k}: {json.dumps(a.get(k))} in the folder, {json.dumps(b.get(k))} now"
+                                      for k in keys) + ")")
+  for key in ("random", "seed"):
+    if old.get(key) != new.get(key):
+      diffs.append(f"{key} ({json.dumps(old.get(key))} in the folder, {json.dumps(new.get(key))} now)")
+  if isinstance(new.get("repeats"), int) and isinstance(old.get("repeats"), int) and new["repeats"] < old["repeats"]:
+    diffs.append(f"repeats ({old['repeats']} in the folder, {new['repeats']} now: a folder's repeats can grow, "
+                 f"never shrink; rerun with --repeats {old['repeats']} or more)")
+  if old.get("data") != new.get("data") and old.get("configs") == new.get("configs"):
+    changed = [c for c in new.get("data", {}) if old.get("data", {}).get(c) != new["data"][c]]
+    diffs.append(f"data (the dataset of {len(changed)} config(s) has a different fingerprint)")
+  if not diffs and old.get("configs") != new.get("configs"):
+    diffs.append("configs (the grid resolves to different config ids)")
+  return diffs
+
+
+def _check_writable(out: Path) -> None:
+  """Raise FolderRefused unless `out` can be created or written, without creating anything."""
+  probe = out
+  while not probe.exists():
+    if probe.parent == probe:
+      break
+    probe = probe.parent
+  if probe.exists() and not probe.is_dir():
+    raise FolderRefused(f"cannot write --out {out}: {probe} is not a directory")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise FolderRefused(f"cannot write --out {out}: {probe} is not writable")
+
+
+def check_folder(out: Path, study_spec: dict, *, overwrite: bool) -> dict | None:
+  """Refuse a folder the sweep must not write into; return its manifest (None for a new folder).
+
+  Checks, writing nothing: `out` can be created or written; an existing folder is ours
+  (a jaxlstm manifest, or empty), holds no symbolic link, and (unless `overwrite`) holds
+  the same study. A spec without "data" fingerprints skips the data comparison (the
+  CLI checks again with them once the data is resolved).
+
+  Raises:
+    FolderRefused: with the reason and the fix, in one line.
+  """
+  out = Path(out)
+  _check_writable(out)
+  existing = None
+  if out.exists():
+    if not out.is_dir():
+      raise FolderRefused(f"--out {out} exists and is not a directory")
+    try:
+      existing = RunFolder.read_manifest(out)
+    except ForeignFolder as e:
+      raise FolderRefused(f"--out {out} is not a jaxlstm results folder: {e} A folder that is not ours is "
+                          "never replaced or deleted, even with --overwrite; choose another --out") from None
+    if existing is None and any(p.name != ".lock" for p in out.iterdir()):
+      raise FolderRefused(f"--out {out} exists and is not a jaxlstm results folder (no manifest.json); "
+                          "choose another --out (it is never deleted, even with --overwrite)")
+    links = symlinks(out)
+    if links:
+      raise FolderRefused(f"--out {out} contains a symbolic link ({links[0]}); jaxlstm writes only into "
+                          "folders of its own: remove the link or choose another --out")
+  if existing and not overwrite:
+    spec = study_spec if "data" in study_spec else dict(study_spec, data=existing["study"].get("data"))
+    diffs = study_differences(existing["study"], spec)
+    if diffs:
+      raise FolderRefused(f"--out {out} holds a different study: {'; '.join(diffs)}. "
+                          "Pass --overwrite to replace it, or choose another --out")
+  return existing
+
+
+# ---------------------------------------------------------------------------
 # Loading.
 
 

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--max-memory", type=_memory, metavar="SIZE",
                       help="refuse a plan whose estimated peak memory exceeds SIZE (e.g. 8G, 500M; "
                       "default: the memory available now)")
+  parser.add_argument("--plots", choices=("background", "wait"), default=None,
+                      help="draw the report's PNGs in a detached process after the command returns "
+                      "(background, the default; $JAXLSTM_PLOTS) or before it returns (wait)")
   parser.add_argument("--quiet", action="store_true", help="no progress bar and no log lines")
   parser.add_argument("--no-cache", action="store_true", help="disable the persistent compilation cache")
   return parser
@@ -161,11 +164,24 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int
       study_lib.list_experiments(stdout)
       return 0
     study = study_lib.make_study(args)
+    out = Path(args.out) if args.out else study.default_out()
+    # What can be checked without jax is checked before the plan line, so that bad
+    # input still gets one line: the data (numpy) and whether --out may be used.
+    from jaxlstm import data as data_lib
+    from jaxlstm import store
+    datasets = data_lib.resolve_all(study.configs)
+    if not args.dry_run:
+      fingerprints = {c.config_id: datasets[data_lib.data_key(c)].fingerprint for c in study.configs}
+      store.check_folder(out, dict(study.spec(), data=fingerprints), overwrite=args.overwrite)
+      if not args.quiet:
+        # The plan in a line before jax is imported (~1 s) and anything compiles.
+        print(f"{PROG}: study {study.name}: {len(study.configs)} config(s) x {study.repeats} repeats = "
+              f"{len(study.configs) * study.repeats} members, seed {study.seed} -> {out}", file=stderr, flush=True)
+      _prefetch()
     from jaxlstm import runner
-    plan = runner.plan_study(study)
-  except (UsageError, ConfigError, ValueError) as e:
+    plan = runner.plan_study(study, datasets=datasets)
+  except (UsageError, ConfigError, ValueError) as e:  # store.FolderRefused is a ValueError
     return fail(str(e))
-  out = Path(args.out) if args.out else study.default_out()
   if args.dry_run:
     runner.describe_plan(plan, stdout)
   try:
@@ -177,9 +193,28 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int
     return 0
   try:
     return runner.run_study(plan, out, argv, overwrite=args.overwrite, quiet=args.quiet,
-                            cache=not args.no_cache, stdout=stdout, stderr=stderr)
+                            cache=not args.no_cache, stdout=stdout, stderr=stderr, plots=args.plots)
   except (UsageError, ConfigError) as e:
     return fail(str(e))
+
+
+PREFETCH = ("pandas", "scipy.special", "orbax.checkpoint")
+
+
+def _prefetch() -> None:
+  """Import what the end of a run needs (tables, checkpoints) on a thread, while jax compiles.
+
+  XLA compiles with the GIL released, so on a second core these ~1-2 s of imports
+  come off the critical path. Import errors are left for the real import to raise.
+  """
+  def run():
+    import importlib
+    for name in PREFETCH:
+      try:
+        importlib.import_module(name)
+      except Exception:  # noqa: BLE001 - reported by the import that needs it
+        return
+  threading.Thread(target=run, name="jaxlstm-prefetch", daemon=True).start()
 
 
 def _exit(status: int) -> None:

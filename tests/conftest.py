@@ -7,6 +7,9 @@ import tempfile
 # One persistent XLA cache per test session (subprocesses inherit it): CLI tests that
 # build the same program load it instead of compiling, and no test writes to ~/.cache.
 os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="jaxlstm-test-cache-"))
+# Sweeps draw their plots before returning in tests (tests of the background renderer
+# ask for it), so no detached process outlives a test or writes into its tmp_path late.
+os.environ.setdefault("JAXLSTM_PLOTS", "wait")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,0 +1,183 @@
+"""What the CLI's speed work promises, as structure (never as wall time; benchmarks/ measures that).
+
+* the plan is the first line, printed before jax is imported and before anything trains;
+* the sweep's own process never imports matplotlib or scipy.stats (plots are drawn by a
+  detached renderer, the tables' statistics use scipy.special);
+* plots exist after the command (background renderer) or after a rerun, and a failed
+  render is visible;
+* a warm compilation cache compiles nothing through the CLI.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from jaxlstm import report, stats, sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--repeats", "2", "--epochs", "3"]
+PLOTS = {"scores.png", "curves.png", "repeats.png", "diagnosis.png", "prob_improvement.png"}
+
+# Runs the CLI in a fresh interpreter and reports, as JSON on the last line: whether jax was
+# imported when the first stderr line was written, the stderr lines, and whether matplotlib
+# or scipy.stats were loaded by the end.
+PROBE = r"""
+import io, json, sys
+state = {"jax_at_first_line": None, "lines": []}
+
+class Probe(io.TextIOBase):
+  def write(self, text):
+    if text.strip():
+      if state["jax_at_first_line"] is None:
+        state["jax_at_first_line"] = "jax" in sys.modules
+      state["lines"].append(text.strip())
+    return len(text)
+
+sys.stderr = Probe()
+from jaxlstm.sweep import main
+status = main(sys.argv[1:])
+print(json.dumps({"status": status, **state, "matplotlib": "matplotlib" in sys.modules,
+                  "scipy_stats": "scipy.stats" in sys.modules}))
+"""
+# The same, counting persistent-cache events from the start (jax imported first).
+COUNT = r"""
+import json, sys
+import jax.monitoring
+events = []
+jax.monitoring.register_event_listener(lambda event, **kwargs: events.append(event))
+from jaxlstm.sweep import main
+status = main(sys.argv[1:])
+print(json.dumps({"status": status, "misses": events.count("/jax/compilation_cache/cache_misses"),
+                  "hits": events.count("/jax/compilation_cache/cache_hits")}))
+"""
+
+
+def run_python(code: str, args, env_extra=None, timeout=240) -> dict:
+  env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
+  proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                        env=env, cwd=ROOT, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def wait_for_renderer(out: Path, timeout: float = 180) -> dict:
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    status = report.render_status(out) or {}
+    if status.get("status") in ("done", "failed"):
+      return status
+    time.sleep(0.1)
+  raise AssertionError(f"the plot renderer of {out} did not finish: {report.render_status(out)}")
+
+
+def test_plan_line_first_before_jax_and_no_plot_or_scipy_stats_imports(tmp_path):
+  out = tmp_path / "run"
+  result = run_python(PROBE, [*TINY, "--out", out, "--plots", "background"])
+  assert result["status"] == 0
+  first = result["lines"][0]
+  assert first.startswith("jaxlstm.sweep: study cells: 3 config(s) x 2 repeats = 6 members, seed 0 ->"), first
+  assert str(out) in first
+  assert result["jax_at_first_line"] is False
+  assert any(line.startswith("jaxlstm.sweep: group 1/1:") for line in result["lines"][1:])
+  # The sweep's process drew nothing and ran no scipy.stats: a detached renderer draws.
+  assert not result["matplotlib"] and not result["scipy_stats"]
+  assert any("drawing the plots in the background" in line for line in result["lines"])
+  status = wait_for_renderer(out)
+  assert status["status"] == "done" and status["errors"] == []
+  assert {p.name for p in (out / "plots").glob("*.png")} == PLOTS
+  assert report.missing_plots(out) == []
+
+
+def test_background_plots_are_drawn_after_the_command_and_again_after_a_rerun(tmp_path, capsys):
+  out = tmp_path / "run"
+  argv = [*TINY, "--out", str(out), "--plots", "background"]
+  assert sweep.main(argv) == 0
+  # report.md links every plot the renderer draws (written before they exist).
+  text = (out / "report.md").read_text()
+  assert all(f"](plots/{name})" in text for name in PLOTS)
+  wait_for_renderer(out)
+  assert report.missing_plots(out) == []
+  drawn = (out / "report.md").read_bytes()
+
+  # Plots lost (or a renderer killed before it drew them): a rerun draws them again.
+  for png in (out / "plots").glob("*.png"):
+    png.unlink()
+  report.store.write_json(out / report.RENDER_STATUS, {"status": "done", "errors": []})
+  capsys.readouterr()
+  assert sweep.main(argv) == 0
+  assert "drawing the plots in the background" in capsys.readouterr().err
+  wait_for_renderer(out)
+  assert report.missing_plots(out) == [] and (out / "report.md").read_bytes() == drawn
+
+
+def test_a_failed_render_is_visible_and_drawn_again_on_the_next_run(tmp_path, capsys, monkeypatch):
+  out = tmp_path / "run"
+  argv = [*TINY, "--out", str(out), "--plots", "wait"]
+  assert sweep.main(argv) == 0
+  # The renderer as the detached process runs it, with a plot that cannot be drawn.
+  real_save = report.plots.save
+
+  def broken(figure, target, **kwargs):
+    if Path(target).name == "scores.png":
+      raise RuntimeError("disk full")
+    real_save(figure, target, **kwargs)
+
+  (out / "plots" / "scores.png").unlink()
+  monkeypatch.setattr(report.plots, "save", broken)
+  assert report._render_in_background(out, 0) == 1
+  status = report.render_status(out)
+  assert status["status"] == "failed" and status["errors"] == ["plot scores.png not written (RuntimeError: disk full)"]
+  assert "The box plot could not be drawn" in (out / "report.md").read_text()
+  monkeypatch.setattr(report.plots, "save", real_save)
+
+  capsys.readouterr()
+  assert sweep.main(argv) == 0
+  err = capsys.readouterr().err
+  assert "drawing the plots failed last time (plot scores.png not written (RuntimeError: disk full)" in err
+  assert report.render_status(out)["status"] == "done"
+  assert (out / "plots" / "scores.png").is_file() and report.missing_plots(out) == []
+  assert "could not be drawn" not in (out / "report.md").read_text()
+
+
+def test_jaxlstm_report_draws_the_plots_a_background_run_has_not_drawn_yet(tmp_path):
+  out = tmp_path / "run"
+  assert sweep.main([*TINY, "--out", str(out), "--plots", "wait"]) == 0
+  for png in (out / "plots").glob("*.png"):
+    png.unlink()
+  assert report.main([str(out)]) == 0
+  assert {p.name for p in (out / "plots").glob("*.png")} == PLOTS
+
+
+def test_a_warm_cache_compiles_nothing_through_the_cli(tmp_path):
+  env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "JAXLSTM_PLOTS": "wait"}
+  cold = run_python(COUNT, [*TINY, "--out", tmp_path / "a", "--quiet"], env)
+  warm = run_python(COUNT, [*TINY, "--out", tmp_path / "b", "--quiet"], env)
+  assert cold["status"] == warm["status"] == 0
+  assert cold["misses"] >= 1
+  assert warm["misses"] == 0 and warm["hits"] >= 1
+  assert (tmp_path / "a" / "scores.csv").read_bytes() == (tmp_path / "b" / "scores.csv").read_bytes()
+
+
+def test_midranks_equal_scipy_rankdata():
+  rng = np.random.default_rng(0)
+  for shape in [(7,), (3, 5), (50, 2, 12)]:
+    for ties in (False, True):
+      x = rng.integers(0, 4, shape).astype(float) if ties else rng.normal(size=shape)
+      np.testing.assert_array_equal(stats._midranks(x), scipy.stats.rankdata(x, axis=-1))
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "better", "worse"])
+def test_welch_without_scipy_stats_equals_scipy(alternative):
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(0, 1, 12), rng.normal(0.5, 2, 9)
+  ours = stats.welch_test(a, b, higher_is_better=True, alternative=alternative)
+  raw = {"two-sided": "two-sided", "better": "greater", "worse": "less"}[alternative]
+  theirs = scipy.stats.ttest_ind(a, b, equal_var=False, alternative=raw)
+  assert ours.pvalue == pytest.approx(theirs.pvalue, rel=1e-12)
+  assert ours.statistic == pytest.approx(theirs.statistic, rel=1e-12)
