@@ -30,8 +30,9 @@ import numpy as np
 from jaxlstm import compiled
 from jaxlstm import data as data_lib
 from jaxlstm import keys as keys_lib
-from jaxlstm.config import PENALTY_FIELDS, TRACED_FIELDS, Config, ConfigError
-from jaxlstm.models import Network, activate, can_pad_cells, pad_params, unpad_params
+from jaxlstm.config import PENALTY_FIELDS, PER_LAYER_FIELDS, TRACED_FIELDS, Config, ConfigError
+from jaxlstm.models import (Network, Widths, activate, can_pad_cells, pad_params, unpad_params, widest,
+                            widths_of)
 from jaxlstm.problems import Dataset
 from jaxlstm.train import Data, Member, Train, TrainState, arrays, make_train, member_hparams
 
@@ -45,19 +46,27 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30
 def static_key(cfg: Config, *, pad_cells: bool = False) -> str:
   """Canonical text of the static part of `cfg`: configs with equal keys share a program.
 
-  Traced fields only contribute whether they are in use. With `pad_cells`, the
-  cell count is left out too where padding is exact (`models.can_pad_cells`).
+  Traced fields only contribute whether they are in use (per recurrent layer for
+  the per-layer ones). With `pad_cells`, the layer widths are left out too where
+  padding is exact (`models.can_pad_cells`): only the depth and the number of
+  hidden Dense layers stay, so a width search is one program per depth.
   """
   d = cfg.to_dict()
+  m = cfg.model
   for dotted in TRACED_FIELDS:
     section, name = dotted.split(".")
-    value = d[section][name]
-    d[section][name] = None if value is None else bool(value)
+    if section == "model" and name in PER_LAYER_FIELDS:
+      d[section][name] = [bool(v) for v in m.layer_values(name)]  # which layers use it is static
+    else:
+      value = d[section][name]
+      d[section][name] = None if value is None else bool(value)
   # The program adds every L1/L2 term once any is set: one switch for all six.
   for name in PENALTY_FIELDS:
-    d["model"][name] = cfg.model.uses_penalty
+    d["model"][name] = m.uses_penalty
   if pad_cells and can_pad_cells(cfg):
     d["model"]["cells"] = "padded"
+    d["model"]["units"] = f"{len(m.widths)} padded"
+    d["model"]["dense"] = f"{len(m.dense)} padded"
   return json.dumps(d, sort_keys=True)
 
 
@@ -65,12 +74,12 @@ def program_key(cfg: Config) -> str:
   """What a compiled program of `cfg` depends on beyond its `train.Shape` and argument shapes.
 
   The static key without what only shapes the arrays (the `data` section but
-  whether each repeat resplits), the width (in `Shape.cells`) and operational
+  whether each repeat resplits), the widths (in `Shape.widths`) and operational
   fields (checkpointing).
   """
   d = json.loads(static_key(cfg))
   d["data"] = {"resplit": bool(cfg.data.resplit)}
-  del d["model"]["cells"], d["train"]["checkpoint_every"]
+  del d["model"]["cells"], d["model"]["units"], d["model"]["dense"], d["train"]["checkpoint_every"]
   return json.dumps(d, sort_keys=True)
 
 
@@ -80,12 +89,13 @@ class Group:
 
   Attributes:
     configs: the grid points, in grid order.
-    cells: the width the program runs at (the widest config when padded).
-    padded: whether narrower configs are zero-padded to `cells`.
+    widths: the layer widths the program runs at (layer by layer the widest
+      config's when padded).
+    padded: whether narrower configs are zero-padded to `widths`.
     repeats: repeats per config; members = len(configs) * repeats.
   """
   configs: list[Config]
-  cells: int
+  widths: Widths
   padded: bool
   repeats: int
 
@@ -93,13 +103,23 @@ class Group:
   def members(self) -> int:
     return len(self.configs) * self.repeats
 
+  @property
+  def cells(self) -> int:
+    """The widest recurrent layer of the program."""
+    return max(self.widths.units)
+
   def subgroup(self, configs: Sequence[Config]) -> Group:
     """The same program for fewer configs (e.g. those a resumed sweep still has to train)."""
-    return Group(list(configs), self.cells, any(c.model.cells != self.cells for c in configs), self.repeats)
+    padded = any(widths_of(c.model) != self.widths for c in configs)
+    return Group(list(configs), self.widths, padded, self.repeats)
 
 
 def plan(configs: Sequence[Config], repeats: int, *, pad_cells: bool = True) -> list[Group]:
-  """Group configs by static shape; one group = one program = one call (per member chunk)."""
+  """Group configs by static shape; one group = one program = one call (per member chunk).
+
+  With `pad_cells`, configs that differ only in layer widths share a group run at
+  the layer-by-layer widest widths (one group per depth and number of Dense layers).
+  """
   if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
     raise ConfigError(f"repeats = {repeats!r} is not allowed: expected an integer >= 1.")
   groups: dict[str, list[Config]] = {}
@@ -107,9 +127,9 @@ def plan(configs: Sequence[Config], repeats: int, *, pad_cells: bool = True) -> 
     groups.setdefault(static_key(cfg, pad_cells=pad_cells), []).append(cfg)
   out = []
   for members in groups.values():
-    cells = max(c.model.cells for c in members)
-    padded = any(c.model.cells != cells for c in members)
-    out.append(Group(members, cells, padded, int(repeats)))
+    sizes = [widths_of(c.model) for c in members]
+    widths = widest(sizes)
+    out.append(Group(members, widths, any(w != widths for w in sizes), int(repeats)))
   return out
 
 
@@ -144,7 +164,7 @@ def estimate_member_bytes(train: Train, config: Config, dataset: Dataset) -> int
   n_params = param_count(train, config, dataset)
   shape = train.shape
   time_steps = dataset.x_train.shape[1]
-  width = max(shape.cells, dataset.n_features) * 4 * config.model.layers
+  width = max(max(shape.widths.units), dataset.n_features) * 4 * len(shape.widths.units)
   activations = shape.batch * time_steps * width * 12  # forward states kept for the backward pass
   sample = math.prod(dataset.x_train.shape[1:]) + dataset.y_train[0].size
   gathers = shape.batch * sample * 2
@@ -161,7 +181,7 @@ class CallPlan:
       last one repeats its last member), so one compile serves them all.
     total: members of the group.
     epoch_chunk, epoch_chunks: epochs per call and calls per member chunk.
-    layouts: per member chunk, ((cells, count), ...) of its members in order.
+    layouts: per member chunk, ((widths, count), ...) of its members in order (`models.Widths`).
   """
   member_bytes: int
   members_per_call: int
@@ -169,7 +189,7 @@ class CallPlan:
   total: int
   epoch_chunk: int
   epoch_chunks: int
-  layouts: tuple[tuple[tuple[int, int], ...], ...]
+  layouts: tuple[tuple[tuple[Widths, int], ...], ...]
 
   @property
   def compiles(self) -> int:
@@ -195,21 +215,21 @@ def plan_calls(group: Group, train: Train, dataset: Dataset, *,
   per_call = math.ceil(total / calls)
   epochs = train.shape.epochs
   chunk = min(epoch_chunk or choose_epoch_chunk(group.configs[0], train.shape.steps), epochs)
-  cells_of = np.repeat([c.model.cells for c in group.configs], group.repeats)
+  widths_of_member = [widths_of(c.model) for c in group.configs for _ in range(group.repeats)]
   layouts = []
   for call in range(calls):
     index = np.minimum(np.arange(call * per_call, (call + 1) * per_call), total - 1)
-    layouts.append(tuple(_runs(cells_of[index])))
+    layouts.append(tuple(_runs(widths_of_member[i] for i in index)))
   return CallPlan(member_bytes, per_call, calls, total, chunk, math.ceil(epochs / chunk), tuple(layouts))
 
 
-def _runs(values) -> list[tuple[int, int]]:
-  out: list[list[int]] = []
+def _runs(values) -> list[tuple[Any, int]]:
+  out: list[list[Any]] = []
   for v in values:
     if out and out[-1][0] == v:
       out[-1][1] += 1
     else:
-      out.append([int(v), 1])
+      out.append([v, 1])
   return [tuple(x) for x in out]
 
 
@@ -218,7 +238,7 @@ def members_of(group: Group, seed: int) -> Member:
   stacked_keys = keys_lib.group_keys(seed, group.configs, group.repeats)
   hparams = [member_hparams(cfg) for cfg in group.configs]
   names = hparams[0].keys()
-  stacked = {n: np.repeat(np.asarray([h[n] for h in hparams], np.float32), group.repeats) for n in names}
+  stacked = {n: np.repeat(np.asarray([h[n] for h in hparams], np.float32), group.repeats, axis=0) for n in names}
   return Member(stacked_keys, stacked)
 
 
@@ -226,19 +246,22 @@ def members_of(group: Group, seed: int) -> Member:
 # Programs.
 
 
-def init_members(train: Train, members: Member, layout: Sequence[tuple[int, int]]) -> TrainState:
-  """Initial states of stacked members; `layout` = ((cells, count), ...) in member order.
+def init_members(train: Train, members: Member, layout: Sequence[tuple[Widths | int, int]]) -> TrainState:
+  """Initial states of stacked members; `layout` = ((widths, count), ...) in member order.
 
-  Members narrower than the program are initialised at their own width and
-  zero-padded, so their draws equal a solo run's.
+  Members narrower than the program are initialised at their own widths and
+  zero-padded, so their draws equal a solo run's. An int width means every
+  recurrent layer at that width.
   """
   states, start = [], 0
-  for cells, count in layout:
+  model = train.network_for(train.shape.widths).cfg
+  for sizes, count in layout:
+    sizes = widths_of(model, sizes) if isinstance(sizes, (int, np.integer)) else Widths(*sizes)
     part = jax.tree.map(lambda a: a[start:start + count], members)
     # lax.map, not vmap: keeps the orthogonal init's QR-free loop unbatched (hang.md).
-    params = jax.lax.map(lambda k: train.init_params(k, cells), part.keys.init)
-    if cells != train.shape.cells:
-      params = pad_params(params, cells, train.shape.cells, train.network_for(cells).cfg.cell, leading=1)
+    params = jax.lax.map(lambda k: train.init_params(k, sizes), part.keys.init)
+    if sizes != train.shape.widths:
+      params = pad_params(params, sizes, train.shape.widths, model.cell, leading=1)
     states.append(jax.vmap(train.init_state)(params, part))
     start += count
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
@@ -315,7 +338,7 @@ def group_program(group: Group, dataset: Dataset, *, seed: int = 0,
     dataset: the group's resolved data (`jaxlstm.data.resolve`).
     seed: the run's seed; member keys are (seed, config id, repeat).
   """
-  train = make_train(group.configs[0], dataset, cells=group.cells)
+  train = make_train(group.configs[0], dataset, widths=group.widths)
   calls = plan_calls(group, train, dataset, memory_budget=memory_budget,
                      max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk)
   return GroupProgram(train=train, members=members_of(group, seed), data=arrays(dataset), calls=calls,
@@ -522,8 +545,9 @@ def _ensemble(group: Group, index: int, train: Train, states, history, seed: int
     with np.errstate(all="ignore"):
       best_epoch = np.where(np.isfinite(val).any(axis=1),
                             np.nanargmin(np.where(np.isfinite(val), val, np.inf), axis=1), -1)
-  if group.padded and cfg.model.cells != group.cells:
-    params = unpad_params(params, cfg.model.cells, group.cells, cfg.model.cell, leading=1)
+  own = widths_of(cfg.model)
+  if group.padded and own != group.widths:
+    params = unpad_params(params, own, group.widths, cfg.model.cell, leading=1)
   diverged_epoch = np.asarray(states.diverged_epoch[rows]).astype(int)
   shape = train.shape
   return Ensemble(
