@@ -178,10 +178,11 @@ class CallPlan:
   Attributes:
     member_bytes: estimated memory of one member.
     members_per_call, calls: equal member chunks within the memory budget (the
-      last one repeats its last member), so one compile serves them all.
+      last one repeats a member to fill up), so one compile serves them all.
     total: members of the group.
     epoch_chunk, epoch_chunks: epochs per call and calls per member chunk.
     layouts: per member chunk, ((widths, count), ...) of its members in order (`models.Widths`).
+    order: the member (config-major index) of every lane of every call, call after call.
   """
   member_bytes: int
   members_per_call: int
@@ -190,6 +191,7 @@ class CallPlan:
   epoch_chunk: int
   epoch_chunks: int
   layouts: tuple[tuple[tuple[Widths, int], ...], ...]
+  order: tuple[int, ...] = ()
 
   @property
   def compiles(self) -> int:
@@ -197,8 +199,16 @@ class CallPlan:
     return len(set(self.layouts))
 
   def member_index(self, call: int) -> np.ndarray:
+    """`[members_per_call]` members of call `call`."""
+    if self.order:
+      return np.asarray(self.order[call * self.members_per_call:(call + 1) * self.members_per_call])
     index = np.arange(call * self.members_per_call, (call + 1) * self.members_per_call)
     return np.minimum(index, self.total - 1)
+
+  def first_lanes(self) -> np.ndarray:
+    """`[total]` the lane (over all calls) where each member is trained first: gathers results back."""
+    order = np.concatenate([self.member_index(c) for c in range(self.calls)])
+    return np.unique(order, return_index=True)[1]
 
 
 def plan_calls(group: Group, train: Train, dataset: Dataset, *,
@@ -212,15 +222,23 @@ def plan_calls(group: Group, train: Train, dataset: Dataset, *,
     per_call = min(per_call, max_members_per_call)
   per_call = min(per_call, total)
   calls = math.ceil(total / per_call)
-  per_call = math.ceil(total / calls)
+  configs, repeats = len(group.configs), group.repeats
+  if calls > 1 and group.padded and per_call >= configs:
+    # Each call takes the same repeats of every config (configs of different widths in the
+    # same proportions), so every call has one member layout and they share one compile.
+    per_config = math.ceil(repeats / math.ceil(repeats / (per_call // configs)))
+    calls, per_call = math.ceil(repeats / per_config), configs * per_config
+    order = [c * repeats + min(r, repeats - 1) for call in range(calls) for c in range(configs)
+             for r in range(call * per_config, (call + 1) * per_config)]
+  else:  # contiguous chunks of the config-major members
+    per_call = math.ceil(total / calls)
+    order = [min(i, total - 1) for i in range(calls * per_call)]
   epochs = train.shape.epochs
   chunk = min(epoch_chunk or choose_epoch_chunk(group.configs[0], train.shape.steps), epochs)
-  widths_of_member = [widths_of(c.model) for c in group.configs for _ in range(group.repeats)]
-  layouts = []
-  for call in range(calls):
-    index = np.minimum(np.arange(call * per_call, (call + 1) * per_call), total - 1)
-    layouts.append(tuple(_runs(widths_of_member[i] for i in index)))
-  return CallPlan(member_bytes, per_call, calls, total, chunk, math.ceil(epochs / chunk), tuple(layouts))
+  widths_of_member = [widths_of(c.model) for c in group.configs for _ in range(repeats)]
+  layouts = tuple(tuple(_runs(widths_of_member[i] for i in order[call * per_call:(call + 1) * per_call]))
+                  for call in range(calls))
+  return CallPlan(member_bytes, per_call, calls, total, chunk, math.ceil(epochs / chunk), layouts, tuple(order))
 
 
 def _runs(values) -> list[tuple[Any, int]]:
@@ -391,8 +409,9 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
     states, history = _run_member_chunk(program, group, call, info, progress, checkpointer)
     histories.append(history)
     finals.append(states)
-  history = {k: np.concatenate([h[k] for h in histories])[:calls.total] for k in histories[0]}
-  states = jax.tree.map(lambda *xs: np.concatenate(xs)[:calls.total], *finals)
+  lanes = calls.first_lanes()
+  history = {k: np.concatenate([h[k] for h in histories])[lanes] for k in histories[0]}
+  states = jax.tree.map(lambda *xs: np.concatenate(xs)[lanes], *finals)
   ensembles = [_ensemble(group, i, program.train, states, history, seed, info) for i in range(len(group.configs))]
   return ensembles, info
 
