@@ -13,14 +13,24 @@ The input projection of every time step is one matmul before the time scan
 recurrent product), which is where small-LSTM time goes on a CPU.
 
 Architectures (`ModelConfig.architecture`), each as its Keras model:
-  * vanilla: `layers` stacked LSTM/GRU layers, then Dense (many-to-one), or
-    with `return_sequences` a Dense on every step (many-to-many); a one-step
-    input is one-to-one.
+  * vanilla: stacked LSTM/GRU layers (one width each, `ModelConfig.widths`),
+    then Dense (many-to-one), or with `return_sequences` a Dense on every step
+    (many-to-many); a one-step input is one-to-one.
   * bidirectional: `Bidirectional(LSTM)` layers merged by `merge_mode`.
   * cnn_lstm: `TimeDistributed(Conv2D(relu) -> MaxPooling2D -> Flatten)` on
     each frame, then the LSTM stack.
   * encoder_decoder: encoder LSTM(s) -> RepeatVector(time_out) -> decoder
-    LSTM -> TimeDistributed(Dense); a one-step input is one-to-many.
+    LSTM -> TimeDistributed(Dense); a one-step input is one-to-many. The last
+    width is the decoder's (`units = [75, 50]`: LSTM(75) encoder, LSTM(50) decoder).
+Every architecture may add hidden `Dense(width, dense_activation)` layers
+(`dense`, optionally followed by `Dropout(dense_dropout)`) before the head, and
+a Keras `Masking(mask_value)` in front (not cnn_lstm): masked steps carry the
+state through and repeat the previous output (`masked_step`), as Keras' RNN
+does with `zero_output_for_mask=False` (`Bidirectional` returning sequences
+outputs zeros there, as Keras forces it to).
+
+A network can be built wider than its config (`Network.widths`, a padded
+group's sizes); `pad_params` / `unpad_params` move parameters between the two.
 
 Regularisation follows Keras 3.15 (`keras/src/layers/rnn/{lstm,gru}.py`):
 dropout masks are drawn once per sequence and reused at every step. With
