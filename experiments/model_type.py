@@ -50,7 +50,8 @@ accuracy of the two-character sums) and are not comparable with the other
 four: read its spread (its worst seed stalls at 0.705 accuracy), not its rank.
 At Keras' 75/50 widths it scores a little worse after 50 epochs than the
 LSTM(50) -> LSTM(50) it had before issue 11 (0.250 (0.152), accuracy 0.915),
-with the same spread: the narrower decoder learns the sums more slowly.
+with the same spread (a different model, and different draws, since its id
+changed; why it is worse was not investigated).
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
