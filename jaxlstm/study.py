@@ -401,12 +401,15 @@ def _grid_study(name: str, base: Config, grid: dict[str, list[Any]], args: argpa
     if key in seen:
       raise UsageError(f"{key} is given both in --grid and --set; keep one")
     grid.pop(key, None)  # a fixed value replaces the study's grid over it
-  for key in [*seen, *sets]:
+  given = [*seen, *sets]
+  for key in given:
     # Widths given one way replace the study's grid over them given the other way
     # (`--grid model.units=...` on the default study replaces its grid over model.cells).
     for other in _WIDTH_ALTERNATIVES.get(key, ()):
-      if other not in seen and other not in sets:
-        grid.pop(other, None)
+      if other in given:
+        raise UsageError(f"{key} and {other} both give the recurrent widths on the command line; keep one "
+                         "(model.units = one width per layer, or model.cells x model.layers)")
+      grid.pop(other, None)
   base = base.override({k: _override_value(k, v) for k, v in sets.items()})
   picks = None
   if args.random is not None and grid:

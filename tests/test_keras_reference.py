@@ -172,30 +172,30 @@ def _keras_rows(model):
   return rows
 
 
-def _tutorial_models(keras):
-  """(our model config, input (time, features), outputs, kwargs, the Keras model) of the tutorials' models."""
+def _tutorial_model(keras, name):
+  """(our model config, input (time, features), outputs, kwargs, the Keras model) of a tutorial's model."""
   from jaxlstm.config import ModelConfig
   L = keras.layers
-  stacked = (ModelConfig(units=(128, 64), dense=(32,)), (10, 1), 1, {},
-             keras.Sequential([keras.Input((10, 1)), L.LSTM(128, return_sequences=True), L.LSTM(64),
-                               L.Dense(32, activation="relu"), L.Dense(1)]))
-  # Brownlee's addition problem: "10+6+5" (8 one-hot characters of 12) -> "21" (2 characters).
-  encoder_decoder = (ModelConfig(architecture="encoder_decoder", units=(75, 50), output_activation="softmax"),
-                     (8, 12), 12, {"time_out": 2},
-                     keras.Sequential([keras.Input((8, 12)), L.LSTM(75), L.RepeatVector(2),
-                                       L.LSTM(50, return_sequences=True),
-                                       L.TimeDistributed(L.Dense(12, activation="softmax"))]))
-  # Brownlee's moving square: 50 x 50 frames.
-  cnn_lstm = (ModelConfig(architecture="cnn_lstm", conv_filters=2, conv_kernel=2, pool_size=2, units=(50,),
-                          output_activation="sigmoid"), (5, 2500), 1, {"frame_shape": (50, 50)},
-              keras.Sequential([keras.Input((5, 50, 50, 1)),
-                                L.TimeDistributed(L.Conv2D(2, (2, 2), activation="relu")),
-                                L.TimeDistributed(L.MaxPooling2D(pool_size=(2, 2))), L.TimeDistributed(L.Flatten()),
-                                L.LSTM(50), L.Dense(1, activation="sigmoid")]))
-  masked_cfg = ModelConfig(units=(6, 4), dense=(5, 3), dense_dropout=0.2, mask_value=0.0, return_sequences=True)
-  masked = (masked_cfg, (7, 3), 2, {}, _keras_stack(keras, masked_cfg, (7, 3), 2))
-  return {"stacked_128_64_dense_32": stacked, "encoder_decoder_75_50": encoder_decoder, "cnn_lstm": cnn_lstm,
-          "masked_many_to_many_dropout": masked}
+  if name == "stacked_128_64_dense_32":
+    return (ModelConfig(units=(128, 64), dense=(32,)), (10, 1), 1, {},
+            keras.Sequential([keras.Input((10, 1)), L.LSTM(128, return_sequences=True), L.LSTM(64),
+                              L.Dense(32, activation="relu"), L.Dense(1)]))
+  if name == "encoder_decoder_75_50":
+    # Brownlee's addition problem: "10+6+5" (8 one-hot characters of 12) -> "21" (2 characters).
+    return (ModelConfig(architecture="encoder_decoder", units=(75, 50), output_activation="softmax"),
+            (8, 12), 12, {"time_out": 2},
+            keras.Sequential([keras.Input((8, 12)), L.LSTM(75), L.RepeatVector(2),
+                              L.LSTM(50, return_sequences=True),
+                              L.TimeDistributed(L.Dense(12, activation="softmax"))]))
+  if name == "cnn_lstm":  # Brownlee's moving square: 50 x 50 frames
+    return (ModelConfig(architecture="cnn_lstm", conv_filters=2, conv_kernel=2, pool_size=2, units=(50,),
+                        output_activation="sigmoid"), (5, 2500), 1, {"frame_shape": (50, 50)},
+            keras.Sequential([keras.Input((5, 50, 50, 1)),
+                              L.TimeDistributed(L.Conv2D(2, (2, 2), activation="relu")),
+                              L.TimeDistributed(L.MaxPooling2D(pool_size=(2, 2))), L.TimeDistributed(L.Flatten()),
+                              L.LSTM(50), L.Dense(1, activation="sigmoid")]))
+  masked = ModelConfig(units=(6, 4), dense=(5, 3), dense_dropout=0.2, mask_value=0.0, return_sequences=True)
+  return masked, (7, 3), 2, {}, _keras_stack(keras, masked, (7, 3), 2)
 
 
 TUTORIAL_MODELS = ["stacked_128_64_dense_32", "encoder_decoder_75_50", "cnn_lstm", "masked_many_to_many_dropout"]
@@ -205,7 +205,7 @@ TUTORIAL_MODELS = ["stacked_128_64_dense_32", "encoder_decoder_75_50", "cnn_lstm
 def test_summary_matches_keras_layers_shapes_and_counts(keras, name):
   from jaxlstm.models import layer_table, summary
   with jax.numpy_rank_promotion("allow"):
-    cfg, input_shape, outputs, kwargs, model = _tutorial_models(keras)[name]
+    cfg, input_shape, outputs, kwargs, model = _tutorial_model(keras, name)
     theirs = _keras_rows(model)
   rows = layer_table(cfg, input_shape, outputs, **kwargs)
   assert [(r["type"], r["output_shape"], r["params"]) for r in rows] == theirs
@@ -215,11 +215,11 @@ def test_summary_matches_keras_layers_shapes_and_counts(keras, name):
     assert [r["params"] for r in rows if r["name"] == "decoder"] == [25_200]
 
 
-@pytest.mark.parametrize("padding", ["pre", "post"])
-@pytest.mark.parametrize("arch,cell,return_sequences", [
-    ("vanilla", "lstm", False), ("vanilla", "lstm", True), ("vanilla", "gru", True),
-    ("bidirectional", "lstm", True), ("bidirectional", "gru", False)])
-def test_forward_with_widths_dense_and_masking_matches_keras(keras, padding, arch, cell, return_sequences):
+@pytest.mark.parametrize("arch,cell,return_sequences,padding", [
+    ("vanilla", "lstm", False, "pre"), ("vanilla", "lstm", True, "post"), ("vanilla", "gru", True, "pre"),
+    ("bidirectional", "lstm", True, "post"), ("bidirectional", "lstm", True, "pre"),
+    ("bidirectional", "gru", False, "post")])
+def test_forward_with_widths_dense_and_masking_matches_keras(keras, arch, cell, return_sequences, padding):
   """Copied weights, variable-length sequences padded with `pad_sequences`: Keras' output, also at masked steps."""
   from jaxlstm import prep
   from jaxlstm.config import ModelConfig
