@@ -15,10 +15,12 @@ all with Adam lr 1e-3, binary cross-entropy and accuracy, batch 25, shuffled,
 20 epochs. The fifth needs sequence targets, so it has its own problem:
 
   encoder_decoder  addition as characters ("10+6+5" -> "21": 8 one-hot input
-                   characters, 2 output characters), LSTM(50) encoder ->
-                   repeat -> LSTM(50) decoder -> softmax per step; 300 training,
-                   100 validation sums, Adam lr 1e-2, categorical cross-entropy
-                   and accuracy, batch 20, 50 epochs.
+                   characters, 2 output characters), Keras' LSTM(75) encoder ->
+                   repeat -> LSTM(50) decoder -> softmax per step
+                   (`model.units = [75, 50]`, Brownlee's model: 25,200
+                   decoder parameters); 300 training, 100 validation sums,
+                   Adam lr 1e-2, categorical cross-entropy and accuracy,
+                   batch 20, 50 epochs.
 
 A Cartesian grid cannot pair architectures with problems, so the study lists
 its configs in `get_configs()`. Every config is its own static group: five
@@ -30,7 +32,8 @@ Command:
 
 Expected result (measured with the sweep's engine, `ensemble.run_group`,
 on a 2-core CPU, jax 0.10.2, seed 0, 30 repeats; about 1.5 min in all, most
-of it the CNN-LSTM and the encoder-decoder): the moving square is easy, and
+of it the CNN-LSTM and the encoder-decoder; 2.2 min under a load of 6 from
+other jobs): the moving square is easy, and
 all four models classify nearly every validation video; they differ in how
 confident they get (val_loss), with the CNN-LSTM, which sees each frame as an
 image, lowest and the vanilla LSTM on flat 100-pixel frames highest:
@@ -40,11 +43,15 @@ image, lowest and the vanilla LSTM on flat 100-pixel frames highest:
   stacked          0.037 (0.008)               1.000 (1.00)
   bidirectional    0.068 (0.019)               0.993 (0.98)
   cnn_lstm         0.014 (0.004)               1.000 (1.00)
-  encoder_decoder  0.250 (0.152)               0.915 (0.735)
+  encoder_decoder  0.354 (0.153)               0.878 (0.705)
 
 The encoder-decoder's scores are on another problem and loss (per-character
 accuracy of the two-character sums) and are not comparable with the other
-four: read its spread (its worst seed stalls at 0.735 accuracy), not its rank.
+four: read its spread (its worst seed stalls at 0.705 accuracy), not its rank.
+At Keras' 75/50 widths it scores a little worse after 50 epochs than the
+LSTM(50) -> LSTM(50) it had before issue 11 (0.250 (0.152), accuracy 0.915),
+with the same spread (a different model, and different draws, since its id
+changed; why it is worse was not investigated).
 
 Exact values move whenever config ids do (see cells.py); the pattern should not.
 """
@@ -68,7 +75,7 @@ def get_configs() -> list[Config]:
   base = get_config()
   addition = Config(
       data=DataConfig(problem="addition", options={"n_train": 300, "n_val": 100}),
-      model=ModelConfig(cell="lstm", cells=50, architecture="encoder_decoder",
+      model=ModelConfig(cell="lstm", units=(75, 50), architecture="encoder_decoder",
                         output_activation="softmax"),
       optim=OptimConfig(name="adam", learning_rate=1e-2),
       train=TrainConfig(epochs=50, batch_size=20, shuffle=True, loss="categorical_crossentropy",

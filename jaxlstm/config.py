@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import math
+import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -55,10 +56,20 @@ TRACED_FIELDS = (
     "model.dropout", "model.recurrent_dropout",
     "model.kernel_l1", "model.kernel_l2", "model.recurrent_l1",
     "model.recurrent_l2", "model.bias_l1", "model.bias_l2",
+    "model.dense_dropout",
 )
 
 
 PENALTY_FIELDS = ("kernel_l1", "kernel_l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2")
+# Model fields that take one value for every recurrent layer or a list with one per layer
+# (`ModelConfig.layer_values`). A list whose items are all equal is stored as that scalar,
+# so `dropout = [0.2, 0.2]` is the config (and the id) of `dropout = 0.2`.
+PER_LAYER_FIELDS = ("activation", "dropout", "recurrent_dropout", *PENALTY_FIELDS)
+# Fields whose values are lists of layer widths; with PER_LAYER_FIELDS, the fields whose
+# `--grid` points may be lists ("/" between grid points, "," between a list's items).
+WIDTH_FIELDS = ("units", "dense")
+# Cell activations with act(0) = 0: zero-padded units stay exactly zero (see models.can_pad_cells).
+ZERO_PRESERVING = ("tanh", "relu", "softsign", "linear")
 
 # Config ids are frozen (DESIGN §10). These are the fields every id was made with
 # when the rule was adopted: they always enter the canonical JSON of the id, so no
@@ -178,34 +189,58 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """The recurrent network: cell, width, depth, initialisers, head.
+  """The recurrent network: cell, widths, depth, initialisers, hidden Dense layers, head.
 
   Keras defaults throughout: glorot_uniform kernel, orthogonal recurrent
   kernel, zero bias with forget-gate bias 1, tanh / sigmoid activations.
   `outputs=0` sizes the Dense head from the data.
+
+  Widths: `units = [128, 64]` gives one width per recurrent layer (its length is
+  the depth; for `encoder_decoder`, the encoder layers then the decoder).
+  `cells` x `layers` is the shorthand for equal widths (`cells=10, layers=2` is
+  `units=[10, 10]`), and equal widths are always stored that way, with `units`
+  left empty, so a model keeps one config (and one id) however it is written.
+  With unequal `units`, `cells` and `layers` are derived (the widest layer and the
+  depth); giving them other values is an error. `widths` is the one place that
+  reads them: use it, not `cells`.
+
+  Per layer: `activation`, `dropout`, `recurrent_dropout` and the six L1/L2
+  strengths take one value for every recurrent layer or a list with one value per
+  layer (`PER_LAYER_FIELDS`); a list of equal values is stored as the scalar.
+
+  Attributes (besides Keras' LSTM arguments):
+    units: widths of the recurrent layers, input to output; empty = `cells` x `layers`.
+    dense: widths of hidden Dense layers between the last recurrent layer and the
+      head (per time step when the stack returns sequences: TimeDistributed).
+    dense_activation: activation of the hidden Dense layers (Keras init:
+      glorot_uniform kernel, zero bias).
+    dense_dropout: Keras `Dropout(rate)` after each hidden Dense layer (traced).
+    mask_value: Keras `Masking(mask_value)` before the network: a time step whose
+      features all equal it is skipped (state carried, previous output repeated)
+      and left out of a many-to-many loss; None = no masking.
   """
   cell: str = "lstm"
-  cells: int = 10
-  layers: int = 1
+  cells: int | None = None  # None: derived (10, or the widest of `units`)
+  layers: int | None = None  # None: derived (1, or the depth of `units`)
   architecture: str = "vanilla"
   merge_mode: str = "concat"
   kernel_init: str = "glorot_uniform"
   recurrent_init: str = "orthogonal"
   bias_init: str = "zeros"
   unit_forget_bias: bool = True
-  activation: str = "tanh"
+  activation: str | tuple[str, ...] = "tanh"
   recurrent_activation: str = "sigmoid"
   output_activation: str = "linear"
   outputs: int = 0
   return_sequences: bool = False
-  dropout: float = 0.0
-  recurrent_dropout: float = 0.0
-  kernel_l1: float = 0.0
-  kernel_l2: float = 0.0
-  recurrent_l1: float = 0.0
-  recurrent_l2: float = 0.0
-  bias_l1: float = 0.0
-  bias_l2: float = 0.0
+  dropout: float | tuple[float, ...] = 0.0
+  recurrent_dropout: float | tuple[float, ...] = 0.0
+  kernel_l1: float | tuple[float, ...] = 0.0
+  kernel_l2: float | tuple[float, ...] = 0.0
+  recurrent_l1: float | tuple[float, ...] = 0.0
+  recurrent_l2: float | tuple[float, ...] = 0.0
+  bias_l1: float | tuple[float, ...] = 0.0
+  bias_l2: float | tuple[float, ...] = 0.0
   layer_norm: bool = False
   learn_initial_state: bool = False
   input_projection: int = 0
@@ -213,34 +248,56 @@ class ModelConfig:
   conv_filters: int = 8
   conv_kernel: int = 3
   pool_size: int = 2
+  units: tuple[int, ...] = ()
+  dense: tuple[int, ...] = ()
+  dense_activation: str = "relu"
+  dense_dropout: float = 0.0
+  mask_value: float | None = None
+
+  @property
+  def widths(self) -> tuple[int, ...]:
+    """Width of every recurrent layer, input to output (encoder layers, then the decoder)."""
+    if self.units:
+      return self.units
+    return (self.cells,) * (self.layers + (self.architecture == "encoder_decoder"))
+
+  def layer_values(self, name: str) -> tuple[Any, ...]:
+    """One value of per-layer field `name` (see `PER_LAYER_FIELDS`) per recurrent layer."""
+    value = getattr(self, name)
+    return tuple(value) if isinstance(value, tuple) else (value,) * len(self.widths)
 
   @property
   def uses_dropout(self) -> bool:
     """Whether dropout masks are drawn at all (static; the rates themselves are traced)."""
-    return self.dropout > 0 or self.recurrent_dropout > 0
+    return (any(r > 0 for r in self.layer_values("dropout"))
+            or any(r > 0 for r in self.layer_values("recurrent_dropout")) or self.dense_dropout > 0)
 
   @property
   def uses_penalty(self) -> bool:
     """Whether the L1/L2 terms enter the loss (static; one switch for all of PENALTY_FIELDS)."""
-    return any(getattr(self, name) > 0 for name in PENALTY_FIELDS)
+    return any(v > 0 for name in PENALTY_FIELDS for v in self.layer_values(name))
+
+  @property
+  def masks_loss(self) -> bool:
+    """Whether losses are masked per time step (`mask_value` with one output per input step)."""
+    return self.mask_value is not None and self.return_sequences and self.architecture != "encoder_decoder"
 
   def __post_init__(self):
     s = "model"
     _choice(s, "cell", self.cell, CELLS)
-    _positive_int(s, "cells", self.cells)
-    _positive_int(s, "layers", self.layers)
     _choice(s, "architecture", self.architecture, ARCHITECTURES)
+    self._resolve_widths()
     _choice(s, "merge_mode", self.merge_mode, MERGE_MODES)
     for name in ("kernel_init", "recurrent_init", "bias_init"):
       _choice(s, name, getattr(self, name), INITIALIZERS)
-    for name in ("activation", "recurrent_activation"):
-      _choice(s, name, getattr(self, name), ACTIVATIONS)
+    _choice(s, "recurrent_activation", self.recurrent_activation, ACTIVATIONS)
     _choice(s, "output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
     _positive_int(s, "outputs", self.outputs, minimum=0)
+    self._resolve_per_layer("activation", lambda name, v: _choice(s, name, v, ACTIVATIONS))
     for name in ("dropout", "recurrent_dropout"):
-      _number(s, name, getattr(self, name), low=0.0, high=1.0, high_open=True)
-    for name in ("kernel_l1", "kernel_l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2"):
-      _number(s, name, getattr(self, name), low=0.0)
+      self._resolve_per_layer(name, lambda n, v: _number(s, n, v, low=0.0, high=1.0, high_open=True))
+    for name in PENALTY_FIELDS:
+      self._resolve_per_layer(name, lambda n, v: _number(s, n, v, low=0.0))
     _positive_int(s, "input_projection", self.input_projection, minimum=0)
     _positive_int(s, "tbptt", self.tbptt, minimum=0)
     _positive_int(s, "conv_filters", self.conv_filters)
@@ -249,6 +306,75 @@ class ModelConfig:
     for name in ("unit_forget_bias", "return_sequences", "layer_norm", "learn_initial_state"):
       if not isinstance(getattr(self, name), bool):
         _fail(s, name, getattr(self, name), "expected true or false")
+    object.__setattr__(self, "dense", _widths_tuple("dense", self.dense, "give hidden Dense widths >= 1, "
+                                                    "e.g. model.dense = [32], or [] for none"))
+    _choice(s, "dense_activation", self.dense_activation, ACTIVATIONS)
+    _number(s, "dense_dropout", self.dense_dropout, low=0.0, high=1.0, high_open=True)
+    if self.dense_dropout and not self.dense:
+      _fail(s, "dense_dropout", self.dense_dropout, "it drops the outputs of hidden Dense layers and "
+            "model.dense is empty; add model.dense = [32] or set it to 0")
+    _number(s, "mask_value", self.mask_value, allow_none=True)
+    if self.mask_value is not None and self.architecture == "cnn_lstm":
+      _fail(s, "mask_value", self.mask_value, "masking skips time steps of feature vectors and does not "
+            "apply to the frames of architecture 'cnn_lstm'; set model.mask_value = none")
+
+  def _resolve_widths(self) -> None:
+    """Check `units` against `cells` / `layers` and store equal widths as cells x layers."""
+    s = "model"
+    decoder = self.architecture == "encoder_decoder"
+    units = _widths_tuple("units", self.units, "give one width >= 1 per recurrent layer, e.g. "
+                          "model.units = [128, 64], or [] for cells x layers")
+    if not units:
+      object.__setattr__(self, "cells", 10 if self.cells is None else self.cells)
+      object.__setattr__(self, "layers", 1 if self.layers is None else self.layers)
+      _positive_int(s, "cells", self.cells)
+      _positive_int(s, "layers", self.layers)
+      object.__setattr__(self, "units", ())
+      return
+    if decoder and len(units) < 2:
+      _fail(s, "units", list(units), "architecture 'encoder_decoder' needs the encoder width(s) then the "
+            "decoder width, e.g. model.units = [75, 50]")
+    layers = len(units) - decoder  # stacked (encoder) layers; the decoder is not counted, as before
+    if self.layers is not None and self.layers != layers:
+      raise ConfigError(
+          f"model.layers = {self.layers!r} contradicts model.units = {list(units)} ({layers} "
+          f"{'encoder ' if decoder else ''}layer(s)): the units list sets the depth; drop model.layers "
+          "or give one width per layer.")
+    equal = len(set(units)) == 1
+    cells = units[0] if equal else max(units)
+    if self.cells is not None and self.cells != cells:
+      raise ConfigError(
+          f"model.cells = {self.cells!r} contradicts model.units = {list(units)}: "
+          + ("the units list sets the width; drop model.cells." if equal else
+             "the layers differ in width; drop model.cells (or set model.units = [] to use cells x layers)."))
+    object.__setattr__(self, "cells", cells)
+    object.__setattr__(self, "layers", layers)
+    object.__setattr__(self, "units", () if equal else units)
+
+  def _resolve_per_layer(self, name: str, check) -> None:
+    """Validate a scalar-or-list field; a list must have one value per layer; equal values become one."""
+    value = getattr(self, name)
+    if not isinstance(value, (tuple, list)):
+      check(name, value)
+      return
+    values, depth = tuple(value), len(self.widths)
+    if len(values) != depth:
+      _fail("model", name, list(values), f"give one value per recurrent layer ({depth}: "
+            f"widths {list(self.widths)}) or one value for every layer")
+    for v in values:
+      if isinstance(v, (tuple, list)):
+        _fail("model", name, list(values), "expected a flat list with one value per recurrent layer")
+      check(name, v)
+    object.__setattr__(self, name, values[0] if len(set(values)) == 1 else values)
+
+
+def _widths_tuple(name: str, value: Any, fix: str) -> tuple[int, ...]:
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    value = (value,)  # one width: a one-layer list
+  if not isinstance(value, (tuple, list)) or any(
+      isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in value):
+    _fail("model", name, list(value) if isinstance(value, (tuple, list)) else value, fix)
+  return tuple(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -477,6 +603,12 @@ class Config:
           target[part] = {}
         target = target[part]
       target[path[-1]] = parse_value(dotted, value) if isinstance(value, str) else value
+    if d["model"].get("units"):
+      # With a units list, cells and layers follow it (the widest layer, the depth) unless
+      # this override sets them too; then ModelConfig checks that they agree with it.
+      for name in ("cells", "layers"):
+        if f"model.{name}" not in changes:
+          d["model"][name] = None
     return Config.from_dict(d)
 
   def get(self, dotted: str) -> Any:
@@ -661,8 +793,45 @@ def _field_type(dotted: str):
   return tp
 
 
+def _list_items(text: str) -> list[str]:
+  """Items of a list written on a command line: `128,64`, `128/64`, `[128, 64]`; `none` or `[]` is empty."""
+  text = text.strip()
+  if text.startswith("[") and text.endswith("]"):
+    text = text[1:-1]
+  if text.strip().lower() in ("", "none"):
+    return []
+  parts = [p.strip() for p in text.replace(";", ",").replace("/", ",").split(",")]
+  if any(not p for p in parts):
+    raise ValueError(text)
+  return parts
+
+
+def _looks_like_list(text: str) -> bool:
+  return any(c in text for c in ",/;[")
+
+
+def _parse_scalar(tp: Any, text: str) -> Any:
+  return text if tp is str else tp(text)
+
+
+def _type_name(tp: Any) -> str:
+  origin = typing.get_origin(tp)
+  items = [a for a in typing.get_args(tp) if a is not Ellipsis]
+  if origin is tuple:
+    return f"list of {items[0].__name__} (e.g. 128,64)"
+  if origin is types.UnionType:
+    scalar = next(a for a in items if typing.get_origin(a) is not tuple)
+    return f"{scalar.__name__} or list of {scalar.__name__} (one per layer)"
+  return getattr(tp, "__name__", str(tp))
+
+
 def parse_value(dotted: str, text: str) -> Any:
   """Convert a command-line string to the type of field `dotted`.
+
+  A list-valued field takes its items separated by commas (`128,64`), slashes
+  (`128/64`) or in brackets (`[128,64]`); `none` or `[]` is the empty list.
+  A per-layer field (`PER_LAYER_FIELDS`) reads one value (`0.2`) as a scalar for
+  every layer and a list (`0.2,0.1`) as one value per layer.
 
   Raises:
     ConfigError: naming the field, the text and the expected type.
@@ -692,8 +861,12 @@ def parse_value(dotted: str, text: str) -> Any:
       return text
     if origin is tuple:
       (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
-      parts = [p for p in text.replace(";", "/").split("/") if p.strip()] if text else []
-      return tuple(item(p.strip()) for p in parts)
+      return tuple(_parse_scalar(item, p) for p in _list_items(text))
+    if origin is types.UnionType:  # a scalar for every layer, or a list with one per layer
+      item = next(a for a in args if typing.get_origin(a) is not tuple)
+      if _looks_like_list(text):
+        return tuple(_parse_scalar(item, p) for p in _list_items(text))
+      return _parse_scalar(item, text)
     if tp is Any:
       try:
         return json.loads(text)
@@ -705,8 +878,7 @@ def parse_value(dotted: str, text: str) -> Any:
     pass
   else:
     return text
-  name = getattr(tp, "__name__", str(tp))
-  raise ConfigError(f"{dotted} = {text!r} is not a valid {name}.")
+  raise ConfigError(f"{dotted} = {text!r} is not a valid {_type_name(tp)}.")
 
 
 def expand_grid(base: Config, grid: Mapping[str, Iterable[Any]]) -> list[Config]:

@@ -30,8 +30,9 @@ import numpy as np
 from jaxlstm import compiled
 from jaxlstm import data as data_lib
 from jaxlstm import keys as keys_lib
-from jaxlstm.config import PENALTY_FIELDS, TRACED_FIELDS, Config, ConfigError
-from jaxlstm.models import Network, activate, can_pad_cells, pad_params, unpad_params
+from jaxlstm.config import PENALTY_FIELDS, PER_LAYER_FIELDS, TRACED_FIELDS, Config, ConfigError
+from jaxlstm.models import (Network, Widths, activate, can_pad_cells, pad_params, unpad_params, widest,
+                            widths_of)
 from jaxlstm.problems import Dataset
 from jaxlstm.train import Data, Member, Train, TrainState, arrays, make_train, member_hparams
 
@@ -46,19 +47,27 @@ MAX_CALLS = 100_000  # member chunks of one group: beyond, a plan is refused rat
 def static_key(cfg: Config, *, pad_cells: bool = False) -> str:
   """Canonical text of the static part of `cfg`: configs with equal keys share a program.
 
-  Traced fields only contribute whether they are in use. With `pad_cells`, the
-  cell count is left out too where padding is exact (`models.can_pad_cells`).
+  Traced fields only contribute whether they are in use (per recurrent layer for
+  the per-layer ones). With `pad_cells`, the layer widths are left out too where
+  padding is exact (`models.can_pad_cells`): only the depth and the number of
+  hidden Dense layers stay, so a width search is one program per depth.
   """
   d = cfg.to_dict()
+  m = cfg.model
   for dotted in TRACED_FIELDS:
     section, name = dotted.split(".")
-    value = d[section][name]
-    d[section][name] = None if value is None else bool(value)
+    if section == "model" and name in PER_LAYER_FIELDS:
+      d[section][name] = [bool(v) for v in m.layer_values(name)]  # which layers use it is static
+    else:
+      value = d[section][name]
+      d[section][name] = None if value is None else bool(value)
   # The program adds every L1/L2 term once any is set: one switch for all six.
   for name in PENALTY_FIELDS:
-    d["model"][name] = cfg.model.uses_penalty
+    d["model"][name] = m.uses_penalty
   if pad_cells and can_pad_cells(cfg):
     d["model"]["cells"] = "padded"
+    d["model"]["units"] = f"{len(m.widths)} padded"
+    d["model"]["dense"] = f"{len(m.dense)} padded"
   return json.dumps(d, sort_keys=True)
 
 
@@ -66,12 +75,12 @@ def program_key(cfg: Config) -> str:
   """What a compiled program of `cfg` depends on beyond its `train.Shape` and argument shapes.
 
   The static key without what only shapes the arrays (the `data` section but
-  whether each repeat resplits), the width (in `Shape.cells`) and operational
+  whether each repeat resplits), the widths (in `Shape.widths`) and operational
   fields (checkpointing).
   """
   d = json.loads(static_key(cfg))
   d["data"] = {"resplit": bool(cfg.data.resplit)}
-  del d["model"]["cells"], d["train"]["checkpoint_every"]
+  del d["model"]["cells"], d["model"]["units"], d["model"]["dense"], d["train"]["checkpoint_every"]
   return json.dumps(d, sort_keys=True)
 
 
@@ -81,15 +90,16 @@ class Group:
 
   Attributes:
     configs: the grid points, in grid order.
-    cells: the width the program runs at (the widest config when padded).
-    padded: whether narrower configs are zero-padded to `cells`.
+    widths: the layer widths the program runs at (layer by layer the widest
+      config's when padded).
+    padded: whether narrower configs are zero-padded to `widths`.
     repeats: repeats per config; members = len(configs) * repeats.
     first_repeat: the index of the first of them: the group trains repeats
       `first_repeat ... first_repeat + repeats - 1` of each config (a folder that
       grows from 30 to 100 repeats trains 70 more, starting at 30).
   """
   configs: list[Config]
-  cells: int
+  widths: Widths
   padded: bool
   repeats: int
   first_repeat: int = 0
@@ -97,6 +107,11 @@ class Group:
   @property
   def members(self) -> int:
     return len(self.configs) * self.repeats
+
+  @property
+  def cells(self) -> int:
+    """The widest recurrent layer of the program."""
+    return max(self.widths.units)
 
   @property
   def repeat_indices(self) -> np.ndarray:
@@ -108,11 +123,16 @@ class Group:
     """The same program for fewer configs or another range of repeats (what a resumed sweep trains)."""
     first = self.first_repeat if first_repeat is None else first_repeat
     count = self.repeats if repeats is None else repeats
-    return Group(list(configs), self.cells, any(c.model.cells != self.cells for c in configs), count, first)
+    padded = any(widths_of(c.model) != self.widths for c in configs)
+    return Group(list(configs), self.widths, padded, count, first)
 
 
 def plan(configs: Sequence[Config], repeats: int, *, pad_cells: bool = True) -> list[Group]:
-  """Group configs by static shape; one group = one program = one call (per member chunk)."""
+  """Group configs by static shape; one group = one program = one call (per member chunk).
+
+  With `pad_cells`, configs that differ only in layer widths share a group run at
+  the layer-by-layer widest widths (one group per depth and number of Dense layers).
+  """
   if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
     raise ConfigError(f"repeats = {repeats!r} is not allowed: expected an integer >= 1.")
   groups: dict[str, list[Config]] = {}
@@ -120,9 +140,9 @@ def plan(configs: Sequence[Config], repeats: int, *, pad_cells: bool = True) -> 
     groups.setdefault(static_key(cfg, pad_cells=pad_cells), []).append(cfg)
   out = []
   for members in groups.values():
-    cells = max(c.model.cells for c in members)
-    padded = any(c.model.cells != cells for c in members)
-    out.append(Group(members, cells, padded, int(repeats)))
+    sizes = [widths_of(c.model) for c in members]
+    widths = widest(sizes)
+    out.append(Group(members, widths, any(w != widths for w in sizes), int(repeats)))
   return out
 
 
@@ -157,7 +177,7 @@ def estimate_member_bytes(train: Train, config: Config, dataset: Dataset) -> int
   n_params = param_count(train, config, dataset)
   shape = train.shape
   time_steps = dataset.x_train.shape[1]
-  width = max(shape.cells, dataset.n_features) * 4 * config.model.layers
+  width = max(max(shape.widths.units), dataset.n_features) * 4 * len(shape.widths.units)
   activations = shape.batch * time_steps * width * 6  # forward states kept for the backward pass (calibrated)
   sample = math.prod(dataset.x_train.shape[1:]) + dataset.y_train[0].size
   gathers = shape.batch * sample * 2
@@ -171,10 +191,14 @@ class CallPlan:
   Attributes:
     member_bytes: estimated memory of one member.
     members_per_call, calls: equal member chunks within the memory budget (the
-      last one repeats its last member), so one compile serves them all.
+      last one repeats a member to fill up), so one compile serves them all.
     total: members of the group.
     epoch_chunk, epoch_chunks: epochs per call and calls per member chunk.
-    layouts: per member chunk, ((cells, count), ...) of its members in order.
+    layouts: per member chunk, ((widths, count), ...) of its members in order (`models.Widths`).
+    stripe: 0 for contiguous chunks of the config-major members; else every call takes
+      this many repeats of every config (a padded group split by memory: configs of
+      different widths in the same proportions, so every call has one layout).
+    n_configs, repeats: the group's configs and repeats per config (for `stripe`).
   """
   member_bytes: int
   members_per_call: int
@@ -182,7 +206,10 @@ class CallPlan:
   total: int
   epoch_chunk: int
   epoch_chunks: int
-  layouts: tuple[tuple[tuple[int, int], ...], ...]
+  layouts: tuple[tuple[tuple[Widths, int], ...], ...]
+  stripe: int = 0
+  n_configs: int = 1
+  repeats: int = 1
 
   @property
   def compiles(self) -> int:
@@ -190,14 +217,27 @@ class CallPlan:
     return len(set(self.layouts))
 
   def member_index(self, call: int) -> np.ndarray:
+    """`[members_per_call]` the members (config-major indices) of call `call`."""
+    if self.stripe:
+      repeats = np.minimum(np.arange(call * self.stripe, (call + 1) * self.stripe), self.repeats - 1)
+      return (np.arange(self.n_configs)[:, None] * self.repeats + repeats[None, :]).reshape(-1)
     index = np.arange(call * self.members_per_call, (call + 1) * self.members_per_call)
     return np.minimum(index, self.total - 1)
+
+  def first_lanes(self) -> np.ndarray:
+    """`[total]` the lane (over all calls) where each member is trained first: gathers results back."""
+    order = np.concatenate([self.member_index(c) for c in range(self.calls)])
+    return np.unique(order, return_index=True)[1]
 
 
 def plan_calls(group: Group, train: Train, dataset: Dataset, *,
                memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
                epoch_chunk: int | None = None) -> CallPlan:
-  """The calls `run_group` makes for `group` (also what `--dry-run` prints)."""
+  """The calls `run_group` makes for `group` (also what `--dry-run` prints).
+
+  Layouts are computed per config block, never per member, so planning an absurd
+  group costs nothing before it is refused.
+  """
   total = group.members
   member_bytes = estimate_member_bytes(train, group.configs[0], dataset)
   per_call = max(1, memory_budget // max(1, member_bytes))
@@ -205,20 +245,44 @@ def plan_calls(group: Group, train: Train, dataset: Dataset, *,
     per_call = min(per_call, max_members_per_call)
   per_call = min(per_call, total)
   calls = math.ceil(total / per_call)
-  per_call = math.ceil(total / calls)
+  configs, repeats = len(group.configs), group.repeats
   epochs = train.shape.epochs
   chunk = min(epoch_chunk or choose_epoch_chunk(group.configs[0], train.shape.steps), epochs)
+  stripe = 0
+  if calls > 1 and group.padded and per_call >= configs:
+    # Each call takes the same repeats of every config (configs of different widths in the
+    # same proportions), so every call has one member layout and they share one compile.
+    stripe = math.ceil(repeats / math.ceil(repeats / (per_call // configs)))
+    calls, per_call = math.ceil(repeats / stripe), configs * stripe
+  else:  # contiguous chunks of the config-major members
+    per_call = math.ceil(total / calls)
   if calls > MAX_CALLS:
     raise ConfigError(f"{total} members of {member_bytes / 2**20:.3g} MiB each need {calls} calls of "
                       f"{per_call}: more than jaxlstm plans ({MAX_CALLS}); use fewer repeats or a smaller model.")
-  layouts = tuple(_chunk_layout(group, call * per_call, per_call) for call in range(calls))
-  return CallPlan(member_bytes, per_call, calls, total, chunk, math.ceil(epochs / chunk), tuple(layouts))
+  if stripe:
+    layout = tuple(_merge_runs((widths_of(c.model), stripe) for c in group.configs))
+    layouts = (layout,) * calls
+  else:
+    layouts = tuple(_chunk_layout(group, call * per_call, per_call) for call in range(calls))
+  return CallPlan(member_bytes, per_call, calls, total, chunk, math.ceil(epochs / chunk), layouts,
+                  stripe, configs, repeats)
 
 
-def _chunk_layout(group: Group, start: int, size: int) -> tuple[tuple[int, int], ...]:
-  """`((cells, count), ...)` of members `start ... start + size - 1` (config-major; past the
+def _merge_runs(runs) -> list[tuple[Any, int]]:
+  """`[(value, count), ...]` with neighbours of equal value merged."""
+  out: list[list[Any]] = []
+  for value, count in runs:
+    if out and out[-1][0] == value:
+      out[-1][1] += count
+    else:
+      out.append([value, count])
+  return [tuple(x) for x in out]
+
+
+def _chunk_layout(group: Group, start: int, size: int) -> tuple[tuple[Widths, int], ...]:
+  """`((widths, count), ...)` of members `start ... start + size - 1` (config-major; past the
   end, the last member again), computed per config block rather than per member."""
-  runs: list[list[int]] = []
+  runs = []
   total = group.members
   position = start
   while position < start + size:
@@ -227,13 +291,9 @@ def _chunk_layout(group: Group, start: int, size: int) -> tuple[tuple[int, int],
       count = start + size - position
     else:
       count = min(start + size, (member // group.repeats + 1) * group.repeats) - position
-    cells = group.configs[member // group.repeats].model.cells
-    if runs and runs[-1][0] == cells:
-      runs[-1][1] += count
-    else:
-      runs.append([cells, count])
+    runs.append((widths_of(group.configs[member // group.repeats].model), count))
     position += count
-  return tuple((c, n) for c, n in runs)
+  return tuple(_merge_runs(runs))
 
 
 def members_of(group: Group, seed: int) -> Member:
@@ -241,7 +301,7 @@ def members_of(group: Group, seed: int) -> Member:
   stacked_keys = keys_lib.group_keys(seed, group.configs, group.repeat_indices)
   hparams = [member_hparams(cfg) for cfg in group.configs]
   names = hparams[0].keys()
-  stacked = {n: np.repeat(np.asarray([h[n] for h in hparams], np.float32), group.repeats) for n in names}
+  stacked = {n: np.repeat(np.asarray([h[n] for h in hparams], np.float32), group.repeats, axis=0) for n in names}
   return Member(stacked_keys, stacked)
 
 
@@ -249,19 +309,22 @@ def members_of(group: Group, seed: int) -> Member:
 # Programs.
 
 
-def init_members(train: Train, members: Member, layout: Sequence[tuple[int, int]]) -> TrainState:
-  """Initial states of stacked members; `layout` = ((cells, count), ...) in member order.
+def init_members(train: Train, members: Member, layout: Sequence[tuple[Widths | int, int]]) -> TrainState:
+  """Initial states of stacked members; `layout` = ((widths, count), ...) in member order.
 
-  Members narrower than the program are initialised at their own width and
-  zero-padded, so their draws equal a solo run's.
+  Members narrower than the program are initialised at their own widths and
+  zero-padded, so their draws equal a solo run's. An int width means every
+  recurrent layer at that width.
   """
   states, start = [], 0
-  for cells, count in layout:
+  model = train.network_for(train.shape.widths).cfg
+  for sizes, count in layout:
+    sizes = widths_of(model, sizes) if isinstance(sizes, (int, np.integer)) else Widths(*sizes)
     part = jax.tree.map(lambda a: a[start:start + count], members)
     # lax.map, not vmap: keeps the orthogonal init's QR-free loop unbatched (hang.md).
-    params = jax.lax.map(lambda k: train.init_params(k, cells), part.keys.init)
-    if cells != train.shape.cells:
-      params = pad_params(params, cells, train.shape.cells, train.network_for(cells).cfg.cell, leading=1)
+    params = jax.lax.map(lambda k: train.init_params(k, sizes), part.keys.init)
+    if sizes != train.shape.widths:
+      params = pad_params(params, sizes, train.shape.widths, model.cell, leading=1)
     states.append(jax.vmap(train.init_state)(params, part))
     start += count
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
@@ -338,7 +401,7 @@ def group_program(group: Group, dataset: Dataset, *, seed: int = 0,
     dataset: the group's resolved data (`jaxlstm.data.resolve`).
     seed: the run's seed; member keys are (seed, config id, repeat).
   """
-  train = make_train(group.configs[0], dataset, cells=group.cells)
+  train = make_train(group.configs[0], dataset, widths=group.widths)
   calls = plan_calls(group, train, dataset, memory_budget=memory_budget,
                      max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk)
   return GroupProgram(train=train, members=members_of(group, seed), data=arrays(dataset), calls=calls,
@@ -391,8 +454,9 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
     states, history = _run_member_chunk(program, group, call, info, progress, checkpointer)
     histories.append(history)
     finals.append(states)
-  history = {k: np.concatenate([h[k] for h in histories])[:calls.total] for k in histories[0]}
-  states = jax.tree.map(lambda *xs: np.concatenate(xs)[:calls.total], *finals)
+  lanes = calls.first_lanes()
+  history = {k: np.concatenate([h[k] for h in histories])[lanes] for k in histories[0]}
+  states = jax.tree.map(lambda *xs: np.concatenate(xs)[lanes], *finals)
   ensembles = [_ensemble(group, i, program.train, states, history, seed, info) for i in range(len(group.configs))]
   return ensembles, info
 
@@ -545,8 +609,9 @@ def _ensemble(group: Group, index: int, train: Train, states, history, seed: int
     with np.errstate(all="ignore"):
       best_epoch = np.where(np.isfinite(val).any(axis=1),
                             np.nanargmin(np.where(np.isfinite(val), val, np.inf), axis=1), -1)
-  if group.padded and cfg.model.cells != group.cells:
-    params = unpad_params(params, cfg.model.cells, group.cells, cfg.model.cell, leading=1)
+  own = widths_of(cfg.model)
+  if group.padded and own != group.widths:
+    params = unpad_params(params, own, group.widths, cfg.model.cell, leading=1)
   diverged_epoch = np.asarray(states.diverged_epoch[rows]).astype(int)
   shape = train.shape
   return Ensemble(

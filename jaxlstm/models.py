@@ -13,14 +13,24 @@ The input projection of every time step is one matmul before the time scan
 recurrent product), which is where small-LSTM time goes on a CPU.
 
 Architectures (`ModelConfig.architecture`), each as its Keras model:
-  * vanilla: `layers` stacked LSTM/GRU layers, then Dense (many-to-one), or
-    with `return_sequences` a Dense on every step (many-to-many); a one-step
-    input is one-to-one.
+  * vanilla: stacked LSTM/GRU layers (one width each, `ModelConfig.widths`),
+    then Dense (many-to-one), or with `return_sequences` a Dense on every step
+    (many-to-many); a one-step input is one-to-one.
   * bidirectional: `Bidirectional(LSTM)` layers merged by `merge_mode`.
   * cnn_lstm: `TimeDistributed(Conv2D(relu) -> MaxPooling2D -> Flatten)` on
     each frame, then the LSTM stack.
   * encoder_decoder: encoder LSTM(s) -> RepeatVector(time_out) -> decoder
-    LSTM -> TimeDistributed(Dense); a one-step input is one-to-many.
+    LSTM -> TimeDistributed(Dense); a one-step input is one-to-many. The last
+    width is the decoder's (`units = [75, 50]`: LSTM(75) encoder, LSTM(50) decoder).
+Every architecture may add hidden `Dense(width, dense_activation)` layers
+(`dense`, optionally followed by `Dropout(dense_dropout)`) before the head, and
+a Keras `Masking(mask_value)` in front (not cnn_lstm): masked steps carry the
+state through and repeat the previous output (`masked_step`), as Keras' RNN
+does with `zero_output_for_mask=False` (`Bidirectional` returning sequences
+outputs zeros there, as Keras forces it to).
+
+A network can be built wider than its config (`Network.widths`, a padded
+group's sizes); `pad_params` / `unpad_params` move parameters between the two.
 
 Regularisation follows Keras 3.15 (`keras/src/layers/rnn/{lstm,gru}.py`):
 dropout masks are drawn once per sequence and reused at every step. With
@@ -39,20 +49,54 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.config import Config, ModelConfig
+from jaxlstm.config import ZERO_PRESERVING, Config, ModelConfig
 from jaxlstm.initializers import initializer
 
 GATES = {"lstm": 4, "gru": 3}
 # Parameter groups of the recurrent layers: L1/L2 penalties and padding apply to these.
 RECURRENT_PREFIXES = ("lstm_", "gru_", "forward_", "backward_", "encoder_", "decoder")
 LAYER_NORM_EPSILON = 1e-3  # Keras LayerNormalization's default
+# Hidden Dense layer j draws its dropout mask from fold_in(dropout_key, DENSE_DROPOUT_STREAM + j),
+# apart from the recurrent layers' fold_in(dropout_key, creation index).
+DENSE_DROPOUT_STREAM = 1 << 20
+
+
+class Widths(NamedTuple):
+  """The sizes a network is built at: what zero-padding changes, and a member layout's key.
+
+  Attributes:
+    units: width of each recurrent layer, input to output (`ModelConfig.widths`).
+    dense: width of each hidden Dense layer (`ModelConfig.dense`).
+  """
+  units: tuple[int, ...]
+  dense: tuple[int, ...] = ()
+
+
+def widths_of(cfg: ModelConfig, cells: int | Widths | None = None) -> Widths:
+  """The `Widths` of a model config; `cells` (an int: every recurrent layer at that width) overrides."""
+  if isinstance(cells, Widths):
+    return cells
+  if cells is not None:
+    return Widths((int(cells),) * len(cfg.widths), tuple(cfg.dense))
+  return Widths(tuple(cfg.widths), tuple(cfg.dense))
+
+
+def widest(sizes: Sequence[Widths]) -> Widths:
+  """Layer-by-layer maximum of equally deep `Widths`: the width a padded group runs at."""
+  return Widths(tuple(map(max, zip(*(w.units for w in sizes)))),
+                tuple(map(max, zip(*(w.dense for w in sizes)))))
+
+
+def _at(value: Any, layer: int) -> Any:
+  """A per-layer value: a scalar serves every layer, a `[layers]` vector gives layer `layer`'s."""
+  return value if jnp.ndim(value) == 0 else value[layer]
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -157,10 +201,12 @@ class Recurrent(nn.Module):
   cfg: ModelConfig
   units: int
   reverse: bool = False
+  act: str | None = None  # the cell activation; default `cfg.activation` (one for every layer)
 
   @nn.compact
   def __call__(self, xs: jax.Array, *, input_mask: jax.Array | None = None,
-               state_mask: jax.Array | None = None) -> jax.Array:
+               state_mask: jax.Array | None = None, step_mask: jax.Array | None = None,
+               zero_masked_output: bool = False) -> jax.Array:
     """Run the layer.
 
     Args:
@@ -169,6 +215,10 @@ class Recurrent(nn.Module):
         mask (already scaled, see `dropout_masks`), the same at every step; or None.
       state_mask: `[gates, batch, units]` recurrent-dropout mask on the carried
         h (per gate), the same at every step; or None.
+      step_mask: `[batch, time]` bool, False at steps to skip (Keras masking): the
+        state is carried through them unchanged; or None.
+      zero_masked_output: output zeros at skipped steps (Keras' `zero_output_for_mask`,
+        which `Bidirectional` sets when returning sequences) instead of the previous output.
 
     Returns:
       `[batch, time, units]` hidden states (time in input order, also when reversed).
@@ -211,7 +261,7 @@ class Recurrent(nn.Module):
     if cfg.layer_norm:
       projected = layer_norm(projected, x_scale)
     projected = projected + _along_last(bias, 3)
-    act = activation(cfg.activation)
+    act = activation(self.act or cfg.activation)
     gate_act = activation(cfg.recurrent_activation)
 
     def recur(h):
@@ -245,6 +295,9 @@ class Recurrent(nn.Module):
     if is_lstm:
       carry0 += (jnp.broadcast_to(c0, (batch, units)),)
     time_major = jnp.swapaxes(projected, 0, 1)
+    if step_mask is not None:
+      step = masked_step(step, zero_masked_output)
+      time_major = (time_major, jnp.swapaxes(step_mask, 0, 1))
     if cfg.tbptt and cfg.tbptt < time:
       hs = scan_truncated(step, carry0, time_major, cfg.tbptt, reverse=self.reverse)
     else:
@@ -252,7 +305,24 @@ class Recurrent(nn.Module):
     return jnp.swapaxes(hs, 0, 1)
 
 
-def scan_truncated(step: Callable, carry: Any, xs: jax.Array, k: int, *, reverse: bool = False) -> jax.Array:
+def masked_step(step: Callable, zero_output: bool) -> Callable:
+  """Keras' masked RNN step: a skipped step keeps the carry and repeats the previous output.
+
+  `step(carry, x_t) -> (carry, h_t)` becomes `step((carry, (x_t, keep_t)))` with
+  keep_t `[batch]` bool. Where keep_t is False the new carry is discarded (so
+  nothing at that step, its input included, gets a gradient) and the output is
+  the carried h (the last kept step's output, or the initial state) or zeros.
+  """
+  def run(carry, inputs):
+    x_t, keep_t = inputs
+    new_carry, h = step(carry, x_t)
+    keep = keep_t[:, None]
+    carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
+    return carry, jnp.where(keep, h, jnp.zeros_like(h) if zero_output else carry[0])
+  return run
+
+
+def scan_truncated(step: Callable, carry: Any, xs: Any, k: int, *, reverse: bool = False) -> Any:
   """`lax.scan(step, carry, xs)` outputs, with gradients cut every k steps.
 
   Truncated backpropagation through time: the time axis is cut into chunks of
@@ -266,7 +336,7 @@ def scan_truncated(step: Callable, carry: Any, xs: jax.Array, k: int, *, reverse
   Args:
     step: `(carry, x_t) -> (carry, y_t)`.
     carry: initial carry pytree.
-    xs: `[time, ...]` time-major inputs.
+    xs: `[time, ...]` time-major inputs (or a pytree of them).
     k: chunk length, >= 1.
     reverse: scan from the last step to the first (chunks keep their
       positions, so the shorter chunk is visited first).
@@ -274,20 +344,21 @@ def scan_truncated(step: Callable, carry: Any, xs: jax.Array, k: int, *, reverse
   Returns:
     `[time, ...]` outputs, in input order.
   """
-  time = xs.shape[0]
+  time = jax.tree.leaves(xs)[0].shape[0]
   n_full = time // k
 
   def chunk(carry, xs_chunk):
     carry, ys = jax.lax.scan(step, carry, xs_chunk, reverse=reverse)
     return jax.tree.map(jax.lax.stop_gradient, carry), ys
 
-  full = xs[:n_full * k].reshape(n_full, k, *xs.shape[1:])
-  rest = xs[n_full * k:]
-  if reverse and rest.shape[0]:
+  full = jax.tree.map(lambda a: a[:n_full * k].reshape(n_full, k, *a.shape[1:]), xs)
+  rest = jax.tree.map(lambda a: a[n_full * k:], xs)
+  has_rest = time > n_full * k
+  if reverse and has_rest:
     carry, ys_rest = chunk(carry, rest)
   carry, ys_full = jax.lax.scan(chunk, carry, full, reverse=reverse)
   ys = ys_full.reshape(n_full * k, *ys_full.shape[2:])
-  if rest.shape[0]:
+  if has_rest:
     if not reverse:
       carry, ys_rest = chunk(carry, rest)
     ys = jnp.concatenate([ys, ys_rest], axis=0)
@@ -295,7 +366,7 @@ def scan_truncated(step: Callable, carry: Any, xs: jax.Array, k: int, *, reverse
 
 
 class Network(nn.Module):
-  """The model of a config: (optional front end) -> recurrent layers -> Dense head.
+  """The model of a config: (Masking) -> (front end) -> recurrent layers -> hidden Dense -> head.
 
   Call with `xs [batch, time, features]`; returns logits `[batch, outputs]`
   (many-to-one) or `[batch, time_out, outputs]` (many-to-many, encoder-decoder).
@@ -308,6 +379,7 @@ class Network(nn.Module):
   outputs: int
   time_out: int = 0  # encoder-decoder: length of the decoded sequence
   frame_shape: tuple[int, ...] = ()  # cnn_lstm: per-frame (height, width)
+  widths: Widths | None = None  # the sizes to build at (a padded group's); default the config's
 
   @nn.compact
   def __call__(self, xs: jax.Array, *, dropout_key: jax.Array | None = None,
@@ -318,12 +390,21 @@ class Network(nn.Module):
       xs: `[batch, time, features]`.
       dropout_key: key for this batch's dropout masks (training only); None
         disables dropout (evaluation).
-      rates: `(dropout, recurrent_dropout)` rates (traced scalars), used with `dropout_key`.
+      rates: `(dropout, recurrent_dropout[, dense_dropout])` rates, used with
+        `dropout_key`; the first two are scalars or `[layers]` vectors (one per
+        recurrent layer), all may be traced.
 
     Returns:
       `[batch, outputs]` or `[batch, time_out or time, outputs]` logits.
     """
     cfg = self.cfg
+    sizes = self.widths or widths_of(cfg)
+    step_mask = None
+    if cfg.mask_value is not None:
+      # Keras Masking: a step whose features all equal mask_value is skipped downstream.
+      step_mask = jnp.any(xs != cfg.mask_value, axis=-1)
+      xs = xs * step_mask[..., None].astype(xs.dtype)
+      self._show("masking", xs)
     if cfg.architecture == "cnn_lstm":
       xs = self._conv_front_end(xs)
     if cfg.input_projection:
@@ -332,35 +413,41 @@ class Network(nn.Module):
                     kernel_init=initializer(cfg.kernel_init))(xs)
       self._show("input_projection", xs)
     layer_index = itertools.count()  # creation order -> each layer's own dropout key
+    dropouts, recurrent_dropouts = cfg.layer_values("dropout"), cfg.layer_values("recurrent_dropout")
+    activations = cfg.layer_values("activation")
 
-    def recurrent(name, hs, reverse=False):
+    def recurrent(name, hs, layer, *, reverse=False, mask=None, zero_masked=False):
       index = next(layer_index)
       masks = (None, None)
       if dropout_key is not None and cfg.uses_dropout:
         masks = dropout_masks(
             jax.random.fold_in(dropout_key, index), batch=hs.shape[0], features=hs.shape[-1],
-            units=cfg.cells, gates=GATES[cfg.cell], rate=rates[0], recurrent_rate=rates[1],
-            use_dropout=cfg.dropout > 0, use_recurrent=cfg.recurrent_dropout > 0)
-      return Recurrent(cfg, cfg.cells, reverse=reverse, name=name)(
-          hs, input_mask=masks[0], state_mask=masks[1])
+            units=sizes.units[layer], gates=GATES[cfg.cell], rate=_at(rates[0], layer),
+            recurrent_rate=_at(rates[1], layer), use_dropout=dropouts[layer] > 0,
+            use_recurrent=recurrent_dropouts[layer] > 0)
+      return Recurrent(cfg, sizes.units[layer], reverse=reverse, act=activations[layer], name=name)(
+          hs, input_mask=masks[0], state_mask=masks[1], step_mask=mask, zero_masked_output=zero_masked)
 
     hs = xs
+    depth = len(sizes.units)
     if cfg.architecture == "encoder_decoder":
-      for layer in range(cfg.layers):
-        hs = recurrent(f"encoder_{layer}", hs)
-        self._show(f"encoder_{layer}", hs if layer < cfg.layers - 1 else hs[:, -1, :])
+      for layer in range(depth - 1):
+        hs = recurrent(f"encoder_{layer}", hs, layer, mask=step_mask)
+        self._show(f"encoder_{layer}", hs if layer < depth - 2 else hs[:, -1, :])
       context = hs[:, -1, :]
       hs = jnp.broadcast_to(context[:, None, :], (context.shape[0], self.time_out, context.shape[-1]))
       self._show("repeat_vector", hs)
-      hs = recurrent("decoder", hs)
+      hs = recurrent("decoder", hs, depth - 1)  # Keras' RepeatVector passes no mask on
       self._show("decoder", hs)
     else:
-      for layer in range(cfg.layers):
-        sequences = cfg.return_sequences or layer < cfg.layers - 1
+      for layer in range(depth):
+        sequences = cfg.return_sequences or layer < depth - 1
         if cfg.architecture == "bidirectional":
           name = f"bidirectional_{layer}"
-          forward = recurrent(f"forward_{layer}", hs)
-          backward = recurrent(f"backward_{layer}", hs, reverse=True)
+          # Keras' Bidirectional outputs zeros at masked steps when it returns sequences.
+          zero = sequences and step_mask is not None
+          forward = recurrent(f"forward_{layer}", hs, layer, mask=step_mask, zero_masked=zero)
+          backward = recurrent(f"backward_{layer}", hs, layer, reverse=True, mask=step_mask, zero_masked=zero)
           if sequences:
             hs = merge(forward, backward, cfg.merge_mode)
           else:
@@ -369,10 +456,19 @@ class Network(nn.Module):
             hs = merge(forward[:, -1, :], backward[:, 0, :], cfg.merge_mode)
         else:
           name = f"{cfg.cell}_{layer}"
-          hs = recurrent(name, hs)
+          hs = recurrent(name, hs, layer, mask=step_mask)
           if not sequences:
             hs = hs[:, -1, :]
         self._show(name, hs)
+    dense_act = activation(cfg.dense_activation)
+    for j, width in enumerate(sizes.dense):
+      # Keras Dense(width, activation): glorot_uniform kernel, zero bias; per step on sequences.
+      hs = dense_act(nn.Dense(width, name=f"dense_{j}", kernel_init=initializer("glorot_uniform"))(hs))
+      self._show(f"dense_{j}", hs)
+      if cfg.dense_dropout > 0:
+        if dropout_key is not None:
+          hs = hs * keep_mask(jax.random.fold_in(dropout_key, DENSE_DROPOUT_STREAM + j), rates[2], hs.shape)
+        self._show(f"dropout_{j}", hs)
     # On `[batch, time, units]` this Dense is Keras' TimeDistributed(Dense).
     out = nn.Dense(self.outputs, name="head", kernel_init=initializer("glorot_uniform"))(hs)
     self._show("head", out)
@@ -444,15 +540,17 @@ def layer_table(cfg: ModelConfig, input_shape: Sequence[int], outputs: int, *, t
   params, sown = jax.eval_shape(trace)
   cell = cfg.cell.upper()
   types = {"conv": "TimeDistributed(Conv2D)", "pool": "TimeDistributed(MaxPooling2D)",
-           "flatten": "TimeDistributed(Flatten)", "input_projection": "Dense",
+           "flatten": "TimeDistributed(Flatten)", "input_projection": "Dense", "masking": "Masking",
            "repeat_vector": "RepeatVector", "decoder": cell}
   rows = []
   for (name, value), in (row.items() for row in sown["layers"]):
     if name.startswith("bidirectional_"):
       layer = name.split("_")[1]
       kind, owners = f"Bidirectional({cell})", (f"forward_{layer}", f"backward_{layer}")
-    elif name == "head":
+    elif name == "head" or name.startswith("dense_"):
       kind, owners = ("TimeDistributed(Dense)" if value.ndim == 3 else "Dense"), (name,)
+    elif name.startswith("dropout_"):
+      kind, owners = "Dropout", ()
     else:
       kind, owners = types.get(name, cell), (name,)
     rows.append({"name": name, "type": kind, "output_shape": (None, *value.shape[1:]),
@@ -517,49 +615,59 @@ def penalty(params, hp: Mapping[str, jax.Array]) -> jax.Array:
   Args:
     params: one network's parameters.
     hp: traced strengths `kernel_l1`, `kernel_l2`, `recurrent_l1`, `recurrent_l2`,
-      `bias_l1`, `bias_l2` (scalars).
+      `bias_l1`, `bias_l2`: scalars (every layer) or `[layers]` vectors (one per
+      recurrent layer; both directions of a bidirectional layer share one).
   """
   total = jnp.zeros([], jnp.float32)
+  encoders = sum(layer.startswith("encoder_") for layer in params)
   for layer, leaves in params.items():
     if not layer.startswith(RECURRENT_PREFIXES):
       continue
+    index = encoders if layer == "decoder" else int(layer.rsplit("_", 1)[1])
     for leaf_name, kind in (("kernel", "kernel"), ("recurrent_kernel", "recurrent"),
                             ("bias", "bias"), ("recurrent_bias", "bias")):
       if leaf_name in leaves:
         w = leaves[leaf_name]
-        total = total + hp[f"{kind}_l1"] * jnp.sum(jnp.abs(w)) + hp[f"{kind}_l2"] * jnp.sum(w * w)
+        l1, l2 = _at(hp[f"{kind}_l1"], index), _at(hp[f"{kind}_l2"], index)
+        total = total + l1 * jnp.sum(jnp.abs(w)) + l2 * jnp.sum(w * w)
   return total
 
 
 def can_pad_cells(cfg: Config) -> bool:
-  """Whether `cfg` can run padded to more cells with results equal to its own width.
+  """Whether `cfg` can run zero-padded to wider layers with results equal to its own widths.
 
   Padded units start at zero and get exactly zero gradients for plain stacked
-  LSTM/GRU layers; layer norm (statistics over units), dropout (mask shapes),
-  a learned initial state and the other architectures are left unpadded.
+  LSTM/GRU layers and hidden Dense layers whose activations map 0 to 0 (a
+  padded unit's pre-activation is 0; with sigmoid its output would be 0.5 and
+  the zero weights reading it would start to learn). Layer norm (statistics over
+  units), dropout (mask shapes), a learned initial state, an input projection,
+  truncated BPTT and the other architectures are left unpadded.
   """
   m = cfg.model
   return (m.architecture == "vanilla" and not m.layer_norm and not m.learn_initial_state
-          and m.dropout == 0 and m.recurrent_dropout == 0 and m.input_projection == 0
-          and m.tbptt == 0)
+          and not m.uses_dropout and m.input_projection == 0 and m.tbptt == 0
+          and all(a in ZERO_PRESERVING for a in m.layer_values("activation"))
+          and (not m.dense or m.dense_activation in ZERO_PRESERVING))
 
 
-def pad_params(params, cells: int, max_cells: int, cell: str, *, leading: int = 0):
-  """Zero-pad a network's parameters from `cells` to `max_cells` units.
+def pad_params(params, widths: Widths, padded: Widths, cell: str, *, leading: int = 0):
+  """Zero-pad a network's parameters from `widths` to the (layer by layer wider) `padded`.
 
   Every gate block of the fused kernels and biases is padded separately, so
-  gate g of unit j sits at column `g * max_cells + j` as in the wide model.
+  gate g of unit j of recurrent layer i sits at column `g * padded.units[i] + j`
+  as in the wide model; the rows that read a padded layer's outputs (the next
+  layer's kernel, the Dense layers', the head's) get zero rows.
   `leading` counts leading batch axes (1 for stacked members).
   """
-  return _resize(params, cells, max_cells, cell, leading)
+  return _resize(params, widths, padded, cell, leading)
 
 
-def unpad_params(params, cells: int, max_cells: int, cell: str, *, leading: int = 0):
-  """Inverse of `pad_params`: keep the first `cells` units of each gate block."""
-  return _resize(params, max_cells, cells, cell, leading)
+def unpad_params(params, widths: Widths, padded: Widths, cell: str, *, leading: int = 0):
+  """Inverse of `pad_params`: keep the first units of each layer (of each gate block)."""
+  return _resize(params, padded, widths, cell, leading)
 
 
-def _resize(params, old: int, new: int, cell: str, leading: int):
+def _resize(params, old: Widths, new: Widths, cell: str, leading: int):
   gates = GATES[cell]
 
   # numpy for host arrays (results on their way out: eager jnp would compile
@@ -567,39 +675,50 @@ def _resize(params, old: int, new: int, cell: str, leading: int):
   def xp(x):
     return np if isinstance(x, np.ndarray) else jnp
 
-  def units_axis(x, axis):  # pad/crop a plain units axis
+  def units_axis(x, axis, a, b):  # pad/crop a plain axis of a units from a to b
     axis += leading
-    if new > old:
+    if b > a:
       widths = [(0, 0)] * x.ndim
-      widths[axis] = (0, new - old)
+      widths[axis] = (0, b - a)
       return xp(x).pad(x, widths)
-    index = [slice(None)] * x.ndim
-    index[axis] = slice(0, new)
-    return x[tuple(index)]
+    if b < a:
+      index = [slice(None)] * x.ndim
+      index[axis] = slice(0, b)
+      return x[tuple(index)]
+    return x
 
-  def gated_axis(x, axis):  # [.., gates * units] -> per gate
-    axis += leading
-    blocks = xp(x).split(x, gates, axis=axis)
-    return xp(x).concatenate([units_axis(b, axis - leading) for b in blocks], axis=axis)
+  def gated_axis(x, axis, a, b):  # [.., gates * units] -> per gate
+    if a == b:
+      return x
+    blocks = xp(x).split(x, gates, axis=axis + leading)
+    return xp(x).concatenate([units_axis(blk, axis, a, b) for blk in blocks], axis=axis + leading)
 
+  last_old = old.dense[-1] if old.dense else old.units[-1]
+  last_new = new.dense[-1] if new.dense else new.units[-1]
   out = {}
   for layer, leaves in params.items():
-    if layer.startswith(RECURRENT_PREFIXES):
-      first_layer = layer.endswith("_0")
+    if layer.startswith(("lstm_", "gru_")):
+      i = int(layer.rsplit("_", 1)[1])
+      a, b = old.units[i], new.units[i]
       new_leaves = {}
       for name, x in leaves.items():
         if name == "kernel":
-          x = gated_axis(x, 1)
-          if not first_layer:
-            x = units_axis(x, 0)
+          x = gated_axis(x, 1, a, b)
+          if i > 0:
+            x = units_axis(x, 0, old.units[i - 1], new.units[i - 1])
         elif name == "recurrent_kernel":
-          x = units_axis(gated_axis(x, 1), 0)
+          x = units_axis(gated_axis(x, 1, a, b), 0, a, b)
         elif name in ("bias", "recurrent_bias"):
-          x = gated_axis(x, 0)
+          x = gated_axis(x, 0, a, b)
         new_leaves[name] = x
       out[layer] = new_leaves
+    elif layer.startswith("dense_"):
+      j = int(layer.rsplit("_", 1)[1])
+      rows = (old.units[-1], new.units[-1]) if j == 0 else (old.dense[j - 1], new.dense[j - 1])
+      kernel = units_axis(units_axis(leaves["kernel"], 0, *rows), 1, old.dense[j], new.dense[j])
+      out[layer] = {"kernel": kernel, "bias": units_axis(leaves["bias"], 0, old.dense[j], new.dense[j])}
     elif layer == "head":
-      out[layer] = {"kernel": units_axis(leaves["kernel"], 0), "bias": leaves["bias"]}
+      out[layer] = {"kernel": units_axis(leaves["kernel"], 0, last_old, last_new), "bias": leaves["bias"]}
     else:
-      raise ValueError(f"cannot pad layer {layer!r}: padding supports plain stacked LSTM/GRU layers only.")
+      raise ValueError(f"cannot pad layer {layer!r}: padding supports plain stacked LSTM/GRU and Dense layers only.")
   return out

@@ -546,14 +546,17 @@ def _timings(run: RunData) -> list[str]:
   for i, g in enumerate(groups):
     names = [run.labels.get(c, c) for c in g["configs"]]
     shown = ", ".join(names[:4]) + (f", … (+{len(names) - 4})" if len(names) > 4 else "")
-    rows.append([i + 1, shown, g.get("members", "n/a"), g.get("cells", "n/a"),
+    width = g.get("cells", "n/a")
+    if "units" in g:  # unequal widths or hidden Dense layers
+      width = " / ".join(map(str, g["units"])) + (" + dense " + " / ".join(map(str, g["dense"])) if g.get("dense") else "")
+    rows.append([i + 1, shown, g.get("members", "n/a"), width,
                  _num(g.get("padded")), g.get("compiles", 0), g.get("compile_seconds", 0.0),
                  g.get("run_seconds", 0.0), g.get("status", "n/a")])
   compile_s = sum(float(g.get("compile_seconds", 0.0)) for g in groups)
   run_s = sum(float(g.get("run_seconds", 0.0)) for g in groups)
   rows.append(["total", f"{len(run.done)} done", "", "", "",
                sum(int(g.get("compiles", 0)) for g in groups), compile_s, run_s, ""])
-  lines += _table(["group", "configs", "members", "cells", "padded", "compiles", "compile s",
+  lines += _table(["group", "configs", "members", "widths", "padded", "compiles", "compile s",
                    "run s", "status"], rows)
   walls = [(s, _duration(s.get("started"), s.get("finished"))) for s in run.manifest.get("sessions", [])]
   if walls:

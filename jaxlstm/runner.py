@@ -85,7 +85,7 @@ def plan_study(study: Study, *, memory_budget: int | None = None, datasets: dict
   plans = []
   for group in ensemble.plan(study.configs, study.repeats, pad_cells=True):
     dataset = datasets[data_lib.data_key(group.configs[0])]
-    train = make_train(group.configs[0], dataset, cells=group.cells)
+    train = make_train(group.configs[0], dataset, widths=group.widths)
     calls = ensemble.plan_calls(group, train, dataset, memory_budget=budget)
     plans.append(GroupPlan(group, dataset, train, calls))
   references = {c.config_id: naive_baselines(c, datasets[data_lib.data_key(c)]) for c in study.configs}
@@ -214,6 +214,13 @@ def _count(n: int, noun: str) -> str:
   return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def describe_widths(group: Group) -> str:
+  """A group's widths in words: "10 cells" for equal widths, else "units [128, 64] + dense [32]"."""
+  units, dense = group.widths
+  text = f"{units[0]} cells" if len(set(units)) == 1 and not dense else f"units {list(units)}"
+  return text + (f" + dense {list(dense)}" if dense else "")
+
+
 def describe_plan(plan: Plan, stream: TextIO) -> None:
   """Print the plan: configs, static-shape groups, compiles, estimated memory."""
   study = plan.study
@@ -234,7 +241,7 @@ def describe_plan(plan: Plan, stream: TextIO) -> None:
     cfg, shape, calls = g.group.configs[0], g.train.shape, g.calls
     padded = " (narrower configs zero-padded)" if g.group.padded else ""
     print(f"  group {i + 1}: configs {', '.join(str(index[c.config_id]) for c in g.group.configs)}; "
-          f"{g.group.members} members; {g.group.cells} cells{padded}, {cfg.model.layers} layer(s), "
+          f"{g.group.members} members; {describe_widths(g.group)}{padded}, {cfg.model.layers} layer(s), "
           f"batch {shape.batch} x {shape.steps} step(s)/epoch, {shape.epochs} epochs "
           f"in {calls.epoch_chunks} chunk(s); {calls.calls} call(s) of {calls.members_per_call} members; "
           f"{_count(g.compiles, 'compile')}; ~{_bytes(calls.member_bytes)}/member, "
@@ -352,6 +359,8 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
   except store.FolderRefused as e:
     raise UsageError(str(e)) from None
   groups = [{"configs": [c.config_id for c in g.group.configs], "cells": g.group.cells,
+             **({} if describe_widths(g.group).endswith(" cells") else
+                {"units": list(g.group.widths.units), "dense": list(g.group.widths.dense)}),
              "padded": g.group.padded, "members": g.group.members, "planned_compiles": g.compiles}
             for g in plan.groups]
   try:
@@ -434,7 +443,7 @@ def state_like(train: Train, group: Group, seed: int):
   """Shapes of a group's `TrainState` (for restoring an epoch checkpoint)."""
   import jax
   members = ensemble.members_of(group, seed)
-  return jax.eval_shape(lambda m: ensemble.init_members(train, m, ((group.cells, group.members),)), members)
+  return jax.eval_shape(lambda m: ensemble.init_members(train, m, ((group.widths, group.members),)), members)
 
 
 class _LoggedCheckpointer:
@@ -556,7 +565,7 @@ def run_plan(plan: Plan, folder: store.RunFolder, env: dict, *, log: Callable[[s
     repeats = (f"{group.repeats} repeats" if not group.first_repeat else
                f"repeats {group.first_repeat}-{group.first_repeat + group.repeats - 1}")
     log(f"group {number}/{len(todo)}: {len(group.configs)} config(s) x {repeats} = "
-        f"{group.members} members, {group.cells} cells" + (" (padded)" if group.padded else ""))
+        f"{group.members} members, {describe_widths(group)}" + (" (padded)" if group.padded else ""))
     progress.group(number, len(todo), group.members * gp.train.shape.epochs)
     ensembles, info = ensemble.run_group(group, gp.dataset, seed=study.seed, progress=progress,
                                          checkpointer=checkpointer)

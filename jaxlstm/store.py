@@ -574,9 +574,14 @@ def symlinks(run_dir: str | os.PathLike) -> list[str]:
 
 
 def config_value(cfg: Any, key: str) -> Any:
-  """The value of dotted field `key` of a config, problem options (`data.options.<name>`) included."""
+  """The value of dotted field `key` of a config, problem options (`data.options.<name>`) included.
+
+  `model.units` gives the widths of every config, also those stored as cells x layers.
+  """
   if key.startswith("data.options."):
     return cfg.data.options.get(key[len("data.options."):])
+  if key == "model.units":
+    return cfg.model.widths
   return cfg.get(key)
 
 

@@ -34,11 +34,15 @@ from typing import Any, TextIO
 import numpy as np
 
 from jaxlstm import metrics, store
-from jaxlstm.config import Config, ConfigError, check_field, expand_grid, parse_value
+from jaxlstm.config import (PER_LAYER_FIELDS, WIDTH_FIELDS, Config, ConfigError, check_field, expand_grid,
+                            parse_value)
 
 DEFAULT_EXPERIMENT = "cells"
 EXPERIMENTS_PACKAGE = "jaxlstm.experiments"
 CSV_DEFAULTS = {"n_in": 10, "n_out": 1, "val_fraction": 0.2}
+# Two ways to give the recurrent widths: a units list, or cells x layers.
+_WIDTH_ALTERNATIVES = {"model.units": ("model.cells", "model.layers"),
+                       "model.cells": ("model.units",), "model.layers": ("model.units",)}
 
 
 class UsageError(Exception):
@@ -255,11 +259,24 @@ def _split_assignment(text: str, flag: str) -> tuple[str, str]:
 
 
 def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
-  """`--grid key=v1,v2` -> (key, typed values)."""
+  """`--grid key=v1,v2` -> (key, typed values).
+
+  Grid points are separated by commas, except for the fields whose points are
+  lists of layers (`model.units`, `model.dense`, and `PER_LAYER_FIELDS` once the
+  value holds a "/"): there "/" separates grid points and "," a list's items, e.g.
+  `--grid model.units=64/128,64/256,128,64` (three depths) or
+  `--grid model.dense=none/32` (without and with Dense(32)).
+  """
   key, values = _split_assignment(text, "--grid")
   check_field(key)
-  parts = [p.strip() for p in values.split(",")]
+  name = key.partition(".")[2] if key.startswith("model.") else ""
+  lists = name in WIDTH_FIELDS or (name in PER_LAYER_FIELDS and "/" in values)
+  parts = [p.strip() for p in values.split("/" if lists else ",")]
   if not values.strip() or any(not p for p in parts):
+    if lists:
+      raise UsageError(f"--grid {text!r}: give grid points separated by '/' and each list's items by ',', "
+                       f"e.g. --grid {key}=" + ("64/128,64/256,128,64" if name in WIDTH_FIELDS else "0.1/0.2,0.1")
+                       + ("; none is the empty list" if name == "dense" else ""))
     raise UsageError(f"--grid {text!r}: give comma-separated values, e.g. --grid {key}=1,5,10")
   return key, [parse_value(key, p) for p in parts]
 
@@ -395,6 +412,15 @@ def _grid_study(name: str, base: Config, grid: dict[str, list[Any]], args: argpa
     if key in seen:
       raise UsageError(f"{key} is given both in --grid and --set; keep one")
     grid.pop(key, None)  # a fixed value replaces the study's grid over it
+  given = [*seen, *sets]
+  for key in given:
+    # Widths given one way replace the study's grid over them given the other way
+    # (`--grid model.units=...` on the default study replaces its grid over model.cells).
+    for other in _WIDTH_ALTERNATIVES.get(key, ()):
+      if other in given:
+        raise UsageError(f"{key} and {other} both give the recurrent widths on the command line; keep one "
+                         "(model.units = one width per layer, or model.cells x model.layers)")
+      grid.pop(other, None)
   base = base.override({k: _override_value(k, v) for k, v in sets.items()})
   picks = None
   if args.random is not None and grid:

@@ -16,25 +16,26 @@ Nothing is jitted or vmapped here and no state is mutated at trace time:
 `jit(vmap(run_epochs))` once per static signature. The data arrays are arguments
 (`Data`), never constants, so new data of the same shapes reuses the program.
 
-Configs that differ only in `model.cells` share a program by zero-padding to the
-widest config (`cells=`; `models.can_pad_cells`): padded units start at zero and
-get exactly zero gradients, so each member's numbers equal its unpadded run.
+Configs that differ only in their layer widths (`model.units`, `model.cells`,
+`model.dense`) share a program by zero-padding every layer to the widest of the
+group (`widths=`; `models.can_pad_cells`): padded units start at zero and get
+exactly zero gradients, so each member's numbers equal its unpadded run.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxlstm import callbacks, losses, optim
 from jaxlstm.config import PENALTY_FIELDS, Config
 from jaxlstm.data import unit_scale
 from jaxlstm.keys import StreamKeys
-from jaxlstm.models import Network, penalty
+from jaxlstm.models import Network, Widths, penalty, widths_of
 from jaxlstm.problems import Dataset
 
 
@@ -73,10 +74,15 @@ class Shape(NamedTuple):
   batch: int  # samples per minibatch
   steps: int  # minibatches per epoch (the last may be partial)
   epochs: int
-  cells: int  # the (padded) width every member runs at
+  widths: Widths  # the (padded) layer widths every member runs at
   outputs: int  # width of the Dense head
   time_out: int  # encoder-decoder output length, 0 otherwise
   frame_shape: tuple[int, ...]  # cnn_lstm (height, width), () otherwise
+
+  @property
+  def cells(self) -> int:
+    """The widest recurrent layer."""
+    return max(self.widths.units)
 
 
 class Train(NamedTuple):
@@ -85,25 +91,33 @@ class Train(NamedTuple):
   run_epochs: Callable[[TrainState, Member, Data, int], tuple[TrainState, dict[str, jax.Array]]]
   train: Callable[[Member], tuple[TrainState, dict[str, jax.Array]]]
   evaluate: Callable[..., dict[str, jax.Array]]
-  init_params: Callable[..., Any]  # (key, cells=None) -> unpadded params of that width
+  init_params: Callable[..., Any]  # (key, widths=None) -> unpadded params at those widths
   init_state: Callable[[Any, Member], TrainState]  # optimizer and callback state around params
   logits: Callable[..., jax.Array]  # (params, x) -> network outputs before the output activation
   epoch_order: Callable[[jax.Array, jax.Array], jax.Array]  # (shuffle key, epoch) -> [n_train]
   member_data: Callable[[Data, Member], Data]  # the member's own split (data.resplit)
-  network_for: Callable[[int], Network]  # the network at a given width
+  network_for: Callable[..., Network]  # the network at given widths (`Widths`, or an int for every layer)
   tx: optax.GradientTransformation
   shape: Shape
 
 
-def member_hparams(config: Config) -> dict[str, float]:
-  """The traced hyper-parameters of one config (one member's values)."""
-  values = dict(optim.hyperparams(config.optim))
+def member_hparams(config: Config) -> dict[str, Any]:
+  """The traced hyper-parameters of one config (one member's values).
+
+  Optimizer values are scalars; dropout rates and L1/L2 strengths are
+  `[layers]` vectors, one value per recurrent layer (a scalar config repeats it),
+  so configs with scalar and per-layer values share one program; `dense_dropout`
+  is a scalar.
+  """
+  values: dict[str, Any] = dict(optim.hyperparams(config.optim))
   model = config.model
+  per_layer = lambda name: np.asarray(model.layer_values(name), np.float32)
   if model.uses_dropout:
-    values["dropout"] = model.dropout
-    values["recurrent_dropout"] = model.recurrent_dropout
+    values["dropout"] = per_layer("dropout")
+    values["recurrent_dropout"] = per_layer("recurrent_dropout")
+    values["dense_dropout"] = model.dense_dropout
   if model.uses_penalty:
-    values.update({name: getattr(model, name) for name in PENALTY_FIELDS})
+    values.update({name: per_layer(name) for name in PENALTY_FIELDS})
   return values
 
 
@@ -118,8 +132,8 @@ def arrays(dataset: Dataset) -> Data:
   return Data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, unit_scale(dataset))
 
 
-def shape_of(config: Config, dataset: Dataset, cells: int | None = None) -> Shape:
-  """The static layout a program of `config` on `dataset` runs with."""
+def shape_of(config: Config, dataset: Dataset, cells: int | Widths | None = None) -> Shape:
+  """The static layout a program of `config` on `dataset` runs with (at widths `cells`, default its own)."""
   y = dataset.y_train
   n_all = dataset.x_train.shape[0] + dataset.x_val.shape[0]
   if config.data.resplit:
@@ -131,12 +145,13 @@ def shape_of(config: Config, dataset: Dataset, cells: int | None = None) -> Shap
   architecture = config.model.architecture
   return Shape(
       n_train=n_train, n_val=n_val, batch=batch, steps=steps, epochs=config.train.epochs,
-      cells=cells or config.model.cells, outputs=config.model.outputs or int(y.shape[-1]),
+      widths=widths_of(config.model, cells), outputs=config.model.outputs or int(y.shape[-1]),
       time_out=int(y.shape[1]) if (y.ndim == 3 and architecture == "encoder_decoder") else 0,
       frame_shape=tuple(dataset.metadata.get("frame_shape", ())) if architecture == "cnn_lstm" else ())
 
 
-def make_train(config: Config, dataset: Dataset, *, cells: int | None = None) -> Train:
+def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None,
+               cells: int | None = None) -> Train:
   """Pure functions that train one member of `config` on `dataset`.
 
   Args:
@@ -144,37 +159,52 @@ def make_train(config: Config, dataset: Dataset, *, cells: int | None = None) ->
       they come with each member's `hparams`).
     dataset: the resolved data (`jaxlstm.data.resolve`); only its shapes and
       metadata are baked in, except in `train`, which closes over its arrays.
-    cells: the (padded) width every member runs at; default `config.model.cells`.
+    widths: the (padded) layer widths every member runs at (a group's `widths`);
+      default the config's own.
+    cells: shorthand for `widths` with every recurrent layer at this width.
 
   Returns:
     A `Train` of pure functions (nothing jitted).
   """
-  shape = shape_of(config, dataset, cells)
+  shape = shape_of(config, dataset, widths or cells)
   model, train_cfg = config.model, config.train
   tx = optim.make_optimizer(config.optim)
   act = model.output_activation
   loss_fn = losses.LOSSES[train_cfg.loss]
   sample_x = jnp.zeros((1, *dataset.x_train.shape[1:]), jnp.float32)
 
-  def network_for(width: int) -> Network:
-    return Network(dataclasses.replace(model, cells=width), shape.outputs, time_out=shape.time_out,
-                   frame_shape=shape.frame_shape)
+  def network_for(sizes: Widths | int) -> Network:
+    return Network(model, shape.outputs, time_out=shape.time_out, frame_shape=shape.frame_shape,
+                   widths=widths_of(model, sizes))
 
-  network = network_for(shape.cells)
+  network = network_for(shape.widths)
+  steps = model.masks_loss  # static: losses weighted per (sample, step) by the input mask
 
   def metric_fns(scale: jax.Array | None) -> dict[str, Callable]:
     fns = {}
     for name in train_cfg.metrics:
       if name == "mae_original":
-        fns[name] = lambda out, y, a, s=scale: losses.mae_original(
-            out, y, a, unit_scale=1.0 if s is None else s)
+        fns[name] = lambda out, y, a, s=scale, **kw: losses.mae_original(
+            out, y, a, unit_scale=1.0 if s is None else s, **kw)
       else:
         fns[name] = losses.METRICS[name]
     return fns
 
-  def init_params(key: jax.Array, cells: int | None = None):
-    """Initial parameters of one member at width `cells` (unpadded)."""
-    return network_for(cells or shape.cells).init(key, sample_x)["params"]
+  def weights_of(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """`[batch]` sample weights, or `[batch, time]` with `mask_value` on sequence outputs."""
+    weights = jnp.ones(x.shape[:1], jnp.float32) if mask is None else mask
+    if steps:
+      weights = weights[:, None] * jnp.any(x != model.mask_value, axis=-1).astype(jnp.float32)
+    return weights
+
+  def weighted(fn, out, y, weights):
+    """`(sum of weighted values, sum of weights)`: per sample, or per unmasked (sample, step)."""
+    values = fn(out, y, act, steps=True) if steps else fn(out, y, act)
+    return jnp.sum(weights * values), jnp.sum(weights)
+
+  def init_params(key: jax.Array, sizes: Widths | int | None = None):
+    """Initial parameters of one member at widths `sizes` (unpadded; default the program's)."""
+    return network_for(shape.widths if sizes is None else sizes).init(key, sample_x)["params"]
 
   def init_state(params, member: Member) -> TrainState:
     opt_state = tx.init(params)
@@ -187,18 +217,29 @@ def make_train(config: Config, dataset: Dataset, *, cells: int | None = None) ->
     return init_state(init_params(member.keys.init), member)
 
   def logits(params, x, *, dropout_key=None, hparams=None):
-    rates = None if dropout_key is None else (hparams["dropout"], hparams["recurrent_dropout"])
+    rates = None
+    if dropout_key is not None:
+      rates = (hparams["dropout"], hparams["recurrent_dropout"], hparams.get("dense_dropout", 0.0))
     return network.apply({"params": params}, x, dropout_key=dropout_key, rates=rates)
 
   def evaluate(params, x, y, hparams, *, unit_scale=None) -> dict[str, jax.Array]:
-    """Loss and metrics on a whole set (no dropout): the `val_*` entries."""
+    """Loss and metrics on a whole set (no dropout): the `val_*` entries.
+
+    With `mask_value` on sequence outputs, each is the mean over the set's
+    unmasked (sample, step) pairs.
+    """
     out = logits(params, x)
-    values = {"loss": jnp.mean(loss_fn(out, y, act))}
+    if steps:
+      weights = weights_of(x)
+      mean = lambda fn: jnp.divide(*weighted(fn, out, y, weights))
+    else:
+      mean = lambda fn: jnp.mean(fn(out, y, act))
+    values = {"loss": mean(loss_fn)}
     if model.uses_penalty:
       # Keras' evaluate() adds the regularisation losses to `val_loss` too.
       values["loss"] = values["loss"] + penalty(params, hparams)
     for name, fn in metric_fns(unit_scale).items():
-      values[name] = jnp.mean(fn(out, y, act))
+      values[name] = mean(fn)
     return values
 
   def epoch_order(shuffle_key: jax.Array, epoch: jax.Array) -> jax.Array:
@@ -234,9 +275,17 @@ def make_train(config: Config, dataset: Dataset, *, cells: int | None = None) ->
 
     def objective(params, xb, yb, mask, dropout_key):
       out = logits(params, xb, dropout_key=dropout_key if model.uses_dropout else None, hparams=hp)
+      reg = penalty(params, hp) if model.uses_penalty else jnp.zeros([], jnp.float32)
+      if steps:
+        # Keras' masked loss: the mean over the batch's unmasked (sample, step) pairs
+        # (0 when there are none); metrics accumulate their weighted sums over the epoch.
+        weights = weights_of(xb, mask)
+        total, count = weighted(loss_fn, out, yb, weights)
+        data_loss = total / jnp.maximum(count, 1.0)
+        metric_sums = {m: weighted(fn, out, yb, weights) for m, fn in fns.items()}
+        return data_loss + reg, (reg, metric_sums)
       count = jnp.sum(mask)
       data_loss = jnp.sum(mask * loss_fn(out, yb, act)) / count
-      reg = penalty(params, hp) if model.uses_penalty else jnp.zeros([], jnp.float32)
       metric_sums = {m: jnp.sum(mask * fn(out, yb, act)) for m, fn in fns.items()}
       return data_loss + reg, (reg, metric_sums)
 
@@ -263,7 +312,10 @@ def make_train(config: Config, dataset: Dataset, *, cells: int | None = None) ->
           batch_step, carry, (idx, mask, jnp.arange(steps)))
       # Keras 3 averages batch losses weighted by batch size: the mean over samples.
       record = {"loss": jnp.sum(loss_sums) / n}
-      record.update({m: jnp.sum(metric_sums[m]) / n for m in train_cfg.metrics})
+      if steps:  # a metric's weighted sums over the epoch / its weights (Keras' masked metrics)
+        record.update({m: jnp.sum(metric_sums[m][0]) / jnp.sum(metric_sums[m][1]) for m in train_cfg.metrics})
+      else:
+        record.update({m: jnp.sum(metric_sums[m]) / n for m in train_cfg.metrics})
       val = evaluate(params, data.x_val, data.y_val, hp, unit_scale=data.unit_scale)
       record.update({"val_" + name: value for name, value in val.items()})
       if model.uses_penalty:

@@ -16,7 +16,7 @@ from jaxlstm.config import Config, check_field, expand_grid
 from jaxlstm.data import check_compatible, resolve
 
 STUDIES = [
-    "activation", "batch_size", "cells", "dropout", "early_stopping", "encoding", "fit_diagnosis",
+    "activation", "architecture", "batch_size", "cells", "dropout", "early_stopping", "encoding", "fit_diagnosis",
     "gru_vs_lstm", "init", "layers", "learning_rate", "model_type", "optimizer", "regularization",
     "repeats", "scaling", "sequence_length", "variance_sources",
 ]
