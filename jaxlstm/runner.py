@@ -226,7 +226,8 @@ def describe_plan(plan: Plan, stream: TextIO) -> None:
   study = plan.study
   index = {c.config_id: i + 1 for i, c in enumerate(study.configs)}
   labels = study.labels()
-  draw = f" ({study.random} drawn at random from the grid)" if study.random else ""
+  draw = (f" ({study.random} drawn at random from the {'space' if study.space else 'grid'})"
+          if study.random else "")
   print(f"study {study.name}: {len(study.configs)} configs{draw} x {study.repeats} repeats, "
         f"seed {study.seed}", file=stream)
   for cfg in study.configs:
@@ -358,11 +359,7 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
     existing = store.check_folder(out, study_spec, overwrite=overwrite)
   except store.FolderRefused as e:
     raise UsageError(str(e)) from None
-  groups = [{"configs": [c.config_id for c in g.group.configs], "cells": g.group.cells,
-             **({} if describe_widths(g.group).endswith(" cells") else
-                {"units": list(g.group.widths.units), "dense": list(g.group.widths.dense)}),
-             "padded": g.group.padded, "members": g.group.members, "planned_compiles": g.compiles}
-            for g in plan.groups]
+  groups = group_entries(plan)
   try:
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)  # before anything is deleted or written: one sweep per folder
@@ -390,6 +387,15 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
   except OSError as e:
     raise UsageError(f"cannot write --out {out}: {e.strerror or e}") from None
   return folder, lock
+
+
+def group_entries(plan: Plan) -> list[dict[str, Any]]:
+  """The manifest's description of each planned group (before it runs)."""
+  return [{"configs": [c.config_id for c in g.group.configs], "cells": g.group.cells,
+           **({} if describe_widths(g.group).endswith(" cells") else
+              {"units": list(g.group.widths.units), "dense": list(g.group.widths.dense)}),
+           "padded": g.group.padded, "members": g.group.members, "planned_compiles": g.compiles}
+          for g in plan.groups]
 
 
 def _update_study(folder: store.RunFolder, spec: dict, log: Callable[[str], None],
@@ -538,19 +544,22 @@ def _todo(plan: Plan, folder: store.RunFolder) -> list[tuple[int, GroupPlan, Gro
 
 
 def run_plan(plan: Plan, folder: store.RunFolder, env: dict, *, log: Callable[[str], None],
-             progress: Progress) -> list[str]:
+             progress: Progress, group_offset: int = 0) -> list[str]:
   """Train every config of the plan that the folder has not finished; record each group.
 
   A session entry (argv, versions, the configs it trained) is added to the
   manifest only when there is something to train: rerunning a finished sweep
   leaves the folder untouched.
 
+  `group_offset` is the index of the plan's first group among the folder's groups (a
+  search adds each batch's groups after those of the batches before it).
+
   Returns:
     Ids of the configs trained now.
   """
   study = plan.study
   todo = _todo(plan, folder)
-  n_done = len(folder.done_ids())
+  n_done = sum(folder.is_done(c.config_id) for c in study.configs)
   if not todo:
     return []
   if n_done:
@@ -569,7 +578,7 @@ def run_plan(plan: Plan, folder: store.RunFolder, env: dict, *, log: Callable[[s
     progress.group(number, len(todo), group.members * gp.train.shape.epochs)
     ensembles, info = ensemble.run_group(group, gp.dataset, seed=study.seed, progress=progress,
                                          checkpointer=checkpointer)
-    folder.record(index, ensembles, info, ensemble_scores=_ensemble_scores(folder, ensembles, gp.dataset))
+    folder.record(group_offset + index, ensembles, info, ensemble_scores=_ensemble_scores(folder, ensembles, gp.dataset))
     if checkpointer is not None:
       checkpointer.clear()
       try:

@@ -1,0 +1,124 @@
+"""Search spaces on the command line: --space / [space] / get_space(), --random from a space, --search.
+
+Building studies needs no jax and no training; the search runs train tiny models
+(two repeats, a few epochs) and share one persistent compilation cache.
+"""
+import io
+import json
+import math
+import textwrap
+
+import pytest
+
+from jaxlstm import study as study_lib
+from jaxlstm import sweep
+
+LR = "optim.learning_rate=loguniform:1e-4:1e-1"
+CELLS = "model.cells=int:1:16:log"
+
+
+def make(*args):
+  return study_lib.make_study(sweep.build_parser().parse_args(list(args)))
+
+
+def run_main(*args):
+  out, err = io.StringIO(), io.StringIO()
+  import contextlib
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    status = sweep.main(list(args))
+  return status, out.getvalue(), err.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# --random from a space.
+
+
+def test_random_from_a_space_is_reproducible_prefix_stable_and_in_bounds():
+  four = make("--space", LR, "--space", CELLS, "--random", "4", "--seed", "7")
+  again = make("--space", LR, "--space", CELLS, "--random", "4", "--seed", "7")
+  ten = make("--space", LR, "--space", CELLS, "--random", "10", "--seed", "7")
+  other = make("--space", LR, "--space", CELLS, "--random", "4", "--seed", "8")
+  ids = [c.config_id for c in four.configs]
+  assert ids == [c.config_id for c in again.configs]
+  assert [c.config_id for c in ten.configs][:4] == ids
+  assert ids != [c.config_id for c in other.configs]
+  rates = [c.optim.learning_rate for c in ten.configs]
+  assert all(1e-4 <= r < 1e-1 for r in rates) and len(set(rates)) == 10  # continuous, not grid points
+  assert all(1 <= c.model.cells <= 16 for c in ten.configs)
+  # The default study's grid over model.cells gave way to the space that searches it.
+  assert list(four.grid) == ["optim.learning_rate", "model.cells"] and four.random == 4
+  assert four.spec()["space"]["dimensions"][0]["name"] == "optim.learning_rate"
+
+
+def test_a_grid_with_several_values_is_crossed_with_every_draw():
+  study = make("--space", LR, "--grid", "model.cells=2,4", "--random", "3")
+  assert len(study.configs) == 6
+  assert [c.model.cells for c in study.configs] == [2, 4] * 3
+  assert len({c.optim.learning_rate for c in study.configs}) == 3
+
+
+def test_set_fixes_a_field_and_a_one_value_grid_stays_fixed():
+  study = make("--space", LR, "--set", "model.cells=3", "--grid", "train.batch_size=2", "--random", "2")
+  assert [c.model.cells for c in study.configs] == [3, 3]
+  assert [c.train.batch_size for c in study.configs] == [2, 2]
+
+
+def test_without_a_space_random_keeps_its_grid_behaviour():
+  study = make("--grid", "model.cells=1,2,3,4", "--random", "2", "--seed", "0")
+  assert study.space is None and "space" not in study.spec()
+  assert set(study.grid) == {"model.cells"} and len(study.configs) == 2
+
+
+def test_a_space_table_in_a_config_file(tmp_path):
+  path = tmp_path / "study.toml"
+  path.write_text(textwrap.dedent("""
+      [train]
+      epochs = 3
+      [space]
+      "optim.learning_rate" = "loguniform:1e-4:1e-1"
+      [space.model]
+      cells = {type = "int", low = 1, high = 8}
+  """))
+  study = make("--config", str(path), "--random", "3")
+  assert study.space.names == ("optim.learning_rate", "model.cells") and len(study.configs) == 3
+
+
+def test_an_experiment_module_may_define_get_space(tmp_path):
+  path = tmp_path / "mine.py"
+  path.write_text(textwrap.dedent("""
+      from jaxlstm.config import Config
+      from jaxlstm.space import loguniform
+      def get_config():
+        return Config().override({"train.epochs": 3})
+      def get_grid():
+        return {}
+      def get_space():
+        return {"optim.learning_rate": loguniform(1e-3, 1e-1)}
+  """))
+  study = make("--experiment", str(path), "--random", "2", "--space", "model.cells=int:1:4")
+  assert study.space.names == ("optim.learning_rate", "model.cells")
+
+
+# ---------------------------------------------------------------------------
+# Bad input: one line, exit status 2, before anything is built.
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "optim.learning_rate=loguniform:1e-4", "--random", "2"], "expected loguniform:LOW:HIGH"),
+    (["--space", "optim.learning_rate=uniform:0.1:0.01", "--random", "2"], "the range is empty"),
+    (["--space", "optim.learning_rate=loguniform:0:0.1", "--random", "2"], "needs low > 0"),
+    (["--space", "model.cells=int:1:8", "--grid", "model.cells=1,2", "--random", "2"],
+     "model.cells is given both in --space and --grid"),
+    (["--space", "model.cells=int:1:8", "--set", "model.cells=2", "--random", "2"],
+     "model.cells is given both in --space and --set"),
+    (["--space", LR], "needs --random N"),
+    (["--search", "tpe"], "needs a search space"),
+    (["--search", "tpe", "--space", LR, "--trials", "0"], "--trials: expected a positive integer"),
+    (["--search", "tpe", "--space", LR, "--random", "3"], "keep one"),
+    (["--space", "optim.momentum=uniform:0:1.5", "--random", "2"], "narrow the space"),
+])
+def test_bad_space_input_is_one_line_and_exit_2(tmp_path, args, message):
+  status, out, err = run_main(*args, "--out", str(tmp_path / "out"), "--repeats", "2")
+  assert status == 2 and out == ""
+  assert err.count("\n") == 1 and message in err, err
+  assert not (tmp_path / "out").exists()
