@@ -139,6 +139,7 @@ class _Trainer:
       self.log(f"batch {self.batches}: {len(points)} trial(s), {len(todo)} config(s) to train")
       runner.run_plan(run_plan, self.folder, self.env, log=self.log, progress=self.progress,
                       group_offset=offset)
+      self.folder.finish_session(runner.now())  # a session per batch: its wall time in the report
     return [self.result(configs) for configs in per_point]
 
   def result(self, configs: Sequence[Config]):

@@ -122,3 +122,92 @@ def test_bad_space_input_is_one_line_and_exit_2(tmp_path, args, message):
   assert status == 2 and out == ""
   assert err.count("\n") == 1 and message in err, err
   assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------
+# --search into a results folder.
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+TINY = ["--set", "model.cells=4", "--epochs", "5", "--repeats", "2", "--plots", "wait", "--quiet"]
+
+
+def test_tpe_search_writes_the_folder_reuses_the_program_and_resumes(tmp_path):
+  out = tmp_path / "run"
+  args = ["--search", "tpe", "--trials", "8", "--batch", "4", "--space", LR, *TINY, "--out", str(out)]
+  status, stdout, err = run_main(*args)
+  assert status == 0, err
+  assert "best trial" in stdout and "optuna-dashboard sqlite:///" in stdout
+  assert (out / "optuna.db").is_file()
+  trials = pd.read_csv(out / "trials.csv", dtype={"configs": str})
+  assert len(trials) == 8 and (trials["state"] == "COMPLETE").all() and (trials["repeats"] == 2).all()
+  manifest = json.loads((out / "manifest.json").read_text())
+  ids = manifest["study"]["configs"]
+  assert sorted(ids) == sorted(trials["configs"]) and len(set(ids)) == 8
+  assert all(manifest["configs"][c]["status"] == "done" for c in ids)
+  groups = manifest["groups"]  # one group per batch; the second batch compiles nothing
+  assert [len(g["configs"]) for g in groups] == [4, 4]
+  assert groups[0]["compiles"] <= 1 and groups[1]["compiles"] == 0
+  report = (out / "report.md").read_text()
+  assert "## Search" in report and "plots/search_progress.png" in report and "Best trial:" in report
+  assert (out / "plots" / "search_progress.png").is_file() and (out / "plots" / "search_params.png").is_file()
+
+  before = (out / "trials.csv").read_bytes(), len(manifest["sessions"])
+  status, _, err = run_main(*args)  # the same command again: nothing to train
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert status == 0 and ((out / "trials.csv").read_bytes(), len(manifest["sessions"])) == before
+
+  status, stdout, err = run_main(*[a.replace("1e-4", "1e-3") for a in args])  # another space, same folder
+  assert status == 2 and stdout == "" and err.count("\n") == 1
+  assert "holds a different study: space (optim.learning_rate=loguniform:0.0001:0.1 in the folder" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--search", "grid", "--space", LR], "--grid-points"),
+    (["--search", "tpe", "--space", LR, "--grid-points", "3"], "--grid-points goes with --search grid"),
+    (["--search", "tpe", "--space", LR, "--objective", "ucb", "--repeats", "1"], "needs at least 2 repeats"),
+    (["--search", "tpe", "--space", LR, "--objective", "best"], "argument --objective: invalid choice"),
+])
+def test_bad_search_input_is_one_line_and_exit_2(tmp_path, args, message):
+  status, out, err = run_main(*args, "--out", str(tmp_path / "out"))
+  assert status == 2 and out == "" and err.count("\n") == 1 and message in err, err
+  assert not (tmp_path / "out").exists()
+
+
+def test_search_without_optuna_names_the_extra(tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "optuna", None)  # what an environment without the extra sees
+  status, out, err = run_main("--search", "tpe", "--space", LR, "--out", str(tmp_path / "out"))
+  assert status == 2 and err.count("\n") == 1 and 'pip install -e ".[search]"' in err
+  assert not (tmp_path / "out").exists()
+
+
+def test_kill_9_mid_search_then_rerun_trains_no_trial_twice(tmp_path):
+  out = tmp_path / "run"
+  args = [sys.executable, "-m", "jaxlstm.sweep", "--search", "random", "--trials", "8", "--batch", "2",
+          "--space", LR, *TINY, "--out", str(out)]
+  env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+  proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.monotonic() + 180
+  while not (out / "trials.csv").is_file() and proc.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.02)  # trials.csv appears once the first batch is told
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  killed = pd.read_csv(out / "trials.csv")
+  assert 2 <= (killed["state"] == "COMPLETE").sum() < 8
+
+  rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  trials = pd.read_csv(out / "trials.csv", dtype={"configs": str})
+  assert len(trials) == 8 and (trials["state"] == "COMPLETE").all() and trials["objective"].notna().all()
+  manifest = json.loads((out / "manifest.json").read_text())
+  trained = [c for s in manifest["sessions"] for c in s["trained"]]
+  assert len(trained) == len(set(trained)) == 8  # every trial's config committed exactly once
+  assert set(trials["configs"]) == set(manifest["study"]["configs"])
