@@ -528,13 +528,14 @@ def _what_ran(run: RunData) -> list[str]:
 
 
 def _search_section(run: RunData, save: Callable[[str, Callable[[], Any]], str | None]) -> list[str]:
-  """The "Search" section of a folder a search wrote (`jaxlstm.search_report`); empty otherwise."""
+  """The "Search" and "Racing" sections of a folder a search or a race wrote (`jaxlstm.search_report`)."""
   from jaxlstm import search_report
   path = run.path / tables.SCORES
   scores = pd.read_csv(path, dtype={"config_id": str}) if path.is_file() else None
-  return search_report.section(run.path, run.manifest, scores, higher_is_better=run.higher_is_better,
-                               score_words=f"{run.score} {run.metric}", save=save, table=_table,
-                               image=_image, code=_code)
+  lines = search_report.section(run.path, run.manifest, scores, higher_is_better=run.higher_is_better,
+                                score_words=f"{run.score} {run.metric}", save=save, table=_table,
+                                image=_image, code=_code)
+  return lines + search_report.race_section(run.manifest, run.labels, _table, _code)
 
 
 def _gap_lines(notes: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -113,6 +113,30 @@ def section(run_dir: Path, manifest: Mapping[str, Any], scores: pd.DataFrame | N
   return lines
 
 
+def race_section(manifest: Mapping[str, Any], labels: Mapping[str, str],
+                 table: Callable[[Sequence[str], Sequence[Sequence[Any]]], list[str]],
+                 code: Callable[[Any], str]) -> list[str]:
+  """The report's "Racing" lines (empty unless the folder was raced): fits saved, each config's round."""
+  races = manifest.get("races") or []
+  if not races:
+    return []
+  fits, plain = sum(r["fits"] for r in races), sum(r["plain_fits"] for r in races)
+  settings = manifest["study"].get("race") or (manifest["study"].get("search") or {}).get("race") or {}
+  lines = ["## Racing", "",
+           f"Each config trained {settings.get('initial', 'n/a')} repeats first (rounds of "
+           + " / ".join(str(n) for n in races[0]["schedule"]) + " repeats); at each look a config that "
+           "Holm-corrected Welch tests over all pairs showed worse was eliminated (the race's family-wise "
+           f"error ≤ {races[0]['alpha']}, spent evenly over its looks) and the others grew to the next round. "
+           f"Survivors' numbers equal a plain run's. {len(races)} race(s): {fits} fits of {plain} "
+           f"({plain - fits} saved, {100 * (plain - fits) / max(plain, 1):.0f}%).", ""]
+  entries = manifest["configs"]
+  raced = [c for r in races for c in r["configs"]]
+  rows = [[labels.get(c, c), code(c), entries[c].get("repeats", 0),
+           "" if entries[c].get("elimination_round") is None else entries[c]["elimination_round"],
+           (entries[c].get("race") or {}).get("reason") or ""] for c in raced]
+  return lines + table(["config", "id", "repeats", "eliminated at look (0: the first)", "reason"], rows)
+
+
 def _cell(value: Any) -> Any:
   if isinstance(value, float) and np.isnan(value):
     return ""

@@ -42,11 +42,13 @@ class SearchPlan:
   quiet: bool = False
   cache: bool = True
   plots: str | None = None
+  race: dict[str, Any] | None = None
 
   @property
   def settings(self) -> dict[str, Any]:
     """What the folder records of how it is searched (a rerun that changes it is refused)."""
-    return {"sampler": self.sampler, "objective": self.objective, "grid_points": self.grid_points}
+    return {"sampler": self.sampler, "objective": self.objective, "grid_points": self.grid_points,
+            **({"race": self.race} if self.race else {})}
 
   @property
   def higher_is_better(self) -> bool:
@@ -87,8 +89,13 @@ def prepare(study: Study, args: argparse.Namespace, out: Path) -> SearchPlan:
     study.space.grid(args.grid_points)  # a range without --grid-points: ConfigError naming the flag
   elif args.grid_points is not None:
     raise UsageError(f"--grid-points goes with --search grid, not --search {args.search}")
+  from jaxlstm import race_run
+  race = race_run.settings(args)
+  if race is not None:
+    race_run.check(study, race)
   plan = SearchPlan(study, out, args.search, args.trials, args.batch, args.objective, args.grid_points,
-                    overwrite=args.overwrite, quiet=args.quiet, cache=not args.no_cache, plots=args.plots)
+                    overwrite=args.overwrite, quiet=args.quiet, cache=not args.no_cache, plots=args.plots,
+                    race=race)
   data_lib.resolve_all(study.configs)  # the data of the grid's configs: bad options fail here
   try:
     store.check_folder(out, folder_spec(plan, _existing_manifest(out)), overwrite=args.overwrite)
@@ -114,21 +121,29 @@ class _Trainer:
 
   def known(self, point: dict[str, Any]):
     """The result of a point whose configs the folder has done (a batch killed before Optuna heard)."""
-    entries = self.folder.manifest["configs"]
     configs = self.configs(point)
-    if all(c.config_id in entries and self.folder.is_done(c.config_id) for c in configs):
+    if all(self.finished(c.config_id) for c in configs):
       return self.result(configs)
     return None
+
+  def finished(self, config_id: str) -> bool:
+    """Done, or eliminated by a race: nothing more to train."""
+    entry = self.folder.manifest["configs"].get(config_id)
+    return entry is not None and entry["status"] in ("done", "eliminated")
 
   def evaluate(self, points: list[dict[str, Any]]) -> list:
     """Train the configs of a batch of points that the folder has not done; their results."""
     from jaxlstm import runner
     per_point = [self.configs(p) for p in points]
     unique = {c.config_id: c for configs in per_point for c in configs}
-    todo = [c for c in unique.values() if not (c.config_id in self.folder.manifest["configs"]
-                                                 and self.folder.is_done(c.config_id))]
+    todo = [c for c in unique.values() if not self.finished(c.config_id)]
     self.batches += 1
-    if todo:
+    if todo and self.plan.race is not None:
+      from jaxlstm import race_run
+      self.log(f"batch {self.batches}: {len(points)} trial(s), racing {len(todo)} config(s)")
+      race_run.race_configs(self.plan.study, self.folder, self.env, todo, self.plan.race, log=self.log,
+                            progress=self.progress)
+    elif todo:
       batch = dataclasses.replace(self.plan.study, configs=todo)
       try:
         run_plan = runner.plan_study(batch)
@@ -145,13 +160,15 @@ class _Trainer:
   def result(self, configs: Sequence[Config]):
     """A trial's `TrialResult`: the scores of its configs' repeats, as the summary scores them."""
     from jaxlstm import search
-    scores, diverged = [], []
+    scores, diverged, rounds = [], [], []
     for cfg in configs:
       s, d = repeat_scores(self.folder, cfg.config_id)
       scores.append(s)
       diverged.append(d)
+      rounds.append(self.folder.manifest["configs"][cfg.config_id].get("elimination_round"))
+    dropped = [r for r in rounds if r is not None]  # a trial is out when one of its grid points is
     return search.TrialResult(tuple(np.concatenate(scores)), tuple(np.concatenate(diverged)),
-                              configs=tuple(c.config_id for c in configs))
+                              min(dropped) if dropped else None, configs=tuple(c.config_id for c in configs))
 
 
 def repeat_scores(folder: store.RunFolder, config_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -201,7 +218,7 @@ def run(plan: SearchPlan, argv: Sequence[str], *, fail: Callable[[str], int], st
         plan.study.space, trainer.evaluate, trials=plan.trials, storage_path=plan.out, sampler=plan.sampler,
         batch=plan.batch, seed=plan.study.seed, objective_kind=plan.objective,
         higher_is_better=plan.higher_is_better, grid_points=plan.grid_points, known=trainer.known)
-    _finish(plan, folder, log)
+    finish(plan.out, folder, log, plan.plots)
     print(runner.format_summary(plan.out), file=stdout)
     if result.best_trial is not None:
       print(f"best trial {result.best_trial}: {plan.objective} {result.best_value:.6g} at "
@@ -220,15 +237,17 @@ def run(plan: SearchPlan, argv: Sequence[str], *, fail: Callable[[str], int], st
       lock.close()
 
 
-def _finish(plan: SearchPlan, folder: store.RunFolder, log: Callable[[str], None]) -> None:
-  """Tables, report and plots of the folder as it is now; the run marked finished."""
+def finish(out: Path, folder: store.RunFolder, log: Callable[[str], None], plots: str | None) -> None:
+  """Tables, report and plots of the folder as it is now; the run marked finished when nothing is left."""
   from jaxlstm import runner
   state = runner.report_state(folder)
-  if folder.manifest.get("report") != state or not runner._report_files_present(plan.out):
-    runner._write_report(plan.out, log, plan.plots or runner.default_plots_mode())
+  plots = plots or runner.default_plots_mode()
+  if folder.manifest.get("report") != state or not runner._report_files_present(out):
+    runner._write_report(out, log, plots)
   else:
-    runner._check_plots(plan.out, log, plan.plots or runner.default_plots_mode())
-  if len(folder.done_ids()) == len(folder.config_ids):
+    runner._check_plots(out, log, plots)
+  entries = folder.manifest["configs"]
+  if all(entries[c]["status"] in ("done", "eliminated") for c in folder.config_ids):
     folder.finish(runner.now(), state)
   else:
     folder.manifest["report"] = state

@@ -647,9 +647,10 @@ def format_value(value: Any) -> str:
 
 
 def committed(manifest: dict) -> list[str]:
-  """Ids of the configs with trained repeats on disk (done, or partial while repeats grow), in study order."""
+  """Ids of the configs with trained repeats on disk, in study order: done, partial while repeats
+  grow, or eliminated by a race (`--race`: its first repeats, no more)."""
   entries = manifest["configs"]
-  return [c for c in manifest["study"]["configs"] if entries[c]["status"] in ("done", "partial")]
+  return [c for c in manifest["study"]["configs"] if entries[c]["status"] in ("done", "partial", "eliminated")]
 
 
 def summary_metric(manifest: dict) -> str:

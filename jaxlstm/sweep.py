@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                       "end of the 95%% interval of the mean)")
   parser.add_argument("--grid-points", type=_int_at_least(2, "an integer >= 2"), metavar="N",
                       help="with --search grid: values per range dimension")
+  parser.add_argument("--race", action="store_true",
+                      help="race the configs (a grid, a random draw or each --search batch) over repeats: "
+                      "--race-initial repeats first, configs a Holm-corrected test shows worse are "
+                      "eliminated, survivors grow to --repeats")
+  parser.add_argument("--race-initial", type=_int_at_least(2, "an integer >= 2"), default=5, metavar="N",
+                      help="with --race: repeats of the first round (default 5)")
   parser.add_argument("--epochs", type=_positive_int, help="shorthand for --set train.epochs=N")
   parser.add_argument("--metric", metavar="NAME",
                       help="the history metric scored in the summary, plots and report (default: the "
@@ -182,6 +188,9 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int
     out = Path(args.out) if args.out else study.default_out()
     if args.search:
       return _search(study, args, argv, out, fail, stdout, stderr)
+    if args.race:
+      from jaxlstm import race_run
+      return race_run.run(study, args, argv, out, fail=fail, stdout=stdout, stderr=stderr)
     # What can be checked without jax is checked before the plan line, so that bad
     # input still gets one line: the data (numpy) and whether --out may be used.
     from jaxlstm import data as data_lib

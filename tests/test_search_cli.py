@@ -211,3 +211,50 @@ def test_kill_9_mid_search_then_rerun_trains_no_trial_twice(tmp_path):
   trained = [c for s in manifest["sessions"] for c in s["trained"]]
   assert len(trained) == len(set(trained)) == 8  # every trial's config committed exactly once
   assert set(trials["configs"]) == set(manifest["study"]["configs"])
+
+
+# ---------------------------------------------------------------------------
+# --race.
+
+RACE_GRID = ["--set", "model.cells=4", "--epochs", "20", "--repeats", "6", "--plots", "wait", "--quiet"]
+
+
+def test_race_eliminates_a_clearly_worse_config_and_survivors_equal_a_plain_run(tmp_path):
+  raced, plain = tmp_path / "raced", tmp_path / "plain"
+  args = ["--grid", "optim.learning_rate=1e-6,0.01,0.03", *RACE_GRID, "--race", "--race-initial", "3",
+          "--out", str(raced)]
+  status, _, err = run_main(*args)
+  assert status == 0, err
+  manifest = json.loads((raced / "manifest.json").read_text())
+  entries = {e["values"]["optim.learning_rate"]: e for e in manifest["configs"].values()}
+  assert entries[1e-6]["status"] == "eliminated" and entries[1e-6]["elimination_round"] == 0
+  assert entries[1e-6]["repeats"] == 3 and "worse than" in entries[1e-6]["race"]["reason"]
+  assert [entries[lr]["status"] for lr in (0.01, 0.03)] == ["done", "done"]
+  assert [entries[lr]["repeats"] for lr in (0.01, 0.03)] == [6, 6]
+  (race,) = manifest["races"]
+  assert (race["fits"], race["plain_fits"], race["fits_saved"]) == (15, 18, 3)
+  report = (raced / "report.md").read_text()
+  assert "## Racing" in report and "15 fits of 18 (3 saved" in report
+
+  sessions = len(manifest["sessions"])
+  assert run_main(*args)[0] == 0  # resumed: the race replays from the folder, nothing trains
+  assert len(json.loads((raced / "manifest.json").read_text())["sessions"]) == sessions
+
+  status, _, err = run_main("--grid", "optim.learning_rate=0.01,0.03", *RACE_GRID, "--out", str(plain))
+  assert status == 0, err
+  columns = ["config_id", "repeat", "final_val_loss", "final_loss"]
+  a = pd.read_csv(raced / "scores.csv", dtype={"config_id": str})
+  b = pd.read_csv(plain / "scores.csv", dtype={"config_id": str})[columns]
+  a = a[a["config_id"].isin(set(b["config_id"]))][columns].reset_index(drop=True)
+  assert len(a) == 12
+  pd.testing.assert_frame_equal(a, b.reset_index(drop=True), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--race", "--race-initial", "5", "--repeats", "3"], "--race with --race-initial 5 and --repeats 3"),
+    (["--race", "--race-initial", "1"], "--race-initial: expected an integer >= 2"),
+])
+def test_bad_race_input_is_one_line_and_exit_2(tmp_path, args, message):
+  status, out, err = run_main(*args, "--out", str(tmp_path / "out"))
+  assert status == 2 and out == "" and err.count("\n") == 1 and message in err, err
+  assert not (tmp_path / "out").exists()
