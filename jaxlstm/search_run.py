@@ -104,6 +104,17 @@ def prepare(study: Study, args: argparse.Namespace, out: Path) -> SearchPlan:
   return plan
 
 
+def describe(plan: SearchPlan) -> str:
+  """The search in words, as `--dry-run` prints it."""
+  study = plan.study
+  grid = {k: v for k, v in study.grid.items() if v}
+  crossed = f", each trial on {len(study.configs)} grid point(s) of {', '.join(grid)}" if grid else ""
+  race = (f", raced from {plan.race['initial']} repeats" if plan.race else "")
+  return (f"search {study.name}: {plan.sampler} over {study.space.describe()}; {plan.trials} trials in batches "
+          f"of {plan.batch} x {study.repeats} repeats{crossed}{race}; objective {plan.objective} of the "
+          f"{study.score} {study.metric}; seed {study.seed}")
+
+
 class _Trainer:
   """`evaluate_batch` and `known` of `search.run_search`, over one results folder."""
 

@@ -749,7 +749,7 @@ def study_differences(old: Mapping, new: Mapping) -> list[str]:
     keys = [k for k in [*a, *[k for k in b if k not in a]] if a.get(k) != b.get(k)]
     diffs.append("grid (" + "; ".join(f"{k}: {json.dumps(a.get(k))} in the folder, {json.dumps(b.get(k))} now"
                                       for k in keys) + ")")
-  for key in ("space", "search"):  # a search space, and how it is searched (`--search`)
+  for key in ("space", "search", "race"):  # a search space, how it is searched, how it is raced
     if old.get(key) != new.get(key):
       diffs.append(f"{key} ({_space_words(old.get(key))} in the folder, {_space_words(new.get(key))} now)")
   for key in ("random", "seed"):

@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int
     out = Path(args.out) if args.out else study.default_out()
     if args.search:
       return _search(study, args, argv, out, fail, stdout, stderr)
-    if args.race:
+    if args.race and not args.dry_run:  # a dry run of a race prints the plan of a plain run
       from jaxlstm import race_run
       return race_run.run(study, args, argv, out, fail=fail, stdout=stdout, stderr=stderr)
     # What can be checked without jax is checked before the plan line, so that bad
@@ -232,6 +232,10 @@ def _search(study, args: argparse.Namespace, argv: list[str], out: Path, fail, s
     search = search_run.prepare(study, args, out)
   except (UsageError, ConfigError, ValueError) as e:
     return fail(str(e))
+  if args.dry_run:
+    print(search_run.describe(search), file=stdout)
+    print(f"dry run: nothing trained, nothing written (results would go to {out})", file=stdout)
+    return 0
   return search_run.run(search, argv, fail=fail, stdout=stdout, stderr=stderr)
 
 

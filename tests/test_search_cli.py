@@ -240,6 +240,10 @@ def test_race_eliminates_a_clearly_worse_config_and_survivors_equal_a_plain_run(
   assert run_main(*args)[0] == 0  # resumed: the race replays from the folder, nothing trains
   assert len(json.loads((raced / "manifest.json").read_text())["sessions"]) == sessions
 
+  unraced = [a for a in args if a not in ("--race", "--race-initial", "3")]
+  status, _, err = run_main(*unraced)  # the same grid without --race would train the eliminated on
+  assert status == 2 and "holds a different study: race" in err, err
+
   status, _, err = run_main("--grid", "optim.learning_rate=0.01,0.03", *RACE_GRID, "--out", str(plain))
   assert status == 0, err
   columns = ["config_id", "repeat", "final_val_loss", "final_loss"]
