@@ -202,19 +202,16 @@ def run(plan: SearchPlan, argv: Sequence[str], *, fail: Callable[[str], int], st
     The exit status: 0 done, 2 bad input found late (e.g. optuna.db from another
     search), 130 interrupted (rerun the same command to continue).
   """
-  from jaxlstm import compiled, runner, search
-
   def log(message: str) -> None:
     if not plan.quiet:
       print(f"{PROG}: {message}", file=stderr, flush=True)
 
+  log(f"search {plan.study.name}: {plan.sampler}, {plan.trials} trials in batches of {plan.batch} x "
+      f"{plan.study.repeats} repeats, objective {plan.objective}, seed {plan.study.seed} -> {plan.out}")
+  from jaxlstm import compiled, runner, search  # jax: after the line above, as the sweep's plan line
   env = runner.environment(argv)
   empty = runner.Plan(dataclasses.replace(plan.study, configs=[]), [], {})
   existing = _existing_manifest(plan.out)
-  if not plan.quiet:
-    print(f"{PROG}: search {plan.study.name}: {plan.sampler}, {plan.trials} trials in batches of "
-          f"{plan.batch} x {plan.study.repeats} repeats, objective {plan.objective}, seed {plan.study.seed} "
-          f"-> {plan.out}", file=stderr, flush=True)
   try:
     folder, lock = runner.open_folder(plan.out, folder_spec(plan, existing), empty, env,
                                       overwrite=plan.overwrite, log=log)
