@@ -61,7 +61,8 @@ def race_configs(study: Study, folder: store.RunFolder, env: dict, configs: Sequ
       offset = len(folder.manifest["groups"])
       folder.add_configs(todo, runner.group_entries(plan), data=plan.fingerprints)
       log(f"race: {len(todo)} config(s) to {repeats.stop} repeats")
-      runner.run_plan(plan, folder, env, log=log, progress=progress, group_offset=offset)
+      runner.run_plan(plan, folder, dict(env, time=runner.now()), log=log, progress=progress,
+                      group_offset=offset)
       folder.finish_session(runner.now())
     out = {}
     for i in ids:
@@ -118,7 +119,9 @@ def run(study: Study, args: argparse.Namespace, argv: Sequence[str], out: Path, 
     return fail(str(e))
   env = runner.environment(argv)
   try:
-    folder, lock = runner.open_folder(out, spec, plan, env, overwrite=args.overwrite, log=log)
+    # No groups yet: each round adds the groups it trains (a plain run's groups never run here).
+    folder, lock = runner.open_folder(out, spec, dataclasses.replace(plan, groups=[]), env,
+                                      overwrite=args.overwrite, log=log)
   except UsageError as e:
     return fail(str(e))
   progress = runner.Progress(stderr, 1, enabled=not args.quiet and stderr.isatty())

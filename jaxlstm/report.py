@@ -506,7 +506,8 @@ def _what_ran(run: RunData) -> list[str]:
     from jaxlstm.space import Space
     lines.append(f"- space: {_code(Space.from_spec(study['space']).describe())}"
                  + (f" ({study['random']} random draws)" if study.get("random") else ""))
-  grid = {k: v for k, v in study["grid"].items() if v}  # a search's fields have no values of their own
+  searched = {d["name"] for d in (study.get("space") or {}).get("dimensions", [])}
+  grid = {k: v for k, v in study["grid"].items() if v and k not in searched}  # drawn or searched: not a grid
   if grid:
     lines.append("- grid: " + "; ".join(f"{_code(k)} = {_code(json.dumps(v))}" for k, v in grid.items())
                  + (f" ({study['random']} random draws)" if study.get("random") and not study.get("space") else ""))

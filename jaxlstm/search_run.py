@@ -163,8 +163,8 @@ class _Trainer:
       offset = len(self.folder.manifest["groups"])
       self.folder.add_configs(todo, runner.group_entries(run_plan), data=run_plan.fingerprints)
       self.log(f"batch {self.batches}: {len(points)} trial(s), {len(todo)} config(s) to train")
-      runner.run_plan(run_plan, self.folder, self.env, log=self.log, progress=self.progress,
-                      group_offset=offset)
+      env = dict(self.env, time=runner.now())  # the batch's session starts now
+      runner.run_plan(run_plan, self.folder, env, log=self.log, progress=self.progress, group_offset=offset)
       self.folder.finish_session(runner.now())  # a session per batch: its wall time in the report
     return [self.result(configs) for configs in per_point]
 

@@ -48,6 +48,11 @@ def test_random_from_a_space_is_reproducible_prefix_stable_and_in_bounds():
   # The default study's grid over model.cells gave way to the space that searches it.
   assert list(four.grid) == ["optim.learning_rate", "model.cells"] and four.random == 4
   assert four.spec()["space"]["dimensions"][0]["name"] == "optim.learning_rate"
+  # Through the command line: the dry run lists the same configs.
+  status, out, err = run_main("--space", LR, "--space", CELLS, "--random", "4", "--seed", "7", "--dry-run")
+  assert status == 0, err
+  assert [line.split()[2] for line in out.splitlines() if line.startswith("  config ")] == ids
+  assert "4 drawn at random from the space" in out
 
 
 def test_a_grid_with_several_values_is_crossed_with_every_draw():
