@@ -300,3 +300,17 @@ def test_grid_search_covers_the_grid_once_crossed_with_a_grid(tmp_path):
   values = sorted((e["values"]["optim.learning_rate"], e["values"]["model.cells"])
                   for e in manifest["configs"].values())
   assert values == [(0.01, 2), (0.01, 4), (0.1, 2), (0.1, 4)]
+
+
+def test_a_raced_search_batch_records_the_elimination_in_trials_csv(tmp_path):
+  out = tmp_path / "run"
+  status, _, err = run_main("--search", "grid", "--trials", "3", "--batch", "3", "--race", "--race-initial", "3",
+                            "--space", "optim.learning_rate=choice:1e-6,0.01,0.03", *RACE_GRID, "--out", str(out))
+  assert status == 0, err
+  trials = pd.read_csv(out / "trials.csv").set_index("optim.learning_rate")
+  assert trials.loc[1e-6, "elimination_round"] == 0 and trials.loc[1e-6, "repeats"] == 3
+  assert trials.loc[[0.01, 0.03], "elimination_round"].isna().all()
+  assert (trials.loc[[0.01, 0.03], "repeats"] == 6).all()
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert sorted(e["status"] for e in manifest["configs"].values()) == ["done", "done", "eliminated"]
+  assert "## Racing" in (out / "report.md").read_text()
