@@ -115,6 +115,28 @@ def make_mesh(devices: int | Sequence[Any] | None = None):
   return Mesh(np.array(chosen), (MEMBERS,))
 
 
+def usable_cores() -> int:
+  """CPU cores this process may run on."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):
+    return os.cpu_count() or 1
+
+
+def check_host_devices(mesh, requested: int | None) -> None:
+  """Refuse a request for more CPU host devices than cores (they could only take turns on them).
+
+  Raises:
+    DeviceError: `requested` CPU devices on fewer usable cores.
+  """
+  cores = usable_cores()
+  if requested and mesh.devices.flat[0].platform == "cpu" and requested > cores:
+    raise DeviceError(
+        f"--devices {requested}: this machine gives the process {cores} CPU core{'s' * (cores != 1)}, and each "
+        f"CPU device is a host device that needs a core of its own; use --devices {cores} or fewer "
+        f"(XLA_FLAGS={HOST_DEVICES_FLAG}={requested} without --devices forces it)")
+
+
 def resolve_mesh(mesh=None, devices: int | Sequence[Any] | None = None):
   """`mesh` if given, else `make_mesh(devices)` (both given is an error)."""
   if mesh is not None and devices is not None:

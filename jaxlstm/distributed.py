@@ -136,9 +136,12 @@ def start(coordinator: str | None = None, num_processes: int | None = None, proc
     raise DistributedError(f"--process-id {process_id} is out of range for --num-processes {num_processes} "
                            f"(expected 0 to {num_processes - 1})")
   timeout = max(1, int(round(peer_timeout)))
+  host = coordinator.rsplit(":", 1)[0].strip("[]") if coordinator else None
+  # A coordinator on the loopback address listens there only (jax binds every interface otherwise).
+  bind = coordinator if host in ("127.0.0.1", "localhost", "::1") else None
   try:
     jax.distributed.initialize(
-        coordinator, num_processes, process_id,
+        coordinator, num_processes, process_id, coordinator_bind_address=bind,
         # Our watchdog speaks first (clean message); jax's heartbeat is the backstop.
         heartbeat_timeout_seconds=2 * timeout + 5,
         initialization_timeout=max(60, 4 * timeout),

@@ -221,7 +221,7 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], fail, stdout, st
                               peer_timeout=args.peer_timeout or distributed.DEFAULT_PEER_TIMEOUT, on_failure=lost)
   except distributed.DistributedError as e:
     return fail(str(e))
-  stdout = _native_stdout_to_stderr(stdout)
+  stdout = _own_stdout(stdout)
   try:
     status = _run(args, argv, fail, stdout if peers.lead else io.StringIO(), stderr, peers)
   except KeyboardInterrupt:
@@ -229,18 +229,22 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], fail, stdout, st
           file=stderr, flush=True)
     _exit(130)
   except Exception as e:  # a collective whose peer died (gloo), or a local failure: the others must notice
-    first = " ".join(str(e).split())[:300]
-    lost(f"process {peers.index} stopped: {type(e).__name__}: {first}; rerun the same command on every process "
-         "to resume")
+    text = " ".join(str(e).split())
+    if "Gloo" in text or "Connection closed by peer" in text or "Connection reset" in text:
+      lost(f"process {peers.index} lost a peer during a collective (another process died or was stopped: "
+           f"{text[:160]}); rerun the same command on every process to resume from what process 0 committed")
+    lost(f"process {peers.index} stopped: {type(e).__name__}: {text[:300]}; rerun the same command on every "
+         "process to resume from what process 0 committed")
   peers.finish()
   return status
 
 
-def _native_stdout_to_stderr(stdout):
-  """Keep stdout for the summary: gloo writes "[Gloo] Rank 0 is connected to ..." to file descriptor 1.
+def _own_stdout(stdout):
+  """Keep stdout for the summary: gloo prints "[Gloo] Rank 0 is connected to ..." to file descriptor 1.
 
-  Descriptor 1 is pointed at stderr and our own output goes to a copy of the
-  original descriptor (only when `stdout` is descriptor 1).
+  Our output goes to a copy of descriptor 1 and descriptor 1 itself to /dev/null
+  (only when `stdout` is descriptor 1): a distributed run's stdout is the summary
+  and its stderr our log lines, as in a single process.
   """
   try:
     if stdout.fileno() != 1:
@@ -249,7 +253,9 @@ def _native_stdout_to_stderr(stdout):
     return stdout
   stdout.flush()
   ours = os.fdopen(os.dup(1), "w", buffering=1, encoding=getattr(stdout, "encoding", None) or "utf-8")
-  os.dup2(2, 1)
+  null = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 1)
+  os.close(null)
   sys.stdout = ours
   return ours
 
@@ -266,6 +272,7 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr, peers)
       return 0
     from jaxlstm import devices, runner
     mesh = devices.make_mesh(args.devices)
+    devices.check_host_devices(mesh, args.devices)
     study = study_lib.make_study(args)
     plan = runner.plan_study(study, devices=mesh.size)
     out = Path(args.out) if args.out else study.default_out()
