@@ -149,6 +149,18 @@ def resolve_mesh(mesh=None, devices: int | Sequence[Any] | None = None):
   return make_mesh(devices)
 
 
+def memories(mesh) -> int:
+  """How many separate memories a mesh's devices have: the memory budget applies to each.
+
+  One per device on GPUs and TPUs; on CPU the host devices of a process share its
+  memory, so one per process.
+  """
+  devices = list(mesh.devices.flat)
+  if devices[0].platform == "cpu":
+    return len({d.process_index for d in devices})
+  return len(devices)
+
+
 def member_sharding(mesh):
   """Leading (member) axis split over the mesh."""
   from jax.sharding import NamedSharding, PartitionSpec

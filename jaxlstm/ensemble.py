@@ -203,21 +203,23 @@ class CallPlan:
 
 def plan_calls(group: Group, train: Train, dataset: Dataset, *,
                memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
-               epoch_chunk: int | None = None, devices: int = 1) -> CallPlan:
+               epoch_chunk: int | None = None, devices: int = 1, memories: int | None = None) -> CallPlan:
   """The calls `run_group` makes for `group` (also what `--dry-run` prints).
 
-  With `devices`, the memory budget is per device and every call's members are a
-  multiple of the device count (padded with the last member).
+  Every call's members are a multiple of `devices` (padded with the last member),
+  and the memory budget applies to each of `memories` separate memories (default
+  one per device; `devices.memories`: host devices share one).
   """
   total = group.members
   member_bytes = estimate_member_bytes(train, group.configs[0], dataset)
-  per_call = max(1, memory_budget // max(1, member_bytes)) * devices
+  per_call = max(1, memory_budget // max(1, member_bytes)) * (devices if memories is None else memories)
   if max_members_per_call:
     per_call = min(per_call, max_members_per_call)
   per_call = min(per_call, total)
   calls = math.ceil(total / per_call)
   per_call = math.ceil(total / calls)
   per_call = math.ceil(per_call / devices) * devices  # equal slices per device
+  calls = math.ceil(total / per_call)
   epochs = train.shape.epochs
   chunk = min(epoch_chunk or choose_epoch_chunk(group.configs[0], train.shape.steps), epochs)
   if calls > MAX_CALLS:
@@ -394,7 +396,8 @@ def group_program(group: Group, dataset: Dataset, *, seed: int = 0,
   mesh = devices_lib.resolve_mesh(mesh)
   train = make_train(group.configs[0], dataset, cells=group.cells)
   calls = plan_calls(group, train, dataset, memory_budget=memory_budget,
-                     max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk, devices=mesh.size)
+                     max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk, devices=mesh.size,
+                     memories=devices_lib.memories(mesh))
   return GroupProgram(train=train, members=members_of(group, seed), data=arrays(dataset), calls=calls,
                       key=(program_key(group.configs[0]), train.shape), mesh=mesh)
 
@@ -424,7 +427,8 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
       `data.check_compatible` by the caller); default resolved from the configs' `data`.
     seed: the run's seed; member keys are (seed, config id, repeat).
     epoch_chunk: epochs per call (default `choose_epoch_chunk`).
-    memory_budget: bytes per device; members are split into equal chunks that fit.
+    memory_budget: bytes per device (per process for CPU host devices, which share
+      its memory); members are split into equal chunks that fit.
     max_members_per_call: cap on members per call (overrides the budget if smaller).
     progress: called with a dict after each call (epochs done, totals, seconds).
     checkpointer: saves / restores the state at epoch-chunk boundaries

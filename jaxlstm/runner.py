@@ -69,12 +69,14 @@ class Plan:
     return sum(g.compiles for g in self.groups)
 
 
-def plan_study(study: Study, *, memory_budget: int | None = None, devices: int = 1) -> Plan:
+def plan_study(study: Study, *, memory_budget: int | None = None, devices: int = 1,
+               memories: int | None = None) -> Plan:
   """Resolve the data once, check every config against it and group configs by static shape.
 
   Everything that can be wrong with a config or its data is raised here
   (ConfigError / ValueError), before anything compiles. `devices` is the size of
-  the mesh the groups will run on (calls are split per device).
+  the mesh the groups will run on and `memories` its separate memories
+  (`ensemble.plan_calls`).
   """
   budget = memory_budget or ensemble.DEFAULT_MEMORY_BUDGET
   datasets = data_lib.resolve_all(study.configs)
@@ -83,7 +85,7 @@ def plan_study(study: Study, *, memory_budget: int | None = None, devices: int =
   for group in ensemble.plan(study.configs, study.repeats, pad_cells=True):
     dataset = datasets[data_lib.data_key(group.configs[0])]
     train = make_train(group.configs[0], dataset, cells=group.cells)
-    calls = ensemble.plan_calls(group, train, dataset, memory_budget=budget, devices=devices)
+    calls = ensemble.plan_calls(group, train, dataset, memory_budget=budget, devices=devices, memories=memories)
     plans.append(GroupPlan(group, dataset, train, calls))
   return Plan(study, plans, fingerprints)
 

@@ -274,7 +274,7 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr, peers)
     mesh = devices.make_mesh(args.devices)
     devices.check_host_devices(mesh, args.devices)
     study = study_lib.make_study(args)
-    plan = runner.plan_study(study, devices=mesh.size)
+    plan = runner.plan_study(study, devices=mesh.size, memories=devices.memories(mesh))
     out = Path(args.out) if args.out else study.default_out()
     if args.dry_run:
       runner.describe_plan(plan, stdout)

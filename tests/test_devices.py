@@ -108,6 +108,10 @@ def test_calls_are_padded_to_a_multiple_of_the_devices_and_the_budget_is_per_dev
   assert plan_calls(group, train, dataset, devices=2, memory_budget=2 * one).members_per_call == 4
   calls = plan_calls(group, train, dataset, devices=3, memory_budget=2 * one)
   assert (calls.calls, calls.members_per_call) == (2, 6)
+  # Host devices share one memory: the budget holds 2 members in all, padded to the 3 devices.
+  calls = plan_calls(group, train, dataset, devices=3, memories=1, memory_budget=2 * one)
+  assert (calls.calls, calls.members_per_call) == (3, 3)
+  assert devices.memories(devices.make_mesh()) == 1  # CPU
 
 
 def test_mesh_requests_are_checked():
