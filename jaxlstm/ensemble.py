@@ -18,7 +18,8 @@ Members are laid out on a `jax.sharding.Mesh` over devices (`jaxlstm.devices`,
 axis `members`; default every device): each call's members are padded to a
 multiple of the device count, each device trains its slice (`jax.shard_map` of
 the vmapped program inside the one jitted entry), the memory budget is per
-device, and results come back to the host whole, padding dropped.
+device (per process for CPU host devices, which share its memory), and results
+come back to the host whole, padding dropped.
 """
 from __future__ import annotations
 
@@ -335,7 +336,7 @@ class GroupProgram:
   data: Data
   calls: CallPlan
   key: tuple
-  mesh: Any = None
+  mesh: Any
 
   def entry(self, layout, members: Member) -> tuple[Callable, float]:
     """`(run(states, members, data, fresh) -> (states, history), compile seconds)` for `layout`.

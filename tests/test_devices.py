@@ -158,3 +158,16 @@ def test_more_host_devices_than_cores_and_no_coordinator_are_refused_in_a_real_p
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
   assert not out.exists()
+
+
+def test_fit_takes_a_mesh_or_a_device_count():
+  import jax
+
+  import jaxlstm
+  cfg = jaxlstm.Config().override({"train.epochs": 3})
+  default = jaxlstm.fit(cfg, repeats=3)
+  for kwargs in ({"mesh": devices.make_mesh(1)}, {"devices": 1}, {"devices": jax.devices()[:1]}):
+    ens = jaxlstm.fit(cfg, repeats=3, **kwargs)
+    np.testing.assert_array_equal(ens.history["loss"], default.history["loss"])
+  with pytest.raises(ValueError, match="expected a 1-D mesh with axis 'members'"):
+    jaxlstm.fit(cfg, repeats=3, mesh=jax.sharding.Mesh(np.array(jax.devices()[:1]), ("x",)))
