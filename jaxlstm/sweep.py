@@ -31,9 +31,10 @@ from jaxlstm.study import DEFAULT_EXPERIMENT, UsageError
 
 PROG = "jaxlstm.sweep"
 DEFAULT_REPEATS = 30
-# Host devices on CPU without --devices (measured in benchmarks/RESULTS.md, "devices").
-DEFAULT_CPU_DEVICES = 1
-DEFAULT_CPU_DEVICES_TEXT = "1"
+# Without --devices, the command line asks for one XLA:CPU host device per core, at most this
+# many: on the 2-core CPU, 2 host devices train 1.3-2.5x faster than 1 (benchmarks/RESULTS.md,
+# "Devices"); more cores are not measured.
+MAX_DEFAULT_CPU_DEVICES = 8
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
   scale = parser.add_argument_group("devices and processes")
   scale.add_argument("--devices", type=_positive_int, metavar="N",
                      help="lay each call's members over N devices (per process) of the default backend; on CPU, "
-                     "N host devices of this process (default: every GPU/TPU; on CPU "
-                     f"{DEFAULT_CPU_DEVICES_TEXT})")
+                     "N host devices of this process (default: every GPU/TPU; on CPU one host device per "
+                     f"core, at most {MAX_DEFAULT_CPU_DEVICES})")
   scale.add_argument("--distributed", action="store_true",
                      help="run as one of several processes (jax.distributed): every process runs the same "
                      "command, process 0 writes the results folder; coordinator, process count and id come "
@@ -203,8 +204,12 @@ def _check_scale_flags(args: argparse.Namespace) -> None:
 
 
 def default_cpu_devices() -> int:
-  """Host devices the command line asks for on CPU when --devices is not given."""
-  return DEFAULT_CPU_DEVICES
+  """Host devices the command line asks for on CPU when --devices is not given: one per core, at most 8.
+
+  (A request, not a demand: jax already running, or XLA_FLAGS naming a count, wins.)
+  """
+  from jaxlstm import devices
+  return max(1, min(devices.usable_cores(), MAX_DEFAULT_CPU_DEVICES))
 
 
 def _run_distributed(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int:

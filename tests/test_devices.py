@@ -131,9 +131,11 @@ def test_mesh_requests_are_checked():
 
 
 def test_devices_flag_bad_values_exit_2_with_one_line(tmp_path, capsys):
+  import jax
   out = tmp_path / "run"
+  n = len(jax.devices("cpu"))
   for args, message in ((["--devices", "0"], "argument --devices: expected a positive integer, got '0'"),
-                        (["--devices", "2"], "--devices 2: jax already started with 1 CPU device"),
+                        (["--devices", str(n + 1)], f"--devices {n + 1}: jax already started with {n} CPU device"),
                         (["--coordinator", "127.0.0.1:1234"], "--coordinator needs --distributed"),
                         (["--distributed", "--coordinator", "nohost"], "expected HOST:PORT"),
                         (["--distributed", "--num-processes", "2", "--process-id", "2"], "out of range")):

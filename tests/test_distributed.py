@@ -74,7 +74,7 @@ class Run:
 
 def distributed(tmp: Path, name: str, outs: list[Path], env: dict, extra=(), studies=None) -> Run:
   port = free_port()
-  commands = [[*(studies[i] if studies else STUDY), *extra, "--out", str(out), "--distributed",
+  commands = [[*(studies[i] if studies else STUDY), *extra, "--devices", "1", "--out", str(out), "--distributed",
                "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(len(outs)), "--process-id", str(i),
                "--peer-timeout", str(PEER_TIMEOUT)] for i, out in enumerate(outs)]
   return Run(tmp, name, commands, env)
