@@ -13,6 +13,13 @@ batched: a batched LAPACK call deadlocks XLA:CPU on 2 cores, DESIGN §3) and
 `run` (`jit(vmap(run_epochs))` over members), both compiled through
 `jaxlstm.compiled`: a second group of the same static signature (another seed,
 new data of the same shapes) compiles nothing.
+
+Members are laid out on a `jax.sharding.Mesh` over devices (`jaxlstm.devices`,
+axis `members`; default every device): each call's members are padded to a
+multiple of the device count, each device trains its slice (`jax.shard_map` of
+the vmapped program inside the one jitted entry), the memory budget is per
+device (per process for CPU host devices, which share its memory), and results
+come back to the host whole, padding dropped.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import numpy as np
 
 from jaxlstm import compiled
 from jaxlstm import data as data_lib
+from jaxlstm import devices as devices_lib
 from jaxlstm import keys as keys_lib
 from jaxlstm.config import PENALTY_FIELDS, PER_LAYER_FIELDS, TRACED_FIELDS, Config, ConfigError
 from jaxlstm.models import (Network, Widths, activate, can_pad_cells, pad_params, unpad_params, widest,
@@ -220,7 +228,8 @@ class CallPlan:
     """`[members_per_call]` the members (config-major indices) of call `call`."""
     if self.stripe:
       repeats = np.minimum(np.arange(call * self.stripe, (call + 1) * self.stripe), self.repeats - 1)
-      return (np.arange(self.n_configs)[:, None] * self.repeats + repeats[None, :]).reshape(-1)
+      index = (np.arange(self.n_configs)[:, None] * self.repeats + repeats[None, :]).reshape(-1)
+      return np.pad(index, (0, self.members_per_call - index.size), mode="edge")  # device padding
     index = np.arange(call * self.members_per_call, (call + 1) * self.members_per_call)
     return np.minimum(index, self.total - 1)
 
@@ -232,15 +241,18 @@ class CallPlan:
 
 def plan_calls(group: Group, train: Train, dataset: Dataset, *,
                memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
-               epoch_chunk: int | None = None) -> CallPlan:
+               epoch_chunk: int | None = None, devices: int = 1, memories: int | None = None) -> CallPlan:
   """The calls `run_group` makes for `group` (also what `--dry-run` prints).
 
   Layouts are computed per config block, never per member, so planning an absurd
-  group costs nothing before it is refused.
+  group costs nothing before it is refused. Every call's members are a multiple of
+  `devices` (padded with the last member), and the memory budget applies to each of
+  `memories` separate memories (default one per device; `devices.memories`: host
+  devices share one).
   """
   total = group.members
   member_bytes = estimate_member_bytes(train, group.configs[0], dataset)
-  per_call = max(1, memory_budget // max(1, member_bytes))
+  per_call = max(1, memory_budget // max(1, member_bytes)) * (devices if memories is None else memories)
   if max_members_per_call:
     per_call = min(per_call, max_members_per_call)
   per_call = min(per_call, total)
@@ -253,14 +265,18 @@ def plan_calls(group: Group, train: Train, dataset: Dataset, *,
     # Each call takes the same repeats of every config (configs of different widths in the
     # same proportions), so every call has one member layout and they share one compile.
     stripe = math.ceil(repeats / math.ceil(repeats / (per_call // configs)))
-    calls, per_call = math.ceil(repeats / stripe), configs * stripe
+    calls, per_call = math.ceil(repeats / stripe), math.ceil(configs * stripe / devices) * devices
   else:  # contiguous chunks of the config-major members
     per_call = math.ceil(total / calls)
+    per_call = math.ceil(per_call / devices) * devices  # equal slices per device
+    calls = math.ceil(total / per_call)
   if calls > MAX_CALLS:
     raise ConfigError(f"{total} members of {member_bytes / 2**20:.3g} MiB each need {calls} calls of "
                       f"{per_call}: more than jaxlstm plans ({MAX_CALLS}); use fewer repeats or a smaller model.")
   if stripe:
-    layout = tuple(_merge_runs((widths_of(c.model), stripe) for c in group.configs))
+    runs = [(widths_of(c.model), stripe) for c in group.configs]
+    runs.append((runs[-1][0], per_call - configs * stripe))  # device padding: the last member again
+    layout = tuple(_merge_runs(run for run in runs if run[1]))
     layouts = (layout,) * calls
   else:
     layouts = tuple(_chunk_layout(group, call * per_call, per_call) for call in range(calls))
@@ -316,18 +332,40 @@ def init_members(train: Train, members: Member, layout: Sequence[tuple[Widths | 
   zero-padded, so their draws equal a solo run's. An int width means every
   recurrent layer at that width.
   """
-  states, start = [], 0
   model = train.network_for(train.shape.widths).cfg
-  for sizes, count in layout:
-    sizes = widths_of(model, sizes) if isinstance(sizes, (int, np.integer)) else Widths(*sizes)
-    part = jax.tree.map(lambda a: a[start:start + count], members)
-    # lax.map, not vmap: keeps the orthogonal init's QR-free loop unbatched (hang.md).
-    params = jax.lax.map(lambda k: train.init_params(k, sizes), part.keys.init)
+  layout = [(widths_of(model, w) if isinstance(w, (int, np.integer)) else Widths(*w), n) for w, n in layout]
+  widths, lanes = lane_widths(layout)
+  return init_lanes(train, members, widths, lanes)
+
+
+def lane_widths(layout: Sequence[tuple[Widths, int]]) -> tuple[tuple[Widths, ...], np.ndarray]:
+  """`(distinct widths, [members] index of each member's widths among them)` of a layout."""
+  widths = tuple(dict.fromkeys(w for w, _ in layout))
+  lanes = np.repeat([widths.index(w) for w, _ in layout], [count for _, count in layout])
+  return widths, lanes.astype(np.int32)
+
+
+def init_lanes(train: Train, members: Member, widths: Sequence[Widths], lanes: jax.Array) -> TrainState:
+  """Initial states of stacked members, member i at `widths[lanes[i]]` (zero-padded).
+
+  `lanes` may be traced (a device's slice of a call), so one program initialises
+  any mix of widths: `lax.switch` picks each member's widths.
+  """
+  cell = train.network_for(train.shape.widths).cfg.cell
+
+  def padded(sizes, key):
+    params = train.init_params(key, sizes)
     if sizes != train.shape.widths:
-      params = pad_params(params, sizes, train.shape.widths, model.cell, leading=1)
-    states.append(jax.vmap(train.init_state)(params, part))
-    start += count
-  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
+      params = pad_params(params, sizes, train.shape.widths, cell)
+    return params
+
+  # lax.map, not vmap: keeps the orthogonal init's QR-free loop unbatched (hang.md).
+  if len(widths) == 1:
+    params = jax.lax.map(lambda k: padded(widths[0], k), members.keys.init)
+  else:
+    branches = [lambda k, w=w: padded(w, k) for w in widths]
+    params = jax.lax.map(lambda a: jax.lax.switch(a[1], branches, a[0]), (members.keys.init, jnp.asarray(lanes)))
+  return jax.vmap(train.init_state)(params, members)
 
 
 @dataclasses.dataclass
@@ -345,10 +383,11 @@ class RunInfo:
 class GroupProgram:
   """A group's compiled entry point (cached by static signature in `jaxlstm.compiled`).
 
-  The entry is `jit(vmap(run_epochs))` over a member chunk, with per-member init:
-  called with `fresh=True` it first initialises every member (`init_members`, under
-  a `lax.cond`, so later epoch chunks skip it), then trains one epoch chunk. One
-  program per member layout serves every call of the group.
+  The entry is `jit(shard_map(vmap(run_epochs)))` over a member chunk laid out on
+  `mesh` (each device trains its slice of the members; no collective runs), with
+  per-member init: called with `fresh=True` it first initialises every member
+  (`init_lanes`, under a `lax.cond`, so later epoch chunks skip it), then trains one
+  epoch chunk. One program per member layout serves every call of the group.
 
   Attributes:
     train: the pure functions of one member.
@@ -356,23 +395,42 @@ class GroupProgram:
     data: the group's arrays.
     calls: how the group is split into calls.
     key: the static signature of the group's programs.
+    mesh: the devices the members are laid out on (`jaxlstm.devices`).
   """
   train: Train
   members: Member
   data: Data
   calls: CallPlan
   key: tuple
+  mesh: Any
 
   def entry(self, layout, members: Member) -> tuple[Callable, float]:
-    """`(run(states, members, data, fresh) -> (states, history), compile seconds)` for `layout`."""
-    train, n = self.train, self.calls.epoch_chunk
+    """`(run(states, members, data, fresh) -> (states, history), compile seconds)` for `layout`.
 
-    def run_chunk(states, members, data, fresh):
-      states = jax.lax.cond(fresh, lambda: init_members(train, members, layout), lambda: states)
+    `states` and `members` (and the returned states and history) are laid out
+    `NamedSharding(mesh, P("members"))`, `data` and `fresh` are replicated.
+    """
+    train, n, mesh = self.train, self.calls.epoch_chunk, self.mesh
+    per_device = self.calls.members_per_call // mesh.size
+    widths, lanes = lane_widths(layout)
+
+    def run_chunk(states, members, data, fresh):  # one device's slice of a member chunk
+      def init():
+        first = jax.lax.axis_index(devices_lib.MEMBERS) * per_device
+        return init_lanes(train, members, widths, jax.lax.dynamic_slice_in_dim(lanes, first, per_device))
+      states = jax.lax.cond(fresh, init, lambda: states)
       return jax.vmap(lambda state, member: train.run_epochs(state, member, data, n))(states, members)
 
+    split, whole = jax.sharding.PartitionSpec(devices_lib.MEMBERS), jax.sharding.PartitionSpec()
+    # No collective runs inside (members are independent), so the varying-axes type
+    # check buys nothing; it would also reject scans whose carries start from
+    # constants (the orthogonal initialiser's loop).
+    sharded = jax.shard_map(run_chunk, mesh=mesh, in_specs=(split, split, whole, whole), out_specs=(split, split),
+                            check_vma=False)
+    spread, copy = devices_lib.member_sharding(mesh), devices_lib.replicated(mesh)
     like = self.blank_states(layout, members)
-    return compiled.program(("run", self.key, layout, n), run_chunk, (like, members, self.data, np.bool_(True)))
+    return compiled.program(("run", self.key, layout, n, mesh), sharded, (like, members, self.data, np.bool_(True)),
+                            in_shardings=(spread, spread, copy, copy), out_shardings=(spread, spread))
 
   def blank_states(self, layout, members: Member) -> TrainState:
     """Zero states of a member chunk: the `states` argument of a fresh call."""
@@ -393,19 +451,22 @@ def _state_shapes(train: Train, key: tuple, layout, members: Member) -> TrainSta
 
 def group_program(group: Group, dataset: Dataset, *, seed: int = 0,
                   memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
-                  epoch_chunk: int | None = None) -> GroupProgram:
-  """Everything a group's calls need: pure functions, member inputs, data, call plan.
+                  epoch_chunk: int | None = None, mesh=None) -> GroupProgram:
+  """Everything a group's calls need: pure functions, member inputs, data, call plan, mesh.
 
   Args:
     group: from `plan`.
     dataset: the group's resolved data (`jaxlstm.data.resolve`).
     seed: the run's seed; member keys are (seed, config id, repeat).
+    mesh: the devices (`jaxlstm.devices.make_mesh`); default every device.
   """
+  mesh = devices_lib.resolve_mesh(mesh)
   train = make_train(group.configs[0], dataset, widths=group.widths)
   calls = plan_calls(group, train, dataset, memory_budget=memory_budget,
-                     max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk)
+                     max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk, devices=mesh.size,
+                     memories=devices_lib.memories(mesh))
   return GroupProgram(train=train, members=members_of(group, seed), data=arrays(dataset), calls=calls,
-                      key=(program_key(group.configs[0]), train.shape))
+                      key=(program_key(group.configs[0]), train.shape), mesh=mesh)
 
 
 # ---------------------------------------------------------------------------
@@ -423,7 +484,8 @@ class Checkpointer(Protocol):
 def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, epoch_chunk: int | None = None,
               memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
               progress: Callable[[dict], None] | None = None,
-              checkpointer: Checkpointer | None = None) -> tuple[list[Ensemble], RunInfo]:
+              checkpointer: Checkpointer | None = None, mesh=None,
+              devices: int | Sequence[Any] | None = None) -> tuple[list[Ensemble], RunInfo]:
   """Train every member of a group: one call per (member chunk, epoch chunk).
 
   Args:
@@ -432,11 +494,16 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
       `data.check_compatible` by the caller); default resolved from the configs' `data`.
     seed: the run's seed; member keys are (seed, config id, repeat).
     epoch_chunk: epochs per call (default `choose_epoch_chunk`).
-    memory_budget: bytes; members are split into equal chunks that fit.
+    memory_budget: bytes per device (per process for CPU host devices, which share
+      its memory); members are split into equal chunks that fit.
     max_members_per_call: cap on members per call (overrides the budget if smaller).
     progress: called with a dict after each call (epochs done, totals, seconds).
     checkpointer: saves / restores the state at epoch-chunk boundaries
-      (only for groups that fit in one member chunk).
+      (only for groups that fit in one member chunk, in a single process).
+    mesh: the devices the members are laid out on (`jaxlstm.devices.make_mesh`;
+      under `jax.distributed`, every process passes the same one).
+    devices: instead of `mesh`: how many devices (per process), or which;
+      default every device of the default backend.
 
   Returns:
     One Ensemble per config of the group (in order), and what the run cost.
@@ -444,11 +511,12 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
   if dataset is None:
     dataset = data_lib.resolve_all(group.configs)[data_lib.data_key(group.configs[0])]
   program = group_program(group, dataset, seed=seed, memory_budget=memory_budget,
-                          max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk)
+                          max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk,
+                          mesh=devices_lib.resolve_mesh(mesh, devices))
   calls = program.calls
   info = RunInfo(member_chunks=calls.calls)
-  if checkpointer is not None and calls.calls > 1:
-    checkpointer = None  # resumable state is kept per single-chunk group only
+  if checkpointer is not None and (calls.calls > 1 or jax.process_count() > 1):
+    checkpointer = None  # resumable state is kept per single-chunk group of one process only
   histories, finals = [], []
   for call in range(calls.calls):
     states, history = _run_member_chunk(program, group, call, info, progress, checkpointer)
@@ -464,7 +532,7 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
 def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunInfo,
                       progress: Callable[[dict], None] | None, checkpointer: Checkpointer | None):
   """Train one member chunk through all its epoch chunks; returns host `(states, history)`."""
-  calls, epochs = program.calls, program.train.shape.epochs
+  calls, epochs, mesh = program.calls, program.train.shape.epochs, program.mesh
   part = jax.tree.map(lambda a: a[calls.member_index(call)], program.members)
   layout = calls.layouts[call]
   restored = checkpointer.restore() if checkpointer is not None else None
@@ -475,10 +543,12 @@ def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunI
   stops = group.configs[0].train.early_stopping is not None
   run, seconds = program.entry(layout, part)
   _count_compile(info, seconds)
+  states, part = devices_lib.shard(states, mesh), devices_lib.shard(part, mesh)
+  data = devices_lib.replicate(program.data, mesh)
   while done < epochs:
     t0 = time.perf_counter()
-    states, hist = run(states, part, program.data, np.bool_(restored is None and done == 0))
-    hist = jax.device_get(hist)
+    states, hist = run(states, part, data, np.bool_(restored is None and done == 0))
+    hist = devices_lib.gather(hist)
     info.run_seconds += time.perf_counter() - t0
     info.epoch_chunks += 1
     done += calls.epoch_chunk
@@ -490,14 +560,14 @@ def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunI
       progress({"call": call, "calls": calls.calls, "epochs_done": min(done, epochs), "epochs": epochs,
                 "members": calls.members_per_call, "run_seconds": info.run_seconds,
                 "compile_seconds": info.compile_seconds})
-    if stops and done < epochs and bool(np.all(np.asarray(states.callbacks.stopping.stopped))):
+    if stops and done < epochs and bool(np.all(devices_lib.gather(states.callbacks.stopping.stopped))):
       info.stopped_early = True
       break
   history = {k: np.concatenate(v, axis=1)[:, :epochs] for k, v in chunk_history.items()}
   if history["loss"].shape[1] < epochs:  # ended early: every member had stopped
     pad = epochs - history["loss"].shape[1]
     history = {k: np.pad(v, ((0, 0), (0, pad)), constant_values=np.nan) for k, v in history.items()}
-  return jax.device_get(states), history
+  return devices_lib.gather(states), history
 
 
 def _count_compile(info: RunInfo, seconds: float) -> None:
@@ -636,7 +706,7 @@ def fit(config: Config, dataset: Dataset | None = None, *, repeats: int, seed: i
       default generated from `config.data`.
     repeats: number of repeats; repeat i's key depends only on (seed, config, i).
     seed: the run's seed.
-    **kwargs: passed to `run_group` (epoch_chunk, memory_budget, progress, ...).
+    **kwargs: passed to `run_group` (mesh or devices, epoch_chunk, memory_budget, progress, ...).
 
   Raises:
     ConfigError: the config cannot train on the data (before anything compiles).

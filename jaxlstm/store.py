@@ -178,7 +178,7 @@ def save_params(run_dir, config_id: str, params: Any) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   params = _to_numpy(params)
   # Synchronous: the manifest must not say "done" before the files are final.
-  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+  with ocp.Checkpointer(ocp.StandardCheckpointHandler(), **_this_process_only()) as checkpointer:
     checkpointer.save(path, args=ocp.args.StandardSave(params))
 
 
@@ -190,8 +190,22 @@ def load_params(run_dir, config_id: str) -> Any:
     raise ValueError(f"refusing to load the symlinked checkpoint {path}; copy it into the results folder.")
   if not path.is_dir():
     raise FileNotFoundError(f"no checkpoint for config {config_id} at {path}.")
-  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+  with ocp.Checkpointer(ocp.StandardCheckpointHandler(), **_this_process_only()) as checkpointer:
     return _to_numpy(checkpointer.restore(path))
+
+
+def _this_process_only() -> dict[str, Any]:
+  """Orbax options for files one process reads and writes alone (process 0 of a distributed run).
+
+  Orbax otherwise synchronises every process of a `jax.distributed` run around a
+  save, and the others never come.
+  """
+  import jax
+  if jax.process_count() == 1:
+    return {}
+  import orbax.checkpoint as ocp
+  me = jax.process_index()
+  return {"multiprocessing_options": ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})}
 
 
 def _to_numpy(tree: Any) -> Any:
@@ -383,6 +397,7 @@ class RunFolder:
         "created": environment["time"],
         "versions": environment["versions"],
         "device": environment["device"],
+        "devices": environment.get("devices"),
         "configs": {
             cfg.config_id: {"index": i, "status": "pending", "repeats": 0,
                             "values": {key: jsonable(config_value(cfg, key)) for key in grid}}
@@ -476,7 +491,8 @@ class RunFolder:
 
   def start_session(self, environment: dict) -> None:
     self.manifest["sessions"].append({"argv": environment["argv"], "started": environment["time"],
-                                      "versions": environment["versions"], "trained": []})
+                                      "versions": environment["versions"], "devices": environment.get("devices"),
+                                      "trained": []})
     self.write_manifest()
 
   def record(self, group_index: int, ensembles: Sequence[Any], info: Any, *,
