@@ -332,14 +332,14 @@ def init_members(train: Train, members: Member, layout: Sequence[tuple[Widths | 
   zero-padded, so their draws equal a solo run's. An int width means every
   recurrent layer at that width.
   """
-  model = train.network_for(train.shape.widths).cfg
-  layout = [(widths_of(model, w) if isinstance(w, (int, np.integer)) else Widths(*w), n) for w, n in layout]
-  widths, lanes = lane_widths(layout)
+  widths, lanes = lane_widths(train, layout)
   return init_lanes(train, members, widths, lanes)
 
 
-def lane_widths(layout: Sequence[tuple[Widths, int]]) -> tuple[tuple[Widths, ...], np.ndarray]:
+def lane_widths(train: Train, layout: Sequence[tuple[Widths | int, int]]) -> tuple[tuple[Widths, ...], np.ndarray]:
   """`(distinct widths, [members] index of each member's widths among them)` of a layout."""
+  model = train.network_for(train.shape.widths).cfg
+  layout = [(widths_of(model, w) if isinstance(w, (int, np.integer)) else Widths(*w), n) for w, n in layout]
   widths = tuple(dict.fromkeys(w for w, _ in layout))
   lanes = np.repeat([widths.index(w) for w, _ in layout], [count for _, count in layout])
   return widths, lanes.astype(np.int32)
@@ -412,7 +412,7 @@ class GroupProgram:
     """
     train, n, mesh = self.train, self.calls.epoch_chunk, self.mesh
     per_device = self.calls.members_per_call // mesh.size
-    widths, lanes = lane_widths(layout)
+    widths, lanes = lane_widths(train, layout)
 
     def run_chunk(states, members, data, fresh):  # one device's slice of a member chunk
       def init():
