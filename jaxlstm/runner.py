@@ -582,6 +582,8 @@ def run_plan(plan: Plan, folder: store.RunFolder, env: dict, *, log: Callable[[s
     progress.clear()
     repeats = (f"{group.repeats} repeats" if not group.first_repeat else
                f"repeats {group.first_repeat}-{group.first_repeat + group.repeats - 1}")
+    if group.folds > 1:
+      repeats += f" x {group.folds} folds"
     log(f"group {number}/{len(todo)}: {len(group.configs)} config(s) x {repeats} = "
         f"{group.members} members, {describe_widths(group)}" + (" (padded)" if group.padded else ""))
     progress.group(number, len(todo), group.members * gp.train.shape.epochs)
