@@ -193,6 +193,8 @@ def estimate_member_bytes(train: Train, config: Config, dataset: Dataset) -> int
   activations = shape.batch * time_steps * width * 6  # forward states kept for the backward pass (calibrated)
   sample = math.prod(dataset.x_train.shape[1:]) + dataset.y_train[0].size
   gathers = shape.batch * sample * 2
+  if shape.cv:  # each fold member holds its own copy of its training and validation rows
+    gathers += (shape.n_train + shape.n_val) * sample
   return 4 * (6 * n_params + activations + gathers + shape.n_val * (width + dataset.y_train[0].size))
 
 
@@ -698,7 +700,8 @@ def summarise_folds(config: Config, fold_history: dict[str, np.ndarray], stopped
     best_epoch = np.where(finite.any(axis=1), pick(np.where(finite, curve, -np.inf if higher else np.inf), axis=1), -1)
   return {"history": history, "stopped_epoch": np.where(all_stopped, stopped.max(axis=1), -1),
           "best_epoch": best_epoch.astype(int),
-          "diverged_epoch": np.where((diverged >= 0).any(axis=1), np.where(diverged >= 0, diverged, 2**30).min(axis=1), -1),
+          "diverged_epoch": np.where((diverged >= 0).any(axis=1),
+                                     np.where(diverged >= 0, diverged, 2**30).min(axis=1), -1),
           "folds": folds, "fold_history": fold_history, "fold_stopped_epoch": stopped, "fold_best_epoch": best,
           "fold_diverged_epoch": diverged}
 

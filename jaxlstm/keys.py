@@ -168,7 +168,8 @@ def _group_keys(seed, numbers, indices, vary, folds=1):
       source = keys if name in vary else jnp.broadcast_to(fixed, keys.shape)
       streams[name] = jax.vmap(lambda k, n=stream: jax.random.fold_in(k, n))(source)
       if folds > 1:
-        per_fold = (jax.vmap(lambda k: jax.vmap(lambda f: jax.random.fold_in(k, f))(jnp.arange(folds, dtype=jnp.uint32)))
+        numbers = jnp.arange(folds, dtype=jnp.uint32)
+        per_fold = (jax.vmap(lambda k: jax.vmap(lambda f: jax.random.fold_in(k, f))(numbers))
                     if name in FOLD_STREAMS else lambda k: jnp.broadcast_to(k[:, None], (k.shape[0], folds)))
         streams[name] = per_fold(streams[name])
     return StreamKeys(**streams)

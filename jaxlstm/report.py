@@ -570,7 +570,8 @@ def _transform_lines(notes: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if chain["power"] == "log":
       steps.append("log")
     elif chain["power"] == "boxcox":
-      steps.append("Box-Cox (lambda " + ", ".join(f"{v:.4g}" for v in chain["lmbda"]) + ", fitted on the training rows)")
+      lmbda = ", ".join(f"{v:.4g}" for v in chain["lmbda"])
+      steps.append(f"Box-Cox (lambda {lmbda}, fitted on the training rows)")
     if chain["lags"]:
       steps.append(f"differenced at lag(s) {', '.join(map(str, chain['lags']))} inside each window")
     lines.append("target series " + ", then ".join(steps) + ", before scaling; `*_original` metrics invert every "

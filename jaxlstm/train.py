@@ -314,15 +314,19 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
   def epoch_order(shuffle_key: jax.Array, epoch: jax.Array, count: jax.Array | None = None) -> jax.Array:
     """`[n_train]` order in which an epoch visits the training samples.
 
-    With `count` (a fold member's own samples, rows `0 .. count - 1`), those come
-    first, in random order when shuffling, and the padding rows after them.
+    With `count` (a fold member's own samples, rows `0 .. count - 1`, when folds differ
+    in size), those come first, in random order when shuffling, and the padding rows
+    after them.
     """
     if not train_cfg.shuffle:
       return jnp.arange(shape.n_train)
-    order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), shape.n_train)
+    epoch_key = jax.random.fold_in(shuffle_key, epoch)
     if count is None:
-      return order
-    return order[jnp.argsort(order >= count, stable=True)]
+      return jax.random.permutation(epoch_key, shape.n_train)
+    # One sort, as permutation's: random 31-bit keys, the padding rows' top bit set.
+    bits = jax.random.bits(epoch_key, (shape.n_train,), jnp.uint32) >> 1
+    padding = (jnp.arange(shape.n_train) >= count).astype(jnp.uint32) << 31
+    return jnp.argsort(bits | padding, stable=True).astype(jnp.int32)
 
   def fold_data(data: Data, member: Member) -> Data:
     """The member's fold: its training and validation rows of all samples, padded and masked."""
@@ -413,8 +417,8 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
 
     def train_epoch(state: TrainState):
       """All minibatches of one epoch; returns the new params, optimizer state and training record."""
-      count = None if data.train_mask is None else n_own
-      order = epoch_order(member.keys.shuffle, state.epoch, count)
+      # Padding rows to put last exist only when folds differ in size (statically known).
+      order = epoch_order(member.keys.shuffle, state.epoch, n_own if uneven else None)
       idx = jnp.concatenate([order, jnp.zeros((steps * batch - n,), order.dtype)]).reshape(steps, batch)
       mask = (jnp.arange(steps * batch) < n_own).astype(jnp.float32).reshape(steps, batch)
       carry = (state.params, state.opt_state, jax.random.fold_in(member.keys.dropout, state.epoch))

@@ -234,6 +234,14 @@ def test_kfold_through_the_cli_scores_the_mean_of_the_folds(tmp_path, capsys):
   ens = run.ensemble(config_id)
   assert ens.folds == 4 and ens.fold_history["val_loss"].shape == (2, 4, 2)
   np.testing.assert_allclose(ens.fold_history["val_loss"][:, :, -1], folds, rtol=1e-6)
+  # More repeats extend the folder, per-fold results included; the first two stay as they were.
+  code = sweep.main(["--data", str(path), "--column", "temp", "--set", "data.options.n_in=5",
+                     "--set", "data.options.val_fraction=0", "--set", "data.cv=kfold", "--set", "data.folds=4",
+                     "--set", "model.cells=4", "--repeats", "3", "--epochs", "2", "--out", str(out), "--quiet"])
+  assert code == 0
+  grown = pd.read_csv(out / "scores.csv")
+  pd.testing.assert_frame_equal(grown.iloc[:2], scores)
+  assert store.load_folds(out, config_id)["history"]["val_loss"].shape == (3, 4, 2)
 
 
 def test_cv_from_a_toml_file(tmp_path):
