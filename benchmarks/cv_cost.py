@@ -11,6 +11,10 @@ validate (R fits). 5-fold: `data.cv = kfold`, `data.folds = 5` over every window
 (R repeats x 5 folds = 5R fits, each training on 80% of the windows, as the one split
 does), all in one compiled call.
 
+`--equal-members` asks what the folds themselves cost: one process trains one split at
+5R repeats and 5-fold CV at R repeats (the same number of members, each fit on 80% of the
+windows), each compiled once and then timed on three further seeds, alternating.
+
 Each measurement is a fresh process with an empty persistent compilation cache, timed
 from before `jaxlstm.fit` to its return (compile included; `compile_s` and `run_s`
 split it); the two variants alternate (A B, B A, ...) and the 1-minute load is
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -37,7 +42,6 @@ def series(rows: int = 400):
 
 
 def child(variant: str, repeats: int, epochs: int) -> None:
-  import os
   path = os.path.join(tempfile.mkdtemp(), "series.csv")
   with open(path, "w") as f:
     f.write("value\n" + "".join(f"{v:.4f}\n" for v in series()))
@@ -55,6 +59,28 @@ def child(variant: str, repeats: int, epochs: int) -> None:
   common.emit({"variant": variant, "wall_s": wall, "compile_s": ens.timings["compile_seconds"],
                "run_s": ens.timings["run_seconds"], "fits": fits,
                "val_loss": float(statistics.mean(ens.final("val_loss").tolist()))})
+
+
+def equal_members(members: int, epochs: int, rounds: int = 3) -> dict:
+  """Run seconds of one split at `members` repeats and of 5-fold CV at `members // 5` (warm programs)."""
+  import jaxlstm
+  from jaxlstm import study as study_lib
+  path = os.path.join(tempfile.mkdtemp(), "series.csv")
+  with open(path, "w") as f:
+    f.write("value\n" + "".join(f"{v:.4f}\n" for v in series()))
+  base, _ = study_lib.csv_study(path, "value", None)
+  configs = {"one split": (base.override({"train.epochs": epochs}), members),
+             "5-fold CV": (base.override({"train.epochs": epochs, **VARIANTS["5-fold CV"],
+                                          "data.options": dict(base.data.options, val_fraction=0.0)}), members // 5)}
+  for config, repeats in configs.values():
+    jaxlstm.fit(config, repeats=repeats, seed=0)  # compile
+  out = {name: [] for name in configs}
+  for r in range(rounds):
+    for name in (list(configs) if r % 2 == 0 else list(configs)[::-1]):
+      config, repeats = configs[name]
+      out[name].append(jaxlstm.fit(config, repeats=repeats, seed=r + 1).timings["run_seconds"])
+  out["load"] = common.loadavg()
+  return out
 
 
 def measure(repeats: list[int], epochs: int, rounds: int) -> list[dict]:
@@ -104,8 +130,22 @@ def main(argv=None) -> None:
   parser.add_argument("--epochs", type=int, default=100)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--quick", action="store_true", help="one round of each, print only")
+  parser.add_argument("--equal-members", type=int, metavar="M", help="one split at M repeats against 5-fold "
+                      "CV at M/5 repeats in one process (run seconds only); writes its own section")
   args = parser.parse_args(argv)
   repeats = [int(r) for r in str(args.repeats).split(",")]
+  if args.equal_members:
+    res = equal_members(args.equal_members, args.epochs)
+    one, cv = statistics.median(res["one split"]), statistics.median(res["5-fold CV"])
+    text = (f"Same members, warm programs (`python benchmarks/cv_cost.py --equal-members {args.equal_members} "
+            f"--epochs {args.epochs}`): one split at {args.equal_members} repeats trains in {one:.2f} s "
+            f"(runs {', '.join(f'{v:.2f}' for v in res['one split'])}), 5-fold CV at {args.equal_members // 5} "
+            f"repeats in {cv:.2f} s ({', '.join(f'{v:.2f}' for v in res['5-fold CV'])}): **{cv / one:.2f}x**; "
+            f"1-minute load {res['load']:.2f}.")
+    print(text)
+    if not args.quick:
+      common.replace_section("cv_cost_members", text)
+    return
   if args.child:
     child(args.child, repeats[0], args.epochs)
     return
