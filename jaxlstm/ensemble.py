@@ -2,7 +2,8 @@
 
 `fit(config, dataset, repeats=R, seed=s)` trains all R repeats of one config in
 one call; `fit_many(configs, ...)` groups configs by static shape (`static_key`)
-and trains each group's configs x repeats as the *members* of one call. Traced
+and trains each group's configs x repeats (x folds, with `data.cv`) as the *members*
+of one call. Traced
 hyper-parameters (learning rate, dropout, ...) differ per member, so a grid over
 them costs one compile.
 
@@ -38,6 +39,7 @@ from jaxlstm import compiled
 from jaxlstm import data as data_lib
 from jaxlstm import devices as devices_lib
 from jaxlstm import keys as keys_lib
+from jaxlstm import metrics as metrics_lib
 from jaxlstm.config import PENALTY_FIELDS, PER_LAYER_FIELDS, TRACED_FIELDS, Config, ConfigError
 from jaxlstm.models import (Network, Widths, activate, can_pad_cells, pad_params, unpad_params, widest,
                             widths_of)
@@ -101,7 +103,7 @@ class Group:
     widths: the layer widths the program runs at (layer by layer the widest
       config's when padded).
     padded: whether narrower configs are zero-padded to `widths`.
-    repeats: repeats per config; members = len(configs) * repeats.
+    repeats: repeats per config; members = len(configs) * repeats * folds.
     first_repeat: the index of the first of them: the group trains repeats
       `first_repeat ... first_repeat + repeats - 1` of each config (a folder that
       grows from 30 to 100 repeats trains 70 more, starting at 30).
@@ -113,8 +115,18 @@ class Group:
   first_repeat: int = 0
 
   @property
+  def folds(self) -> int:
+    """Cross-validation folds per repeat (`data.cv`; 1 without): its configs share `data`'s static fields."""
+    return data_lib.fold_count(self.configs[0])
+
+  @property
+  def lanes(self) -> int:
+    """Members per config: repeats x folds, repeat-major (a repeat's folds are neighbours)."""
+    return self.repeats * self.folds
+
+  @property
   def members(self) -> int:
-    return len(self.configs) * self.repeats
+    return len(self.configs) * self.lanes
 
   @property
   def cells(self) -> int:
@@ -189,6 +201,8 @@ def estimate_member_bytes(train: Train, config: Config, dataset: Dataset) -> int
   activations = shape.batch * time_steps * width * 6  # forward states kept for the backward pass (calibrated)
   sample = math.prod(dataset.x_train.shape[1:]) + dataset.y_train[0].size
   gathers = shape.batch * sample * 2
+  if shape.cv:  # each fold member holds its own copy of its training and validation rows
+    gathers += (shape.n_train + shape.n_val) * sample
   return 4 * (6 * n_params + activations + gathers + shape.n_val * (width + dataset.y_train[0].size))
 
 
@@ -257,7 +271,7 @@ def plan_calls(group: Group, train: Train, dataset: Dataset, *,
     per_call = min(per_call, max_members_per_call)
   per_call = min(per_call, total)
   calls = math.ceil(total / per_call)
-  configs, repeats = len(group.configs), group.repeats
+  configs, repeats = len(group.configs), group.lanes  # striping works on a config's lanes
   epochs = train.shape.epochs
   chunk = min(epoch_chunk or choose_epoch_chunk(group.configs[0], train.shape.steps), epochs)
   stripe = 0
@@ -306,19 +320,24 @@ def _chunk_layout(group: Group, start: int, size: int) -> tuple[tuple[Widths, in
     if position >= total:  # the padding of the last chunk: the last member repeated
       count = start + size - position
     else:
-      count = min(start + size, (member // group.repeats + 1) * group.repeats) - position
-    runs.append((widths_of(group.configs[member // group.repeats].model), count))
+      count = min(start + size, (member // group.lanes + 1) * group.lanes) - position
+    runs.append((widths_of(group.configs[member // group.lanes].model), count))
     position += count
   return tuple(_merge_runs(runs))
 
 
 def members_of(group: Group, seed: int) -> Member:
-  """Stacked keys and traced hyper-parameters of every (config, repeat) of a group, config-major."""
-  stacked_keys = keys_lib.group_keys(seed, group.configs, group.repeat_indices)
+  """Stacked keys and traced hyper-parameters of every (config, repeat[, fold]) of a group.
+
+  Config-major, folds fastest: member `(c * repeats + r) * folds + f` (`keys.group_keys`).
+  """
+  folds = group.folds
+  stacked_keys = keys_lib.group_keys(seed, group.configs, group.repeat_indices, folds)
   hparams = [member_hparams(cfg) for cfg in group.configs]
   names = hparams[0].keys()
-  stacked = {n: np.repeat(np.asarray([h[n] for h in hparams], np.float32), group.repeats, axis=0) for n in names}
-  return Member(stacked_keys, stacked)
+  stacked = {n: np.repeat(np.asarray([h[n] for h in hparams], np.float32), group.lanes, axis=0) for n in names}
+  fold = np.tile(np.arange(folds, dtype=np.int32), len(group.configs) * group.repeats) if folds > 1 else None
+  return Member(stacked_keys, stacked, fold)
 
 
 # ---------------------------------------------------------------------------
@@ -584,10 +603,18 @@ def _count_compile(info: RunInfo, seconds: float) -> None:
 class Ensemble:
   """All repeats of one config.
 
+  With cross-validation (`data.cv`, `folds` > 1) each repeat is `folds` training
+  runs: `fold_*` hold them per fold, and the repeat-level fields summarise its
+  folds. `history` is the mean over folds at each epoch, a fold that stopped early
+  counting with its last value (its weights are frozen), so a repeat's final
+  value is the mean of its folds' final values; NaN after every fold stopped.
+  `stopped_epoch` is the last fold's stop (-1 unless all stopped), `diverged_epoch`
+  the first fold's divergence, `best_epoch` the best epoch of the mean curve.
+
   Attributes:
     config: the config.
     history: metric -> `[repeats, epochs]` float array; NaN after a repeat stopped.
-    params: stacked parameter pytree (numpy), leading axis = repeats.
+    params: stacked parameter pytree (numpy), leading axis = repeats (`[repeats, folds, ...]` with folds).
     stopped_epoch: `[repeats]` epoch at which early stopping fired (0-based), -1 if never.
     best_epoch: `[repeats]` best epoch of the monitored metric (val_loss without early stopping).
     diverged: `[repeats]` True where the loss became NaN/Inf.
@@ -608,6 +635,11 @@ class Ensemble:
   time_out: int = 0
   frame_shape: tuple[int, ...] = ()
   timings: dict[str, float] = dataclasses.field(default_factory=dict)
+  folds: int = 1
+  fold_history: dict[str, np.ndarray] | None = None  # metric -> [repeats, folds, epochs]
+  fold_stopped_epoch: np.ndarray | None = None  # [repeats, folds]
+  fold_best_epoch: np.ndarray | None = None  # [repeats, folds]
+  fold_diverged_epoch: np.ndarray | None = None  # [repeats, folds]
 
   @property
   def repeats(self) -> int:
@@ -645,14 +677,19 @@ class Ensemble:
     return Network(self.config.model, self.outputs, time_out=self.time_out, frame_shape=tuple(self.frame_shape))
 
   def predict(self, x: np.ndarray) -> np.ndarray:
-    """Predictions of every repeat: `[repeats, N, ...]` (after the output activation)."""
+    """Predictions of every repeat: `[repeats, N, ...]` (after the output activation).
+
+    With folds, every fold's model: `[repeats, folds, N, ...]`. Map them to a transformed
+    series' original units with `jaxlstm.prep.to_original(dataset, predictions)`.
+    """
     x = np.asarray(x, np.float32)
     if x.ndim != 3:
       raise ValueError(f"x must have shape [samples, time, features], got {x.shape}.")
     network, act = self.network(), self.config.model.output_activation
 
     def predict_all(params, x):
-      return jax.vmap(lambda p: activate(network.apply({"params": p}, x), act))(params)
+      one = lambda p: activate(network.apply({"params": p}, x), act)
+      return jax.vmap(jax.vmap(one) if self.folds > 1 else one)(params)
 
     key = ("predict", json.dumps(self.config.to_dict()["model"], sort_keys=True), self.outputs,
            self.time_out, tuple(self.frame_shape))
@@ -662,7 +699,7 @@ class Ensemble:
 
 def _ensemble(group: Group, index: int, train: Train, states, history, seed: int, info: RunInfo) -> Ensemble:
   cfg = group.configs[index]
-  rows = slice(index * group.repeats, (index + 1) * group.repeats)
+  rows = slice(index * group.lanes, (index + 1) * group.lanes)
   take = lambda tree: jax.tree.map(lambda a: np.asarray(a[rows]), tree)
   params = take(states.params)
   if cfg.train.early_stopping is not None:
@@ -674,7 +711,7 @@ def _ensemble(group: Group, index: int, train: Train, states, history, seed: int
       restore = np.asarray(stopping.has_best)  # Keras 3 restores whenever a snapshot exists
       params = jax.tree.map(lambda b, p: np.where(restore.reshape((-1,) + (1,) * (p.ndim - 1)), b, p), best, params)
   else:
-    stopped_epoch = np.full(group.repeats, -1)
+    stopped_epoch = np.full(group.lanes, -1)
     val = history["val_loss"][rows]
     with np.errstate(all="ignore"):
       best_epoch = np.where(np.isfinite(val).any(axis=1),
@@ -684,13 +721,59 @@ def _ensemble(group: Group, index: int, train: Train, states, history, seed: int
     params = unpad_params(params, own, group.widths, cfg.model.cell, leading=1)
   diverged_epoch = np.asarray(states.diverged_epoch[rows]).astype(int)
   shape = train.shape
+  history = {k: v[rows] for k, v in history.items()}
+  folds = {}
+  if group.folds > 1:
+    per_repeat = lambda a: np.reshape(a, (group.repeats, group.folds, *np.shape(a)[1:]))
+    params = jax.tree.map(per_repeat, params)
+    folds = summarise_folds(cfg, {k: per_repeat(v) for k, v in history.items()}, per_repeat(stopped_epoch),
+                            per_repeat(best_epoch), per_repeat(diverged_epoch))
+    history, stopped_epoch, best_epoch, diverged_epoch = (
+        folds.pop(k) for k in ("history", "stopped_epoch", "best_epoch", "diverged_epoch"))
   return Ensemble(
-      config=cfg, history={k: v[rows] for k, v in history.items()}, params=params,
+      config=cfg, history=history, params=params,
       stopped_epoch=stopped_epoch, best_epoch=best_epoch, diverged=diverged_epoch >= 0,
       diverged_epoch=diverged_epoch, seed=seed, repeat_indices=group.repeat_indices,
       outputs=shape.outputs, time_out=shape.time_out, frame_shape=shape.frame_shape,
       timings={"compile_seconds": info.compile_seconds, "run_seconds": info.run_seconds,
-               "compiles": info.compiles})
+               "compiles": info.compiles}, **folds)
+
+
+def summarise_folds(config: Config, fold_history: dict[str, np.ndarray], stopped: np.ndarray, best: np.ndarray,
+                    diverged: np.ndarray) -> dict[str, Any]:
+  """A repeat's fields from its folds' (`[repeats, folds, ...]`); see `Ensemble` for the rules.
+
+  Returns:
+    `Ensemble` keyword arguments: history, stopped_epoch, best_epoch, diverged_epoch,
+    folds and the `fold_*` arrays.
+  """
+  stopped, best, diverged = (np.asarray(a, int) for a in (stopped, best, diverged))
+  repeats, folds = stopped.shape
+  all_stopped = (stopped >= 0).all(axis=1)
+  history = {}
+  for name, values in fold_history.items():
+    epochs = values.shape[-1]
+    last = np.where(stopped >= 0, stopped, epochs - 1)[..., None]
+    held = np.take_along_axis(values, np.minimum(last, epochs - 1), axis=-1)
+    # A stopped fold keeps its last value (frozen weights); the mean ends where the last fold stopped.
+    carried = np.where(np.arange(epochs) > last, held, values)
+    mean = carried.mean(axis=1)
+    end = np.where(all_stopped, stopped.max(axis=1), epochs - 1)[:, None]
+    history[name] = np.where(np.arange(epochs) > end, np.nan, mean).astype(values.dtype)
+  monitor = config.train.early_stopping.monitor if config.train.early_stopping is not None else "val_loss"
+  mode = config.train.early_stopping.mode if config.train.early_stopping is not None else "auto"
+  higher = mode == "max" or (mode == "auto" and metrics_lib.higher_is_better(monitor))
+  curve = history[monitor]
+  with np.errstate(all="ignore"):
+    finite = np.isfinite(curve)
+    pick = np.nanargmax if higher else np.nanargmin
+    best_epoch = np.where(finite.any(axis=1), pick(np.where(finite, curve, -np.inf if higher else np.inf), axis=1), -1)
+  return {"history": history, "stopped_epoch": np.where(all_stopped, stopped.max(axis=1), -1),
+          "best_epoch": best_epoch.astype(int),
+          "diverged_epoch": np.where((diverged >= 0).any(axis=1),
+                                     np.where(diverged >= 0, diverged, 2**30).min(axis=1), -1),
+          "folds": folds, "fold_history": fold_history, "fold_stopped_epoch": stopped, "fold_best_epoch": best,
+          "fold_diverged_epoch": diverged}
 
 
 # ---------------------------------------------------------------------------

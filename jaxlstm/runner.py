@@ -97,17 +97,25 @@ def plan_study(study: Study, *, memory_budget: int | None = None, datasets: dict
     calls = ensemble.plan_calls(group, train, dataset, memory_budget=budget, devices=devices, memories=memories)
     plans.append(GroupPlan(group, dataset, train, calls))
   references = {c.config_id: naive_baselines(c, datasets[data_lib.data_key(c)]) for c in study.configs}
-  notes = {c.config_id: gaps for c in study.configs
-           if (gaps := _gap_note(datasets[data_lib.data_key(c)].metadata))}
+  notes = {c.config_id: note for c in study.configs
+           if (note := _data_note(datasets[data_lib.data_key(c)].metadata))}
   return Plan(study, plans, fingerprints, {c: b for c, b in references.items() if b}, notes)
 
 
-def _gap_note(metadata: Mapping[str, Any]) -> dict[str, Any]:
-  """What was done about gaps in a CSV series (`data.options.fill`), for the manifest and report."""
-  if not metadata.get("fill"):
-    return {}
-  return {"fill": metadata["fill"], "gaps": dict(metadata.get("gaps") or {}),
-          "filled": dict(metadata.get("filled") or {}), "dropped_rows": int(metadata.get("dropped_rows") or 0)}
+def _data_note(metadata: Mapping[str, Any]) -> dict[str, Any]:
+  """What the report states about a config's data: gaps in a CSV series (`data.options.fill`), the
+  cross-validation folds (`data.cv`, as resolved) and the series transforms, for the manifest."""
+  note: dict[str, Any] = {}
+  if metadata.get("fill"):
+    note.update(fill=metadata["fill"], gaps=dict(metadata.get("gaps") or {}),
+                filled=dict(metadata.get("filled") or {}), dropped_rows=int(metadata.get("dropped_rows") or 0))
+  if metadata.get("cv"):
+    note["cv"] = dict(metadata["cv"])
+  record = metadata.get("series_transform")
+  if record is not None:
+    note["series_transform"] = {"power": record.power, "lags": list(record.lags),
+                                "lmbda": sorted({round(float(v), 6) for v in record.lmbda})}
+  return note
 
 
 def naive_baselines(config, dataset: Dataset) -> dict[str, Any]:
@@ -118,10 +126,12 @@ def naive_baselines(config, dataset: Dataset) -> dict[str, Any]:
     (`val_loss` for an mse/mae loss without an L1/L2 penalty, `val_mse`, `val_mae`), and
     `train_mean_loss`: the training loss of predicting the training mean, the reference
     of the diagnosis' capacity rule. Empty for classification, per-repeat splits
-    (`data.resplit`) and data whose target feature is unknown.
+    (`data.resplit`), cross-validation (`data.cv`: no validation set is every fold's)
+    and data whose target feature is unknown.
   """
   from jaxlstm import baselines
-  if dataset.task != "regression" or config.data.resplit or not dataset.x_val.shape[0]:
+  if (dataset.task != "regression" or config.data.resplit or config.data.cv != "none"
+      or not dataset.x_val.shape[0]):
     return {}
   season = config.data.options.get("season")
   season = int(season) if isinstance(season, int) and season > 0 else None
@@ -243,7 +253,9 @@ def describe_plan(plan: Plan, stream: TextIO) -> None:
   index = {c.config_id: i + 1 for i, c in enumerate(study.configs)}
   labels = study.labels()
   draw = f" ({study.random} drawn at random from the grid)" if study.random else ""
-  print(f"study {study.name}: {len(study.configs)} configs{draw} x {study.repeats} repeats, "
+  folds = {data_lib.fold_count(c) for c in study.configs}
+  per_repeat = f" x {'/'.join(map(str, sorted(folds)))} folds" if folds != {1} else ""
+  print(f"study {study.name}: {len(study.configs)} configs{draw} x {study.repeats} repeats{per_repeat}, "
         f"seed {study.seed}", file=stream)
   for cfg in study.configs:
     label = labels[cfg.config_id] if study.grid else "(base config)"
@@ -256,8 +268,9 @@ def describe_plan(plan: Plan, stream: TextIO) -> None:
   for i, g in enumerate(plan.groups):
     cfg, shape, calls = g.group.configs[0], g.train.shape, g.calls
     padded = " (narrower configs zero-padded)" if g.group.padded else ""
+    cv = f" ({g.group.repeats} repeats x {g.group.folds} folds per config)" if g.group.folds > 1 else ""
     print(f"  group {i + 1}: configs {', '.join(str(index[c.config_id]) for c in g.group.configs)}; "
-          f"{g.group.members} members; {describe_widths(g.group)}{padded}, {cfg.model.layers} layer(s), "
+          f"{g.group.members} members{cv}; {describe_widths(g.group)}{padded}, {cfg.model.layers} layer(s), "
           f"batch {shape.batch} x {shape.steps} step(s)/epoch, {shape.epochs} epochs "
           f"in {calls.epoch_chunks} chunk(s); {calls.calls} call(s) of {calls.members_per_call} members; "
           f"{_count(g.compiles, 'compile')}; ~{_bytes(calls.member_bytes)}/member, "
@@ -506,8 +519,9 @@ def _ensemble_scores(folder: store.RunFolder, ensembles: Sequence[ensemble.Ensem
 
   Computed for configs whose repeats are now complete, so it is committed with them.
   Regression: the mean prediction; classification: the mean probability; diverged
-  repeats are left out. Skipped with a per-repeat split (`data.resplit`), where the
-  repeats have no validation set in common.
+  repeats are left out. Skipped with a per-repeat split (`data.resplit`) or
+  cross-validation (`data.cv`), where the repeats have no validation set in common.
+  `val_mae_original` of a transformed series inverts every transform (`prep.to_original`).
   """
   import jax
   import numpy as np
@@ -517,7 +531,7 @@ def _ensemble_scores(folder: store.RunFolder, ensembles: Sequence[ensemble.Ensem
   for ens in ensembles:
     config_id = ens.config.config_id
     complete = ens.repeat_indices[-1] + 1 >= folder.repeats
-    if not complete or ens.config.data.resplit or not dataset.x_val.shape[0]:
+    if not complete or ens.config.data.resplit or ens.config.data.cv != "none" or not dataset.x_val.shape[0]:
       continue
     diverged = np.asarray(ens.diverged)
     if ens.repeat_indices[0]:  # grown: every repeat's parameters, the committed ones from the folder
@@ -533,6 +547,10 @@ def _ensemble_scores(folder: store.RunFolder, ensembles: Sequence[ensemble.Ensem
     mean = predictions[keep].mean(axis=0)
     scores = {key: metrics_lib.score_prediction(key, mean, dataset.y_val, ens.config, unit_scale(dataset))
               for key in metrics_lib.history_keys(ens.config) if key.startswith("val_")}
+    if "series_transform" in dataset.metadata and "val_mae_original" in scores:
+      from jaxlstm import prep
+      error = prep.to_original(dataset, mean, "val").astype(np.float64) - prep.originals(dataset, "val")
+      scores["val_mae_original"] = float(np.mean(np.abs(error)))
     out[config_id] = {"repeats": int(keep.sum()), **scores}
   return out
 
@@ -615,6 +633,8 @@ def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Call
     progress.clear()
     repeats = (f"{group.repeats} repeats" if not group.first_repeat else
                f"repeats {group.first_repeat}-{group.first_repeat + group.repeats - 1}")
+    if group.folds > 1:
+      repeats += f" x {group.folds} folds"
     log(f"group {number}/{len(todo)}: {len(group.configs)} config(s) x {repeats} = "
         f"{group.members} members, {describe_widths(group)}" + (" (padded)" if group.padded else ""))
     progress.group(number, len(todo), group.members * gp.train.shape.epochs)

@@ -298,8 +298,10 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr, peers)
       store.check_folder(out, dict(study.spec(), data=fingerprints), overwrite=args.overwrite)
       if not args.quiet and (peers is None or peers.lead):
         # The plan in a line before jax is imported (~1 s) and anything compiles.
-        print(f"{PROG}: study {study.name}: {len(study.configs)} config(s) x {study.repeats} repeats = "
-              f"{len(study.configs) * study.repeats} members, seed {study.seed} -> {out}", file=stderr, flush=True)
+        folds = [data_lib.fold_count(c) for c in study.configs]
+        per_repeat = f" x {max(folds)} folds" if max(folds) > 1 else ""
+        print(f"{PROG}: study {study.name}: {len(study.configs)} config(s) x {study.repeats} repeats{per_repeat} = "
+              f"{sum(folds) * study.repeats} members, seed {study.seed} -> {out}", file=stderr, flush=True)
       _prefetch()
     from jaxlstm import devices, runner
     mesh = devices.make_mesh(args.devices)
