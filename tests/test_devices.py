@@ -2,9 +2,9 @@
 
 Several devices on a CPU are XLA:CPU host devices, which must be asked for before
 jax starts, so the device counts run in subprocesses (`--xla_force_host_platform_device_count`).
-Each trains the default study (3 widths zero-padded into one program) and a shuffled,
-dropout config whose 7 members divide neither 2 nor 3 devices; the initial parameters
-come out of the same jitted entry run for zero epochs.
+Each trains the default study (3 widths zero-padded into one program; also split by memory
+into striped calls) and a shuffled, dropout config whose 7 members divide neither 2 nor 3
+devices; the initial parameters come out of the same jitted entry run for zero epochs.
 """
 import os
 import subprocess
@@ -36,6 +36,11 @@ SCRIPT = textwrap.dedent("""
     for i, ens in enumerate(ensembles):
       out[f"cells_val_loss_{i}"] = ens.history["val_loss"]
       out[f"cells_final_{i}"] = ens.final("val_loss")
+    # Split by memory: one repeat of each width per call (striped), padded to the devices.
+    striped, info = run_group(group, seed=3, max_members_per_call=3)
+    assert info.member_chunks == 5 and info.compiles == 1, info
+    for i, ens in enumerate(striped):
+      out[f"striped_final_{i}"] = ens.final("val_loss")
     # The draws: the same entry, run for zero epochs, returns the initial states.
     program = group_program(group, resolve(study[0]), seed=3, mesh=mesh)
     program = dataclasses.replace(program, calls=dataclasses.replace(program.calls, epoch_chunk=0))
@@ -85,6 +90,8 @@ def test_one_two_three_host_devices_give_the_same_draws_and_scores(tmp_path):
     for key in one:
       if not key.startswith("init"):  # losses: to float32 rounding (the vectorised width differs)
         np.testing.assert_allclose(other[key], one[key], rtol=1e-5, atol=1e-6, err_msg=f"{key} on {n} devices")
+  for i in range(3):  # a striped split trains the same members as one call
+    np.testing.assert_allclose(one[f"striped_final_{i}"], one[f"cells_final_{i}"], rtol=1e-5, atol=1e-6)
   # The repeats really differ (so equality above is not trivially true).
   assert len(np.unique(np.round(one["cells_final_2"], 6))) == 5
   assert len(np.unique(np.round(one["noisy_loss"][:, -1], 6))) == 7
@@ -112,6 +119,28 @@ def test_calls_are_padded_to_a_multiple_of_the_devices_and_the_budget_is_per_dev
   calls = plan_calls(group, train, dataset, devices=3, memories=1, memory_budget=2 * one)
   assert (calls.calls, calls.members_per_call) == (3, 3)
   assert devices.memories(devices.make_mesh()) == 1  # CPU
+
+
+def test_a_striped_padded_group_is_padded_to_the_devices_and_keeps_one_layout():
+  import jaxlstm
+  from jaxlstm.data import resolve
+  from jaxlstm.ensemble import estimate_member_bytes, plan, plan_calls
+  from jaxlstm.train import make_train
+  configs = jaxlstm.expand_grid(jaxlstm.Config().override({"train.epochs": 3}), {"model.cells": [1, 3, 5]})
+  (group,) = plan(configs, 4, pad_cells=True)
+  dataset = resolve(configs[0])
+  train = make_train(group.configs[0], dataset, widths=group.widths)
+  one = estimate_member_bytes(train, group.configs[0], dataset)
+  calls = plan_calls(group, train, dataset, devices=2, memories=1, memory_budget=3 * one)
+  # One repeat of each of the 3 configs per call (the budget), padded to 4 for the 2 devices.
+  assert (calls.stripe, calls.calls, calls.members_per_call) == (1, 4, 4)
+  assert len(set(calls.layouts)) == 1 and sum(n for _, n in calls.layouts[0]) == 4
+  assert [w.units for w, _ in calls.layouts[0]] == [(1,), (3,), (5,)]  # the last config's width pads
+  assert list(calls.member_index(1)) == [1, 5, 9, 9]
+  lanes = calls.first_lanes()
+  assert len(lanes) == group.members
+  order = np.concatenate([calls.member_index(c) for c in range(calls.calls)])
+  assert list(order[lanes]) == list(range(group.members))
 
 
 def test_mesh_requests_are_checked():
