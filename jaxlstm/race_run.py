@@ -44,7 +44,7 @@ def check(study: Study, race: dict[str, Any]) -> None:
 
 
 def race_configs(study: Study, folder: store.RunFolder, env: dict, configs: Sequence[Config],
-                 race: dict[str, Any], *, log: Callable[[str], None], progress):
+                 race: dict[str, Any], *, log: Callable[[str], None], progress, mesh):
   """Race `configs` (already known to the folder or not) to `study.repeats`; mark the eliminated.
 
   Returns:
@@ -57,11 +57,11 @@ def race_configs(study: Study, folder: store.RunFolder, env: dict, configs: Sequ
     entries = folder.manifest["configs"]
     todo = [by_id[i] for i in ids if i not in entries or folder.repeats_done(i) < repeats.stop]
     if todo:
-      plan = runner.plan_study(dataclasses.replace(study, configs=todo, repeats=repeats.stop))
+      plan = search_run.plan_on(dataclasses.replace(study, configs=todo, repeats=repeats.stop), mesh)
       offset = len(folder.manifest["groups"])
       folder.add_configs(todo, runner.group_entries(plan), data=plan.fingerprints)
       log(f"race: {len(todo)} config(s) to {repeats.stop} repeats")
-      runner.run_plan(plan, folder, dict(env, time=runner.now()), log=log, progress=progress,
+      runner.run_plan(plan, folder, dict(env, time=runner.now()), log=log, progress=progress, mesh=mesh,
                       group_offset=offset)
       folder.finish_session(runner.now())
     out = {}
@@ -99,7 +99,7 @@ def mark(folder: store.RunFolder, result) -> None:
 def run(study: Study, args: argparse.Namespace, argv: Sequence[str], out: Path, *, fail: Callable[[str], int],
         stdout: TextIO, stderr: TextIO) -> int:
   """`--race` on a grid or a random draw: race the study's configs into `out`, then tables and report."""
-  from jaxlstm import compiled, runner, search_run
+  from jaxlstm import compiled, devices, runner, search_run
 
   def log(message: str) -> None:
     if not args.quiet:
@@ -107,17 +107,20 @@ def run(study: Study, args: argparse.Namespace, argv: Sequence[str], out: Path, 
 
   race = settings(args)
   try:
+    if args.distributed:
+      raise UsageError("--race runs in one process (its devices: --devices); drop --distributed")
     check(study, race)
     from jaxlstm import data as data_lib
     datasets = data_lib.resolve_all(study.configs)
     spec = dict(study.spec(), race=race, data={c.config_id: datasets[data_lib.data_key(c)].fingerprint
                                                for c in study.configs})
     store.check_folder(out, spec, overwrite=args.overwrite)
-    plan = runner.plan_study(study, datasets=datasets)
+    mesh = search_run.make_mesh(args.devices)
+    plan = runner.plan_study(study, datasets=datasets, devices=mesh.size, memories=devices.memories(mesh))
     runner.check_memory(plan, args.max_memory)
-  except (UsageError, ConfigError, ValueError) as e:
+  except (UsageError, ConfigError, ValueError) as e:  # devices.DeviceError is a ValueError
     return fail(str(e))
-  env = runner.environment(argv)
+  env = runner.environment(argv, mesh)
   try:
     # No groups yet: each round adds the groups it trains (a plain run's groups never run here).
     folder, lock = runner.open_folder(out, spec, dataclasses.replace(plan, groups=[]), env,
@@ -128,7 +131,7 @@ def run(study: Study, args: argparse.Namespace, argv: Sequence[str], out: Path, 
   try:
     runner._tidy(folder, env, log)
     compiled.configure_persistent_cache(not args.no_cache)
-    result = race_configs(study, folder, env, study.configs, race, log=log, progress=progress)
+    result = race_configs(study, folder, env, study.configs, race, log=log, progress=progress, mesh=mesh)
     log(f"race: {len(result.survivors)} of {len(study.configs)} config(s) survived; {result.fits} fits of "
         f"{result.plain_fits} ({result.fits_saved} saved)")
     search_run.finish(out, folder, log, args.plots)

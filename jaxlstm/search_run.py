@@ -43,6 +43,7 @@ class SearchPlan:
   cache: bool = True
   plots: str | None = None
   race: dict[str, Any] | None = None
+  devices: int | None = None
 
   @property
   def settings(self) -> dict[str, Any]:
@@ -78,6 +79,8 @@ def prepare(study: Study, args: argparse.Namespace, out: Path) -> SearchPlan:
   """
   from jaxlstm import data as data_lib
   from jaxlstm.space import require_optuna
+  if getattr(args, "distributed", False):
+    raise UsageError("--search runs in one process (its devices: --devices); drop --distributed")
   try:
     require_optuna()
   except ImportError as e:
@@ -95,7 +98,7 @@ def prepare(study: Study, args: argparse.Namespace, out: Path) -> SearchPlan:
     race_run.check(study, race)
   plan = SearchPlan(study, out, args.search, args.trials, args.batch, args.objective, args.grid_points,
                     overwrite=args.overwrite, quiet=args.quiet, cache=not args.no_cache, plots=args.plots,
-                    race=race)
+                    race=race, devices=args.devices)
   data_lib.resolve_all(study.configs)  # the data of the grid's configs: bad options fail here
   try:
     store.check_folder(out, folder_spec(plan, _existing_manifest(out)), overwrite=args.overwrite)
@@ -119,8 +122,9 @@ class _Trainer:
   """`evaluate_batch` and `known` of `search.run_search`, over one results folder."""
 
   def __init__(self, plan: SearchPlan, folder: store.RunFolder, env: dict, log: Callable[[str], None],
-               progress):
+               progress, mesh):
     self.plan, self.folder, self.env, self.log, self.progress = plan, folder, env, log, progress
+    self.mesh = mesh
     study = plan.study
     grid = {k: v for k, v in study.grid.items() if k not in study.space.names}
     self.grid_configs = expand_grid(study.base, {k: [study_space.override_value(k, v) for v in vs]
@@ -153,18 +157,19 @@ class _Trainer:
       from jaxlstm import race_run
       self.log(f"batch {self.batches}: {len(points)} trial(s), racing {len(todo)} config(s)")
       race_run.race_configs(self.plan.study, self.folder, self.env, todo, self.plan.race, log=self.log,
-                            progress=self.progress)
+                            progress=self.progress, mesh=self.mesh)
     elif todo:
       batch = dataclasses.replace(self.plan.study, configs=todo)
       try:
-        run_plan = runner.plan_study(batch)
+        run_plan = plan_on(batch, self.mesh)
       except ValueError as e:  # a point the data refuses: every config of the batch is checked first
         raise UsageError(f"a trial's config cannot run: {e}") from None
       offset = len(self.folder.manifest["groups"])
       self.folder.add_configs(todo, runner.group_entries(run_plan), data=run_plan.fingerprints)
       self.log(f"batch {self.batches}: {len(points)} trial(s), {len(todo)} config(s) to train")
       env = dict(self.env, time=runner.now())  # the batch's session starts now
-      runner.run_plan(run_plan, self.folder, env, log=self.log, progress=self.progress, group_offset=offset)
+      runner.run_plan(run_plan, self.folder, env, log=self.log, progress=self.progress, mesh=self.mesh,
+                      group_offset=offset)
       self.folder.finish_session(runner.now())  # a session per batch: its wall time in the report
     return [self.result(configs) for configs in per_point]
 
@@ -180,6 +185,20 @@ class _Trainer:
     dropped = [r for r in rounds if r is not None]  # a trial is out when one of its grid points is
     return search.TrialResult(tuple(np.concatenate(scores)), tuple(np.concatenate(diverged)),
                               min(dropped) if dropped else None, configs=tuple(c.config_id for c in configs))
+
+
+def plan_on(study: Study, mesh):
+  """`runner.plan_study` for the devices of `mesh` (as the sweep plans)."""
+  from jaxlstm import devices, runner
+  return runner.plan_study(study, devices=mesh.size, memories=devices.memories(mesh))
+
+
+def make_mesh(requested: int | None):
+  """The devices a search or race runs on: `--devices`, else the default (as the sweep's)."""
+  from jaxlstm import devices
+  mesh = devices.make_mesh(requested)
+  devices.check_host_devices(mesh, requested)
+  return mesh
 
 
 def repeat_scores(folder: store.RunFolder, config_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +228,11 @@ def run(plan: SearchPlan, argv: Sequence[str], *, fail: Callable[[str], int], st
   log(f"search {plan.study.name}: {plan.sampler}, {plan.trials} trials in batches of {plan.batch} x "
       f"{plan.study.repeats} repeats, objective {plan.objective}, seed {plan.study.seed} -> {plan.out}")
   from jaxlstm import compiled, runner, search  # jax: after the line above, as the sweep's plan line
-  env = runner.environment(argv)
+  try:
+    mesh = make_mesh(plan.devices)
+  except ValueError as e:  # devices.DeviceError
+    return fail(str(e))
+  env = runner.environment(argv, mesh)
   empty = runner.Plan(dataclasses.replace(plan.study, configs=[]), [], {})
   existing = _existing_manifest(plan.out)
   try:
@@ -218,7 +241,7 @@ def run(plan: SearchPlan, argv: Sequence[str], *, fail: Callable[[str], int], st
   except UsageError as e:
     return fail(str(e))
   progress = runner.Progress(stderr, 1, enabled=not plan.quiet and stderr.isatty())
-  trainer = _Trainer(plan, folder, env, log, progress)
+  trainer = _Trainer(plan, folder, env, log, progress, mesh)
   try:
     runner._tidy(folder, env, log)
     compiled.configure_persistent_cache(plan.cache)

@@ -193,6 +193,7 @@ def test_search_without_optuna_names_the_extra(tmp_path, monkeypatch):
   assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # two processes, two compiles: 20-40 s on the 2-core CPU
 def test_kill_9_mid_search_then_rerun_trains_no_trial_twice(tmp_path):
   out = tmp_path / "run"
   args = [sys.executable, "-m", "jaxlstm.sweep", "--search", "random", "--trials", "8", "--batch", "2",
