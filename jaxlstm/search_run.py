@@ -202,15 +202,10 @@ def make_mesh(requested: int | None):
 
 
 def repeat_scores(folder: store.RunFolder, config_id: str) -> tuple[np.ndarray, np.ndarray]:
-  """`[repeats]` scores (the study's metric, taken as its `score` says) and diverged flags of a config."""
+  """`[repeats]` scores of a config, as the summary scores them (`tables.config_scores`), and diverged flags."""
   from jaxlstm import tables
-  entry = folder.manifest["configs"][config_id]
-  metric, score = store.summary_metric(folder.manifest), store.summary_score(folder.manifest)
-  values = store.load_history(folder.path, config_id)[metric]
-  stopped = np.asarray(entry["stopped_epoch"], dtype=int)
-  scores = tables.score_values(values, metric, score, stopped, np.asarray(entry["best_epoch"], dtype=int),
-                               tables._restores(folder.path, config_id))
-  return np.asarray(scores, np.float64), np.asarray(entry["diverged_epoch"], dtype=int) >= 0
+  scores, _ = tables.config_scores(folder.path, folder.manifest, config_id)
+  return scores, np.asarray(folder.manifest["configs"][config_id]["diverged_epoch"], dtype=int) >= 0
 
 
 def run(plan: SearchPlan, argv: Sequence[str], *, fail: Callable[[str], int], stdout: TextIO,
