@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from jaxlstm import metrics, store, study_space
-from jaxlstm.config import Config, ConfigError, expand_grid
+from jaxlstm.config import Config, ConfigError
 from jaxlstm.study import Study, UsageError
 
 PROG = "jaxlstm.sweep"
@@ -125,10 +125,7 @@ class _Trainer:
                progress, mesh):
     self.plan, self.folder, self.env, self.log, self.progress = plan, folder, env, log, progress
     self.mesh = mesh
-    study = plan.study
-    grid = {k: v for k, v in study.grid.items() if k not in study.space.names}
-    self.grid_configs = expand_grid(study.base, {k: [study_space.override_value(k, v) for v in vs]
-                                                 for k, vs in grid.items()})
+    self.grid_configs = list(plan.study.configs)  # a search study's configs: the grid's, for every trial
     self.batches = 0
 
   def configs(self, point: Mapping[str, Any]) -> list[Config]:
