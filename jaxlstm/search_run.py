@@ -48,12 +48,21 @@ class SearchPlan:
   @property
   def settings(self) -> dict[str, Any]:
     """What the folder records of how it is searched (a rerun that changes it is refused)."""
-    return {"sampler": self.sampler, "objective": self.objective, "grid_points": self.grid_points,
-            **({"race": self.race} if self.race else {})}
+    return settings_of(self.sampler, self.objective, self.grid_points, self.race)
 
   @property
   def higher_is_better(self) -> bool:
     return metrics.higher_is_better(self.study.metric)
+
+
+def settings_of(sampler: str, objective: str, grid_points: int | None, race: dict | None) -> dict[str, Any]:
+  return {"sampler": sampler, "objective": objective, "grid_points": grid_points, **({"race": race} if race else {})}
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+  """The search settings of a command line (`SearchPlan.settings` before the plan exists)."""
+  from jaxlstm import race_run
+  return settings_of(args.search, args.objective, args.grid_points, race_run.settings(args))
 
 
 def folder_spec(plan: SearchPlan, existing: Mapping | None) -> dict[str, Any]:

@@ -94,9 +94,12 @@ class Study:
       spec["space"] = self.space.spec()
     return spec
 
-  def default_out(self) -> Path:
-    """runs/<name>-<hash>: the same command always finds its own folder again."""
-    spec = self.spec()
+  def default_out(self, **extra: Any) -> Path:
+    """runs/<name>-<hash>: the same command always finds its own folder again.
+
+    `extra` (e.g. a search's settings) enters the hash only when given.
+    """
+    spec = dict(self.spec(), **extra)
     del spec["experiment"], spec["configs"], spec["metric"], spec["score"]  # analysis, not training
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
     return Path("runs") / f"{self.name}-{digest}"

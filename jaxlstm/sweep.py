@@ -359,6 +359,8 @@ def _search(study, args: argparse.Namespace, argv: list[str], out: Path, fail, s
   from jaxlstm import search_run
   from jaxlstm.config import ConfigError
   try:
+    if args.out is None:  # another sampler, objective or race: another default folder
+      out = study.default_out(search=search_run.settings(args))
     search = search_run.prepare(study, args, out)
   except (UsageError, ConfigError, ValueError) as e:
     return fail(str(e))
