@@ -453,16 +453,20 @@ class GroupProgram:
 
   def blank_states(self, layout, members: Member) -> TrainState:
     """Zero states of a member chunk: the `states` argument of a fresh call."""
-    shapes = _state_shapes(self.train, self.key, layout, members)
+    shapes = _state_shapes(self.train, self.key, layout, members, self.data)
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
 _STATE_SHAPES: dict[tuple, Any] = {}
 
 
-def _state_shapes(train: Train, key: tuple, layout, members: Member) -> TrainState:
-  """Shapes of a member chunk's states (traced once per static signature)."""
-  cache_key = (key, layout, compiled.signature(members))
+def _state_shapes(train: Train, key: tuple, layout, members: Member, data: Data) -> TrainState:
+  """Shapes of a member chunk's states (traced once per static signature).
+
+  The data's shapes are part of the signature: the input width (e.g. one-hot or
+  integer codes) shapes the first layer's kernel but is in neither `key` nor `members`.
+  """
+  cache_key = (key, layout, compiled.signature(members), compiled.signature(data))
   if cache_key not in _STATE_SHAPES:
     _STATE_SHAPES[cache_key] = jax.eval_shape(lambda m: init_members(train, m, layout), members)
   return _STATE_SHAPES[cache_key]

@@ -61,3 +61,16 @@ def test_the_engine_loads_on_first_use():
   proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.split() == ["True", "jaxlstm.ensemble"]
+
+
+def test_groups_that_differ_only_in_input_width_keep_their_own_programs_and_states():
+  """One-hot (10 features) and integer (1 feature) codes of one problem: two groups, two programs,
+  and neither reuses the other's cached state shapes."""
+  import jaxlstm
+  base = jaxlstm.Config().override({"data.problem": "echo", "data.options": {"n_train": 8, "n_val": 4},
+                                    "model.cells": 2, "model.output_activation": "softmax",
+                                    "train.loss": "categorical_crossentropy", "train.epochs": 2})
+  configs = [base, base.override({"data.encoding": "integer"})]
+  onehot, integer = jaxlstm.fit_many(configs, repeats=2)
+  assert onehot.params["lstm_0"]["kernel"].shape[1] == 10
+  assert integer.params["lstm_0"]["kernel"].shape[1] == 1
