@@ -377,6 +377,84 @@ def prob_improvement_matrix(
   return ax
 
 
+def search_progress(
+    trials: pd.DataFrame,
+    *,
+    higher_is_better: bool = False,
+    ylabel: str = "objective",
+    ax: Axes | None = None,
+) -> Axes:
+  """Objective of each complete trial by trial number, and the best so far as a step line.
+
+  Args:
+    trials: ``trials.csv`` as a frame (columns ``trial``, ``state``, ``objective``);
+      failed and worst-valued (non-finite) trials are left out.
+    higher_is_better: direction of the objective.
+    ylabel: y-axis label.
+    ax: Axes to draw on; a new figure if None.
+
+  Returns:
+    The Axes: one point collection (the trials) and one line (the best so far).
+  """
+  ax = _new_axes(ax, (6.0, 3.8))
+  done = trials[(trials["state"] == "COMPLETE") & np.isfinite(trials["objective"].astype(float))]
+  done = done.sort_values("trial")
+  x, y = done["trial"].to_numpy(int), done["objective"].to_numpy(float)
+  best = np.maximum.accumulate(y) if higher_is_better else np.minimum.accumulate(y)
+  ax.scatter(x, y, s=16, color="k", alpha=0.6, zorder=3, label="trial")
+  ax.step(x, best, where="post", color="C1", label="best so far")
+  ax.set_xlabel("trial")
+  ax.set_ylabel(ylabel)
+  ax.legend(loc="best", fontsize="small")
+  return ax
+
+
+def search_parameter(
+    trials: pd.DataFrame,
+    repeats: Mapping[int, Sequence[float]],
+    name: str,
+    *,
+    log: bool = False,
+    ylabel: str = "objective",
+    ax: Axes | None = None,
+) -> Axes:
+  """Objective against one searched field: each trial's repeats (small grey points) and objective.
+
+  Args:
+    trials: ``trials.csv`` as a frame (``trial``, ``state``, ``objective``, ``name``).
+    repeats: trial number -> its ``[repeats]`` scores (the spread behind the objective).
+    name: the field (a column of ``trials``).
+    log: a log x axis (a log-uniform or log int dimension).
+    ylabel: y-axis label.
+    ax: Axes to draw on; a new figure if None.
+
+  Returns:
+    The Axes: one point collection of repeats, one of objectives.
+  """
+  ax = _new_axes(ax, (5.0, 3.6))
+  done = trials[(trials["state"] == "COMPLETE") & np.isfinite(trials["objective"].astype(float))]
+  values = done[name]
+  numeric = pd.api.types.is_numeric_dtype(values)
+  labels = {v: i for i, v in enumerate(dict.fromkeys(values.astype(str)))} if not numeric else None
+  position = (lambda v: float(v)) if numeric else (lambda v: labels[str(v)])
+  xs, ys = [], []
+  for trial, value in zip(done["trial"], values):
+    scores = np.asarray(repeats.get(int(trial), ()), float)
+    scores = scores[np.isfinite(scores)]
+    xs += [position(value)] * len(scores)
+    ys += list(scores)
+  ax.scatter(xs, ys, s=6, color="0.6", alpha=0.6, zorder=2, label="repeats")
+  ax.scatter([position(v) for v in values], done["objective"].astype(float), s=24, color="C0", zorder=3,
+             label="objective")
+  if labels is not None:
+    ax.set_xticks(list(labels.values()), list(labels))
+  elif log:
+    ax.set_xscale("log")
+  ax.set_xlabel(name)
+  ax.set_ylabel(ylabel)
+  return ax
+
+
 def save(figure: matplotlib.figure.Figure | Axes | np.ndarray, path: str | os.PathLike,
          *, dpi: int = 120) -> None:
   """Write a figure to ``path`` as PNG atomically, then close it.

@@ -502,10 +502,16 @@ def _what_ran(run: RunData) -> list[str]:
     lines.append(f"- resumed with: {_code(shlex.join(s['argv']))}")
   lines.append(f"- created: {_md(m.get('created', 'n/a'))}")
   lines.append(f"- experiment: {_md(study.get('experiment'))}")
-  if study["grid"]:
-    lines.append("- grid: " + "; ".join(f"{_code(k)} = {_code(json.dumps(v))}" for k, v in study["grid"].items())
+  if study.get("space"):
+    from jaxlstm.space import Space
+    lines.append(f"- space: {_code(Space.from_spec(study['space']).describe())}"
                  + (f" ({study['random']} random draws)" if study.get("random") else ""))
-  else:
+  searched = {d["name"] for d in (study.get("space") or {}).get("dimensions", [])}
+  grid = {k: v for k, v in study["grid"].items() if v and k not in searched}  # drawn or searched: not a grid
+  if grid:
+    lines.append("- grid: " + "; ".join(f"{_code(k)} = {_code(json.dumps(v))}" for k, v in grid.items())
+                 + (f" ({study['random']} random draws)" if study.get("random") and not study.get("space") else ""))
+  elif not study.get("space"):
     lines.append("- grid: none (one config)")
   for note in _gap_lines(m.get("data_notes") or {}) + _transform_lines(m.get("data_notes") or {}):
     lines.append(f"- data: {note}")
@@ -522,6 +528,17 @@ def _what_ran(run: RunData) -> list[str]:
   lines.append(f"- device: {m.get('device', 'n/a')}")
   lines.append("")
   return lines
+
+
+def _search_section(run: RunData, save: Callable[[str, Callable[[], Any]], str | None]) -> list[str]:
+  """The "Search" and "Racing" sections of a folder a search or a race wrote (`jaxlstm.search_report`)."""
+  from jaxlstm import search_report
+  path = run.path / tables.SCORES
+  scores = pd.read_csv(path, dtype={"config_id": str}) if path.is_file() else None
+  lines = search_report.section(run.path, run.manifest, scores, higher_is_better=run.higher_is_better,
+                                score_words=f"{run.score} {run.metric}", save=save, table=_table,
+                                image=_image, code=_code)
+  return lines + search_report.race_section(run.manifest, run.labels, _table, _code)
 
 
 def _gap_lines(notes: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -997,7 +1014,7 @@ def write_report(run_dir: str | Path, *, rng_seed: int = 0, draw: bool = True, r
     if len(run.done) >= 2:
       paths["prob"] = save("prob_improvement.png", lambda: plot_prob(run, shown))
 
-  lines = _what_ran(run) + _timings(run)
+  lines = _what_ran(run) + _timings(run) + _search_section(run, save)
   if not run.done:
     lines += ["## Results", "", "No config has finished yet: rerun the sweep command to train them.", ""]
   else:

@@ -252,7 +252,8 @@ def describe_plan(plan: Plan, stream: TextIO) -> None:
   study = plan.study
   index = {c.config_id: i + 1 for i, c in enumerate(study.configs)}
   labels = study.labels()
-  draw = f" ({study.random} drawn at random from the grid)" if study.random else ""
+  draw = (f" ({study.random} drawn at random from the {'space' if study.space else 'grid'})"
+          if study.random else "")
   folds = {data_lib.fold_count(c) for c in study.configs}
   per_repeat = f" x {'/'.join(map(str, sorted(folds)))} folds" if folds != {1} else ""
   print(f"study {study.name}: {len(study.configs)} configs{draw} x {study.repeats} repeats{per_repeat}, "
@@ -390,11 +391,7 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
     existing = store.check_folder(out, study_spec, overwrite=overwrite)
   except store.FolderRefused as e:
     raise UsageError(str(e)) from None
-  groups = [{"configs": [c.config_id for c in g.group.configs], "cells": g.group.cells,
-             **({} if describe_widths(g.group).endswith(" cells") else
-                {"units": list(g.group.widths.units), "dense": list(g.group.widths.dense)}),
-             "padded": g.group.padded, "members": g.group.members, "planned_compiles": g.compiles}
-            for g in plan.groups]
+  groups = group_entries(plan)
   try:
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)  # before anything is deleted or written: one sweep per folder
@@ -422,6 +419,15 @@ def open_folder(out: Path, study_spec: dict, plan: Plan, env: dict, *, overwrite
   except OSError as e:
     raise UsageError(f"cannot write --out {out}: {e.strerror or e}") from None
   return folder, lock
+
+
+def group_entries(plan: Plan) -> list[dict[str, Any]]:
+  """The manifest's description of each planned group (before it runs)."""
+  return [{"configs": [c.config_id for c in g.group.configs], "cells": g.group.cells,
+           **({} if describe_widths(g.group).endswith(" cells") else
+              {"units": list(g.group.widths.units), "dense": list(g.group.widths.dense)}),
+           "padded": g.group.padded, "members": g.group.members, "planned_compiles": g.compiles}
+          for g in plan.groups]
 
 
 def _update_study(folder: store.RunFolder, spec: dict, log: Callable[[str], None],
@@ -597,7 +603,7 @@ def _share_todo(peers, plan: Plan, todo: list[tuple[int, GroupPlan, Group]] | No
 
 def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Callable[[str], None],
              progress: Progress, todo: list[tuple[int, GroupPlan, Group]] | None = None, mesh=None,
-             single_process: bool = True) -> list[str]:
+             single_process: bool = True, group_offset: int = 0) -> list[str]:
   """Train every config of the plan that the folder has not finished; record each group.
 
   A session entry (argv, versions, the configs it trained) is added to the
@@ -611,6 +617,8 @@ def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Call
     mesh: the devices (`jaxlstm.devices.make_mesh`).
     single_process: epoch checkpoints (`train.checkpoint_every`) only then: a
       distributed run resumes per committed config.
+    group_offset: the index of the plan's first group among the folder's groups (a
+      search adds each batch's groups after those of the batches before it).
 
   Returns:
     Ids of the configs trained now.
@@ -620,7 +628,7 @@ def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Call
   if not todo:
     return []
   if folder is not None:
-    n_done = len(folder.done_ids())
+    n_done = sum(folder.is_done(c.config_id) for c in study.configs)
     if n_done:
       log(f"resuming: {n_done} of {len(study.configs)} configs already done (not retrained); "
           f"training {len(study.configs) - n_done}")
@@ -643,7 +651,8 @@ def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Call
     if folder is None:  # a distributed run's other processes: process 0 records
       trained += [c.config_id for c in group.configs]
       continue
-    folder.record(index, ensembles, info, ensemble_scores=_ensemble_scores(folder, ensembles, gp.dataset))
+    folder.record(group_offset + index, ensembles, info,
+                  ensemble_scores=_ensemble_scores(folder, ensembles, gp.dataset))
     if checkpointer is not None:
       checkpointer.clear()
       try:

@@ -120,10 +120,12 @@ class TrialResult:
     scores: `[repeats]` final scores (NaN where a repeat diverged).
     diverged: `[repeats]` bool.
     elimination_round: the racing look that dropped it, None when not raced out.
+    configs: ids of the configs it trained (one per grid point), for tables that link them.
   """
   scores: tuple[float, ...]
   diverged: tuple[bool, ...]
   elimination_round: int | None = None
+  configs: tuple[str, ...] = ()
 
   def __post_init__(self):
     scores = tuple(float(s) for s in np.asarray(self.scores, dtype=float).ravel())
@@ -131,6 +133,7 @@ class TrialResult:
     if len(scores) != len(diverged):
       raise ValueError(f"a trial result needs one diverged flag per score, got {len(scores)} "
                        f"scores and {len(diverged)} flags.")
+    object.__setattr__(self, "configs", tuple(str(c) for c in self.configs))
     object.__setattr__(self, "scores", scores)
     object.__setattr__(self, "diverged", tuple(d or not math.isfinite(s) for s, d in zip(scores, diverged)))
 
@@ -149,12 +152,13 @@ class TrialResult:
 
   def to_json(self) -> dict[str, Any]:
     return {"scores": [s if math.isfinite(s) else None for s in self.scores],
-            "diverged": list(self.diverged), "elimination_round": self.elimination_round}
+            "diverged": list(self.diverged), "elimination_round": self.elimination_round,
+            "configs": list(self.configs)}
 
   @classmethod
   def from_json(cls, d: Mapping[str, Any]) -> TrialResult:
     return cls(tuple(math.nan if s is None else s for s in d["scores"]), tuple(d["diverged"]),
-               d.get("elimination_round"))
+               d.get("elimination_round"), tuple(d.get("configs") or ()))
 
 
 EvaluateBatch = Callable[[list[dict[str, Any]]], Sequence[Any]]
@@ -424,13 +428,14 @@ def open_study(storage_path: str | os.PathLike, study_name: str = "search"):
 
 
 TRIAL_COLUMNS = ("trial", "state", "objective", "repeats", "n_diverged", "elimination_round",
-                 "reused_from")
+                 "reused_from", "configs")
 
 
 def trials_table(study) -> pd.DataFrame:
   """One row per trial: number, state, objective, repeats used, diverged repeats,
-  racing elimination round (empty unless raced out), the trial it reused, then one
-  column per searched field (dotted names), in trial order."""
+  racing elimination round (empty unless raced out), the trial it reused, the ids of
+  the configs it trained (space-separated), then one column per searched field
+  (dotted names), in trial order."""
   rows = []
   for t in study.get_trials(deepcopy=False):
     result = t.user_attrs.get(_RESULT_ATTR)
@@ -440,6 +445,7 @@ def trials_table(study) -> pd.DataFrame:
         "n_diverged": None if result is None else int(sum(result["diverged"])),
         "elimination_round": None if result is None else result.get("elimination_round"),
         "reused_from": t.user_attrs.get(_REUSED_ATTR),
+        "configs": None if result is None else " ".join(result.get("configs") or ()),
         **t.params,  # optuna's values; a tuple-valued choice shows as its text, "mse/mae"
     })
   frame = pd.DataFrame(rows)

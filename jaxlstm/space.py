@@ -398,6 +398,13 @@ def check_field(dim: Dimension) -> Dimension:
     return dim
   as_float, as_int = _probe(dim.name, "0.5"), _probe(dim.name, "3")
   numeric = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+  if isinstance(as_int, tuple) and len(as_int) == 1 and numeric(as_int[0]):
+    # A list of layer widths (model.units): an int range searches the width of one layer.
+    if dim.kind == "int":
+      return dim
+    raise ConfigError(f"{where}: {dim.name} is a list of layer widths; search one layer's width with "
+                      f"int:{math.ceil(dim.low)}:{math.floor(dim.high)}" + (":log" if dim.log else "")
+                      + ", or whole lists with choice:64/128,128 ('/' between a list's layers).")
   if dim.kind != "int" and not (numeric(as_float) and isinstance(as_float, float)):
     if numeric(as_int):
       raise ConfigError(f"{where}: {dim.name} takes integers; use "

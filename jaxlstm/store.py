@@ -452,6 +452,36 @@ class RunFolder:
   def write_manifest(self) -> None:
     write_json(self.path / MANIFEST, self.manifest)
 
+  def add_configs(self, configs: Sequence[Any], groups: Sequence[dict], *,
+                  data: Mapping[str, str] | None = None) -> None:
+    """Grow the study by new configs (a search's batch) and the groups that will train them.
+
+    Config files are written first and the manifest last, so a kill in between leaves
+    only files that the next write of the same configs replaces. A config already in
+    the folder (a batch killed before it finished) is moved to its new group.
+
+    Args:
+      configs: the configs, new or not yet done.
+      groups: their groups, as `runner.group_entries` describes them.
+      data: config id -> data fingerprint, recorded in the study spec.
+    """
+    self.write_configs(configs)
+    study, entries = self.manifest["study"], self.manifest["configs"]
+    for cfg in configs:
+      if cfg.config_id not in entries:
+        study["configs"].append(cfg.config_id)
+        entries[cfg.config_id] = {"index": len(entries), "status": "pending", "repeats": 0,
+                                  "values": {k: jsonable(config_value(cfg, k)) for k in study["grid"]}}
+    offset = len(self.manifest["groups"])
+    for i, g in enumerate(groups):
+      self.manifest["groups"].append(dict(g, status="pending", compile_seconds=0.0, run_seconds=0.0, compiles=0))
+      for config_id in g["configs"]:
+        entries[config_id]["group"] = offset + i
+    if data:
+      study.setdefault("data", {}).update(data)
+    self.manifest.pop("finished", None)
+    self.write_manifest()
+
   # ----- state -----------------------------------------------------------------
   @property
   def config_ids(self) -> list[str]:
@@ -679,9 +709,10 @@ def format_value(value: Any) -> str:
 
 
 def committed(manifest: dict) -> list[str]:
-  """Ids of the configs with trained repeats on disk (done, or partial while repeats grow), in study order."""
+  """Ids of the configs with trained repeats on disk, in study order: done, partial while repeats
+  grow, or eliminated by a race (`--race`: its first repeats, no more)."""
   entries = manifest["configs"]
-  return [c for c in manifest["study"]["configs"] if entries[c]["status"] in ("done", "partial")]
+  return [c for c in manifest["study"]["configs"] if entries[c]["status"] in ("done", "partial", "eliminated")]
 
 
 def summary_metric(manifest: dict) -> str:
@@ -780,6 +811,9 @@ def study_differences(old: Mapping, new: Mapping) -> list[str]:
     keys = [k for k in [*a, *[k for k in b if k not in a]] if a.get(k) != b.get(k)]
     diffs.append("grid (" + "; ".join(f"{k}: {json.dumps(a.get(k))} in the folder, {json.dumps(b.get(k))} now"
                                       for k in keys) + ")")
+  for key in ("space", "search", "race"):  # a search space, how it is searched, how it is raced
+    if old.get(key) != new.get(key):
+      diffs.append(f"{key} ({_space_words(old.get(key))} in the folder, {_space_words(new.get(key))} now)")
   for key in ("random", "seed"):
     if old.get(key) != new.get(key):
       diffs.append(f"{key} ({json.dumps(old.get(key))} in the folder, {json.dumps(new.get(key))} now)")
@@ -792,6 +826,16 @@ def study_differences(old: Mapping, new: Mapping) -> list[str]:
   if not diffs and old.get("configs") != new.get("configs"):
     diffs.append("configs (the grid resolves to different config ids)")
   return diffs
+
+
+def _space_words(spec: Any) -> str:
+  """A space spec (`Space.spec()`) or search settings as short text; "none" when absent."""
+  if not spec:
+    return "none"
+  if "dimensions" in spec:
+    from jaxlstm.space import Space
+    return Space.from_spec(spec).describe()
+  return json.dumps(spec, sort_keys=True)
 
 
 def _check_writable(out: Path) -> None:

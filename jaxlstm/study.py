@@ -34,8 +34,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from jaxlstm import metrics, store
+from jaxlstm import study_space
 from jaxlstm.config import (PER_LAYER_FIELDS, WIDTH_FIELDS, Config, ConfigError, check_field, expand_grid,
                             parse_value)
+from jaxlstm.space import Space
 
 DEFAULT_EXPERIMENT = "cells"
 EXPERIMENTS_PACKAGE = "jaxlstm.experiments"
@@ -67,6 +69,9 @@ class Study:
     score: which value of it scores a repeat: "final" (at the last epoch, or the
       stop epoch of an early-stopped repeat), "best" (the best epoch's) or
       "restored" (the epoch whose weights early stopping restored).
+    space: the search space (`jaxlstm.study_space`), None for a grid study. With
+      `--random N` the configs are N draws from it crossed with the grid; with
+      `--search` they are the grid's configs, templates the search fills in.
   """
   name: str
   base: Config
@@ -77,17 +82,24 @@ class Study:
   seed: int
   metric: str = "val_loss"
   score: str = "final"
+  space: Space | None = None
 
   def spec(self) -> dict[str, Any]:
     """What identifies the study in a results folder (without data fingerprints)."""
-    return {"experiment": self.name, "base": self.base.identity(),
+    spec = {"experiment": self.name, "base": self.base.identity(),
             "grid": {k: [store.jsonable(v) for v in vs] for k, vs in self.grid.items()},
             "random": self.random, "repeats": self.repeats, "seed": self.seed,
             "configs": [c.config_id for c in self.configs], "metric": self.metric, "score": self.score}
+    if self.space is not None:  # only then: a study without a space keeps its folder name
+      spec["space"] = self.space.spec()
+    return spec
 
-  def default_out(self) -> Path:
-    """runs/<name>-<hash>: the same command always finds its own folder again."""
-    spec = self.spec()
+  def default_out(self, **extra: Any) -> Path:
+    """runs/<name>-<hash>: the same command always finds its own folder again.
+
+    `extra` (e.g. a search's settings) enters the hash only when given.
+    """
+    spec = dict(self.spec(), **extra)
     del spec["experiment"], spec["configs"], spec["metric"], spec["score"]  # analysis, not training
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
     return Path("runs") / f"{self.name}-{digest}"
@@ -208,8 +220,9 @@ def differing_fields(configs: Sequence[Config]) -> dict[str, list[Any]]:
 # Config files and command-line values.
 
 
-def load_config_file(path: str) -> tuple[Config, dict[str, list[Any]]]:
-  """`(base config, grid)` from a TOML or JSON file: config sections plus an optional `grid` table."""
+def load_config_file(path: str) -> tuple[Config, dict[str, list[Any]], dict | None]:
+  """`(base config, grid, space table)` from a TOML or JSON file: config sections plus optional
+  `grid` and `space` tables (`jaxlstm.space` reads the space table)."""
   file = Path(path)
   try:
     text = file.read_text(encoding="utf-8")
@@ -229,7 +242,10 @@ def load_config_file(path: str) -> tuple[Config, dict[str, list[Any]]]:
   grid_table = table.pop("grid", {})
   if not isinstance(grid_table, Mapping):
     raise UsageError(f"--config {path}: 'grid' must be a table of dotted field -> list of values")
-  return Config.from_dict(table), _flatten_grid(grid_table)
+  space_table = table.pop("space", None)
+  if space_table is not None and not isinstance(space_table, Mapping):
+    raise UsageError(f"--config {path}: 'space' must be a table of dotted field -> dimension")
+  return Config.from_dict(table), _flatten_grid(grid_table), space_table
 
 
 def _flatten_grid(table: Mapping, prefix: str = "") -> dict[str, list[Any]]:
@@ -350,9 +366,9 @@ def _command_line_sets(args: argparse.Namespace) -> dict[str, Any]:
 
 def listed_study(name: str, base: Config, configs: list[Config], args: argparse.Namespace) -> Study:
   """The study of an experiment that lists its configs: --set / --epochs apply to every one."""
-  if args.grid or args.random is not None:
-    raise UsageError(f"experiment {name!r} lists its configs (get_configs()); --grid and --random do "
-                     "not apply to it: use --set to change every config, or write a grid study")
+  if args.grid or args.random is not None or getattr(args, "space", None) or getattr(args, "search", None):
+    raise UsageError(f"experiment {name!r} lists its configs (get_configs()); --grid, --random, --space "
+                     "and --search do not apply to it: use --set to change every config, or write a grid study")
   changes = {k: _override_value(k, v) for k, v in _command_line_sets(args).items()}
   base = base.override(changes)
   configs = [c.override(changes) for c in configs]
@@ -376,8 +392,9 @@ def make_study(args: argparse.Namespace) -> Study:
   if (args.column or args.date_column) and not args.data:
     raise UsageError("--column and --date-column go with --data FILE.csv")
   module_metric = None
+  spaces: dict[str, Any] = {}
   if args.config:
-    base, grid = load_config_file(args.config)
+    base, grid, spaces["file_space"] = load_config_file(args.config)
     name = _study_name(args.config, "config")
   elif args.data:
     base, grid = csv_study(args.data, args.column, args.date_column)
@@ -386,17 +403,21 @@ def make_study(args: argparse.Namespace) -> Study:
     experiment = args.experiment or DEFAULT_EXPERIMENT
     name = _study_name(experiment, "study") if experiment.endswith(".py") else experiment
     base, grid, listed = load_experiment(experiment)
-    module_metric = getattr(experiment_module(experiment), "METRIC", None)
+    module = experiment_module(experiment)
+    module_metric = getattr(module, "METRIC", None)
     if listed is not None:
       return _scored(listed_study(name, base, listed, args), args, module_metric)
-  return _scored(_grid_study(name, base, grid, args), args, module_metric)
+    if callable(getattr(module, "get_space", None)):
+      spaces["module_space"] = module.get_space()
+  return _scored(_grid_study(name, base, grid, args, spaces), args, module_metric)
 
 
 def _scored(study: Study, args: argparse.Namespace, module_metric: str | None) -> Study:
   return with_score(with_metric(study, args.metric or module_metric), getattr(args, "score", None))
 
 
-def _grid_study(name: str, base: Config, grid: dict[str, list[Any]], args: argparse.Namespace) -> Study:
+def _grid_study(name: str, base: Config, grid: dict[str, list[Any]], args: argparse.Namespace,
+                spaces: Mapping[str, Any] | None = None) -> Study:
   typed = {}
   for key, values in grid.items():
     check_field(key)
@@ -426,6 +447,13 @@ def _grid_study(name: str, base: Config, grid: dict[str, list[Any]], args: argpa
                          "(model.units = one width per layer, or model.cells x model.layers)")
       grid.pop(other, None)
   base = base.override({k: _override_value(k, v) for k, v in sets.items()})
+  space = study_space.resolve_space(**(spaces or {}), cli=getattr(args, "space", None) or (),
+                                    cli_grid=list(seen), sets=list(sets))
+  if space is not None:
+    return _space_study(name, base, study_space.trim_grid(grid, space), space, args)
+  if getattr(args, "search", None):
+    raise UsageError(f"--search {args.search} needs a search space: --space KEY=SPEC (e.g. --space "
+                     "optim.learning_rate=loguniform:1e-4:1e-1), a [space] table or get_space()")
   picks = None
   if args.random is not None and grid:
     picks = draw_random(grid, args.random, np.random.default_rng(args.seed))
@@ -439,6 +467,26 @@ def _grid_study(name: str, base: Config, grid: dict[str, list[Any]], args: argpa
   random = args.random if picks is not None else None
   return Study(name=name, base=base, grid=grid, configs=configs, random=random,
                repeats=args.repeats, seed=args.seed)
+
+
+def _space_study(name: str, base: Config, grid: dict[str, list[Any]], space: Space,
+                 args: argparse.Namespace) -> Study:
+  """A study over a search space: `--random N` draws its configs, `--search` fills them in batches."""
+  space.check(base)
+  grid_configs = expand_grid(base, {k: [_override_value(k, v) for v in vs] for k, vs in grid.items()})
+  search = getattr(args, "search", None)
+  if search is None and args.random is None:
+    raise UsageError(f"a search space ({space.describe()}) needs --random N (N configs drawn from it) "
+                     "or --search tpe|random|grid")
+  if search is not None and args.random is not None:
+    raise UsageError("--random N draws a fixed set of configs and --search searches the space; keep one "
+                     "(--search random --trials N is a random search in batches)")
+  if search is not None:
+    return Study(name=name, base=base, grid={**{n: [] for n in space.names}, **grid}, configs=grid_configs,
+                 random=None, repeats=args.repeats, seed=args.seed, space=space)
+  configs = study_space.draw_configs(space, args.random, args.seed, base, grid_configs)
+  return Study(name=name, base=base, grid={**study_space.drawn_values(space, configs), **grid},
+               configs=configs, random=args.random, repeats=args.repeats, seed=args.seed, space=space)
 
 
 SCORES = ("final", "best", "restored")

@@ -115,6 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fix a dotted field of the base config (repeatable); drops KEY from the grid")
   parser.add_argument("--random", type=_positive_int, metavar="N",
                       help="train N configs drawn at random (by --seed) from the grid instead of all")
+  parser.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
+                      help="search a dotted field (repeatable): uniform:LOW:HIGH, loguniform:LOW:HIGH, "
+                      "int:LOW:HIGH[:log] or choice:V1,V2,...; with --random N or --search")
+  parser.add_argument("--search", choices=("tpe", "random", "grid"),
+                      help="search the space with Optuna (needs pip install -e \".[search]\"): "
+                      "--trials trials, --batch at a time, each scored over its repeats by --objective")
+  parser.add_argument("--trials", type=_positive_int, default=32, help="with --search: trials (default 32)")
+  parser.add_argument("--batch", type=_positive_int, default=8,
+                      help="with --search: trials trained together, one compiled call per static-shape "
+                      "group (default 8)")
+  parser.add_argument("--objective", choices=("mean", "median", "iqm", "ucb"), default="mean",
+                      help="with --search: what a trial's repeats tell Optuna (default mean; ucb: the bad "
+                      "end of the 95%% interval of the mean)")
+  parser.add_argument("--grid-points", type=_int_at_least(2, "an integer >= 2"), metavar="N",
+                      help="with --search grid: values per range dimension")
+  parser.add_argument("--race", action="store_true",
+                      help="race the configs (a grid, a random draw or each --search batch) over repeats: "
+                      "--race-initial repeats first, configs a Holm-corrected test shows worse are "
+                      "eliminated, survivors grow to --repeats")
+  parser.add_argument("--race-initial", type=_int_at_least(2, "an integer >= 2"), default=5, metavar="N",
+                      help="with --race: repeats of the first round (default 5)")
   parser.add_argument("--epochs", type=_positive_int, help="shorthand for --set train.epochs=N")
   parser.add_argument("--metric", metavar="NAME",
                       help="the history metric scored in the summary, plots and report (default: the "
@@ -288,6 +309,11 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr, peers)
       return 0
     study = study_lib.make_study(args)
     out = Path(args.out) if args.out else study.default_out()
+    if args.search:
+      return _search(study, args, argv, out, fail, stdout, stderr)
+    if args.race and not args.dry_run:  # a dry run of a race prints the plan of a plain run
+      from jaxlstm import race_run
+      return race_run.run(study, args, argv, out, fail=fail, stdout=stdout, stderr=stderr)
     # What can be checked without jax is checked before the plan line, so that bad
     # input still gets one line: the data (numpy) and whether --out may be used.
     from jaxlstm import data as data_lib
@@ -326,6 +352,23 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr, peers)
                             mesh=mesh, peers=peers)
   except (UsageError, ConfigError) as e:
     return fail(str(e))
+
+
+def _search(study, args: argparse.Namespace, argv: list[str], out: Path, fail, stdout, stderr) -> int:
+  """`--search`: check everything that needs no jax (exit 2 on bad input), then run the search."""
+  from jaxlstm import search_run
+  from jaxlstm.config import ConfigError
+  try:
+    if args.out is None:  # another sampler, objective or race: another default folder
+      out = study.default_out(search=search_run.settings(args))
+    search = search_run.prepare(study, args, out)
+  except (UsageError, ConfigError, ValueError) as e:
+    return fail(str(e))
+  if args.dry_run:
+    print(search_run.describe(search), file=stdout)
+    print(f"dry run: nothing trained, nothing written (results would go to {out})", file=stdout)
+    return 0
+  return search_run.run(search, argv, fail=fail, stdout=stdout, stderr=stderr)
 
 
 PREFETCH = ("pandas", "scipy.special", "orbax.checkpoint")

@@ -142,21 +142,39 @@ def read_folder(run_dir: str | Path) -> Folder:
     histories[c] = store.load_history(path, c)
     stopped[c] = np.asarray(entries[c]["stopped_epoch"], dtype=int)
     diverged[c] = np.asarray(entries[c]["diverged_epoch"], dtype=int) >= 0
-    values = histories[c].get(metric)
-    if values is None or values.ndim != 2 or len(values) != len(stopped[c]):
-      shape = None if values is None else values.shape
-      raise ValueError(f"config {c}: history {metric!r} has shape {shape}, expected "
-                       f"[{len(stopped[c])} repeats, epochs].")
-    if int(entries[c].get("folds", 1)) > 1:
-      folds[c] = store.load_folds(path, c)
-      if folds[c] is None or metric not in folds[c]["history"]:
-        raise ValueError(f"config {c}: its per-fold results ({store.folds_path(path, c).name}) are missing or "
-                         f"hold no {metric!r}.")
-      scores[c] = fold_values(folds[c], metric, score, _restores(path, c)).mean(axis=1)
-    else:
-      scores[c] = score_values(values, metric, score, stopped[c], np.asarray(entries[c]["best_epoch"], dtype=int),
-                               _restores(path, c)).astype(np.float64)
+    scores[c], folds_c = config_scores(path, manifest, c, histories[c])
+    if folds_c is not None:
+      folds[c] = folds_c
   return Folder(path, manifest, done, metric, score, histories, scores, diverged, stopped, folds)
+
+
+def config_scores(run_dir: str | Path, manifest: dict, config_id: str,
+                  history: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, Any] | None]:
+  """`[repeats]` scores of one committed config (the study's metric, taken as its `score` says;
+  float64, a cross-validated repeat scored by the mean of its folds), and its per-fold results.
+
+  What the summary scores, and what a search tells Optuna (`jaxlstm.search_run`).
+
+  Raises:
+    ValueError: the config's history or per-fold results are missing or malformed.
+  """
+  path, entry = Path(run_dir), manifest["configs"][config_id]
+  metric, score = store.summary_metric(manifest), store.summary_score(manifest)
+  history = store.load_history(path, config_id) if history is None else history
+  stopped = np.asarray(entry["stopped_epoch"], dtype=int)
+  values = history.get(metric)
+  if values is None or values.ndim != 2 or len(values) != len(stopped):
+    shape = None if values is None else values.shape
+    raise ValueError(f"config {config_id}: history {metric!r} has shape {shape}, expected "
+                     f"[{len(stopped)} repeats, epochs].")
+  if int(entry.get("folds", 1)) > 1:
+    folds = store.load_folds(path, config_id)
+    if folds is None or metric not in folds["history"]:
+      raise ValueError(f"config {config_id}: its per-fold results ({store.folds_path(path, config_id).name}) are "
+                       f"missing or hold no {metric!r}.")
+    return fold_values(folds, metric, score, _restores(path, config_id)).mean(axis=1), folds
+  return score_values(values, metric, score, stopped, np.asarray(entry["best_epoch"], dtype=int),
+                      _restores(path, config_id)).astype(np.float64), None
 
 
 def fold_values(folds: dict[str, Any], metric: str, score: str, restores: bool) -> np.ndarray:

@@ -221,3 +221,29 @@ def test_failed_save_leaves_no_temp_file(tmp_path):
   with pytest.raises(RuntimeError, match="disk full"):
     plots.save(Broken(), tmp_path / "x.png")
   assert os.listdir(tmp_path) == []
+
+
+SEARCH_TRIALS = pd.DataFrame({
+    "trial": [0, 1, 2, 3, 4], "state": ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"],
+    "objective": [0.5, 0.3, np.nan, np.inf, 0.4], "optim.learning_rate": [1e-3, 1e-2, 0.5, 1.0, 3e-3],
+    "model.cell": ["lstm", "gru", "lstm", "gru", "lstm"]})
+
+
+def test_search_progress_draws_finite_trials_and_the_best_so_far():
+  ax = plots.search_progress(SEARCH_TRIALS)
+  (points,) = ax.collections
+  assert len(points.get_offsets()) == 3  # the failed and the worst-valued (inf) trials are left out
+  (line,) = ax.lines
+  np.testing.assert_allclose(line.get_ydata(), [0.5, 0.3, 0.3])
+  high = plots.search_progress(SEARCH_TRIALS, higher_is_better=True)
+  np.testing.assert_allclose(high.lines[0].get_ydata(), [0.5, 0.5, 0.5])
+
+
+def test_search_parameter_draws_every_repeat_and_names_choices():
+  repeats = {0: [0.4, 0.6], 1: [0.2, np.nan, 0.4], 4: [0.4]}
+  ax = plots.search_parameter(SEARCH_TRIALS, repeats, "optim.learning_rate", log=True)
+  spread, objective = ax.collections
+  assert len(spread.get_offsets()) == 5 and len(objective.get_offsets()) == 3  # NaN repeats left out
+  assert ax.get_xscale() == "log"
+  ax = plots.search_parameter(SEARCH_TRIALS, repeats, "model.cell")
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["lstm", "gru"]

@@ -264,3 +264,13 @@ def test_module_never_imports_jax_and_optuna_only_lazily(module):
         assert name.split(".")[0] not in ("jax", "flax", "optax", "orbax"), (module, name)
         if name.split(".")[0] == "optuna":
           assert id(node) not in top_level, f"{module} imports optuna at module level"
+
+
+def test_an_int_range_over_the_layer_widths_searches_one_layer():
+  # model.units holds a list of widths: int:8:256:log (the example) is one layer's width.
+  name, dim = S.parse_space_arg("model.units=int:8:256:log")
+  assert (dim.kind, dim.low, dim.high, dim.log) == ("int", 8, 256, True)
+  cfg = Config().override({"model.units": dim.value(0.5)})
+  assert cfg.model.widths == (dim.value(0.5),)
+  with pytest.raises(ConfigError, match="list of layer widths; search one layer's width with int:8:256"):
+    S.parse_space_arg("model.units=uniform:8:256")
