@@ -255,33 +255,36 @@ class CallPlan:
 
 def plan_calls(group: Group, train: Train, dataset: Dataset, *,
                memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
-               epoch_chunk: int | None = None, devices: int = 1, memories: int | None = None) -> CallPlan:
+               epoch_chunk: int | None = None, devices: int = 1, memories: int | None = None,
+               call_members: int | None = None) -> CallPlan:
   """The calls `run_group` makes for `group` (also what `--dry-run` prints).
 
   Layouts are computed per config block, never per member, so planning an absurd
   group costs nothing before it is refused. Every call's members are a multiple of
   `devices` (padded with the last member), and the memory budget applies to each of
   `memories` separate memories (default one per device; `devices.memories`: host
-  devices share one).
+  devices share one). `call_members` fixes the size of every call (padded, within
+  the budget), so groups of any size share one program: a race's rounds.
   """
   total = group.members
   member_bytes = estimate_member_bytes(train, group.configs[0], dataset)
   per_call = max(1, memory_budget // max(1, member_bytes)) * (devices if memories is None else memories)
   if max_members_per_call:
     per_call = min(per_call, max_members_per_call)
-  per_call = min(per_call, total)
+  per_call = min(per_call, call_members or total)
   calls = math.ceil(total / per_call)
   configs, repeats = len(group.configs), group.lanes  # striping works on a config's lanes
   epochs = train.shape.epochs
   chunk = min(epoch_chunk or choose_epoch_chunk(group.configs[0], train.shape.steps), epochs)
   stripe = 0
-  if calls > 1 and group.padded and per_call >= configs:
+  if calls > 1 and group.padded and per_call >= configs and not call_members:
     # Each call takes the same repeats of every config (configs of different widths in the
     # same proportions), so every call has one member layout and they share one compile.
     stripe = math.ceil(repeats / math.ceil(repeats / (per_call // configs)))
     calls, per_call = math.ceil(repeats / stripe), math.ceil(configs * stripe / devices) * devices
   else:  # contiguous chunks of the config-major members
-    per_call = math.ceil(total / calls)
+    if not call_members:
+      per_call = math.ceil(total / calls)
     per_call = math.ceil(per_call / devices) * devices  # equal slices per device
     calls = math.ceil(total / per_call)
   if calls > MAX_CALLS:
@@ -474,7 +477,7 @@ def _state_shapes(train: Train, key: tuple, layout, members: Member, data: Data)
 
 def group_program(group: Group, dataset: Dataset, *, seed: int = 0,
                   memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
-                  epoch_chunk: int | None = None, mesh=None) -> GroupProgram:
+                  epoch_chunk: int | None = None, mesh=None, call_members: int | None = None) -> GroupProgram:
   """Everything a group's calls need: pure functions, member inputs, data, call plan, mesh.
 
   Args:
@@ -487,7 +490,7 @@ def group_program(group: Group, dataset: Dataset, *, seed: int = 0,
   train = make_train(group.configs[0], dataset, widths=group.widths)
   calls = plan_calls(group, train, dataset, memory_budget=memory_budget,
                      max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk, devices=mesh.size,
-                     memories=devices_lib.memories(mesh))
+                     memories=devices_lib.memories(mesh), call_members=call_members)
   return GroupProgram(train=train, members=members_of(group, seed), data=arrays(dataset), calls=calls,
                       key=(program_key(group.configs[0]), train.shape), mesh=mesh)
 
@@ -508,7 +511,8 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
               memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
               progress: Callable[[dict], None] | None = None,
               checkpointer: Checkpointer | None = None, mesh=None,
-              devices: int | Sequence[Any] | None = None) -> tuple[list[Ensemble], RunInfo]:
+              devices: int | Sequence[Any] | None = None,
+              call_members: int | None = None) -> tuple[list[Ensemble], RunInfo]:
   """Train every member of a group: one call per (member chunk, epoch chunk).
 
   Args:
@@ -527,6 +531,7 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
       under `jax.distributed`, every process passes the same one).
     devices: instead of `mesh`: how many devices (per process), or which;
       default every device of the default backend.
+    call_members: every call this many members (padded; `plan_calls`).
 
   Returns:
     One Ensemble per config of the group (in order), and what the run cost.
@@ -535,7 +540,7 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
     dataset = data_lib.resolve_all(group.configs)[data_lib.data_key(group.configs[0])]
   program = group_program(group, dataset, seed=seed, memory_budget=memory_budget,
                           max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk,
-                          mesh=devices_lib.resolve_mesh(mesh, devices))
+                          mesh=devices_lib.resolve_mesh(mesh, devices), call_members=call_members)
   calls = program.calls
   info = RunInfo(member_chunks=calls.calls)
   if checkpointer is not None and (calls.calls > 1 or jax.process_count() > 1):

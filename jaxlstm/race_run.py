@@ -52,8 +52,12 @@ def race_configs(study: Study, folder: store.RunFolder, env: dict, configs: Sequ
   """
   from jaxlstm import racing, runner, search_run
   by_id = {c.config_id: c for c in configs}
+  # Every round's calls have the first round's size (padded), so the rounds reuse its
+  # programs instead of compiling one per number of survivors.
+  call_members = None
 
   def evaluate(ids, repeats: range):
+    nonlocal call_members
     entries = folder.manifest["configs"]
     todo = [by_id[i] for i in ids if i not in entries or folder.repeats_done(i) < repeats.stop]
     if todo:
@@ -61,8 +65,10 @@ def race_configs(study: Study, folder: store.RunFolder, env: dict, configs: Sequ
       offset = len(folder.manifest["groups"])
       folder.add_configs(todo, runner.group_entries(plan), data=plan.fingerprints)
       log(f"race: {len(todo)} config(s) to {repeats.stop} repeats")
+      if call_members is None:
+        call_members = max(g.calls.members_per_call for g in plan.groups)
       runner.run_plan(plan, folder, dict(env, time=runner.now()), log=log, progress=progress, mesh=mesh,
-                      group_offset=offset)
+                      group_offset=offset, call_members=call_members)
       folder.finish_session(runner.now())
     out = {}
     for i in ids:

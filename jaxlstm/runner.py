@@ -603,7 +603,7 @@ def _share_todo(peers, plan: Plan, todo: list[tuple[int, GroupPlan, Group]] | No
 
 def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Callable[[str], None],
              progress: Progress, todo: list[tuple[int, GroupPlan, Group]] | None = None, mesh=None,
-             single_process: bool = True, group_offset: int = 0) -> list[str]:
+             single_process: bool = True, group_offset: int = 0, call_members: int | None = None) -> list[str]:
   """Train every config of the plan that the folder has not finished; record each group.
 
   A session entry (argv, versions, the configs it trained) is added to the
@@ -619,6 +619,7 @@ def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Call
       distributed run resumes per committed config.
     group_offset: the index of the plan's first group among the folder's groups (a
       search adds each batch's groups after those of the batches before it).
+    call_members: every call this many members (`ensemble.plan_calls`; a race's rounds).
 
   Returns:
     Ids of the configs trained now.
@@ -647,7 +648,7 @@ def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Call
         f"{group.members} members, {describe_widths(group)}" + (" (padded)" if group.padded else ""))
     progress.group(number, len(todo), group.members * gp.train.shape.epochs)
     ensembles, info = ensemble.run_group(group, gp.dataset, seed=study.seed, progress=progress,
-                                         checkpointer=checkpointer, mesh=mesh)
+                                         checkpointer=checkpointer, mesh=mesh, call_members=call_members)
     if folder is None:  # a distributed run's other processes: process 0 records
       trained += [c.config_id for c in group.configs]
       continue

@@ -255,6 +255,8 @@ def test_race_eliminates_a_clearly_worse_config_and_survivors_equal_a_plain_run(
   assert [entries[lr]["repeats"] for lr in (0.01, 0.03)] == [6, 6]
   (race,) = manifest["races"]
   assert (race["fits"], race["plain_fits"], race["fits_saved"]) == (15, 18, 3)
+  # Round 2 (2 survivors x 3 repeats) runs padded to round 1's 9 members: its program, no compile.
+  assert len(manifest["groups"]) == 2 and manifest["groups"][1]["compiles"] == 0
   report = (raced / "report.md").read_text()
   assert "## Racing" in report and "15 fits of 18 (3 saved" in report
 
