@@ -1259,6 +1259,36 @@ def _paired_row(ra: np.ndarray, rb: np.ndarray, test: str, higher_is_better: boo
               se_unpaired=se.se_unpaired, se_ratio=se.se_ratio)
 
 
+def _check_test(test: str | None, paired: bool, alpha: float) -> str:
+  """The test `compare_configs` runs (its default for `paired`), or ValueError naming the fix."""
+  tests = _PAIRED_TESTS if paired else _UNPAIRED_TESTS
+  if test is None:
+    test = tests[0]
+  if test not in tests:
+    other = "paired=True" if test in _PAIRED_TESTS else "paired=False"
+    hint = f" ({test!r} needs {other})" if test in _PAIRED_TESTS + _UNPAIRED_TESTS else ""
+    raise ValueError(f"test must be {tests[0]!r} or {tests[1]!r} with paired={paired}, "
+                     f"got {test!r}{hint}.")
+  if not 0 < alpha < 1:
+    raise ValueError(f"alpha must be in (0, 1), got {alpha!r}.")
+  return test
+
+
+def _pairs_against(configs: Mapping, against: Hashable, higher_is_better: bool) -> list[tuple]:
+  """The (A, B) pairs `compare_configs` tests for `against` ("all", "best" or a config name)."""
+  names = list(configs)
+  if against == "all":
+    return [(x, y) for i, x in enumerate(names) for y in names[i + 1:]]
+  if against == "best":
+    best = summarize({k: v for k, (v, _) in configs.items()}, higher_is_better=higher_is_better).best
+    if best is None:
+      raise ValueError("no config has a finite mean, so none is best.")
+    return [(best, y) for y in names if y != best]
+  if against in configs:
+    return [(x, against) for x in names if x != against]
+  raise ValueError(f"against must be 'all', 'best' or a config name {names}, got {against!r}.")
+
+
 def compare_configs(scores: ConfigScores, *, higher_is_better: bool, rng: Rng,
                     against: Hashable = "all",
                     test: Literal["welch", "mann_whitney", "paired_t", "wilcoxon"] | None = None,
@@ -1303,40 +1333,17 @@ def compare_configs(scores: ConfigScores, *, higher_is_better: bool, rng: Rng,
       `paired`, "best" when no config has a finite mean, or (paired) configs with
       different numbers of repeats.
   """
-  tests = _PAIRED_TESTS if paired else _UNPAIRED_TESTS
-  if test is None:
-    test = tests[0]
-  if test not in tests:
-    other = "paired=True" if test in _PAIRED_TESTS else "paired=False"
-    hint = f" ({test!r} needs {other})" if test in _PAIRED_TESTS + _UNPAIRED_TESTS else ""
-    raise ValueError(f"test must be {tests[0]!r} or {tests[1]!r} with paired={paired}, "
-                     f"got {test!r}{hint}.")
-  if not 0 < alpha < 1:
-    raise ValueError(f"alpha must be in (0, 1), got {alpha!r}.")
+  test = _check_test(test, paired, alpha)
   raw = _raw_configs(scores, diverged)
   configs = {name: _repeats(row) for name, row in raw.items()}
-  names = list(configs)
   if paired and len({row.size for row in raw.values()}) > 1:
     sizes = {name: row.size for name, row in raw.items()}
     raise ValueError(
         f"paired=True matches repeat i of every config, so every config needs the same number "
         f"of repeats; got {sizes}. Compare configs run with the same repeats, or pass paired=False.")
   gen = _as_generator(rng)
-  if against == "all":
-    pairs = [(x, y) for i, x in enumerate(names) for y in names[i + 1:]]
-  elif against == "best":
-    best = summarize({k: v for k, (v, _) in configs.items()},
-                     higher_is_better=higher_is_better).best
-    if best is None:
-      raise ValueError("no config has a finite mean, so none is best.")
-    pairs = [(best, y) for y in names if y != best]
-  elif against in configs:
-    pairs = [(x, against) for x in names if x != against]
-  else:
-    raise ValueError(f"against must be 'all', 'best' or a config name {names}, got {against!r}.")
-
   rows = []
-  for x, y in pairs:
+  for x, y in _pairs_against(configs, against, higher_is_better):
     (va, da), (vb, db) = configs[x], configs[y]
     if paired:
       numbers = _paired_row(raw[x], raw[y], test, higher_is_better, gen, n_resamples, confidence)
