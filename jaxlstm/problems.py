@@ -471,8 +471,46 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
       `fill`) missing value, an unparseable date, a gap `fill` cannot fill, or
       too few rows for the windows; each names the file, column, row and fix.
   """
-  import pandas as pd
+  path, n_in, n_out = _check_csv_args(path, column, columns, target, date_column, n_in, n_out, val_fraction, fill)
+  frame = _read_csv_rows(path)
+  inputs, targets = _csv_columns(list(frame.columns), path, column, columns, target, date_column)
 
+  values = np.stack([_numeric_column(frame, name, path) for name in inputs], axis=1)
+  row_numbers = np.arange(1, len(values) + 1)  # data row 1 = the line after the header
+  gaps = np.isnan(values)
+  gap_counts = {name: int(n) for name, n in zip(inputs, gaps.sum(axis=0)) if n}
+  if fill is None and gaps.any():
+    i, j = np.argwhere(gaps)[0]
+    raise _gap_error(path, inputs[j], int(row_numbers[i]), int(gaps.sum()))
+  dropped = 0
+  dates = None
+  if date_column is not None:
+    values, gaps, row_numbers, dates, no_date = _in_date_order(frame, date_column, values, gaps, row_numbers,
+                                                               fill, path)
+    if no_date:
+      gap_counts[date_column] = dropped = no_date
+
+  rows = len(values)
+  split_at = int(math.floor(rows * (1.0 - val_fraction))) if val_fraction else rows
+  target_index = [inputs.index(name) for name in targets]
+  parts, filled, dropped_gaps = _csv_windows(values, gaps, row_numbers, split_at, inputs, target_index, n_in, n_out,
+                                             val_fraction, fill, path)
+  x_train, y_train, x_val, y_val = parts
+  dropped += dropped_gaps
+
+  metadata = {"problem": "csv", "path": path, "columns": inputs, "target": targets,
+              "date_column": date_column, "n_in": n_in, "n_out": n_out, "val_fraction": val_fraction,
+              "rows": rows, "rows_train": split_at, "rows_val": rows - split_at,
+              "fill": fill, "gaps": gap_counts, "filled": filled, "dropped_rows": dropped,
+              "target_features": target_index * n_out, **_REGRESSION}
+  if dates is not None:
+    metadata.update(first_date=dates.iloc[0].isoformat(), last_date=dates.iloc[-1].isoformat(),
+                    split_date=dates.iloc[split_at].isoformat() if split_at < rows else None)
+  return Dataset(x_train, y_train, x_val, y_val, name="csv", task="regression", metadata=metadata)
+
+
+def _check_csv_args(path, column, columns, target, date_column, n_in, n_out, val_fraction, fill):
+  """`from_csv`'s arguments checked before the file is read: `(path, n_in, n_out)`."""
   if not isinstance(path, (str, os.PathLike)):
     raise OptionError("path", f"path must be the name of a CSV file, got {path!r}.")
   path = os.fspath(path)
@@ -495,6 +533,12 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
     hint = difflib.get_close_matches(str(fill), CSV_FILLS, n=1)
     raise OptionError("fill", f"fill must be one of {', '.join(map(repr, CSV_FILLS))} (or left unset to refuse "
                       f"gaps), got {fill!r}." + (f" Did you mean {hint[0]!r}?" if hint else ""))
+  return path, n_in, n_out
+
+
+def _read_csv_rows(path: str):
+  """The CSV's rows as a DataFrame (str column names; blank lines are rows of gaps, trailing ones dropped)."""
+  import pandas as pd
   try:
     # Blank lines are rows (of gaps): in a one-column file a blank line is an
     # empty cell, which pandas would otherwise drop without a word.
@@ -505,8 +549,11 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
   blank = frame.isna().all(axis=1).to_numpy()
   last = np.flatnonzero(~blank)
   frame = frame.iloc[: last[-1] + 1 if last.size else 0]  # blank lines at the end are not rows
-  names = list(frame.columns)
+  return frame
 
+
+def _csv_columns(names: list[str], path: str, column, columns, target, date_column) -> tuple[list[str], list[str]]:
+  """`(inputs, targets)`: the columns `from_csv` reads and predicts, checked against the file's `names`."""
   if column is not None:
     inputs = [column]
   elif columns is not None:
@@ -522,58 +569,61 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
   if outside:
     raise ValueError(f"target {outside[0]!r} is not among the input columns {inputs!r}; "
                      "add it to columns= (the window's own past values are inputs).")
+  return inputs, targets
 
-  values = np.stack([_numeric_column(frame, name, path) for name in inputs], axis=1)
-  row_numbers = np.arange(1, len(values) + 1)  # data row 1 = the line after the header
-  gaps = np.isnan(values)
-  gap_counts = {name: int(n) for name, n in zip(inputs, gaps.sum(axis=0)) if n}
-  if fill is None and gaps.any():
-    i, j = np.argwhere(gaps)[0]
-    raise _gap_error(path, inputs[j], int(row_numbers[i]), int(gaps.sum()))
-  dropped = 0
-  dates = None
-  if date_column is not None:
-    raw_dates = frame[date_column]
-    dates = pd.to_datetime(raw_dates, errors="coerce")
-    bad = np.flatnonzero(dates.isna().to_numpy() & raw_dates.notna().to_numpy())
-    if bad.size:
-      i = int(bad[0])
-      raise ValueError(f"{path!r}: date column {date_column!r} holds {raw_dates.iloc[i]!r}, not a date, "
-                       f"in data row {i + 1}; fix that row, or pass date_column=None to keep file order.")
-    no_date = dates.isna().to_numpy()
-    if no_date.any():
-      if fill != "drop":
-        i = int(np.flatnonzero(no_date)[0])
-        raise ValueError(f"{path!r}: date column {date_column!r} is empty in data row {i + 1} "
-                         f"({int(no_date.sum())} such rows); dates are never filled: fix that row, or drop "
-                         "such rows with data.options.fill = 'drop' (CLI: --set data.options.fill=drop).")
-      gap_counts[date_column] = int(no_date.sum())
-      dropped = int(no_date.sum())
-      keep = ~no_date
-      values, gaps, row_numbers = values[keep], gaps[keep], row_numbers[keep]
-      dates = dates[keep]
-    # Windows assume time order; a stable sort keeps equal dates in file order.
-    order = np.argsort(dates.to_numpy(), kind="stable")
-    values, gaps, row_numbers = values[order], gaps[order], row_numbers[order]
-    dates = dates.iloc[order].reset_index(drop=True)
 
+def _in_date_order(frame, date_column: str, values, gaps, row_numbers, fill, path):
+  """Rows sorted by `date_column` (stable), rows without a date dropped (only with fill="drop").
+
+  Returns:
+    `(values, gaps, row_numbers, dates, rows dropped for an empty date)`.
+  """
+  import pandas as pd
+  raw_dates = frame[date_column]
+  dates = pd.to_datetime(raw_dates, errors="coerce")
+  bad = np.flatnonzero(dates.isna().to_numpy() & raw_dates.notna().to_numpy())
+  if bad.size:
+    i = int(bad[0])
+    raise ValueError(f"{path!r}: date column {date_column!r} holds {raw_dates.iloc[i]!r}, not a date, "
+                     f"in data row {i + 1}; fix that row, or pass date_column=None to keep file order.")
+  no_date = dates.isna().to_numpy()
+  if no_date.any():
+    if fill != "drop":
+      i = int(np.flatnonzero(no_date)[0])
+      raise ValueError(f"{path!r}: date column {date_column!r} is empty in data row {i + 1} "
+                       f"({int(no_date.sum())} such rows); dates are never filled: fix that row, or drop "
+                       "such rows with data.options.fill = 'drop' (CLI: --set data.options.fill=drop).")
+    keep = ~no_date
+    values, gaps, row_numbers = values[keep], gaps[keep], row_numbers[keep]
+    dates = dates[keep]
+  # Windows assume time order; a stable sort keeps equal dates in file order.
+  order = np.argsort(dates.to_numpy(), kind="stable")
+  values, gaps, row_numbers = values[order], gaps[order], row_numbers[order]
+  return values, gaps, row_numbers, dates.iloc[order].reset_index(drop=True), int(no_date.sum())
+
+
+def _csv_windows(values, gaps, row_numbers, split_at: int, inputs: list[str], target_index: list[int], n_in: int,
+                 n_out: int, val_fraction: float, fill: str | None, path: str):
+  """The training and validation windows of a CSV series split at row `split_at`, gaps filled or dropped.
+
+  Returns:
+    `((x_train, y_train, x_val, y_val), values filled per column, rows dropped for a gap)`.
+  """
   rows = len(values)
-  split_at = int(math.floor(rows * (1.0 - val_fraction))) if val_fraction else rows
   window = n_in + n_out
   if split_at < window or (val_fraction and rows - split_at < window):
     needed = _rows_needed(window, val_fraction)
     raise ValueError(f"{path!r} has {rows} rows, too short for n_in={n_in} + n_out={n_out} with "
                      f"val_fraction={val_fraction}: each part needs at least {window} rows, so the file "
                      f"needs at least {needed} rows; lower n_in, n_out or val_fraction, or use a longer series.")
-  filled = {}
+  filled, dropped = {}, 0
   complete = np.ones(rows, bool)
   if fill in ("interpolate", "ffill"):
     values = _fill_gaps(values, gaps, split_at, fill, inputs, row_numbers, path)
     filled = {name: int(n) for name, n in zip(inputs, gaps.sum(axis=0)) if n}
   elif fill == "drop":
     complete = ~gaps.any(axis=1)
-    dropped += int((~complete).sum())
-  target_index = [inputs.index(name) for name in targets]
+    dropped = int((~complete).sum())
   x_train, y_train = _run_windows(values[:split_at], complete[:split_at], n_in, n_out, target_index)
   x_val, y_val = _run_windows(values[split_at:], complete[split_at:], n_in, n_out, target_index)
   for part, x in (("training", x_train), ("validation", x_val)):
@@ -581,16 +631,7 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
       raise ValueError(f"{path!r}: after dropping the rows with gaps, the {part} rows hold no {window} "
                        f"consecutive complete rows (n_in={n_in} + n_out={n_out}); lower n_in or n_out, "
                        "or fill the gaps with data.options.fill = 'interpolate' or 'ffill'.")
-
-  metadata = {"problem": "csv", "path": path, "columns": inputs, "target": targets,
-              "date_column": date_column, "n_in": n_in, "n_out": n_out, "val_fraction": val_fraction,
-              "rows": rows, "rows_train": split_at, "rows_val": rows - split_at,
-              "fill": fill, "gaps": gap_counts, "filled": filled, "dropped_rows": dropped,
-              "target_features": target_index * n_out, **_REGRESSION}
-  if dates is not None:
-    metadata.update(first_date=dates.iloc[0].isoformat(), last_date=dates.iloc[-1].isoformat(),
-                    split_date=dates.iloc[split_at].isoformat() if split_at < rows else None)
-  return Dataset(x_train, y_train, x_val, y_val, name="csv", task="regression", metadata=metadata)
+  return (x_train, y_train, x_val, y_val), filled, dropped
 
 
 def _gap_error(path: str, name: str, row: int, count: int) -> ValueError:

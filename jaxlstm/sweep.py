@@ -92,6 +92,32 @@ def _memory(text: str) -> int:
   return int(value)
 
 
+def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
+  """Spaces, --search (Optuna) and --race."""
+  search = parser.add_argument_group("search spaces, searches and races")
+  search.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
+                      help="search a dotted field (repeatable): uniform:LOW:HIGH, loguniform:LOW:HIGH, "
+                      "int:LOW:HIGH[:log] or choice:V1,V2,...; with --random N or --search")
+  search.add_argument("--search", choices=("tpe", "random", "grid"),
+                      help="search the space with Optuna (needs pip install -e \".[search]\"): "
+                      "--trials trials, --batch at a time, each scored over its repeats by --objective")
+  search.add_argument("--trials", type=_positive_int, default=32, help="with --search: trials (default 32)")
+  search.add_argument("--batch", type=_positive_int, default=8,
+                      help="with --search: trials trained together, one compiled call per static-shape "
+                      "group (default 8)")
+  search.add_argument("--objective", choices=("mean", "median", "iqm", "ucb"), default="mean",
+                      help="with --search: what a trial's repeats tell Optuna (default mean; ucb: the bad "
+                      "end of the 95%% interval of the mean)")
+  search.add_argument("--grid-points", type=_int_at_least(2, "an integer >= 2"), metavar="N",
+                      help="with --search grid: values per range dimension")
+  search.add_argument("--race", action="store_true",
+                      help="race the configs (a grid, a random draw or each --search batch) over repeats: "
+                      "--race-initial repeats first, configs a Holm-corrected test shows worse are "
+                      "eliminated, survivors grow to --repeats")
+  search.add_argument("--race-initial", type=_int_at_least(2, "an integer >= 2"), default=5, metavar="N",
+                      help="with --race: repeats of the first round (default 5)")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = _Parser(
       prog=PROG, description="Train every config of a grid x repeats, one compiled call per "
@@ -115,27 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fix a dotted field of the base config (repeatable); drops KEY from the grid")
   parser.add_argument("--random", type=_positive_int, metavar="N",
                       help="train N configs drawn at random (by --seed) from the grid instead of all")
-  parser.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
-                      help="search a dotted field (repeatable): uniform:LOW:HIGH, loguniform:LOW:HIGH, "
-                      "int:LOW:HIGH[:log] or choice:V1,V2,...; with --random N or --search")
-  parser.add_argument("--search", choices=("tpe", "random", "grid"),
-                      help="search the space with Optuna (needs pip install -e \".[search]\"): "
-                      "--trials trials, --batch at a time, each scored over its repeats by --objective")
-  parser.add_argument("--trials", type=_positive_int, default=32, help="with --search: trials (default 32)")
-  parser.add_argument("--batch", type=_positive_int, default=8,
-                      help="with --search: trials trained together, one compiled call per static-shape "
-                      "group (default 8)")
-  parser.add_argument("--objective", choices=("mean", "median", "iqm", "ucb"), default="mean",
-                      help="with --search: what a trial's repeats tell Optuna (default mean; ucb: the bad "
-                      "end of the 95%% interval of the mean)")
-  parser.add_argument("--grid-points", type=_int_at_least(2, "an integer >= 2"), metavar="N",
-                      help="with --search grid: values per range dimension")
-  parser.add_argument("--race", action="store_true",
-                      help="race the configs (a grid, a random draw or each --search batch) over repeats: "
-                      "--race-initial repeats first, configs a Holm-corrected test shows worse are "
-                      "eliminated, survivors grow to --repeats")
-  parser.add_argument("--race-initial", type=_int_at_least(2, "an integer >= 2"), default=5, metavar="N",
-                      help="with --race: repeats of the first round (default 5)")
+  _add_search_arguments(parser)
   parser.add_argument("--epochs", type=_positive_int, help="shorthand for --set train.epochs=N")
   parser.add_argument("--metric", metavar="NAME",
                       help="the history metric scored in the summary, plots and report (default: the "
