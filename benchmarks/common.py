@@ -164,6 +164,16 @@ def machine() -> dict:
           "kernel": platform.release(), "pjrt_nproc": os.environ.get("PJRT_NPROC")}
 
 
+def backend(env: dict | None = None) -> dict:
+  """The jax backend a fresh process gets here (platform, device kind and count, XLA_FLAGS)."""
+  code = ("import json, os, jax; d = jax.devices(); print('RESULT ' + json.dumps({'platform': d[0].platform, "
+          "'device_kind': d[0].device_kind, 'devices': len(d), 'xla_flags': os.environ.get('XLA_FLAGS')}))")
+  try:
+    return run_child([sys.executable, "-c", code], timeout=120, env=env)
+  except (ChildTimeout, RuntimeError) as e:
+    return {"platform": None, "error": str(e).splitlines()[0][:200]}
+
+
 def median(values):
   values = [v for v in values if v is not None]
   return statistics.median(values) if values else None

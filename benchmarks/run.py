@@ -323,7 +323,8 @@ def main(argv=None) -> None:
       log(f"baseline skipped: {name}: {why}")
   command = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
   report = {"machine": common.machine(), "versions": common.versions(), "command": command.strip(),
-            "skipped": {k: v for k, v in skip.items() if v}, "started": time.strftime("%Y-%m-%d %H:%M")}
+            "backend": common.backend(), "skipped": {k: v for k, v in skip.items() if v},
+            "started": time.strftime("%Y-%m-%d %H:%M")}
   tmp = Path(tempfile.mkdtemp(prefix="jaxlstm-bench-"))
   data = write_data(tmp)
   ceiling = None
@@ -452,12 +453,20 @@ def update_results(report: dict, text: str) -> None:
       f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['simd'])}), {m['mem_gib']} GiB, Linux {m['kernel']}, "
       f"PJRT_NPROC={m['pjrt_nproc'] or 'unset'}",
       "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
+      _backend_line(report.get("backend")),
       "Skipped baselines: " + (", ".join(f"{k} ({why})" for k, why in report["skipped"].items()) or "none"),
   ]
   if text.strip():
     common.replace_section("run", "\n".join(head) + "\n\n" + text)
   if "seeds" in report:
     common.replace_section("seeds_scaling", seeds_scaling.section_text(report["seeds"]))
+
+
+def _backend_line(b: dict | None) -> str:
+  if not b or not b.get("platform"):
+    return "Backend: not recorded"
+  return (f"Backend: {b['platform']} ({b['device_kind']}, {b['devices']} device{'s' * (b['devices'] != 1)} "
+          "per process)")
 
 
 if __name__ == "__main__":

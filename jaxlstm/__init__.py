@@ -31,9 +31,9 @@ _LAZY = {
     "make_train": ("jaxlstm.train", "make_train"),
     "load_run": ("jaxlstm.store", "load_run"),
 }
-_SUBMODULES = ("callbacks", "compiled", "data", "diagnose", "early_stopping", "ensemble", "keys", "metrics",
-               "models", "optim", "plots", "prep", "problems", "report", "runner", "stats", "store",
-               "study", "tables", "train")
+_SUBMODULES = ("callbacks", "compiled", "data", "devices", "diagnose", "distributed", "early_stopping", "ensemble",
+               "keys", "metrics", "models", "optim", "plots", "prep", "problems", "report", "runner", "stats",
+               "store", "study", "tables", "train")
 
 
 def __getattr__(name):

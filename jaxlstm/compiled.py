@@ -36,24 +36,32 @@ def signature(args: Any) -> Hashable:
   return treedef, tuple((tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves)
 
 
-def program(key: Hashable, fn: Callable, args: tuple) -> tuple[Any, float]:
+def program(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = None,
+            out_shardings: Any = None) -> tuple[Any, float]:
   """The compiled `jax.jit(fn)` for `args`, from the cache when `key` was compiled before.
 
   Args:
-    key: everything `fn` closes over that changes the program (the caller's job);
-      the arguments' `signature` is added here.
+    key: everything `fn` closes over that changes the program (the caller's job;
+      a sharded program's mesh among it); the arguments' `signature` and the
+      shardings are added here.
     fn: the function to jit (pure).
     args: example arguments (arrays or shape structs).
+    in_shardings, out_shardings: as `jax.jit` takes them (hashable: a sharding per
+      argument / output, or None to let jax choose).
 
   Returns:
     `(executable, seconds spent compiling now)`: 0 seconds on a cache hit.
   """
-  full_key = (key, signature(args))
+  full_key = (key, signature(args), in_shardings, out_shardings)
   if full_key in _PROGRAMS:
     return _PROGRAMS[full_key], 0.0
   configure_persistent_cache()
   t0 = time.perf_counter()
-  executable = jax.jit(fn).lower(*args).compile(compiler_options=COMPILER_OPTIONS)
+  shardings = {name: value for name, value in (("in_shardings", in_shardings), ("out_shardings", out_shardings))
+               if value is not None}
+  # Lowered from shapes alone: host arrays cannot stand for arrays sharded over several processes.
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+  executable = jax.jit(fn, **shardings).lower(*abstract).compile(compiler_options=COMPILER_OPTIONS)
   _PROGRAMS[full_key] = executable
   return executable, time.perf_counter() - t0
 

@@ -41,6 +41,11 @@ METRICS = ("mse", "mae", "accuracy", "mae_original")
 STREAMS = ("init", "shuffle", "dropout", "split")
 SCALINGS = ("none", "minmax", "standard")
 ENCODINGS = ("onehot", "integer")
+# Cross-validation schemes (`data.cv`): shuffled k-fold, contiguous (blocked) k-fold, and
+# walk-forward (rolling origin) folds of a series.
+CV_SCHEMES = ("none", "kfold", "blocked", "rolling")
+# Variance-stabilising transforms of a series' target features (`data.transform`).
+TRANSFORMS = ("none", "log", "boxcox")
 ES_MODES = ("auto", "min", "max")
 # |min_delta| of EarlyStopping / ReduceLROnPlateau is 0 or in this range: the compiled
 # loop decides Keras' float64 comparison exactly with float32 pieces of min_delta
@@ -159,6 +164,21 @@ class DataConfig:
       stay in scaled units (`prep.to_original_units` maps predictions back).
     encoding: "onehot" keeps one-hot inputs; "integer" replaces each one-hot
       step by its integer code scaled to [0, 1] (one feature).
+    cv: cross-validation over all samples (training and validation pooled, in
+      order): "kfold" (folds drawn per repeat from its `split` key), "blocked"
+      (contiguous folds in sample order), "rolling" (walk-forward folds of a
+      series: each fold trains on every sample before its origin and validates
+      on the next `horizon`); "none" keeps one split. Every (config, fold,
+      repeat) is a member of one compiled call; a repeat scores the mean over
+      its folds.
+    folds: number of folds, >= 2 (with `cv` only).
+    min_train: rolling: the fewest training samples the first fold may have.
+    horizon: rolling: validation samples per fold; 0 = samples // (folds + 1),
+      as sklearn's TimeSeriesSplit.
+    difference: lags to difference the target series by, in order (e.g. [1],
+      [12], [1, 12]), inside each sample's window (`jaxlstm.prep.transform_series`).
+    transform: "log" or "boxcox" (lambda fitted on the training rows) of the
+      target series, before differencing; scaling comes after both.
   """
   problem: str = "linear"
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -166,6 +186,12 @@ class DataConfig:
   resplit: float = 0.0
   scaling: str = "none"
   encoding: str = "onehot"
+  cv: str = "none"
+  folds: int = 5
+  min_train: int = 1
+  horizon: int = 0
+  difference: tuple[int, ...] = ()
+  transform: str = "none"
 
   def __post_init__(self):
     _choice("data", "problem", self.problem, PROBLEMS)
@@ -182,6 +208,35 @@ class DataConfig:
     if self.validation_split and self.resplit:
       _fail("data", "resplit", self.resplit,
             "use either validation_split or resplit, not both (set one to 0)")
+    self._check_cv()
+    difference = (self.difference,) if isinstance(self.difference, int) else self.difference
+    if (not isinstance(difference, (tuple, list))
+        or any(isinstance(lag, bool) or not isinstance(lag, int) or lag < 1 for lag in difference)):
+      _fail("data", "difference", list(difference) if isinstance(difference, (tuple, list)) else difference,
+            "expected a list of lags >= 1, e.g. [1], [12] or [1, 12] "
+            "(empty: no differencing)")
+    object.__setattr__(self, "difference", tuple(difference))
+    _choice("data", "transform", self.transform, TRANSFORMS)
+
+  def _check_cv(self) -> None:
+    _choice("data", "cv", self.cv, CV_SCHEMES)
+    _positive_int("data", "folds", self.folds, minimum=2)
+    _positive_int("data", "min_train", self.min_train, minimum=1)
+    _positive_int("data", "horizon", self.horizon, minimum=0)
+    defaults = {"folds": 5, "min_train": 1, "horizon": 0}
+    if self.cv == "none":
+      unused, where = tuple(defaults), "cross-validation (data.cv = 'kfold', 'blocked' or 'rolling')"
+    else:
+      unused, where = (("min_train", "horizon") if self.cv != "rolling" else ()), "data.cv = 'rolling'"
+    for name in unused:
+      if getattr(self, name) != defaults[name]:
+        _fail("data", name, getattr(self, name), f"it applies to {where} only; set that, or leave "
+              f"data.{name} at {defaults[name]}")
+    if self.cv != "none":
+      for name in ("validation_split", "resplit"):
+        if getattr(self, name):
+          _fail("data", name, getattr(self, name), f"data.cv = {self.cv!r} pools the training and validation "
+                f"samples and cuts its own folds; set data.{name} = 0")
 
   def __hash__(self):
     return hash(_canonical_json(dataclasses.asdict(self)))

@@ -2,7 +2,8 @@
 
 `fit(config, dataset, repeats=R, seed=s)` trains all R repeats of one config in
 one call; `fit_many(configs, ...)` groups configs by static shape (`static_key`)
-and trains each group's configs x repeats as the *members* of one call. Traced
+and trains each group's configs x repeats (x folds, with `data.cv`) as the *members*
+of one call. Traced
 hyper-parameters (learning rate, dropout, ...) differ per member, so a grid over
 them costs one compile.
 
@@ -13,6 +14,13 @@ batched: a batched LAPACK call deadlocks XLA:CPU on 2 cores, DESIGN §3) and
 `run` (`jit(vmap(run_epochs))` over members), both compiled through
 `jaxlstm.compiled`: a second group of the same static signature (another seed,
 new data of the same shapes) compiles nothing.
+
+Members are laid out on a `jax.sharding.Mesh` over devices (`jaxlstm.devices`,
+axis `members`; default every device): each call's members are padded to a
+multiple of the device count, each device trains its slice (`jax.shard_map` of
+the vmapped program inside the one jitted entry), the memory budget is per
+device (per process for CPU host devices, which share its memory), and results
+come back to the host whole, padding dropped.
 """
 from __future__ import annotations
 
@@ -29,7 +37,9 @@ import numpy as np
 
 from jaxlstm import compiled
 from jaxlstm import data as data_lib
+from jaxlstm import devices as devices_lib
 from jaxlstm import keys as keys_lib
+from jaxlstm import metrics as metrics_lib
 from jaxlstm.config import PENALTY_FIELDS, PER_LAYER_FIELDS, TRACED_FIELDS, Config, ConfigError
 from jaxlstm.models import (Network, Widths, activate, can_pad_cells, pad_params, unpad_params, widest,
                             widths_of)
@@ -93,7 +103,7 @@ class Group:
     widths: the layer widths the program runs at (layer by layer the widest
       config's when padded).
     padded: whether narrower configs are zero-padded to `widths`.
-    repeats: repeats per config; members = len(configs) * repeats.
+    repeats: repeats per config; members = len(configs) * repeats * folds.
     first_repeat: the index of the first of them: the group trains repeats
       `first_repeat ... first_repeat + repeats - 1` of each config (a folder that
       grows from 30 to 100 repeats trains 70 more, starting at 30).
@@ -105,8 +115,18 @@ class Group:
   first_repeat: int = 0
 
   @property
+  def folds(self) -> int:
+    """Cross-validation folds per repeat (`data.cv`; 1 without): its configs share `data`'s static fields."""
+    return data_lib.fold_count(self.configs[0])
+
+  @property
+  def lanes(self) -> int:
+    """Members per config: repeats x folds, repeat-major (a repeat's folds are neighbours)."""
+    return self.repeats * self.folds
+
+  @property
   def members(self) -> int:
-    return len(self.configs) * self.repeats
+    return len(self.configs) * self.lanes
 
   @property
   def cells(self) -> int:
@@ -181,6 +201,8 @@ def estimate_member_bytes(train: Train, config: Config, dataset: Dataset) -> int
   activations = shape.batch * time_steps * width * 6  # forward states kept for the backward pass (calibrated)
   sample = math.prod(dataset.x_train.shape[1:]) + dataset.y_train[0].size
   gathers = shape.batch * sample * 2
+  if shape.cv:  # each fold member holds its own copy of its training and validation rows
+    gathers += (shape.n_train + shape.n_val) * sample
   return 4 * (6 * n_params + activations + gathers + shape.n_val * (width + dataset.y_train[0].size))
 
 
@@ -220,7 +242,8 @@ class CallPlan:
     """`[members_per_call]` the members (config-major indices) of call `call`."""
     if self.stripe:
       repeats = np.minimum(np.arange(call * self.stripe, (call + 1) * self.stripe), self.repeats - 1)
-      return (np.arange(self.n_configs)[:, None] * self.repeats + repeats[None, :]).reshape(-1)
+      index = (np.arange(self.n_configs)[:, None] * self.repeats + repeats[None, :]).reshape(-1)
+      return np.pad(index, (0, self.members_per_call - index.size), mode="edge")  # device padding
     index = np.arange(call * self.members_per_call, (call + 1) * self.members_per_call)
     return np.minimum(index, self.total - 1)
 
@@ -232,20 +255,23 @@ class CallPlan:
 
 def plan_calls(group: Group, train: Train, dataset: Dataset, *,
                memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
-               epoch_chunk: int | None = None) -> CallPlan:
+               epoch_chunk: int | None = None, devices: int = 1, memories: int | None = None) -> CallPlan:
   """The calls `run_group` makes for `group` (also what `--dry-run` prints).
 
   Layouts are computed per config block, never per member, so planning an absurd
-  group costs nothing before it is refused.
+  group costs nothing before it is refused. Every call's members are a multiple of
+  `devices` (padded with the last member), and the memory budget applies to each of
+  `memories` separate memories (default one per device; `devices.memories`: host
+  devices share one).
   """
   total = group.members
   member_bytes = estimate_member_bytes(train, group.configs[0], dataset)
-  per_call = max(1, memory_budget // max(1, member_bytes))
+  per_call = max(1, memory_budget // max(1, member_bytes)) * (devices if memories is None else memories)
   if max_members_per_call:
     per_call = min(per_call, max_members_per_call)
   per_call = min(per_call, total)
   calls = math.ceil(total / per_call)
-  configs, repeats = len(group.configs), group.repeats
+  configs, repeats = len(group.configs), group.lanes  # striping works on a config's lanes
   epochs = train.shape.epochs
   chunk = min(epoch_chunk or choose_epoch_chunk(group.configs[0], train.shape.steps), epochs)
   stripe = 0
@@ -253,14 +279,18 @@ def plan_calls(group: Group, train: Train, dataset: Dataset, *,
     # Each call takes the same repeats of every config (configs of different widths in the
     # same proportions), so every call has one member layout and they share one compile.
     stripe = math.ceil(repeats / math.ceil(repeats / (per_call // configs)))
-    calls, per_call = math.ceil(repeats / stripe), configs * stripe
+    calls, per_call = math.ceil(repeats / stripe), math.ceil(configs * stripe / devices) * devices
   else:  # contiguous chunks of the config-major members
     per_call = math.ceil(total / calls)
+    per_call = math.ceil(per_call / devices) * devices  # equal slices per device
+    calls = math.ceil(total / per_call)
   if calls > MAX_CALLS:
     raise ConfigError(f"{total} members of {member_bytes / 2**20:.3g} MiB each need {calls} calls of "
                       f"{per_call}: more than jaxlstm plans ({MAX_CALLS}); use fewer repeats or a smaller model.")
   if stripe:
-    layout = tuple(_merge_runs((widths_of(c.model), stripe) for c in group.configs))
+    runs = [(widths_of(c.model), stripe) for c in group.configs]
+    runs.append((runs[-1][0], per_call - configs * stripe))  # device padding: the last member again
+    layout = tuple(_merge_runs(run for run in runs if run[1]))
     layouts = (layout,) * calls
   else:
     layouts = tuple(_chunk_layout(group, call * per_call, per_call) for call in range(calls))
@@ -290,19 +320,24 @@ def _chunk_layout(group: Group, start: int, size: int) -> tuple[tuple[Widths, in
     if position >= total:  # the padding of the last chunk: the last member repeated
       count = start + size - position
     else:
-      count = min(start + size, (member // group.repeats + 1) * group.repeats) - position
-    runs.append((widths_of(group.configs[member // group.repeats].model), count))
+      count = min(start + size, (member // group.lanes + 1) * group.lanes) - position
+    runs.append((widths_of(group.configs[member // group.lanes].model), count))
     position += count
   return tuple(_merge_runs(runs))
 
 
 def members_of(group: Group, seed: int) -> Member:
-  """Stacked keys and traced hyper-parameters of every (config, repeat) of a group, config-major."""
-  stacked_keys = keys_lib.group_keys(seed, group.configs, group.repeat_indices)
+  """Stacked keys and traced hyper-parameters of every (config, repeat[, fold]) of a group.
+
+  Config-major, folds fastest: member `(c * repeats + r) * folds + f` (`keys.group_keys`).
+  """
+  folds = group.folds
+  stacked_keys = keys_lib.group_keys(seed, group.configs, group.repeat_indices, folds)
   hparams = [member_hparams(cfg) for cfg in group.configs]
   names = hparams[0].keys()
-  stacked = {n: np.repeat(np.asarray([h[n] for h in hparams], np.float32), group.repeats, axis=0) for n in names}
-  return Member(stacked_keys, stacked)
+  stacked = {n: np.repeat(np.asarray([h[n] for h in hparams], np.float32), group.lanes, axis=0) for n in names}
+  fold = np.tile(np.arange(folds, dtype=np.int32), len(group.configs) * group.repeats) if folds > 1 else None
+  return Member(stacked_keys, stacked, fold)
 
 
 # ---------------------------------------------------------------------------
@@ -316,18 +351,40 @@ def init_members(train: Train, members: Member, layout: Sequence[tuple[Widths | 
   zero-padded, so their draws equal a solo run's. An int width means every
   recurrent layer at that width.
   """
-  states, start = [], 0
   model = train.network_for(train.shape.widths).cfg
-  for sizes, count in layout:
-    sizes = widths_of(model, sizes) if isinstance(sizes, (int, np.integer)) else Widths(*sizes)
-    part = jax.tree.map(lambda a: a[start:start + count], members)
-    # lax.map, not vmap: keeps the orthogonal init's QR-free loop unbatched (hang.md).
-    params = jax.lax.map(lambda k: train.init_params(k, sizes), part.keys.init)
+  layout = [(widths_of(model, w) if isinstance(w, (int, np.integer)) else Widths(*w), n) for w, n in layout]
+  widths, lanes = lane_widths(layout)
+  return init_lanes(train, members, widths, lanes)
+
+
+def lane_widths(layout: Sequence[tuple[Widths, int]]) -> tuple[tuple[Widths, ...], np.ndarray]:
+  """`(distinct widths, [members] index of each member's widths among them)` of a layout."""
+  widths = tuple(dict.fromkeys(w for w, _ in layout))
+  lanes = np.repeat([widths.index(w) for w, _ in layout], [count for _, count in layout])
+  return widths, lanes.astype(np.int32)
+
+
+def init_lanes(train: Train, members: Member, widths: Sequence[Widths], lanes: jax.Array) -> TrainState:
+  """Initial states of stacked members, member i at `widths[lanes[i]]` (zero-padded).
+
+  `lanes` may be traced (a device's slice of a call), so one program initialises
+  any mix of widths: `lax.switch` picks each member's widths.
+  """
+  cell = train.network_for(train.shape.widths).cfg.cell
+
+  def padded(sizes, key):
+    params = train.init_params(key, sizes)
     if sizes != train.shape.widths:
-      params = pad_params(params, sizes, train.shape.widths, model.cell, leading=1)
-    states.append(jax.vmap(train.init_state)(params, part))
-    start += count
-  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
+      params = pad_params(params, sizes, train.shape.widths, cell)
+    return params
+
+  # lax.map, not vmap: keeps the orthogonal init's QR-free loop unbatched (hang.md).
+  if len(widths) == 1:
+    params = jax.lax.map(lambda k: padded(widths[0], k), members.keys.init)
+  else:
+    branches = [lambda k, w=w: padded(w, k) for w in widths]
+    params = jax.lax.map(lambda a: jax.lax.switch(a[1], branches, a[0]), (members.keys.init, jnp.asarray(lanes)))
+  return jax.vmap(train.init_state)(params, members)
 
 
 @dataclasses.dataclass
@@ -345,10 +402,11 @@ class RunInfo:
 class GroupProgram:
   """A group's compiled entry point (cached by static signature in `jaxlstm.compiled`).
 
-  The entry is `jit(vmap(run_epochs))` over a member chunk, with per-member init:
-  called with `fresh=True` it first initialises every member (`init_members`, under
-  a `lax.cond`, so later epoch chunks skip it), then trains one epoch chunk. One
-  program per member layout serves every call of the group.
+  The entry is `jit(shard_map(vmap(run_epochs)))` over a member chunk laid out on
+  `mesh` (each device trains its slice of the members; no collective runs), with
+  per-member init: called with `fresh=True` it first initialises every member
+  (`init_lanes`, under a `lax.cond`, so later epoch chunks skip it), then trains one
+  epoch chunk. One program per member layout serves every call of the group.
 
   Attributes:
     train: the pure functions of one member.
@@ -356,23 +414,42 @@ class GroupProgram:
     data: the group's arrays.
     calls: how the group is split into calls.
     key: the static signature of the group's programs.
+    mesh: the devices the members are laid out on (`jaxlstm.devices`).
   """
   train: Train
   members: Member
   data: Data
   calls: CallPlan
   key: tuple
+  mesh: Any
 
   def entry(self, layout, members: Member) -> tuple[Callable, float]:
-    """`(run(states, members, data, fresh) -> (states, history), compile seconds)` for `layout`."""
-    train, n = self.train, self.calls.epoch_chunk
+    """`(run(states, members, data, fresh) -> (states, history), compile seconds)` for `layout`.
 
-    def run_chunk(states, members, data, fresh):
-      states = jax.lax.cond(fresh, lambda: init_members(train, members, layout), lambda: states)
+    `states` and `members` (and the returned states and history) are laid out
+    `NamedSharding(mesh, P("members"))`, `data` and `fresh` are replicated.
+    """
+    train, n, mesh = self.train, self.calls.epoch_chunk, self.mesh
+    per_device = self.calls.members_per_call // mesh.size
+    widths, lanes = lane_widths(layout)
+
+    def run_chunk(states, members, data, fresh):  # one device's slice of a member chunk
+      def init():
+        first = jax.lax.axis_index(devices_lib.MEMBERS) * per_device
+        return init_lanes(train, members, widths, jax.lax.dynamic_slice_in_dim(lanes, first, per_device))
+      states = jax.lax.cond(fresh, init, lambda: states)
       return jax.vmap(lambda state, member: train.run_epochs(state, member, data, n))(states, members)
 
+    split, whole = jax.sharding.PartitionSpec(devices_lib.MEMBERS), jax.sharding.PartitionSpec()
+    # No collective runs inside (members are independent), so the varying-axes type
+    # check buys nothing; it would also reject scans whose carries start from
+    # constants (the orthogonal initialiser's loop).
+    sharded = jax.shard_map(run_chunk, mesh=mesh, in_specs=(split, split, whole, whole), out_specs=(split, split),
+                            check_vma=False)
+    spread, copy = devices_lib.member_sharding(mesh), devices_lib.replicated(mesh)
     like = self.blank_states(layout, members)
-    return compiled.program(("run", self.key, layout, n), run_chunk, (like, members, self.data, np.bool_(True)))
+    return compiled.program(("run", self.key, layout, n, mesh), sharded, (like, members, self.data, np.bool_(True)),
+                            in_shardings=(spread, spread, copy, copy), out_shardings=(spread, spread))
 
   def blank_states(self, layout, members: Member) -> TrainState:
     """Zero states of a member chunk: the `states` argument of a fresh call."""
@@ -393,19 +470,22 @@ def _state_shapes(train: Train, key: tuple, layout, members: Member) -> TrainSta
 
 def group_program(group: Group, dataset: Dataset, *, seed: int = 0,
                   memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
-                  epoch_chunk: int | None = None) -> GroupProgram:
-  """Everything a group's calls need: pure functions, member inputs, data, call plan.
+                  epoch_chunk: int | None = None, mesh=None) -> GroupProgram:
+  """Everything a group's calls need: pure functions, member inputs, data, call plan, mesh.
 
   Args:
     group: from `plan`.
     dataset: the group's resolved data (`jaxlstm.data.resolve`).
     seed: the run's seed; member keys are (seed, config id, repeat).
+    mesh: the devices (`jaxlstm.devices.make_mesh`); default every device.
   """
+  mesh = devices_lib.resolve_mesh(mesh)
   train = make_train(group.configs[0], dataset, widths=group.widths)
   calls = plan_calls(group, train, dataset, memory_budget=memory_budget,
-                     max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk)
+                     max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk, devices=mesh.size,
+                     memories=devices_lib.memories(mesh))
   return GroupProgram(train=train, members=members_of(group, seed), data=arrays(dataset), calls=calls,
-                      key=(program_key(group.configs[0]), train.shape))
+                      key=(program_key(group.configs[0]), train.shape), mesh=mesh)
 
 
 # ---------------------------------------------------------------------------
@@ -423,7 +503,8 @@ class Checkpointer(Protocol):
 def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, epoch_chunk: int | None = None,
               memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
               progress: Callable[[dict], None] | None = None,
-              checkpointer: Checkpointer | None = None) -> tuple[list[Ensemble], RunInfo]:
+              checkpointer: Checkpointer | None = None, mesh=None,
+              devices: int | Sequence[Any] | None = None) -> tuple[list[Ensemble], RunInfo]:
   """Train every member of a group: one call per (member chunk, epoch chunk).
 
   Args:
@@ -432,11 +513,16 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
       `data.check_compatible` by the caller); default resolved from the configs' `data`.
     seed: the run's seed; member keys are (seed, config id, repeat).
     epoch_chunk: epochs per call (default `choose_epoch_chunk`).
-    memory_budget: bytes; members are split into equal chunks that fit.
+    memory_budget: bytes per device (per process for CPU host devices, which share
+      its memory); members are split into equal chunks that fit.
     max_members_per_call: cap on members per call (overrides the budget if smaller).
     progress: called with a dict after each call (epochs done, totals, seconds).
     checkpointer: saves / restores the state at epoch-chunk boundaries
-      (only for groups that fit in one member chunk).
+      (only for groups that fit in one member chunk, in a single process).
+    mesh: the devices the members are laid out on (`jaxlstm.devices.make_mesh`;
+      under `jax.distributed`, every process passes the same one).
+    devices: instead of `mesh`: how many devices (per process), or which;
+      default every device of the default backend.
 
   Returns:
     One Ensemble per config of the group (in order), and what the run cost.
@@ -444,11 +530,12 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
   if dataset is None:
     dataset = data_lib.resolve_all(group.configs)[data_lib.data_key(group.configs[0])]
   program = group_program(group, dataset, seed=seed, memory_budget=memory_budget,
-                          max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk)
+                          max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk,
+                          mesh=devices_lib.resolve_mesh(mesh, devices))
   calls = program.calls
   info = RunInfo(member_chunks=calls.calls)
-  if checkpointer is not None and calls.calls > 1:
-    checkpointer = None  # resumable state is kept per single-chunk group only
+  if checkpointer is not None and (calls.calls > 1 or jax.process_count() > 1):
+    checkpointer = None  # resumable state is kept per single-chunk group of one process only
   histories, finals = [], []
   for call in range(calls.calls):
     states, history = _run_member_chunk(program, group, call, info, progress, checkpointer)
@@ -464,7 +551,7 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
 def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunInfo,
                       progress: Callable[[dict], None] | None, checkpointer: Checkpointer | None):
   """Train one member chunk through all its epoch chunks; returns host `(states, history)`."""
-  calls, epochs = program.calls, program.train.shape.epochs
+  calls, epochs, mesh = program.calls, program.train.shape.epochs, program.mesh
   part = jax.tree.map(lambda a: a[calls.member_index(call)], program.members)
   layout = calls.layouts[call]
   restored = checkpointer.restore() if checkpointer is not None else None
@@ -475,10 +562,12 @@ def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunI
   stops = group.configs[0].train.early_stopping is not None
   run, seconds = program.entry(layout, part)
   _count_compile(info, seconds)
+  states, part = devices_lib.shard(states, mesh), devices_lib.shard(part, mesh)
+  data = devices_lib.replicate(program.data, mesh)
   while done < epochs:
     t0 = time.perf_counter()
-    states, hist = run(states, part, program.data, np.bool_(restored is None and done == 0))
-    hist = jax.device_get(hist)
+    states, hist = run(states, part, data, np.bool_(restored is None and done == 0))
+    hist = devices_lib.gather(hist)
     info.run_seconds += time.perf_counter() - t0
     info.epoch_chunks += 1
     done += calls.epoch_chunk
@@ -490,14 +579,14 @@ def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunI
       progress({"call": call, "calls": calls.calls, "epochs_done": min(done, epochs), "epochs": epochs,
                 "members": calls.members_per_call, "run_seconds": info.run_seconds,
                 "compile_seconds": info.compile_seconds})
-    if stops and done < epochs and bool(np.all(np.asarray(states.callbacks.stopping.stopped))):
+    if stops and done < epochs and bool(np.all(devices_lib.gather(states.callbacks.stopping.stopped))):
       info.stopped_early = True
       break
   history = {k: np.concatenate(v, axis=1)[:, :epochs] for k, v in chunk_history.items()}
   if history["loss"].shape[1] < epochs:  # ended early: every member had stopped
     pad = epochs - history["loss"].shape[1]
     history = {k: np.pad(v, ((0, 0), (0, pad)), constant_values=np.nan) for k, v in history.items()}
-  return jax.device_get(states), history
+  return devices_lib.gather(states), history
 
 
 def _count_compile(info: RunInfo, seconds: float) -> None:
@@ -514,10 +603,18 @@ def _count_compile(info: RunInfo, seconds: float) -> None:
 class Ensemble:
   """All repeats of one config.
 
+  With cross-validation (`data.cv`, `folds` > 1) each repeat is `folds` training
+  runs: `fold_*` hold them per fold, and the repeat-level fields summarise its
+  folds. `history` is the mean over folds at each epoch, a fold that stopped early
+  counting with its last value (its weights are frozen), so a repeat's final
+  value is the mean of its folds' final values; NaN after every fold stopped.
+  `stopped_epoch` is the last fold's stop (-1 unless all stopped), `diverged_epoch`
+  the first fold's divergence, `best_epoch` the best epoch of the mean curve.
+
   Attributes:
     config: the config.
     history: metric -> `[repeats, epochs]` float array; NaN after a repeat stopped.
-    params: stacked parameter pytree (numpy), leading axis = repeats.
+    params: stacked parameter pytree (numpy), leading axis = repeats (`[repeats, folds, ...]` with folds).
     stopped_epoch: `[repeats]` epoch at which early stopping fired (0-based), -1 if never.
     best_epoch: `[repeats]` best epoch of the monitored metric (val_loss without early stopping).
     diverged: `[repeats]` True where the loss became NaN/Inf.
@@ -538,6 +635,11 @@ class Ensemble:
   time_out: int = 0
   frame_shape: tuple[int, ...] = ()
   timings: dict[str, float] = dataclasses.field(default_factory=dict)
+  folds: int = 1
+  fold_history: dict[str, np.ndarray] | None = None  # metric -> [repeats, folds, epochs]
+  fold_stopped_epoch: np.ndarray | None = None  # [repeats, folds]
+  fold_best_epoch: np.ndarray | None = None  # [repeats, folds]
+  fold_diverged_epoch: np.ndarray | None = None  # [repeats, folds]
 
   @property
   def repeats(self) -> int:
@@ -575,14 +677,19 @@ class Ensemble:
     return Network(self.config.model, self.outputs, time_out=self.time_out, frame_shape=tuple(self.frame_shape))
 
   def predict(self, x: np.ndarray) -> np.ndarray:
-    """Predictions of every repeat: `[repeats, N, ...]` (after the output activation)."""
+    """Predictions of every repeat: `[repeats, N, ...]` (after the output activation).
+
+    With folds, every fold's model: `[repeats, folds, N, ...]`. Map them to a transformed
+    series' original units with `jaxlstm.prep.to_original(dataset, predictions)`.
+    """
     x = np.asarray(x, np.float32)
     if x.ndim != 3:
       raise ValueError(f"x must have shape [samples, time, features], got {x.shape}.")
     network, act = self.network(), self.config.model.output_activation
 
     def predict_all(params, x):
-      return jax.vmap(lambda p: activate(network.apply({"params": p}, x), act))(params)
+      one = lambda p: activate(network.apply({"params": p}, x), act)
+      return jax.vmap(jax.vmap(one) if self.folds > 1 else one)(params)
 
     key = ("predict", json.dumps(self.config.to_dict()["model"], sort_keys=True), self.outputs,
            self.time_out, tuple(self.frame_shape))
@@ -592,7 +699,7 @@ class Ensemble:
 
 def _ensemble(group: Group, index: int, train: Train, states, history, seed: int, info: RunInfo) -> Ensemble:
   cfg = group.configs[index]
-  rows = slice(index * group.repeats, (index + 1) * group.repeats)
+  rows = slice(index * group.lanes, (index + 1) * group.lanes)
   take = lambda tree: jax.tree.map(lambda a: np.asarray(a[rows]), tree)
   params = take(states.params)
   if cfg.train.early_stopping is not None:
@@ -604,7 +711,7 @@ def _ensemble(group: Group, index: int, train: Train, states, history, seed: int
       restore = np.asarray(stopping.has_best)  # Keras 3 restores whenever a snapshot exists
       params = jax.tree.map(lambda b, p: np.where(restore.reshape((-1,) + (1,) * (p.ndim - 1)), b, p), best, params)
   else:
-    stopped_epoch = np.full(group.repeats, -1)
+    stopped_epoch = np.full(group.lanes, -1)
     val = history["val_loss"][rows]
     with np.errstate(all="ignore"):
       best_epoch = np.where(np.isfinite(val).any(axis=1),
@@ -614,13 +721,59 @@ def _ensemble(group: Group, index: int, train: Train, states, history, seed: int
     params = unpad_params(params, own, group.widths, cfg.model.cell, leading=1)
   diverged_epoch = np.asarray(states.diverged_epoch[rows]).astype(int)
   shape = train.shape
+  history = {k: v[rows] for k, v in history.items()}
+  folds = {}
+  if group.folds > 1:
+    per_repeat = lambda a: np.reshape(a, (group.repeats, group.folds, *np.shape(a)[1:]))
+    params = jax.tree.map(per_repeat, params)
+    folds = summarise_folds(cfg, {k: per_repeat(v) for k, v in history.items()}, per_repeat(stopped_epoch),
+                            per_repeat(best_epoch), per_repeat(diverged_epoch))
+    history, stopped_epoch, best_epoch, diverged_epoch = (
+        folds.pop(k) for k in ("history", "stopped_epoch", "best_epoch", "diverged_epoch"))
   return Ensemble(
-      config=cfg, history={k: v[rows] for k, v in history.items()}, params=params,
+      config=cfg, history=history, params=params,
       stopped_epoch=stopped_epoch, best_epoch=best_epoch, diverged=diverged_epoch >= 0,
       diverged_epoch=diverged_epoch, seed=seed, repeat_indices=group.repeat_indices,
       outputs=shape.outputs, time_out=shape.time_out, frame_shape=shape.frame_shape,
       timings={"compile_seconds": info.compile_seconds, "run_seconds": info.run_seconds,
-               "compiles": info.compiles})
+               "compiles": info.compiles}, **folds)
+
+
+def summarise_folds(config: Config, fold_history: dict[str, np.ndarray], stopped: np.ndarray, best: np.ndarray,
+                    diverged: np.ndarray) -> dict[str, Any]:
+  """A repeat's fields from its folds' (`[repeats, folds, ...]`); see `Ensemble` for the rules.
+
+  Returns:
+    `Ensemble` keyword arguments: history, stopped_epoch, best_epoch, diverged_epoch,
+    folds and the `fold_*` arrays.
+  """
+  stopped, best, diverged = (np.asarray(a, int) for a in (stopped, best, diverged))
+  repeats, folds = stopped.shape
+  all_stopped = (stopped >= 0).all(axis=1)
+  history = {}
+  for name, values in fold_history.items():
+    epochs = values.shape[-1]
+    last = np.where(stopped >= 0, stopped, epochs - 1)[..., None]
+    held = np.take_along_axis(values, np.minimum(last, epochs - 1), axis=-1)
+    # A stopped fold keeps its last value (frozen weights); the mean ends where the last fold stopped.
+    carried = np.where(np.arange(epochs) > last, held, values)
+    mean = carried.mean(axis=1)
+    end = np.where(all_stopped, stopped.max(axis=1), epochs - 1)[:, None]
+    history[name] = np.where(np.arange(epochs) > end, np.nan, mean).astype(values.dtype)
+  monitor = config.train.early_stopping.monitor if config.train.early_stopping is not None else "val_loss"
+  mode = config.train.early_stopping.mode if config.train.early_stopping is not None else "auto"
+  higher = mode == "max" or (mode == "auto" and metrics_lib.higher_is_better(monitor))
+  curve = history[monitor]
+  with np.errstate(all="ignore"):
+    finite = np.isfinite(curve)
+    pick = np.nanargmax if higher else np.nanargmin
+    best_epoch = np.where(finite.any(axis=1), pick(np.where(finite, curve, -np.inf if higher else np.inf), axis=1), -1)
+  return {"history": history, "stopped_epoch": np.where(all_stopped, stopped.max(axis=1), -1),
+          "best_epoch": best_epoch.astype(int),
+          "diverged_epoch": np.where((diverged >= 0).any(axis=1),
+                                     np.where(diverged >= 0, diverged, 2**30).min(axis=1), -1),
+          "folds": folds, "fold_history": fold_history, "fold_stopped_epoch": stopped, "fold_best_epoch": best,
+          "fold_diverged_epoch": diverged}
 
 
 # ---------------------------------------------------------------------------
@@ -636,7 +789,7 @@ def fit(config: Config, dataset: Dataset | None = None, *, repeats: int, seed: i
       default generated from `config.data`.
     repeats: number of repeats; repeat i's key depends only on (seed, config, i).
     seed: the run's seed.
-    **kwargs: passed to `run_group` (epoch_chunk, memory_budget, progress, ...).
+    **kwargs: passed to `run_group` (mesh or devices, epoch_chunk, memory_budget, progress, ...).
 
   Raises:
     ConfigError: the config cannot train on the data (before anything compiles).

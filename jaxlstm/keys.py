@@ -5,6 +5,13 @@ depends on (seed, config, i) alone (on (seed, i) alone for `train.paired` config
 first 30 repeats of a 100-repeat run equal a 30-repeat run. Each source of
 randomness draws from its own named stream of that key, so one source can be
 held fixed across repeats while another varies (`train.vary`).
+
+Cross-validation (`data.cv`): fold f of repeat i draws its `init`, `shuffle` and
+`dropout` streams from `fold_in(stream key of repeat i, f)`, so every fold is a
+training run of its own; its `split` stream is the repeat's, shared by all its
+folds, because it draws the one partition of the samples the folds are cut from
+("kfold"). A stream held fixed by `train.vary` is repeat 0's before the fold is
+folded in: fold f of every repeat then draws the same.
 """
 from __future__ import annotations
 
@@ -82,11 +89,18 @@ def stream_keys(keys: jax.Array, vary: Sequence[str] = STREAMS) -> StreamKeys:
   return StreamKeys(**streams)
 
 
-def group_keys(seed: int, configs: Sequence[Config], repeats: int | Sequence[int]) -> StreamKeys:
-  """Stream keys of every (config, repeat), config-major: leaves `[len(configs) * repeats]`.
+# The streams each cross-validation fold draws for itself; the others ("split") are the repeat's.
+FOLD_STREAMS = ("init", "shuffle", "dropout")
 
-  One compiled call for the whole group (op-by-op key derivation costs a
-  compile per primitive). All configs must share `train.vary`.
+
+def group_keys(seed: int, configs: Sequence[Config], repeats: int | Sequence[int], folds: int = 1) -> StreamKeys:
+  """Stream keys of every (config, repeat[, fold]), config-major, folds fastest.
+
+  Leaves `[len(configs) * repeats * folds]`. With `folds > 1`, member
+  `(c * repeats + r) * folds + f` is fold f of repeat r of config c (see the
+  module docstring for how its keys derive). Computed in numpy (threefry), or in
+  one compiled call for another PRNG (op-by-op key derivation costs a compile per
+  primitive). All configs must share `train.vary`.
   """
   check_seed(seed)
   vary = {c.train.vary for c in configs}
@@ -96,7 +110,7 @@ def group_keys(seed: int, configs: Sequence[Config], repeats: int | Sequence[int
   numbers = np.asarray([config_number(c) for c in configs], np.uint32)
   vary = vary.pop()
   if jax.config.jax_default_prng_impl != "threefry2x32":
-    return _group_keys(np.uint32(seed), numbers, indices.astype(np.uint32), vary)
+    return _group_keys(np.uint32(seed), numbers, indices.astype(np.uint32), vary, int(folds))
   # The same threefry arithmetic in numpy: bit-identical keys without the
   # ~1 s it takes XLA to compile the key derivation on a 2-core CPU.
   base = fold_in_data(np.array([0, seed], np.uint32), numbers)[:, None, :]  # [configs, 1, 2]
@@ -105,7 +119,11 @@ def group_keys(seed: int, configs: Sequence[Config], repeats: int | Sequence[int
   streams = {}
   for name, stream in _STREAM_NUMBER.items():
     source = keys if name in vary else np.broadcast_to(fixed, keys.shape)
-    streams[name] = jax.random.wrap_key_data(fold_in_data(source, np.uint32(stream)).reshape(-1, 2))
+    data = fold_in_data(source, np.uint32(stream))  # [configs, repeats, 2]
+    if folds > 1:
+      data = (fold_in_data(data[:, :, None, :], np.arange(folds, dtype=np.uint32)) if name in FOLD_STREAMS
+              else np.broadcast_to(data[:, :, None, :], (*data.shape[:2], folds, 2)))
+    streams[name] = jax.random.wrap_key_data(np.ascontiguousarray(data).reshape(-1, 2))
   return StreamKeys(**streams)
 
 
@@ -138,8 +156,8 @@ def fold_in_data(key_data: np.ndarray, data) -> np.ndarray:
   return np.stack([x0, x1], axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames="vary")
-def _group_keys(seed, numbers, indices, vary):
+@functools.partial(jax.jit, static_argnames=("vary", "folds"))
+def _group_keys(seed, numbers, indices, vary, folds=1):
   def one_config(number):
     base = jax.random.fold_in(jax.random.key(seed), number)
     fold = jax.vmap(lambda i: jax.random.fold_in(base, i))
@@ -149,6 +167,11 @@ def _group_keys(seed, numbers, indices, vary):
     for name, stream in _STREAM_NUMBER.items():
       source = keys if name in vary else jnp.broadcast_to(fixed, keys.shape)
       streams[name] = jax.vmap(lambda k, n=stream: jax.random.fold_in(k, n))(source)
+      if folds > 1:
+        numbers = jnp.arange(folds, dtype=jnp.uint32)
+        per_fold = (jax.vmap(lambda k: jax.vmap(lambda f: jax.random.fold_in(k, f))(numbers))
+                    if name in FOLD_STREAMS else lambda k: jnp.broadcast_to(k[:, None], (k.shape[0], folds)))
+        streams[name] = per_fold(streams[name])
     return StreamKeys(**streams)
   per_config = jax.vmap(one_config)(numbers)
   return jax.tree.map(lambda k: k.reshape(-1), per_config)

@@ -65,6 +65,29 @@ def mae_original(logits, targets, output_activation="linear", *, unit_scale=1.0,
                      steps)
 
 
+def invert_power(z, power: str, lmbda):
+  """Undo log / Box-Cox per column (`lmbda [outputs]`), as `prep.invert_power` (edge values included)."""
+  if power == "log":
+    return jnp.exp(z)
+  if power != "boxcox":
+    return z
+  lmbda = jnp.broadcast_to(lmbda, z.shape)
+  safe = jnp.where(lmbda == 0, 1.0, lmbda)
+  return jnp.where(lmbda == 0, jnp.exp(z), jnp.maximum(safe * z + 1.0, 0.0) ** (1.0 / safe))
+
+
+def mae_levels(logits, originals, output_activation="linear", *, matrix, offsets, lmbda, power):
+  """MAE in a transformed series' original units: `[batch]`.
+
+  Predictions `[batch, outputs]` map to transformed levels `p @ matrix.T + offsets`
+  (`offsets [batch, outputs]`: each sample's window levels and the scaler's shift;
+  `prep.inverse_map`), then through the power transform's inverse, and are compared
+  with the original targets `originals [batch, outputs]`.
+  """
+  levels = activate(logits, output_activation) @ matrix.T + offsets
+  return _per_sample(jnp.abs(invert_power(levels, power, lmbda) - originals))
+
+
 LOSSES: dict[str, Callable] = {
     "mse": mse, "mae": mae,
     "binary_crossentropy": binary_crossentropy,

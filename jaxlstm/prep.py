@@ -85,6 +85,10 @@ class MinMaxScaler:
     _check_features(self.data_min, x, "MinMaxScaler")
     return ((x - self.feature_range[0]) / self._scale + self.data_min).astype(np.float32)
 
+  def affine(self) -> tuple[np.ndarray, np.ndarray]:
+    """`(s, t)` float64 with `inverse(x) = s * x + t` (per feature)."""
+    return 1.0 / self._scale, self.data_min - self.feature_range[0] / self._scale
+
   def select(self, features: Sequence[int]) -> MinMaxScaler:
     """The same scaler restricted to (and reordered as) `features`."""
     index = np.asarray(features, dtype=int)
@@ -118,6 +122,10 @@ class StandardScaler:
     x = _as_float(x)
     _check_features(self.mean, x, "StandardScaler")
     return (x * self.scale + self.mean).astype(np.float32)
+
+  def affine(self) -> tuple[np.ndarray, np.ndarray]:
+    """`(s, t)` float64 with `inverse(x) = s * x + t` (per feature)."""
+    return np.asarray(self.scale, np.float64), np.asarray(self.mean, np.float64)
 
   def select(self, features: Sequence[int]) -> StandardScaler:
     """The same scaler restricted to (and reordered as) `features`."""
@@ -697,3 +705,264 @@ def rolling_origin_datasets(dataset: Dataset, n_splits: int, min_train: int, hor
         dataset, x_train=x[train_idx], y_train=y[train_idx], x_val=x[val_idx], y_val=y[val_idx],
         metadata={**dataset.metadata, "fold": (k, int(len(train_idx)))}))
   return folds
+
+
+# --------------------------------------------------------------------------- transforms of windowed series
+#
+# A framed series (`sliding_windows`, `make("csv")`, `damped_sine`) holds each sample's
+# input window `x [N, T, F]` and the targets that follow it, `y [N, steps * targets]`
+# (step-major; `metadata["target_features"]` names the input feature of each column).
+# `transform_series` applies, to every target feature, a power transform (log or
+# Box-Cox, lambda fitted on the training part) and then differencing at each lag, inside
+# each sample: the window and its targets are one sequence, so a target's difference
+# uses the level `lag` steps back, in the window or in an earlier target of the sample.
+# The inverse is affine up to the power transform: z0 = M @ z + h per sample, with M
+# summing the differenced columns back to levels and h the levels the window supplies,
+# which are recorded per sample (`SeriesTransform.offsets`).
+
+POWERS = ("none", "log", "boxcox")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SeriesTransform:
+  """How `transform_series` changed a dataset's targets, and what inverts it.
+
+  Attributes:
+    power: "none", "log" or "boxcox".
+    lmbda: `[outputs]` float64 Box-Cox lambda of each target column (0 for log and none).
+    lags: the differencing lags, in the order applied.
+    features: the input feature of each distinct target (`target_layout`).
+    matrix: `[outputs, outputs]` M: the levels (after the power transform) of a
+      sample's target columns are `M @ z + h` for its differenced targets z.
+    offsets: "train" / "val" -> `[N, outputs]` float64 h of each sample: what the
+      window contributes to each level.
+    originals: "train" / "val" -> `[N, outputs]` float64 targets in original units.
+  """
+  power: str
+  lmbda: np.ndarray
+  lags: tuple[int, ...]
+  features: tuple[int, ...]
+  matrix: np.ndarray
+  offsets: dict[str, np.ndarray]
+  originals: dict[str, np.ndarray]
+
+
+def target_layout(dataset: Dataset) -> tuple[list[int], int]:
+  """`(features, steps)` of a forecasting dataset's targets.
+
+  Column `c` of `y [N, outputs]` is target `c % len(features)` (input feature
+  `features[c % len(features)]`) at step `c // len(features)` after the window, as
+  `sliding_windows` lays them out. Univariate inputs need no metadata; multivariate
+  inputs need `metadata["target_features"]`.
+
+  Raises:
+    ValueError: classification, sequence targets, or targets whose input feature is unknown.
+  """
+  y = dataset.y_train
+  if dataset.task != "regression":
+    raise ValueError(f"the targets of {dataset.name!r} are classes ({dataset.task}), not a series")
+  if y.ndim != 2:
+    raise ValueError(f"the targets of {dataset.name!r} are sequences {y.shape[1:]}, not the next steps of a "
+                     "series [samples, steps * targets]")
+  outputs = y.shape[1]
+  features = dataset.metadata.get("target_features")
+  if features is None:
+    if dataset.n_features != 1:
+      raise ValueError(f"{dataset.name!r} has {dataset.n_features} input features and no "
+                       "metadata['target_features'] saying which one each target is")
+    features = [0] * outputs
+  features = [int(f) for f in features]
+  if len(features) != outputs or not all(0 <= f < dataset.n_features for f in features):
+    raise ValueError(f"metadata['target_features'] = {features} does not name an input feature for each of "
+                     f"the {outputs} target columns")
+  for width in range(1, outputs + 1):
+    head = features[:width]
+    if outputs % width == 0 and features == head * (outputs // width) and len(set(head)) == width:
+      return head, outputs // width
+  raise ValueError(f"metadata['target_features'] = {features} is not steps x distinct targets (step-major)")
+
+
+def _column_layout(features: Sequence[int], steps: int) -> tuple[np.ndarray, np.ndarray]:
+  """`[outputs]` target index and step of each column."""
+  columns = np.arange(len(features) * steps)
+  return columns % len(features), columns // len(features)
+
+
+def difference_matrix(features: Sequence[int], steps: int, lags: Sequence[int]) -> np.ndarray:
+  """`[outputs, outputs]` M with levels = M @ differences + window levels (see module notes)."""
+  target, step = _column_layout(features, steps)
+  matrix = np.eye(len(target))
+  for lag in lags:
+    # Undoing one lag: level[s] = sum of differences at s, s - lag, s - 2 lag, ... (same target).
+    behind = step[:, None] - step[None, :]
+    matrix = matrix @ ((target[:, None] == target[None, :]) & (behind >= 0) & (behind % lag == 0))
+  return matrix
+
+
+def _power(values: np.ndarray, power: str, lmbda: float) -> np.ndarray:
+  if power == "log":
+    return np.log(values)
+  if power == "boxcox":
+    import scipy.special
+    return scipy.special.boxcox(values, lmbda)
+  return values
+
+
+def invert_power(z: Any, power: str, lmbda: Any) -> np.ndarray:
+  """Undo the power transform per column (`lmbda` broadcasts on the last axis), float64.
+
+  Box-Cox values outside its range (lambda z + 1 <= 0) map to the edge of the
+  original range: 0 for lambda > 0, +inf for lambda < 0 (scipy gives NaN there);
+  the compiled `mae_original` does the same.
+  """
+  z = np.asarray(z, np.float64)
+  if power == "log":
+    return np.exp(z)
+  if power != "boxcox":
+    return z
+  lmbda = np.broadcast_to(np.asarray(lmbda, np.float64), z.shape[-1:])
+  safe = np.where(lmbda == 0, 1.0, lmbda)
+  with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+    return np.where(lmbda == 0, np.exp(z), np.maximum(safe * z + 1.0, 0.0) ** (1.0 / safe))
+
+
+def transform_series(dataset: Dataset, *, difference: Sequence[int] = (), transform: str = "none") -> Dataset:
+  """Power-transform and difference the target series of a framed dataset, inside each sample.
+
+  For each target feature, the sample's window and its targets are one sequence:
+  the power transform (log, or Box-Cox with lambda fitted on the training part's
+  values of that feature, windows and targets pooled) applies to all of it, then
+  each lag differences it in turn, so a window of T steps keeps its last
+  `T - sum(difference)` steps (every input feature loses the first ones) and a
+  target becomes its change over `lag` steps. Other input features are left as
+  they are. Scale afterwards (`prepare`): fitted on the transformed training part.
+
+  Args:
+    dataset: a framed series (see `target_layout`).
+    difference: lags, applied in order (e.g. `[1, 12]`: a lag-1 then a seasonal difference).
+    transform: "none", "log" or "boxcox".
+
+  Returns:
+    The transformed dataset; `metadata["series_transform"]` holds a `SeriesTransform`
+    (what `to_original` needs).
+
+  Raises:
+    ValueError: an undefined request (see `target_layout`), lags that leave no
+      input step, or non-positive values under log / Box-Cox.
+  """
+  if transform not in POWERS:
+    raise ValueError(f"transform must be one of {', '.join(map(repr, POWERS))}, got {transform!r}.")
+  lags = tuple(int(lag) for lag in difference)
+  for lag in lags:
+    _check_lag(lag, None)
+  if "series_transform" in dataset.metadata or "target_scaler" in dataset.metadata:
+    raise ValueError(f"dataset {dataset.name!r} was already transformed or scaled; transform the raw series "
+                     "(transforms come before scaling).")
+  features, steps = target_layout(dataset)
+  time = dataset.x_train.shape[1]
+  if sum(lags) >= time:
+    raise ValueError(f"differencing at lags {list(lags)} needs input windows longer than {sum(lags)} steps, "
+                     f"but the windows have {time}")
+  target, _ = _column_layout(features, steps)
+  parts = {"train": (dataset.x_train, dataset.y_train), "val": (dataset.x_val, dataset.y_val)}
+  lmbda = np.zeros(len(features))
+  for j, f in enumerate(features):
+    if transform == "none":
+      continue
+    for part, (x, y) in parts.items():
+      values = np.concatenate([x[..., f].ravel(), y[:, target == j].ravel()]).astype(np.float64)
+      if values.size and values.min() <= 0:
+        raise ValueError(f"{transform} needs positive values, but input feature {f} of the {part} part has "
+                         f"min {values.min():g}")
+    if transform == "boxcox":
+      x, y = parts["train"]
+      lmbda[j] = boxcox(np.concatenate([x[..., f].ravel(), y[:, target == j].ravel()]))[1]
+  matrix = difference_matrix(features, steps, lags)
+  changes, offsets, originals = {}, {}, {}
+  for part, (x, y) in parts.items():
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    x_out = x64[:, sum(lags):, :].copy()
+    levels, diffed = np.zeros_like(y64), np.zeros_like(y64)
+    for j, f in enumerate(features):
+      columns = target == j
+      sequence = _power(np.concatenate([x64[:, :, f], y64[:, columns]], axis=1), transform, lmbda[j])
+      levels[:, columns] = sequence[:, time:]
+      for lag in lags:
+        sequence = sequence[:, lag:] - sequence[:, :-lag]
+      x_out[:, :, f] = sequence[:, :-steps]
+      diffed[:, columns] = sequence[:, -steps:]
+    offsets[part] = levels - diffed @ matrix.T  # the window's share of each level
+    originals[part] = y64
+    changes[f"x_{part}"], changes[f"y_{part}"] = x_out.astype(np.float32), diffed.astype(np.float32)
+  record = SeriesTransform(transform, lmbda[target], lags, tuple(features), matrix, offsets, originals)
+  metadata = {**dataset.metadata, "series_transform": record}
+  return dataclasses.replace(dataset, metadata=metadata, **changes)
+
+
+def inverse_map(dataset: Dataset, part: str = "val") -> tuple[np.ndarray, np.ndarray]:
+  """`(A [outputs, outputs], c [N, outputs])`: transformed levels = predictions @ A.T + c.
+
+  Folds the target scaler's inverse (affine) and the differencing inverse into one
+  map per sample of `part` ("train", "val", or "all": train then val); the power
+  transform's inverse (`invert_power`) then gives original units. Without
+  `transform_series`, A is the scaler's inverse and c its shift (the same for every sample).
+  """
+  outputs = dataset.y_train.shape[-1]
+  scaler = dataset.metadata.get("target_scaler")
+  scale, shift = scaler.affine() if scaler is not None else (np.ones(outputs), np.zeros(outputs))
+  scale = np.broadcast_to(np.asarray(scale, np.float64), (outputs,))
+  shift = np.broadcast_to(np.asarray(shift, np.float64), (outputs,))
+  record: SeriesTransform | None = dataset.metadata.get("series_transform")
+  n = {"train": len(dataset.x_train), "val": len(dataset.x_val)}
+  if part not in ("train", "val", "all"):
+    raise ValueError(f"part must be 'train', 'val' or 'all', got {part!r}.")
+  n_part = n["train"] + n["val"] if part == "all" else n[part]
+  if record is None:
+    return np.diag(scale), np.broadcast_to(shift, (n_part, outputs))
+  offsets = (np.concatenate([record.offsets["train"], record.offsets["val"]]) if part == "all"
+             else record.offsets[part])
+  return record.matrix * scale[None, :], offsets + record.matrix @ shift
+
+
+def originals(dataset: Dataset, part: str = "val") -> np.ndarray:
+  """`[N, outputs]` float64 targets of `part` in the series' original units (before every transform)."""
+  record: SeriesTransform | None = dataset.metadata.get("series_transform")
+  if record is None:
+    ys = {"train": dataset.y_train, "val": dataset.y_val}
+    y = np.concatenate([ys["train"], ys["val"]]) if part == "all" else ys[part]
+    return np.asarray(to_original_units(dataset, y), np.float64)
+  if part == "all":
+    return np.concatenate([record.originals["train"], record.originals["val"]])
+  return record.originals[part]
+
+
+def to_original(dataset: Dataset, predictions: Any, part: str = "val") -> np.ndarray:
+  """Map predictions back to the series' original units, inverting every transform.
+
+  Undoes scaling, then differencing (adding the levels each sample's window gives,
+  and earlier predicted steps for multi-step targets), then log / Box-Cox. Without
+  `transform_series` this is `to_original_units`.
+
+  Args:
+    dataset: the resolved dataset the model trained on (`jaxlstm.data.resolve`).
+    predictions: `[..., N, outputs]` predictions for the samples of `part`, e.g.
+      `Ensemble.predict(dataset.x_val)` `[repeats, N, outputs]`.
+    part: whose samples they are: "val", "train" or "all" (train then val, the
+      pooled order cross-validation folds index).
+
+  Returns:
+    `[..., N, outputs]` float32 in original units.
+
+  Raises:
+    ValueError: `predictions` do not have one row per sample of `part`.
+  """
+  matrix, offsets = inverse_map(dataset, part)
+  p = np.asarray(predictions, np.float64)
+  if p.ndim < 2 or p.shape[-2:] != offsets.shape:
+    raise ValueError(f"predictions of shape {p.shape} do not match the {part} part's {offsets.shape[0]} "
+                     f"samples x {offsets.shape[1]} outputs; pass part='train', 'val' or 'all' to match them.")
+  record: SeriesTransform | None = dataset.metadata.get("series_transform")
+  levels = p @ matrix.T + offsets
+  if record is None:
+    return levels.astype(np.float32)
+  return invert_power(levels, record.power, record.lmbda).astype(np.float32)

@@ -507,8 +507,10 @@ def _what_ran(run: RunData) -> list[str]:
                  + (f" ({study['random']} random draws)" if study.get("random") else ""))
   else:
     lines.append("- grid: none (one config)")
-  for note in _gap_lines(m.get("data_notes") or {}):
+  for note in _gap_lines(m.get("data_notes") or {}) + _transform_lines(m.get("data_notes") or {}):
     lines.append(f"- data: {note}")
+  for note in _validation_lines(m.get("data_notes") or {}):
+    lines.append(f"- validation: {note}")
   lines.append(f"- configs: {n_configs} ({len(run.done)} done), repeats: {run.repeats} per config, "
                f"seed: {study['seed']}")
   # Unset and zero-valued options (baseline None, min_delta 0, ...) are Keras' defaults: left out.
@@ -525,7 +527,8 @@ def _what_ran(run: RunData) -> list[str]:
 def _gap_lines(notes: Mapping[str, Mapping[str, Any]]) -> list[str]:
   """One line per distinct way gaps in a CSV series were handled (`data.options.fill`)."""
   lines = []
-  for note in {json.dumps(n, sort_keys=True): n for n in notes.values()}.values():
+  gap_notes = [{k: n[k] for k in ("fill", "gaps", "filled", "dropped_rows")} for n in notes.values() if "fill" in n]
+  for note in {json.dumps(n, sort_keys=True): n for n in gap_notes}.values():
     gaps = sum(note["gaps"].values())
     where = ", ".join(f"{_md(k)}: {v}" for k, v in note["gaps"].items() if v)
     if note["fill"] == "drop":
@@ -534,6 +537,45 @@ def _gap_lines(notes: Mapping[str, Mapping[str, Any]]) -> list[str]:
     else:
       how = "linear interpolation" if note["fill"] == "interpolate" else "the last value (forward fill)"
       lines.append(f"{gaps} gap(s) ({where}) filled by {how} (`data.options.fill = {note['fill']}`)")
+  return lines
+
+
+def _validation_lines(notes: Mapping[str, Mapping[str, Any]]) -> list[str]:
+  """One line per distinct cross-validation scheme (`data.cv`), as the data resolved it."""
+  lines = []
+  for cv in {json.dumps(n["cv"], sort_keys=True): n["cv"] for n in notes.values() if n.get("cv")}.values():
+    k, n = cv["folds"], cv["samples"]
+    if cv["scheme"] == "rolling":
+      text = (f"walk-forward (rolling origin) over {k} folds of the {n} samples in order: each fold trains on "
+              f"every sample before its origin ({cv['train'][0]} to {cv['train'][-1]})"
+              + (f", less the {cv['gap']} before it whose targets overlap the validation windows" if cv["gap"] else "")
+              + f", and validates on the next {cv['horizon']}")
+    elif cv["scheme"] == "blocked":
+      text = f"blocked {k}-fold cross-validation: {k} contiguous folds of the {n} samples in order"
+    else:
+      text = (f"{k}-fold cross-validation over all {n} samples, the folds shuffled per repeat (from its "
+              "`split` key; each fold draws its own initial weights, order and dropout)")
+    lines.append(f"{text} (`data.cv = {cv['scheme']}`); every fold is a member of the same compiled call, and "
+                 "a repeat's score is the mean of its folds' scores (each fold's in scores.csv)")
+  return lines
+
+
+def _transform_lines(notes: Mapping[str, Mapping[str, Any]]) -> list[str]:
+  """One line per distinct chain of series transforms (`data.transform`, `data.difference`)."""
+  lines = []
+  chains = {json.dumps(n["series_transform"], sort_keys=True): n["series_transform"]
+            for n in notes.values() if n.get("series_transform")}
+  for chain in chains.values():
+    steps = []
+    if chain["power"] == "log":
+      steps.append("log")
+    elif chain["power"] == "boxcox":
+      lmbda = ", ".join(f"{v:.4g}" for v in chain["lmbda"])
+      steps.append(f"Box-Cox (lambda {lmbda}, fitted on the training rows)")
+    if chain["lags"]:
+      steps.append(f"differenced at lag(s) {', '.join(map(str, chain['lags']))} inside each window")
+    lines.append("target series " + ", then ".join(steps) + ", before scaling; `*_original` metrics invert every "
+                 "transform and report errors in the series' original units")
   return lines
 
 

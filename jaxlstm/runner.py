@@ -7,6 +7,11 @@ data once, checks every config against it and groups configs by static shape
 group that is not done with `ensemble.run_group` and commits it -> the tables and
 the report are rebuilt from the folder's files.
 
+Under `jax.distributed` (`peers`), every process plans the same study; process 0
+alone opens the folder and tells the others what is left to train, every process
+runs each group's calls (its devices' share of the members), and process 0 alone
+records the results and writes the tables and the report.
+
 Rerunning the same command resumes: finished configs are not trained again and
 the tables come out byte-identical (CPU) to an uninterrupted run.
 """
@@ -67,7 +72,8 @@ class Plan:
     return sum(g.compiles for g in self.groups)
 
 
-def plan_study(study: Study, *, memory_budget: int | None = None, datasets: dict | None = None) -> Plan:
+def plan_study(study: Study, *, memory_budget: int | None = None, datasets: dict | None = None,
+               devices: int = 1, memories: int | None = None) -> Plan:
   """Resolve the data once, check every config against it and group configs by static shape.
 
   Everything that can be wrong with a config or its data is raised here
@@ -77,6 +83,8 @@ def plan_study(study: Study, *, memory_budget: int | None = None, datasets: dict
     study: the study.
     memory_budget: bytes per call (default `ensemble.DEFAULT_MEMORY_BUDGET`).
     datasets: `data.resolve_all(study.configs)` when the caller has it already.
+    devices: the size of the mesh the groups will run on.
+    memories: its separate memories (`ensemble.plan_calls`).
   """
   budget = memory_budget or ensemble.DEFAULT_MEMORY_BUDGET
   if datasets is None:
@@ -86,20 +94,28 @@ def plan_study(study: Study, *, memory_budget: int | None = None, datasets: dict
   for group in ensemble.plan(study.configs, study.repeats, pad_cells=True):
     dataset = datasets[data_lib.data_key(group.configs[0])]
     train = make_train(group.configs[0], dataset, widths=group.widths)
-    calls = ensemble.plan_calls(group, train, dataset, memory_budget=budget)
+    calls = ensemble.plan_calls(group, train, dataset, memory_budget=budget, devices=devices, memories=memories)
     plans.append(GroupPlan(group, dataset, train, calls))
   references = {c.config_id: naive_baselines(c, datasets[data_lib.data_key(c)]) for c in study.configs}
-  notes = {c.config_id: gaps for c in study.configs
-           if (gaps := _gap_note(datasets[data_lib.data_key(c)].metadata))}
+  notes = {c.config_id: note for c in study.configs
+           if (note := _data_note(datasets[data_lib.data_key(c)].metadata))}
   return Plan(study, plans, fingerprints, {c: b for c, b in references.items() if b}, notes)
 
 
-def _gap_note(metadata: Mapping[str, Any]) -> dict[str, Any]:
-  """What was done about gaps in a CSV series (`data.options.fill`), for the manifest and report."""
-  if not metadata.get("fill"):
-    return {}
-  return {"fill": metadata["fill"], "gaps": dict(metadata.get("gaps") or {}),
-          "filled": dict(metadata.get("filled") or {}), "dropped_rows": int(metadata.get("dropped_rows") or 0)}
+def _data_note(metadata: Mapping[str, Any]) -> dict[str, Any]:
+  """What the report states about a config's data: gaps in a CSV series (`data.options.fill`), the
+  cross-validation folds (`data.cv`, as resolved) and the series transforms, for the manifest."""
+  note: dict[str, Any] = {}
+  if metadata.get("fill"):
+    note.update(fill=metadata["fill"], gaps=dict(metadata.get("gaps") or {}),
+                filled=dict(metadata.get("filled") or {}), dropped_rows=int(metadata.get("dropped_rows") or 0))
+  if metadata.get("cv"):
+    note["cv"] = dict(metadata["cv"])
+  record = metadata.get("series_transform")
+  if record is not None:
+    note["series_transform"] = {"power": record.power, "lags": list(record.lags),
+                                "lmbda": sorted({round(float(v), 6) for v in record.lmbda})}
+  return note
 
 
 def naive_baselines(config, dataset: Dataset) -> dict[str, Any]:
@@ -110,10 +126,12 @@ def naive_baselines(config, dataset: Dataset) -> dict[str, Any]:
     (`val_loss` for an mse/mae loss without an L1/L2 penalty, `val_mse`, `val_mae`), and
     `train_mean_loss`: the training loss of predicting the training mean, the reference
     of the diagnosis' capacity rule. Empty for classification, per-repeat splits
-    (`data.resplit`) and data whose target feature is unknown.
+    (`data.resplit`), cross-validation (`data.cv`: no validation set is every fold's)
+    and data whose target feature is unknown.
   """
   from jaxlstm import baselines
-  if dataset.task != "regression" or config.data.resplit or not dataset.x_val.shape[0]:
+  if (dataset.task != "regression" or config.data.resplit or config.data.cv != "none"
+      or not dataset.x_val.shape[0]):
     return {}
   season = config.data.options.get("season")
   season = int(season) if isinstance(season, int) and season > 0 else None
@@ -221,13 +239,23 @@ def describe_widths(group: Group) -> str:
   return text + (f" + dense {list(dense)}" if dense else "")
 
 
+def fingerprint(plan: Plan, mesh) -> str:
+  """A hash of what a run of `plan` on `mesh` trains: study, data, calls and devices (processes compare it)."""
+  from jaxlstm import distributed
+  calls = [[g.calls.members_per_call, g.calls.calls, g.calls.epoch_chunk] for g in plan.groups]
+  return distributed.digest({"study": plan.study.spec(), "data": plan.fingerprints, "calls": calls,
+                             "devices": int(mesh.size)})
+
+
 def describe_plan(plan: Plan, stream: TextIO) -> None:
   """Print the plan: configs, static-shape groups, compiles, estimated memory."""
   study = plan.study
   index = {c.config_id: i + 1 for i, c in enumerate(study.configs)}
   labels = study.labels()
   draw = f" ({study.random} drawn at random from the grid)" if study.random else ""
-  print(f"study {study.name}: {len(study.configs)} configs{draw} x {study.repeats} repeats, "
+  folds = {data_lib.fold_count(c) for c in study.configs}
+  per_repeat = f" x {'/'.join(map(str, sorted(folds)))} folds" if folds != {1} else ""
+  print(f"study {study.name}: {len(study.configs)} configs{draw} x {study.repeats} repeats{per_repeat}, "
         f"seed {study.seed}", file=stream)
   for cfg in study.configs:
     label = labels[cfg.config_id] if study.grid else "(base config)"
@@ -240,8 +268,9 @@ def describe_plan(plan: Plan, stream: TextIO) -> None:
   for i, g in enumerate(plan.groups):
     cfg, shape, calls = g.group.configs[0], g.train.shape, g.calls
     padded = " (narrower configs zero-padded)" if g.group.padded else ""
+    cv = f" ({g.group.repeats} repeats x {g.group.folds} folds per config)" if g.group.folds > 1 else ""
     print(f"  group {i + 1}: configs {', '.join(str(index[c.config_id]) for c in g.group.configs)}; "
-          f"{g.group.members} members; {describe_widths(g.group)}{padded}, {cfg.model.layers} layer(s), "
+          f"{g.group.members} members{cv}; {describe_widths(g.group)}{padded}, {cfg.model.layers} layer(s), "
           f"batch {shape.batch} x {shape.steps} step(s)/epoch, {shape.epochs} epochs "
           f"in {calls.epoch_chunks} chunk(s); {calls.calls} call(s) of {calls.members_per_call} members; "
           f"{_count(g.compiles, 'compile')}; ~{_bytes(calls.member_bytes)}/member, "
@@ -252,21 +281,24 @@ def describe_plan(plan: Plan, stream: TextIO) -> None:
 # Environment.
 
 
-def environment(argv: Sequence[str]) -> dict[str, Any]:
-  """The command, package versions, device and time of this run (recorded in the manifest)."""
-  import jax
+def environment(argv: Sequence[str], mesh=None) -> dict[str, Any]:
+  """The command, package versions, devices, processes and time of this run (recorded in the manifest)."""
   from importlib import metadata
 
   import jaxlstm
+  from jaxlstm import devices as devices_lib
   versions = {"python": platform.python_version(), "jaxlstm": jaxlstm.__version__}
   for dist in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
     try:
       versions[dist] = metadata.version(dist)
     except metadata.PackageNotFoundError:
       pass
-  devices = jax.devices()
-  device = f"{devices[0].platform}: {devices[0].device_kind} ({len(devices)} device{'s' * (len(devices) > 1)})"
-  return {"argv": ["python", "-m", PROG, *argv], "versions": versions, "device": device, "time": now()}
+  used = devices_lib.describe(devices_lib.resolve_mesh(mesh))
+  n, p = used["devices"], used["processes"]
+  device = (f"{used['platform']}: {used['kind']} ({n} device{'s' * (n > 1)}"
+            + (f" over {p} processes" if p > 1 else "") + ")")
+  return {"argv": ["python", "-m", PROG, *argv], "versions": versions, "device": device, "devices": used,
+          "time": now()}
 
 
 def now() -> str:
@@ -487,8 +519,9 @@ def _ensemble_scores(folder: store.RunFolder, ensembles: Sequence[ensemble.Ensem
 
   Computed for configs whose repeats are now complete, so it is committed with them.
   Regression: the mean prediction; classification: the mean probability; diverged
-  repeats are left out. Skipped with a per-repeat split (`data.resplit`), where the
-  repeats have no validation set in common.
+  repeats are left out. Skipped with a per-repeat split (`data.resplit`) or
+  cross-validation (`data.cv`), where the repeats have no validation set in common.
+  `val_mae_original` of a transformed series inverts every transform (`prep.to_original`).
   """
   import jax
   import numpy as np
@@ -498,7 +531,7 @@ def _ensemble_scores(folder: store.RunFolder, ensembles: Sequence[ensemble.Ensem
   for ens in ensembles:
     config_id = ens.config.config_id
     complete = ens.repeat_indices[-1] + 1 >= folder.repeats
-    if not complete or ens.config.data.resplit or not dataset.x_val.shape[0]:
+    if not complete or ens.config.data.resplit or ens.config.data.cv != "none" or not dataset.x_val.shape[0]:
       continue
     diverged = np.asarray(ens.diverged)
     if ens.repeat_indices[0]:  # grown: every repeat's parameters, the committed ones from the folder
@@ -514,6 +547,10 @@ def _ensemble_scores(folder: store.RunFolder, ensembles: Sequence[ensemble.Ensem
     mean = predictions[keep].mean(axis=0)
     scores = {key: metrics_lib.score_prediction(key, mean, dataset.y_val, ens.config, unit_scale(dataset))
               for key in metrics_lib.history_keys(ens.config) if key.startswith("val_")}
+    if "series_transform" in dataset.metadata and "val_mae_original" in scores:
+      from jaxlstm import prep
+      error = prep.to_original(dataset, mean, "val").astype(np.float64) - prep.originals(dataset, "val")
+      scores["val_mae_original"] = float(np.mean(np.abs(error)))
     out[config_id] = {"repeats": int(keep.sum()), **scores}
   return out
 
@@ -537,38 +574,75 @@ def _todo(plan: Plan, folder: store.RunFolder) -> list[tuple[int, GroupPlan, Gro
   return todo
 
 
-def run_plan(plan: Plan, folder: store.RunFolder, env: dict, *, log: Callable[[str], None],
-             progress: Progress) -> list[str]:
+def _share_todo(peers, plan: Plan, todo: list[tuple[int, GroupPlan, Group]] | None,
+                failure: str | None) -> list[tuple[int, GroupPlan, Group]]:
+  """Process 0's todo (or its refusal) on every process.
+
+  Raises:
+    UsageError: process 0 refused the folder (on every process, so all stop).
+  """
+  mine = ({"error": failure} if failure is not None else
+          {"todo": [[index, [c.config_id for c in g.configs], g.first_repeat, g.repeats] for index, _, g in todo]}
+          if todo is not None else None)
+  message = peers.broadcast(mine)
+  if "error" in message:
+    raise UsageError(message["error"] if peers.lead else f"process 0: {message['error']}")
+  shared = []
+  for index, ids, first, repeats in message["todo"]:
+    gp = plan.groups[index]
+    by_id = {c.config_id: c for c in gp.group.configs}
+    shared.append((index, gp, gp.group.subgroup([by_id[i] for i in ids], first_repeat=first, repeats=repeats)))
+  return shared
+
+
+def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Callable[[str], None],
+             progress: Progress, todo: list[tuple[int, GroupPlan, Group]] | None = None, mesh=None,
+             single_process: bool = True) -> list[str]:
   """Train every config of the plan that the folder has not finished; record each group.
 
   A session entry (argv, versions, the configs it trained) is added to the
   manifest only when there is something to train: rerunning a finished sweep
   leaves the folder untouched.
 
+  Args:
+    folder: the results folder; None on the processes other than 0 of a
+      distributed run, which train `todo` and record nothing.
+    todo: what to train (default: what the folder lacks, `_todo`).
+    mesh: the devices (`jaxlstm.devices.make_mesh`).
+    single_process: epoch checkpoints (`train.checkpoint_every`) only then: a
+      distributed run resumes per committed config.
+
   Returns:
     Ids of the configs trained now.
   """
   study = plan.study
-  todo = _todo(plan, folder)
-  n_done = len(folder.done_ids())
+  todo = _todo(plan, folder) if todo is None else todo
   if not todo:
     return []
-  if n_done:
-    log(f"resuming: {n_done} of {len(study.configs)} configs already done (not retrained); "
-        f"training {len(study.configs) - n_done}")
-  folder.start_session(env)
+  if folder is not None:
+    n_done = len(folder.done_ids())
+    if n_done:
+      log(f"resuming: {n_done} of {len(study.configs)} configs already done (not retrained); "
+          f"training {len(study.configs) - n_done}")
+    folder.start_session(env)
   progress.total = max(1, sum(g.members * gp.train.shape.epochs for _, gp, g in todo))
   trained = []
   for number, (index, gp, group) in enumerate(todo, start=1):
-    checkpointer = _checkpointer(folder, gp, group, study.seed, number, log)
+    checkpointer = (_checkpointer(folder, gp, group, study.seed, number, log)
+                    if folder is not None and single_process else None)
     progress.clear()
     repeats = (f"{group.repeats} repeats" if not group.first_repeat else
                f"repeats {group.first_repeat}-{group.first_repeat + group.repeats - 1}")
+    if group.folds > 1:
+      repeats += f" x {group.folds} folds"
     log(f"group {number}/{len(todo)}: {len(group.configs)} config(s) x {repeats} = "
         f"{group.members} members, {describe_widths(group)}" + (" (padded)" if group.padded else ""))
     progress.group(number, len(todo), group.members * gp.train.shape.epochs)
     ensembles, info = ensemble.run_group(group, gp.dataset, seed=study.seed, progress=progress,
-                                         checkpointer=checkpointer)
+                                         checkpointer=checkpointer, mesh=mesh)
+    if folder is None:  # a distributed run's other processes: process 0 records
+      trained += [c.config_id for c in group.configs]
+      continue
     folder.record(index, ensembles, info, ensemble_scores=_ensemble_scores(folder, ensembles, gp.dataset))
     if checkpointer is not None:
       checkpointer.clear()
@@ -615,7 +689,7 @@ def default_plots_mode() -> str:
 
 
 def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, quiet: bool, cache: bool,
-              stdout: TextIO, stderr: TextIO, plots: str | None = None) -> int:
+              stdout: TextIO, stderr: TextIO, plots: str | None = None, mesh=None, peers=None) -> int:
   """Train a planned study into `out` (creating, resuming, growing or replacing it) and report.
 
   Ends, whenever every config is done, with the tables, plots and report.md rebuilt
@@ -625,24 +699,45 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
   returning and a detached process draws the PNGs the page links (`report.start_renderer`);
   a rerun, or `python -m jaxlstm.report`, draws any that are missing or failed.
 
+  Args:
+    mesh: the devices every group runs on (`jaxlstm.devices.make_mesh`).
+    peers: the processes of a distributed run (`jaxlstm.distributed.Peers`): only
+      process 0 touches `out`; every process must call this.
+
   Returns:
     The exit status: 0 done, 130 interrupted (rerun the same command to continue).
 
   Raises:
     UsageError: the folder cannot be used (another study, not ours, in use, not writable).
   """
+  lead = peers is None or peers.lead
+
   def log(message: str) -> None:
-    if not quiet:
+    if not quiet and lead:
       print(f"{PROG}: {message}", file=stderr, flush=True)
 
   spec = dict(plan.study.spec(), data=plan.fingerprints)
-  env = environment(argv)
-  folder, lock = open_folder(out, spec, plan, env, overwrite=overwrite, log=log)
-  progress = Progress(stderr, 1, enabled=not quiet and stderr.isatty())
+  env = environment(argv, mesh)
+  folder = lock = failure = todo = None
+  if lead:
+    try:
+      folder, lock = open_folder(out, spec, plan, env, overwrite=overwrite, log=log)
+    except UsageError as e:
+      if peers is None:
+        raise
+      failure = str(e)
+  progress = Progress(stderr, 1, enabled=not quiet and lead and stderr.isatty())
   try:
-    _tidy(folder, env, log)
+    if folder is not None:
+      _tidy(folder, env, log)
+      todo = _todo(plan, folder)
+    if peers is not None:
+      todo = _share_todo(peers, plan, todo, failure)
     compiled.configure_persistent_cache(cache)
-    trained = run_plan(plan, folder, env, log=log, progress=progress)
+    trained = run_plan(plan, folder, env, log=log, progress=progress, todo=todo, mesh=mesh,
+                       single_process=peers is None or peers.count == 1)
+    if folder is None:
+      return 0
     if not trained:
       log("every config is already done: nothing to train")
     plots = plots or default_plots_mode()
@@ -660,6 +755,8 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
     return 0
   except KeyboardInterrupt:
     progress.clear()
+    if folder is None:
+      raise
     print(f"{PROG}: interrupted; rerun the same command to resume ({len(folder.done_ids())} of "
           f"{len(plan.study.configs)} configs done, kept in {out})", file=stderr, flush=True)
     return 130

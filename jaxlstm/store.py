@@ -7,7 +7,10 @@ Layout (DESIGN §5)::
                            versions, device, per-config status and per-repeat outcomes,
                            per-group compile/run seconds, one entry per session
     configs/<id>.json      the resolved config of each grid point (`Config.from_dict`)
-    histories/<id>.npz     metric -> [repeats, epochs] float32 (np.load(allow_pickle=False))
+    histories/<id>.npz     metric -> [repeats, epochs] float32 (np.load(allow_pickle=False)); with
+                           cross-validation the mean over each repeat's folds (`Ensemble.history`)
+    histories/<id>.folds.npz  cross-validation only: per fold, "history/<metric>" [repeats, folds, epochs]
+                           and "stopped_epoch", "best_epoch", "diverged_epoch" [repeats, folds]
     checkpoints/<id>/      orbax: the final params of every repeat (leading axis = repeats)
     state/<key>/           orbax epoch checkpoints of a group in flight (train.checkpoint_every)
     scores.csv, summary.csv, diagnosis.csv, comparisons.csv
@@ -150,6 +153,33 @@ def checkpoint_path(run_dir, config_id: str) -> Path:
   return Path(run_dir, "checkpoints", config_id)
 
 
+def folds_path(run_dir, config_id: str) -> Path:
+  return Path(run_dir, "histories", f"{config_id}.folds.npz")
+
+
+FOLD_EPOCHS = ("stopped_epoch", "best_epoch", "diverged_epoch")
+
+
+def save_folds(run_dir, config_id: str, folds: Mapping[str, Any]) -> None:
+  """Write one config's per-fold results: `history` (metric -> [repeats, folds, epochs]) and `FOLD_EPOCHS`."""
+  arrays = {f"history/{k}": np.asarray(v, np.float32) for k, v in folds["history"].items()}
+  arrays.update({k: np.asarray(folds[k], np.int64) for k in FOLD_EPOCHS})
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  write_bytes(folds_path(run_dir, config_id), buffer.getvalue())
+
+
+def load_folds(run_dir, config_id: str) -> dict[str, Any] | None:
+  """One config's per-fold results as `save_folds` wrote them, or None without cross-validation."""
+  path = folds_path(run_dir, config_id)
+  if not path.is_file():
+    return None
+  with np.load(path, allow_pickle=False) as npz:
+    out: dict[str, Any] = {"history": {n.partition("/")[2]: npz[n] for n in npz.files if n.startswith("history/")}}
+    out.update({k: npz[k] for k in FOLD_EPOCHS})
+  return out
+
+
 def save_history(run_dir, config_id: str, history: Mapping[str, np.ndarray]) -> None:
   """Write one config's history: metric -> `[repeats, epochs]` float32, in metric order."""
   buffer = io.BytesIO()
@@ -178,7 +208,7 @@ def save_params(run_dir, config_id: str, params: Any) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   params = _to_numpy(params)
   # Synchronous: the manifest must not say "done" before the files are final.
-  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+  with ocp.Checkpointer(ocp.StandardCheckpointHandler(), **_this_process_only()) as checkpointer:
     checkpointer.save(path, args=ocp.args.StandardSave(params))
 
 
@@ -190,8 +220,22 @@ def load_params(run_dir, config_id: str) -> Any:
     raise ValueError(f"refusing to load the symlinked checkpoint {path}; copy it into the results folder.")
   if not path.is_dir():
     raise FileNotFoundError(f"no checkpoint for config {config_id} at {path}.")
-  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+  with ocp.Checkpointer(ocp.StandardCheckpointHandler(), **_this_process_only()) as checkpointer:
     return _to_numpy(checkpointer.restore(path))
+
+
+def _this_process_only() -> dict[str, Any]:
+  """Orbax options for files one process reads and writes alone (process 0 of a distributed run).
+
+  Orbax otherwise synchronises every process of a `jax.distributed` run around a
+  save, and the others never come.
+  """
+  import jax
+  if jax.process_count() == 1:
+    return {}
+  import orbax.checkpoint as ocp
+  me = jax.process_index()
+  return {"multiprocessing_options": ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})}
 
 
 def _to_numpy(tree: Any) -> Any:
@@ -383,6 +427,7 @@ class RunFolder:
         "created": environment["time"],
         "versions": environment["versions"],
         "device": environment["device"],
+        "devices": environment.get("devices"),
         "configs": {
             cfg.config_id: {"index": i, "status": "pending", "repeats": 0,
                             "values": {key: jsonable(config_value(cfg, key)) for key in grid}}
@@ -459,9 +504,10 @@ class RunFolder:
       if entry["status"] == "pending":
         continue
       files = {"config": config_path(self.path, config_id), "history": history_path(self.path, config_id),
-               "checkpoint": checkpoint_path(self.path, config_id)}
+               "checkpoint": checkpoint_path(self.path, config_id), "folds": folds_path(self.path, config_id)}
       ok = (files["config"].is_file() and files["history"].is_file()
-            and checkpoint_complete(files["checkpoint"]))
+            and checkpoint_complete(files["checkpoint"])
+            and (int(entry.get("folds", 1)) <= 1 or files["folds"].is_file()))
       if ok and entry.get("checksums"):
         ok = all(checksum(files[name]) == digest for name, digest in entry["checksums"].items())
       if not ok:
@@ -476,7 +522,8 @@ class RunFolder:
 
   def start_session(self, environment: dict) -> None:
     self.manifest["sessions"].append({"argv": environment["argv"], "started": environment["time"],
-                                      "versions": environment["versions"], "trained": []})
+                                      "versions": environment["versions"], "devices": environment.get("devices"),
+                                      "trained": []})
     self.write_manifest()
 
   def record(self, group_index: int, ensembles: Sequence[Any], info: Any, *,
@@ -500,6 +547,16 @@ class RunFolder:
       per_repeat = {"stopped_epoch": ens.stopped_epoch, "best_epoch": ens.best_epoch,
                     "diverged_epoch": ens.diverged_epoch}
       per_repeat = {k: [int(v) for v in vals] for k, vals in per_repeat.items()}
+      folds = None
+      if getattr(ens, "folds", 1) > 1:
+        folds = {"history": ens.fold_history, **{k: getattr(ens, f"fold_{k}") for k in FOLD_EPOCHS}}
+      if first and folds is not None:
+        old_folds = load_folds(self.path, config_id)
+        if old_folds is None:
+          raise ValueError(f"config {config_id}: the committed repeats have no per-fold results to extend.")
+        folds = {"history": {k: np.concatenate([old_folds["history"][k], np.asarray(v, np.float32)])
+                             for k, v in folds["history"].items()},
+                 **{k: np.concatenate([old_folds[k], np.asarray(folds[k])]) for k in FOLD_EPOCHS}}
       if first:
         old = load_history(self.path, config_id)
         if list(old) != list(history) or any(old[k].shape[1] != history[k].shape[1] for k in old):
@@ -510,14 +567,19 @@ class RunFolder:
         params = jax.tree.map(lambda a, b: np.concatenate([a, b]), load_params(self.path, config_id), params)
         per_repeat = {k: entries[config_id][k][:first] + vals for k, vals in per_repeat.items()}
       save_history(self.path, config_id, history)
+      if folds is not None:
+        save_folds(self.path, config_id, folds)
       save_params(self.path, config_id, params)
       repeats = first + len(ens.repeat_indices)
+      checksums = {"history": checksum(history_path(self.path, config_id)),
+                   "checkpoint": checksum(checkpoint_path(self.path, config_id))}
+      if folds is not None:
+        checksums["folds"] = checksum(folds_path(self.path, config_id))
       updates[config_id] = dict(
           per_repeat, status="done" if repeats >= self.repeats else "partial", repeats=repeats,
           metrics=list(history), outputs=int(ens.outputs), time_out=int(ens.time_out),
-          frame_shape=[int(v) for v in ens.frame_shape],
-          checksums={"history": checksum(history_path(self.path, config_id)),
-                     "checkpoint": checksum(checkpoint_path(self.path, config_id))})
+          frame_shape=[int(v) for v in ens.frame_shape], checksums=checksums,
+          **({"folds": int(ens.folds)} if folds is not None else {}))
     for config_id, update in updates.items():
       entries[config_id].update(update)
       if ensemble_scores and config_id in ensemble_scores:
@@ -832,6 +894,11 @@ class Run:
     config = self.configs[config_id]
     group = self.manifest["groups"][entry["group"]]
     diverged_epoch = np.asarray(entry["diverged_epoch"], dtype=int)
+    folds = load_folds(self.path, config_id)
+    per_fold = {}
+    if folds is not None:
+      per_fold = {"folds": int(entry.get("folds", folds["stopped_epoch"].shape[1])), "fold_history": folds["history"],
+                  **{f"fold_{k}": np.asarray(folds[k], dtype=int) for k in FOLD_EPOCHS}}
     return Ensemble(
         config=config, history=self.history(config_id), params=load_params(self.path, config_id),
         stopped_epoch=np.asarray(entry["stopped_epoch"], dtype=int),
@@ -841,7 +908,7 @@ class Run:
         repeat_indices=np.arange(len(diverged_epoch)), outputs=int(entry["outputs"]),
         time_out=int(entry["time_out"]), frame_shape=tuple(entry["frame_shape"]),
         timings={"compile_seconds": group["compile_seconds"], "run_seconds": group["run_seconds"],
-                 "compiles": group["compiles"]})
+                 "compiles": group["compiles"]}, **per_fold)
 
   @functools.cached_property
   def ensembles(self) -> dict:

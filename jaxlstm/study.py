@@ -40,6 +40,8 @@ from jaxlstm.config import (PER_LAYER_FIELDS, WIDTH_FIELDS, Config, ConfigError,
 DEFAULT_EXPERIMENT = "cells"
 EXPERIMENTS_PACKAGE = "jaxlstm.experiments"
 CSV_DEFAULTS = {"n_in": 10, "n_out": 1, "val_fraction": 0.2}
+# Fields outside `model` whose grid points are lists ("/" between points, "," between items).
+LIST_FIELDS = ("data.difference",)
 # Two ways to give the recurrent widths: a units list, or cells x layers.
 _WIDTH_ALTERNATIVES = {"model.units": ("model.cells", "model.layers"),
                        "model.cells": ("model.units",), "model.layers": ("model.units",)}
@@ -265,17 +267,19 @@ def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
   lists of layers (`model.units`, `model.dense`, and `PER_LAYER_FIELDS` once the
   value holds a "/"): there "/" separates grid points and "," a list's items, e.g.
   `--grid model.units=64/128,64/256,128,64` (three depths) or
-  `--grid model.dense=none/32` (without and with Dense(32)).
+  `--grid model.dense=none/32` (without and with Dense(32)); the same for the lags of
+  `data.difference` (`--grid data.difference=none/1/1,12`).
   """
   key, values = _split_assignment(text, "--grid")
   check_field(key)
   name = key.partition(".")[2] if key.startswith("model.") else ""
-  lists = name in WIDTH_FIELDS or (name in PER_LAYER_FIELDS and "/" in values)
+  lists = name in WIDTH_FIELDS or (name in PER_LAYER_FIELDS and "/" in values) or key in LIST_FIELDS
   parts = [p.strip() for p in values.split("/" if lists else ",")]
   if not values.strip() or any(not p for p in parts):
     if lists:
       raise UsageError(f"--grid {text!r}: give grid points separated by '/' and each list's items by ',', "
-                       f"e.g. --grid {key}=" + ("64/128,64/256,128,64" if name in WIDTH_FIELDS else "0.1/0.2,0.1")
+                       f"e.g. --grid {key}=" + ("64/128,64/256,128,64" if name in WIDTH_FIELDS else
+                                               "none/1/1,12" if key in LIST_FIELDS else "0.1/0.2,0.1")
                        + ("; none is the empty list" if name == "dense" else ""))
     raise UsageError(f"--grid {text!r}: give comma-separated values, e.g. --grid {key}=1,5,10")
   return key, [parse_value(key, p) for p in parts]

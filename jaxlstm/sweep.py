@@ -4,17 +4,23 @@
   python -m jaxlstm.sweep --grid model.cells=1,5,10 --grid optim.learning_rate=1e-3,1e-2
   python -m jaxlstm.sweep --experiment cells --set train.epochs=100 --out runs/short
   python -m jaxlstm.sweep --config study.toml --random 20 --dry-run
+  python -m jaxlstm.sweep --repeats 1000 --devices 2      # members over 2 devices
+  srun python -m jaxlstm.sweep --repeats 1000 --distributed   # one process per task
 
 This module parses arguments and reports errors; `jaxlstm.study` builds the study,
-`jaxlstm.runner` plans it and runs it into a folder.
+`jaxlstm.runner` plans it and runs it into a folder. Devices (`--devices`) are set
+up here, before jax starts: the engine is imported only after that.
 
 Exit status: 0 done; 2 bad input (one line on stderr, nothing written);
-130 interrupted (rerun the same command to continue).
+130 interrupted (rerun the same command to continue); 1 a distributed run lost
+a process (rerun the same command on every process to resume).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import re
 import signal
 import sys
 import threading
@@ -25,6 +31,10 @@ from jaxlstm.study import DEFAULT_EXPERIMENT, UsageError
 
 PROG = "jaxlstm.sweep"
 DEFAULT_REPEATS = 30
+# Without --devices, the command line asks for one XLA:CPU host device per core, at most this
+# many: on the 2-core CPU, 2 host devices train 1.3-2.5x faster than 1 (benchmarks/RESULTS.md,
+# "Devices"); more cores are not measured.
+MAX_DEFAULT_CPU_DEVICES = 8
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +64,17 @@ def _seed(text: str) -> int:
   value = _int_at_least(0, "a non-negative integer")(text)
   if value > MAX_SEED:
     raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED} (2**32 - 1), got {text!r}")
+  return value
+
+
+def _seconds(text: str) -> float:
+  """An argparse type: a positive number of seconds."""
+  try:
+    value = float(text)
+  except ValueError:
+    value = -1.0
+  if not value > 0:
+    raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
   return value
 
 
@@ -121,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
                       "(background, the default; $JAXLSTM_PLOTS) or before it returns (wait)")
   parser.add_argument("--quiet", action="store_true", help="no progress bar and no log lines")
   parser.add_argument("--no-cache", action="store_true", help="disable the persistent compilation cache")
+  scale = parser.add_argument_group("devices and processes")
+  scale.add_argument("--devices", type=_positive_int, metavar="N",
+                     help="lay each call's members over N devices (per process) of the default backend; on CPU, "
+                     "N host devices of this process (default: every GPU/TPU; on CPU one host device per "
+                     f"core, at most {MAX_DEFAULT_CPU_DEVICES})")
+  scale.add_argument("--distributed", action="store_true",
+                     help="run as one of several processes (jax.distributed): every process runs the same "
+                     "command, process 0 writes the results folder; coordinator, process count and id come "
+                     "from the flags below or from SLURM / Open MPI / a TPU VM")
+  scale.add_argument("--coordinator", metavar="HOST:PORT", help="with --distributed: process 0's address")
+  scale.add_argument("--num-processes", type=_positive_int, metavar="N", help="with --distributed: processes")
+  scale.add_argument("--process-id", type=_int_at_least(0, "a non-negative integer"), metavar="I",
+                     help="with --distributed: this process's id, 0 to N-1")
+  scale.add_argument("--peer-timeout", type=_seconds, metavar="SECONDS",
+                     help="with --distributed: a process that hears nothing from another for this long exits "
+                     "with an error (default 60)")
   return parser
 
 
@@ -135,7 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   try:
     args = build_parser().parse_args(argv)
-  except UsageError as e:
+    _check_scale_flags(args)
+    # Before jax starts (the engine is imported below this point): host devices,
+    # then the distributed runtime.
+    from jaxlstm import devices
+    devices.check_host_request(args.devices)
+    devices.request_host_devices(args.devices or default_cpu_devices(), strict=args.devices is not None)
+  except (UsageError, ValueError) as e:  # devices.DeviceError is a ValueError
     return fail(str(e))
   except SystemExit as e:  # --help
     return int(e.code or 0)
@@ -147,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # handler), which every stage below turns into exit status 130.
     signal.signal(signal.SIGINT, signal.default_int_handler)
   try:
-    return _run(args, argv, fail, stdout, stderr)
+    if not args.distributed:
+      return _run(args, argv, fail, stdout, stderr, None)
+    return _run_distributed(args, argv, fail, stdout, stderr)
   except KeyboardInterrupt:
     print(f"{PROG}: interrupted", file=stderr, flush=True)
     return 130
@@ -156,9 +201,87 @@ def main(argv: Sequence[str] | None = None) -> int:
       signal.signal(signal.SIGINT, previous)
 
 
-def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int:
+def _check_scale_flags(args: argparse.Namespace) -> None:
+  given = [flag for flag, value in (("--coordinator", args.coordinator), ("--num-processes", args.num_processes),
+                                    ("--process-id", args.process_id), ("--peer-timeout", args.peer_timeout))
+           if value is not None]
+  if given and not args.distributed:
+    raise UsageError(f"{given[0]} needs --distributed")
+  if args.coordinator is not None and not re.fullmatch(r"\S+:\d+", args.coordinator):
+    raise UsageError(f"--coordinator: expected HOST:PORT (process 0's address), got {args.coordinator!r}")
+  if args.num_processes is not None and args.process_id is not None and args.process_id >= args.num_processes:
+    raise UsageError(f"--process-id {args.process_id} is out of range for --num-processes {args.num_processes} "
+                     f"(expected 0 to {args.num_processes - 1})")
+
+
+def default_cpu_devices() -> int:
+  """Host devices the command line asks for on CPU when --devices is not given: one per core, at most 8.
+
+  (A request, not a demand: jax already running, or XLA_FLAGS naming a count, wins.)
+  """
+  from jaxlstm import devices
+  return max(1, min(devices.usable_cores(), MAX_DEFAULT_CPU_DEVICES))
+
+
+def _run_distributed(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int:
+  """`_run` as one process of several: join, run, and leave together (or alone, at once, on a failure)."""
+  from jaxlstm import distributed
+
+  def lost(message: str) -> None:  # a peer died: say so, and go without jax's exit barrier
+    print(f"{PROG}: error: {message}", file=stderr, flush=True)
+    stdout.flush()
+    os._exit(1)
+
+  try:
+    peers = distributed.start(args.coordinator, args.num_processes, args.process_id,
+                              peer_timeout=args.peer_timeout or distributed.DEFAULT_PEER_TIMEOUT, on_failure=lost)
+  except distributed.DistributedError as e:
+    return fail(str(e))
+  stdout = _own_stdout(stdout)
+  try:
+    status = _run(args, argv, fail, stdout if peers.lead else io.StringIO(), stderr, peers)
+  except KeyboardInterrupt:
+    print(f"{PROG}: process {peers.index} interrupted; rerun the same command on every process to resume",
+          file=stderr, flush=True)
+    _exit(130)
+  except Exception as e:  # a collective whose peer died (gloo), or a local failure: the others must notice
+    text = " ".join(str(e).split())
+    if "Gloo" in text or "Connection closed by peer" in text or "Connection reset" in text:
+      lost(f"process {peers.index} lost a peer during a collective (another process died or was stopped: "
+           f"{text[:160]}); rerun the same command on every process to resume from what process 0 committed")
+    lost(f"process {peers.index} stopped: {type(e).__name__}: {text[:300]}; rerun the same command on every "
+         "process to resume from what process 0 committed")
+  peers.finish()
+  return status
+
+
+def _own_stdout(stdout):
+  """Keep stdout for the summary: gloo prints "[Gloo] Rank 0 is connected to ..." to file descriptor 1.
+
+  Our output goes to a copy of descriptor 1 and descriptor 1 itself to /dev/null
+  (only when `stdout` is descriptor 1): a distributed run's stdout is the summary
+  and its stderr our log lines, as in a single process.
+  """
+  try:
+    if stdout.fileno() != 1:
+      return stdout
+  except (AttributeError, OSError, ValueError):
+    return stdout
+  stdout.flush()
+  ours = os.fdopen(os.dup(1), "w", buffering=1, encoding=getattr(stdout, "encoding", None) or "utf-8")
+  null = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 1)
+  os.close(null)
+  sys.stdout = ours
+  return ours
+
+
+def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr, peers) -> int:
+  """Plan, check and run the study; with `peers`, every process agrees on the plan before anything is written."""
   from jaxlstm import study as study_lib
   from jaxlstm.config import ConfigError
+  from jaxlstm.devices import DeviceError
+  problem = plan = None
   try:
     if args.list_experiments:
       study_lib.list_experiments(stdout)
@@ -173,27 +296,34 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr) -> int
     if not args.dry_run:
       fingerprints = {c.config_id: datasets[data_lib.data_key(c)].fingerprint for c in study.configs}
       store.check_folder(out, dict(study.spec(), data=fingerprints), overwrite=args.overwrite)
-      if not args.quiet:
+      if not args.quiet and (peers is None or peers.lead):
         # The plan in a line before jax is imported (~1 s) and anything compiles.
-        print(f"{PROG}: study {study.name}: {len(study.configs)} config(s) x {study.repeats} repeats = "
-              f"{len(study.configs) * study.repeats} members, seed {study.seed} -> {out}", file=stderr, flush=True)
+        folds = [data_lib.fold_count(c) for c in study.configs]
+        per_repeat = f" x {max(folds)} folds" if max(folds) > 1 else ""
+        print(f"{PROG}: study {study.name}: {len(study.configs)} config(s) x {study.repeats} repeats{per_repeat} = "
+              f"{sum(folds) * study.repeats} members, seed {study.seed} -> {out}", file=stderr, flush=True)
       _prefetch()
-    from jaxlstm import runner
-    plan = runner.plan_study(study, datasets=datasets)
-  except (UsageError, ConfigError, ValueError) as e:  # store.FolderRefused is a ValueError
-    return fail(str(e))
-  if args.dry_run:
-    runner.describe_plan(plan, stdout)
-  try:
+    from jaxlstm import devices, runner
+    mesh = devices.make_mesh(args.devices)
+    devices.check_host_devices(mesh, args.devices)
+    plan = runner.plan_study(study, datasets=datasets, devices=mesh.size, memories=devices.memories(mesh))
+    if args.dry_run:
+      runner.describe_plan(plan, stdout)
+      print(f"devices: {runner.environment(argv, mesh)['device']}", file=stdout)
     runner.check_memory(plan, args.max_memory)
-  except UsageError as e:
-    return fail(str(e))
+  except (UsageError, ConfigError, ValueError, DeviceError) as e:
+    problem = str(e)
+  if peers is not None:  # the same decision on every process, before anything is written
+    problem = peers.agree(None if problem else runner.fingerprint(plan, mesh), problem)
+  if problem:
+    return fail(problem)
   if args.dry_run:
     print(f"dry run: nothing trained, nothing written (results would go to {out})", file=stdout)
     return 0
   try:
     return runner.run_study(plan, out, argv, overwrite=args.overwrite, quiet=args.quiet,
-                            cache=not args.no_cache, stdout=stdout, stderr=stderr, plots=args.plots)
+                            cache=not args.no_cache, stdout=stdout, stderr=stderr, plots=args.plots,
+                            mesh=mesh, peers=peers)
   except (UsageError, ConfigError) as e:
     return fail(str(e))
 

@@ -1,7 +1,9 @@
 """The results tables of a folder, each written by exactly one function (no jax).
 
   scores.csv        one row per (done config, repeat): grid values, final_* and best_* of
-                    every metric, best_epoch, stopped_epoch, diverged          (`write_scores`)
+                    every metric, best_epoch, stopped_epoch, diverged; with cross-validation
+                    each value is the mean over the repeat's folds, and the score of each
+                    fold follows (`<score>_<metric>_fold<f>`)                   (`write_scores`)
   summary.csv       one row per config: describe() order + n_diverged, sem, 95% CI, IQM of
                     the study's score metric                                    (`write_summary`)
   diagnosis.csv     one row per (config, repeat): verdict, trend, reason, evidence numbers
@@ -13,8 +15,10 @@ Everything is derived from the folder's own files (manifest.json, histories/<id>
 in study order, so rebuilding gives byte-identical tables; the report reads these
 tables and never derives them again. Only done configs count; the score of a repeat
 is its final value of the study's metric (`store.summary_metric`), taken at the stop
-epoch of an early-stopped repeat. Diverged repeats are left out of every statistic
-and counted. Resampling draws from `np.random.default_rng(RNG_SEED)` only.
+epoch of an early-stopped repeat; with cross-validation (`data.cv`) it is the mean of
+its folds' scores, each fold scored the same way. Diverged repeats (any fold diverged)
+are left out of every statistic and counted. Resampling draws from
+`np.random.default_rng(RNG_SEED)` only.
 """
 from __future__ import annotations
 
@@ -95,6 +99,7 @@ class Folder:
     scores: config id -> `[repeats]` score of each repeat (`metric`, taken as `score` says; float64).
     diverged: config id -> `[repeats]` bool, the training's divergence mask.
     stopped_epoch: config id -> `[repeats]` early-stopping epoch, -1 if never.
+    folds: config id -> its per-fold results (`store.load_folds`), for cross-validated configs only.
   """
   path: Path
   manifest: dict
@@ -105,6 +110,7 @@ class Folder:
   scores: dict[str, np.ndarray]
   diverged: dict[str, np.ndarray]
   stopped_epoch: dict[str, np.ndarray]
+  folds: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
   @property
   def grid(self) -> list[str]:
@@ -131,7 +137,7 @@ def read_folder(run_dir: str | Path) -> Folder:
   entries = manifest["configs"]
   done = store.committed(manifest)
   metric, score = store.summary_metric(manifest), store.summary_score(manifest)
-  histories, scores, diverged, stopped = {}, {}, {}, {}
+  histories, scores, diverged, stopped, folds = {}, {}, {}, {}, {}
   for c in done:
     histories[c] = store.load_history(path, c)
     stopped[c] = np.asarray(entries[c]["stopped_epoch"], dtype=int)
@@ -141,9 +147,26 @@ def read_folder(run_dir: str | Path) -> Folder:
       shape = None if values is None else values.shape
       raise ValueError(f"config {c}: history {metric!r} has shape {shape}, expected "
                        f"[{len(stopped[c])} repeats, epochs].")
-    scores[c] = score_values(values, metric, score, stopped[c], np.asarray(entries[c]["best_epoch"], dtype=int),
-                             _restores(path, c)).astype(np.float64)
-  return Folder(path, manifest, done, metric, score, histories, scores, diverged, stopped)
+    if int(entries[c].get("folds", 1)) > 1:
+      folds[c] = store.load_folds(path, c)
+      if folds[c] is None or metric not in folds[c]["history"]:
+        raise ValueError(f"config {c}: its per-fold results ({store.folds_path(path, c).name}) are missing or "
+                         f"hold no {metric!r}.")
+      scores[c] = fold_values(folds[c], metric, score, _restores(path, c)).mean(axis=1)
+    else:
+      scores[c] = score_values(values, metric, score, stopped[c], np.asarray(entries[c]["best_epoch"], dtype=int),
+                               _restores(path, c)).astype(np.float64)
+  return Folder(path, manifest, done, metric, score, histories, scores, diverged, stopped, folds)
+
+
+def fold_values(folds: dict[str, Any], metric: str, score: str, restores: bool) -> np.ndarray:
+  """`[repeats, folds]` float64: each fold of each repeat scored as `score_values` scores a repeat."""
+  values = folds["history"][metric]
+  repeats, n_folds, epochs = values.shape
+  flat = lambda a: np.asarray(a).reshape(repeats * n_folds, *np.shape(a)[2:])
+  scored = score_values(flat(values), metric, score, flat(folds["stopped_epoch"]), flat(folds["best_epoch"]),
+                        restores)
+  return scored.astype(np.float64).reshape(repeats, n_folds)
 
 
 def score_values(values: np.ndarray, metric: str, score: str, stopped_epoch: np.ndarray,
@@ -182,23 +205,33 @@ def scores_csv(folder: Folder) -> str:
     names += [m for m in folder.manifest["configs"][c]["metrics"] if m not in names]
   restoring = [c for c in folder.done if _restores(folder.path, c)]
   restored_names = names if restoring else []
+  n_folds = max((folder.folds[c]["stopped_epoch"].shape[1] for c in folder.folds), default=0)
+  fold_columns = [f"{folder.score}_{folder.metric}_fold{f}" for f in range(n_folds)]
   header = (["config_id", "repeat", *folder.grid] + [f"final_{m}" for m in names]
             + [f"best_{m}" for m in names] + [f"restored_{m}" for m in restored_names]
-            + ["best_epoch", "stopped_epoch", "diverged"])
+            + ["best_epoch", "stopped_epoch", "diverged"] + fold_columns)
   rows = []
   for c in folder.done:
     entry, history = folder.manifest["configs"][c], folder.histories[c]
     stopped = folder.stopped_epoch[c]
-    finals = {m: final_values(v, stopped) for m, v in history.items()}
-    bests = {m: best_values(v, m) for m, v in history.items()}
     best_epoch = np.asarray(entry["best_epoch"], dtype=int)
-    restored = {m: restored_values(v, stopped, best_epoch, c in restoring) for m, v in history.items()}
+    folds = folder.folds.get(c)
+    if folds is None:
+      finals = {m: final_values(v, stopped) for m, v in history.items()}
+      bests = {m: best_values(v, m) for m, v in history.items()}
+      restored = {m: restored_values(v, stopped, best_epoch, c in restoring) for m, v in history.items()}
+      per_fold = np.full((len(stopped), 0), np.nan)
+    else:  # each fold scored on its own, then averaged: the repeat's score is one of these means
+      mean = lambda how: {m: fold_values(folds, m, how, c in restoring).mean(axis=1) for m in folds["history"]}
+      finals, bests, restored = mean("final"), mean("best"), mean("restored")
+      per_fold = fold_values(folds, folder.metric, folder.score, c in restoring)
     for i in range(len(stopped)):
       row = [c, i, *[entry["values"][k] for k in folder.grid]]
       row += [finals[m][i] if m in finals else None for m in names]
       row += [bests[m][i] if m in bests else None for m in names]
       row += [restored[m][i] if m in restored else None for m in restored_names]
       row += [entry["best_epoch"][i], stopped[i] if stopped[i] >= 0 else None, bool(folder.diverged[c][i])]
+      row += [per_fold[i, f] if f < per_fold.shape[1] else None for f in range(n_folds)]
       rows.append(row)
   return _csv_text(header, rows)
 

@@ -2,7 +2,8 @@
 
 `make_train(config, dataset)` closes over everything static of a static-shape
 group (network, optimizer structure, batch layout, epochs) and returns a `Train`
-NamedTuple of pure functions of one *member* (a config x repeat lane):
+NamedTuple of pure functions of one *member* (a config x repeat lane, and a fold
+of the repeat with cross-validation):
 
   * `init(member)`: the member's initial `TrainState`;
   * `run_epochs(state, member, data, n)`: `lax.scan` over n epochs, each a
@@ -15,6 +16,14 @@ Nothing is jitted or vmapped here and no state is mutated at trace time:
 `jaxlstm.ensemble` stacks members along a leading axis and compiles
 `jit(vmap(run_epochs))` once per static signature. The data arrays are arguments
 (`Data`), never constants, so new data of the same shapes reuses the program.
+
+Cross-validation (`data.cv`): the data arguments hold every sample (training
+part, then validation part); `member_data` cuts the member's fold out of them
+(`data.fold_layout`, from the repeat's `split` key for "kfold"). Folds of unequal
+size are padded to the largest and masked like the last partial batch: a
+member's own samples come first, padding rows never enter a loss, a metric or a
+validation score, and a minibatch of padding only leaves parameters and
+optimizer state as they are, so a fold member equals a solo run on its split.
 
 Configs that differ only in their layer widths (`model.units`, `model.cells`,
 `model.dense`) share a program by zero-padding every layer to the widest of the
@@ -32,6 +41,7 @@ import numpy as np
 import optax
 
 from jaxlstm import callbacks, losses, optim
+from jaxlstm import data as data_lib
 from jaxlstm.config import PENALTY_FIELDS, Config
 from jaxlstm.data import unit_scale
 from jaxlstm.keys import StreamKeys
@@ -40,9 +50,13 @@ from jaxlstm.problems import Dataset
 
 
 class Member(NamedTuple):
-  """Per-member inputs; leaves gain a leading `[members]` axis when stacked."""
+  """Per-member inputs; leaves gain a leading `[members]` axis when stacked.
+
+  `fold` is the member's cross-validation fold (an int32 scalar), None without `data.cv`.
+  """
   keys: StreamKeys
   hparams: dict[str, jax.Array]
+  fold: jax.Array | None = None
 
 
 class TrainState(NamedTuple):
@@ -54,17 +68,35 @@ class TrainState(NamedTuple):
   diverged_epoch: jax.Array  # first epoch with a non-finite loss, -1 if none
 
 
+class Original(NamedTuple):
+  """What maps predictions back to a transformed series' original units (`prep.inverse_map`).
+
+  Levels = `prediction @ matrix.T + offset`, then the power transform's inverse
+  (lambda per column); `train` / `val` hold each sample's `[offset, original target]`.
+  """
+  matrix: jax.Array  # [outputs, outputs]
+  lmbda: jax.Array  # [outputs]
+  train: jax.Array  # [n_train, 2, outputs]
+  val: jax.Array  # [n_val, 2, outputs]
+
+
 class Data(NamedTuple):
   """The arrays of a run: `x_* [samples, time, features]`, `y_* [samples, (time,) outputs]`.
 
   `unit_scale [outputs]` maps a scaled target unit back to original units
-  (`mae_original`); ones when the targets are not scaled.
+  (`mae_original`); ones when the targets are not scaled. `original` inverts the
+  series transforms (`data.difference`, `data.transform`) for `mae_original`; None
+  without them. `train_mask [n_train]` / `val_mask [n_val]` mark a fold member's own
+  samples (1) among padding (0), which come last; None: every sample is the member's.
   """
   x_train: jax.Array
   y_train: jax.Array
   x_val: jax.Array
   y_val: jax.Array
   unit_scale: jax.Array
+  original: Original | None = None
+  train_mask: jax.Array | None = None
+  val_mask: jax.Array | None = None
 
 
 class Shape(NamedTuple):
@@ -78,6 +110,8 @@ class Shape(NamedTuple):
   outputs: int  # width of the Dense head
   time_out: int  # encoder-decoder output length, 0 otherwise
   frame_shape: tuple[int, ...]  # cnn_lstm (height, width), () otherwise
+  cv: tuple = ()  # (scheme, folds, horizon, gap) with data.cv: n_train / n_val are the largest fold's
+  power: str = "none"  # data.transform: how mae_original inverts the power transform
 
   @property
   def cells(self) -> int:
@@ -95,7 +129,7 @@ class Train(NamedTuple):
   init_state: Callable[[Any, Member], TrainState]  # optimizer and callback state around params
   logits: Callable[..., jax.Array]  # (params, x) -> network outputs before the output activation
   epoch_order: Callable[[jax.Array, jax.Array], jax.Array]  # (shuffle key, epoch) -> [n_train]
-  member_data: Callable[[Data, Member], Data]  # the member's own split (data.resplit)
+  member_data: Callable[[Data, Member], Data]  # the member's own split (data.resplit) or fold (data.cv)
   network_for: Callable[..., Network]  # the network at given widths (`Widths`, or an int for every layer)
   tx: optax.GradientTransformation
   shape: Shape
@@ -129,14 +163,36 @@ def batch_layout(n: int, batch_size: int) -> tuple[int, int]:
 
 def arrays(dataset: Dataset) -> Data:
   """A resolved dataset's arrays as a `Data` pytree (host arrays; jit moves them to the device)."""
-  return Data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, unit_scale(dataset))
+  original = None
+  if "series_transform" in dataset.metadata:
+    from jaxlstm import prep
+    matrix, _ = prep.inverse_map(dataset, "train")
+    per_sample = lambda part: np.stack([prep.inverse_map(dataset, part)[1], prep.originals(dataset, part)],
+                                       axis=1).astype(np.float32)
+    original = Original(matrix.astype(np.float32),
+                        dataset.metadata["series_transform"].lmbda.astype(np.float32),
+                        per_sample("train"), per_sample("val"))
+  return Data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, unit_scale(dataset), original)
+
+
+def folds_of(config: Config, dataset: Dataset) -> data_lib.Folds | None:
+  """The cross-validation folds of `config` over `dataset`'s pooled samples (None without `data.cv`)."""
+  if config.data.cv == "none":
+    return None
+  n_all = dataset.x_train.shape[0] + dataset.x_val.shape[0]
+  return data_lib.fold_layout(config, n_all, overlap=data_lib.window_overlap(dataset))
 
 
 def shape_of(config: Config, dataset: Dataset, cells: int | Widths | None = None) -> Shape:
   """The static layout a program of `config` on `dataset` runs with (at widths `cells`, default its own)."""
   y = dataset.y_train
   n_all = dataset.x_train.shape[0] + dataset.x_val.shape[0]
-  if config.data.resplit:
+  folds = folds_of(config, dataset)
+  cv = ()
+  if folds is not None:
+    n_train, n_val = folds.train.shape[1], folds.val.shape[1]
+    cv = (folds.scheme, folds.folds, folds.horizon, folds.gap)
+  elif config.data.resplit:
     n_val = max(1, int(round(n_all * config.data.resplit)))
     n_train = n_all - n_val
   else:
@@ -147,7 +203,8 @@ def shape_of(config: Config, dataset: Dataset, cells: int | Widths | None = None
       n_train=n_train, n_val=n_val, batch=batch, steps=steps, epochs=config.train.epochs,
       widths=widths_of(config.model, cells), outputs=config.model.outputs or int(y.shape[-1]),
       time_out=int(y.shape[1]) if (y.ndim == 3 and architecture == "encoder_decoder") else 0,
-      frame_shape=tuple(dataset.metadata.get("frame_shape", ())) if architecture == "cnn_lstm" else ())
+      frame_shape=tuple(dataset.metadata.get("frame_shape", ())) if architecture == "cnn_lstm" else (),
+      cv=cv, power=config.data.transform if "series_transform" in dataset.metadata else "none")
 
 
 def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None,
@@ -179,11 +236,19 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
 
   network = network_for(shape.widths)
   steps = model.masks_loss  # static: losses weighted per (sample, step) by the input mask
+  folds = folds_of(config, dataset)
+  # Folds of unequal size can leave a member minibatches of padding only: those skip the update.
+  uneven = folds is not None and len(set(folds.train_count.tolist())) > 1
 
-  def metric_fns(scale: jax.Array | None) -> dict[str, Callable]:
+  def metric_fns(scale: jax.Array | None, original: Original | None = None,
+                 aux: jax.Array | None = None) -> dict[str, Callable]:
+    """Metric functions; `aux [batch, 2, outputs]` is the batch's rows of `original.train` / `.val`."""
     fns = {}
     for name in train_cfg.metrics:
-      if name == "mae_original":
+      if name == "mae_original" and original is not None:
+        fns[name] = lambda out, y, a, o=original, b=aux: losses.mae_levels(
+            out, b[:, 1], a, matrix=o.matrix, offsets=b[:, 0], lmbda=o.lmbda, power=shape.power)
+      elif name == "mae_original":
         fns[name] = lambda out, y, a, s=scale, **kw: losses.mae_original(
             out, y, a, unit_scale=1.0 if s is None else s, **kw)
       else:
@@ -222,42 +287,82 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
       rates = (hparams["dropout"], hparams["recurrent_dropout"], hparams.get("dense_dropout", 0.0))
     return network.apply({"params": params}, x, dropout_key=dropout_key, rates=rates)
 
-  def evaluate(params, x, y, hparams, *, unit_scale=None) -> dict[str, jax.Array]:
+  def evaluate(params, x, y, hparams, *, unit_scale=None, mask=None, original=None,
+               aux=None) -> dict[str, jax.Array]:
     """Loss and metrics on a whole set (no dropout): the `val_*` entries.
 
     With `mask_value` on sequence outputs, each is the mean over the set's
-    unmasked (sample, step) pairs.
+    unmasked (sample, step) pairs. `mask [samples]` leaves out padding rows (folds);
+    `original` and the set's rows of it (`aux`) serve `mae_original` after transforms.
     """
     out = logits(params, x)
     if steps:
-      weights = weights_of(x)
+      weights = weights_of(x, mask)
       mean = lambda fn: jnp.divide(*weighted(fn, out, y, weights))
+    elif mask is not None:
+      mean = lambda fn: jnp.sum(mask * fn(out, y, act)) / jnp.sum(mask)
     else:
       mean = lambda fn: jnp.mean(fn(out, y, act))
     values = {"loss": mean(loss_fn)}
     if model.uses_penalty:
       # Keras' evaluate() adds the regularisation losses to `val_loss` too.
       values["loss"] = values["loss"] + penalty(params, hparams)
-    for name, fn in metric_fns(unit_scale).items():
+    for name, fn in metric_fns(unit_scale, original, aux).items():
       values[name] = mean(fn)
     return values
 
-  def epoch_order(shuffle_key: jax.Array, epoch: jax.Array) -> jax.Array:
-    """`[n_train]` order in which an epoch visits the training samples."""
+  def epoch_order(shuffle_key: jax.Array, epoch: jax.Array, count: jax.Array | None = None) -> jax.Array:
+    """`[n_train]` order in which an epoch visits the training samples.
+
+    With `count` (a fold member's own samples, rows `0 .. count - 1`, when folds differ
+    in size), those come first, in random order when shuffling, and the padding rows
+    after them.
+    """
     if not train_cfg.shuffle:
       return jnp.arange(shape.n_train)
-    return jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), shape.n_train)
+    epoch_key = jax.random.fold_in(shuffle_key, epoch)
+    if count is None:
+      return jax.random.permutation(epoch_key, shape.n_train)
+    # One sort, as permutation's: random 31-bit keys, the padding rows' top bit set.
+    bits = jax.random.bits(epoch_key, (shape.n_train,), jnp.uint32) >> 1
+    padding = (jnp.arange(shape.n_train) >= count).astype(jnp.uint32) << 31
+    return jnp.argsort(bits | padding, stable=True).astype(jnp.int32)
+
+  def fold_data(data: Data, member: Member) -> Data:
+    """The member's fold: its training and validation rows of all samples, padded and masked."""
+    x_all = jnp.concatenate([data.x_train, data.x_val])
+    y_all = jnp.concatenate([data.y_train, data.y_val])
+    n_all = x_all.shape[0]
+    order = (jax.random.permutation(member.keys.split, n_all) if folds.scheme == "kfold"
+             else jnp.arange(n_all))
+    train_idx = order[jnp.asarray(folds.train)[member.fold]]
+    val_idx = order[jnp.asarray(folds.val)[member.fold]]
+    mask = lambda width, count: (jnp.arange(width) < count).astype(jnp.float32)
+    original = data.original
+    if original is not None:
+      aux_all = jnp.concatenate([original.train, original.val])
+      original = original._replace(train=aux_all[train_idx], val=aux_all[val_idx])
+    return data._replace(
+        x_train=x_all[train_idx], y_train=y_all[train_idx], x_val=x_all[val_idx], y_val=y_all[val_idx],
+        original=original, train_mask=mask(shape.n_train, jnp.asarray(folds.train_count)[member.fold]),
+        val_mask=mask(shape.n_val, jnp.asarray(folds.val_count)[member.fold]))
 
   def member_data(data: Data, member: Member) -> Data:
-    """The member's train/validation arrays (its own random split with `data.resplit`)."""
+    """The member's train/validation arrays (its own random split with `data.resplit`, its fold with `data.cv`)."""
+    if folds is not None:
+      return fold_data(data, member)
     if not config.data.resplit:
       return data
     x_all = jnp.concatenate([data.x_train, data.x_val])
     y_all = jnp.concatenate([data.y_train, data.y_val])
     order = jax.random.permutation(member.keys.split, x_all.shape[0])
     train_idx, val_idx = order[: shape.n_train], order[shape.n_train:]
+    original = data.original
+    if original is not None:
+      aux_all = jnp.concatenate([original.train, original.val])
+      original = original._replace(train=aux_all[train_idx], val=aux_all[val_idx])
     return data._replace(x_train=x_all[train_idx], y_train=y_all[train_idx],
-                         x_val=x_all[val_idx], y_val=y_all[val_idx])
+                         x_val=x_all[val_idx], y_val=y_all[val_idx], original=original)
 
   def run_epochs(state: TrainState, member: Member, data: Data, n_epochs: int):
     """Train one member for `n_epochs` epochs from `state.epoch`.
@@ -270,10 +375,12 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
     """
     data = member_data(data, member)
     hp = member.hparams
-    fns = metric_fns(data.unit_scale)
     n, batch, steps = shape.n_train, shape.batch, shape.steps
+    # A fold member's own training samples (the rest is padding); n without folds.
+    n_own = n if data.train_mask is None else jnp.sum(data.train_mask)
 
-    def objective(params, xb, yb, mask, dropout_key):
+    def objective(params, xb, yb, mask, dropout_key, aux):
+      fns = metric_fns(data.unit_scale, data.original, aux)
       out = logits(params, xb, dropout_key=dropout_key if model.uses_dropout else None, hparams=hp)
       reg = penalty(params, hp) if model.uses_penalty else jnp.zeros([], jnp.float32)
       if steps:
@@ -285,7 +392,7 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
         metric_sums = {m: weighted(fn, out, yb, weights) for m, fn in fns.items()}
         return data_loss + reg, (reg, metric_sums)
       count = jnp.sum(mask)
-      data_loss = jnp.sum(mask * loss_fn(out, yb, act)) / count
+      data_loss = jnp.sum(mask * loss_fn(out, yb, act)) / (jnp.maximum(count, 1.0) if uneven else count)
       metric_sums = {m: jnp.sum(mask * fn(out, yb, act)) for m, fn in fns.items()}
       return data_loss + reg, (reg, metric_sums)
 
@@ -296,30 +403,38 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
       params, opt_state, epoch_dropout_key = carry
       idx, mask, step = inputs
       dropout_key = jax.random.fold_in(epoch_dropout_key, step)
-      (loss, (reg, metric_sums)), grads = grad_fn(params, data.x_train[idx], data.y_train[idx], mask, dropout_key)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      params = optax.apply_updates(params, updates)
+      aux = None if data.original is None else data.original.train[idx]
+      (loss, (reg, metric_sums)), grads = grad_fn(params, data.x_train[idx], data.y_train[idx], mask, dropout_key,
+                                                  aux)
+      updates, new_opt_state = tx.update(grads, opt_state, params)
+      new_params = optax.apply_updates(params, updates)
       count = jnp.sum(mask)
-      return (params, opt_state, epoch_dropout_key), (loss * count, reg * count, metric_sums)
+      if uneven:  # a minibatch of padding only (a smaller fold) changes nothing, not even Adam's step count
+        keep = count > 0
+        new_params, new_opt_state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), (new_params, new_opt_state),
+                                                 (params, opt_state))
+      return (new_params, new_opt_state, epoch_dropout_key), (loss * count, reg * count, metric_sums)
 
     def train_epoch(state: TrainState):
       """All minibatches of one epoch; returns the new params, optimizer state and training record."""
-      order = epoch_order(member.keys.shuffle, state.epoch)
+      # Padding rows to put last exist only when folds differ in size (statically known).
+      order = epoch_order(member.keys.shuffle, state.epoch, n_own if uneven else None)
       idx = jnp.concatenate([order, jnp.zeros((steps * batch - n,), order.dtype)]).reshape(steps, batch)
-      mask = (jnp.arange(steps * batch) < n).astype(jnp.float32).reshape(steps, batch)
+      mask = (jnp.arange(steps * batch) < n_own).astype(jnp.float32).reshape(steps, batch)
       carry = (state.params, state.opt_state, jax.random.fold_in(member.keys.dropout, state.epoch))
       (params, opt_state, _), (loss_sums, reg_sums, metric_sums) = jax.lax.scan(
           batch_step, carry, (idx, mask, jnp.arange(steps)))
       # Keras 3 averages batch losses weighted by batch size: the mean over samples.
-      record = {"loss": jnp.sum(loss_sums) / n}
+      record = {"loss": jnp.sum(loss_sums) / n_own}
       if steps:  # a metric's weighted sums over the epoch / its weights (Keras' masked metrics)
         record.update({m: jnp.sum(metric_sums[m][0]) / jnp.sum(metric_sums[m][1]) for m in train_cfg.metrics})
       else:
-        record.update({m: jnp.sum(metric_sums[m]) / n for m in train_cfg.metrics})
-      val = evaluate(params, data.x_val, data.y_val, hp, unit_scale=data.unit_scale)
+        record.update({m: jnp.sum(metric_sums[m]) / n_own for m in train_cfg.metrics})
+      val = evaluate(params, data.x_val, data.y_val, hp, unit_scale=data.unit_scale, mask=data.val_mask,
+                     original=data.original, aux=None if data.original is None else data.original.val)
       record.update({"val_" + name: value for name, value in val.items()})
       if model.uses_penalty:
-        record["penalty"] = jnp.sum(reg_sums) / n
+        record["penalty"] = jnp.sum(reg_sums) / n_own
       return params, opt_state, record
 
     def epoch_step(state: TrainState, _):

@@ -16,6 +16,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Start jax now, with the devices the environment gives (one CPU device unless XLA_FLAGS asks for
+# more): the command line asks for host devices before jax starts, and an in-process run must not
+# choose the device count of the whole session.
+jax.devices()
 
 TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
 

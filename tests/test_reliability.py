@@ -322,3 +322,33 @@ def test_repeats_grow_in_place_and_only_the_new_ones_train(tmp_path, capsys):
   assert sweep.main([*base, "--repeats", "4", "--quiet"]) == 2
   assert "can grow, never shrink" in one_error_line(capsys.readouterr().err)
   assert files(out) == before
+
+
+# ---------------------------------------------------------------------------
+# 2. A folder resumes across an upgrade that only added fields.
+
+
+def test_a_folder_written_before_fields_were_added_resumes(tmp_path, capsys):
+  out = tmp_path / "run"
+  assert sweep.main([*TINY, "--out", str(out)]) == 0
+  capsys.readouterr()
+  added = {"model": ("units", "dense", "dense_activation", "dense_dropout", "mask_value"), "train": ("paired",)}
+  # Make it look written by a version that had none of the fields added since ids were frozen.
+  for path in (out / "configs").glob("*.json"):
+    config = json.loads(path.read_text())
+    for section, names in added.items():
+      for name in names:
+        config[section].pop(name, None)
+    path.write_text(json.dumps(config))
+  manifest = _manifest(out)
+  assert not any(name in manifest["study"]["base"][s] for s, names in added.items() for name in names)
+  last = manifest["study"]["configs"][-1]
+  manifest["configs"][last].update(status="pending", repeats=0)
+  manifest.pop("finished", None)
+  (out / "manifest.json").write_text(json.dumps(manifest))
+  run = store.load_run(out)  # old configs load, with the new fields at their defaults
+  assert [c.config_id for c in run.configs.values()] == manifest["study"]["configs"]
+  assert sweep.main([*TINY[:-1], "--out", str(out)]) == 0
+  err = capsys.readouterr().err
+  assert "resuming: 2 of 3 configs already done" in err and "1 config(s) x 2 repeats" in err
+  assert _done(out) == 3
