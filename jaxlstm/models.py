@@ -203,7 +203,6 @@ class Recurrent(nn.Module):
   units: int
   reverse: bool = False
   act: str | None = None  # the cell activation; default `cfg.activation` (one for every layer)
-  fast: bool = True  # the custom-VJP time loop (`scan_cell`) where it applies; False: autodiff of lax.scan
 
   @nn.compact
   def __call__(self, xs: jax.Array, *, input_mask: jax.Array | None = None,
@@ -251,423 +250,306 @@ class Recurrent(nn.Module):
       if is_lstm:
         c_scale = self.param("norm_cell_scale", ones, (units,))
         c_bias = self.param("norm_cell_bias", nn.initializers.zeros, (units,))
+    if cfg.kernel == "fused":  # opt-in (config refuses layer norm, tbptt and other activations)
+      return fused_layer(cfg.cell, xs, kernel, bias, recurrent, recurrent_bias, (h0, c0) if is_lstm else (h0,),
+                         input_mask=input_mask, state_mask=state_mask, step_mask=step_mask,
+                         reverse=self.reverse, zero_output=zero_masked_output)
 
-    fast = self.fast and uses_fast_path(cfg, self.act or cfg.activation, time)
-    if fast:
-      # Time-major from here on: transposing the `features`-wide input costs less than
-      # transposing the `gates * units`-wide projection (and the layer's whole backward).
-      xs = jnp.swapaxes(xs, 0, 1)
-      if input_mask is not None:
-        input_mask = input_mask[:, None] if input_mask.ndim == 3 else input_mask[None]
-    elif input_mask is not None:
-      input_mask = input_mask[..., None, :]  # [..., batch, 1, features]
     if input_mask is None:
       projected = xs @ kernel  # one matmul for all time steps
-    elif input_mask.ndim == 3:
-      projected = (xs * input_mask) @ kernel
+    elif input_mask.ndim == 2:
+      projected = (xs * input_mask[:, None, :]) @ kernel
     else:  # one mask per gate: gate g sees (x * mask_g) @ kernel_g
-      masked = xs[None] * input_mask  # [gates, (time, batch | batch, time), features]
-      projected = jnp.einsum("gabf,fgu->abgu", masked, kernel.reshape(features, gates, units))
-      projected = projected.reshape(*projected.shape[:2], gates * units)
+      masked = xs[None] * input_mask[:, :, None, :]  # [gates, batch, time, features]
+      projected = jnp.einsum("gbtf,fgu->btgu", masked, kernel.reshape(features, gates, units))
+      projected = projected.reshape(batch, time, gates * units)
     if cfg.layer_norm:
       projected = layer_norm(projected, x_scale)
     projected = projected + _along_last(bias, 3)
     act = activation(self.act or cfg.activation)
     gate_act = activation(cfg.recurrent_activation)
-    # The cell's own (non-matmul) parameters: what `lstm_cell` / `gru_cell` read besides x_t and h @ U.
-    cell_params = {}
-    if cfg.layer_norm:
-      cell_params["norm_recurrent_scale"] = h_scale
-      if is_lstm:
-        cell_params.update(norm_cell_scale=c_scale, norm_cell_bias=c_bias)
-    if not is_lstm:
-      cell_params["recurrent_bias"] = recurrent_bias
-    cell = functools.partial(lstm_cell if is_lstm else gru_cell, act=act, gate_act=gate_act)
-    if step_mask is not None:
-      cell = masked_cell(cell, zero_masked_output)
 
+    def recur(h):
+      if state_mask is None:
+        r = h @ recurrent
+      else:
+        masked = h[None] * state_mask  # [gates, batch, units]
+        r = jnp.einsum("gbu,ugv->bgv", masked, recurrent.reshape(units, gates, units))
+        r = r.reshape(batch, gates * units)
+      return layer_norm(r, h_scale) if cfg.layer_norm else r
+
+    def lstm_step(carry, x_t):
+      h, c = carry
+      i, f, g, o = jnp.split(x_t + recur(h), 4, axis=-1)
+      c = gate_act(f) * c + gate_act(i) * act(g)
+      h = gate_act(o) * act(layer_norm(c, c_scale, c_bias) if cfg.layer_norm else c)
+      return (h, c), h
+
+    def gru_step(carry, x_t):
+      (h,) = carry
+      xz, xr, xh = jnp.split(x_t, 3, axis=-1)
+      rz, rr, rh = jnp.split(recur(h) + _along_last(recurrent_bias, 2), 3, axis=-1)
+      z = gate_act(xz + rz)
+      r = gate_act(xr + rr)
+      hh = act(xh + r * rh)  # reset_after=True (Keras 3 default)
+      h = z * h + (1.0 - z) * hh  # the unmasked h, as Keras' implementation 1
+      return (h,), h
+
+    step = lstm_step if is_lstm else gru_step
     carry0 = (jnp.broadcast_to(h0, (batch, units)),)
     if is_lstm:
       carry0 += (jnp.broadcast_to(c0, (batch, units)),)
-    if fast:
-      keep = None if step_mask is None else jnp.swapaxes(step_mask, 0, 1)
-      hs = scan_fast(projected, carry0, recurrent, recurrent_bias, state_mask, keep, reverse=self.reverse,
-                     zero_output=zero_masked_output)
-      return jnp.swapaxes(hs, 0, 1)
     time_major = jnp.swapaxes(projected, 0, 1)
-    keep = None if step_mask is None else jnp.swapaxes(step_mask, 0, 1)
-    truncated = bool(cfg.tbptt and cfg.tbptt < time)
-
-    def step(carry, inputs):
-      return cell(carry, inputs, recurrent_product(carry[0], recurrent, state_mask), cell_params)
-
-    inputs = time_major if keep is None else (time_major, keep)
-    if truncated:
-      hs = scan_truncated(step, carry0, inputs, cfg.tbptt, reverse=self.reverse)
+    if step_mask is not None:
+      step = masked_step(step, zero_masked_output)
+      time_major = (time_major, jnp.swapaxes(step_mask, 0, 1))
+    if cfg.tbptt and cfg.tbptt < time:
+      hs = scan_truncated(step, carry0, time_major, cfg.tbptt, reverse=self.reverse)
     else:
-      _, hs = jax.lax.scan(step, carry0, inputs, reverse=self.reverse)
+      _, hs = jax.lax.scan(step, carry0, time_major, reverse=self.reverse)
     return jnp.swapaxes(hs, 0, 1)
 
 
-# ---------------------------------------------------------------------------
-# The time loop: cells, the recurrent product, and the fast (custom-VJP) scan.
-
-
-def recurrent_product(h: jax.Array, recurrent: jax.Array, state_mask: jax.Array | None) -> jax.Array:
-  """`h @ recurrent`, or with recurrent dropout one masked h per gate (Keras' implementation 1).
-
-  Args:
-    h: `[batch, units]` carried state.
-    recurrent: `[units, gates * units]`.
-    state_mask: `[gates, batch, units]` or None.
-
-  Returns:
-    `[batch, gates * units]`.
-  """
-  if state_mask is None:
-    return h @ recurrent
-  gates, batch, units = state_mask.shape
-  masked = h[None] * state_mask
-  r = jnp.einsum("gbu,ugv->bgv", masked, recurrent.reshape(units, gates, units))
-  return r.reshape(batch, gates * units)
-
-
-def lstm_cell(carry, x_t, r, params, *, act, gate_act):
-  """One LSTM step given the recurrent product `r = h @ U` (gate order i, f, c, o).
-
-  Args:
-    carry: `(h, c)`, each `[batch, units]`.
-    x_t: `[batch, 4 * units]` projected input (bias included).
-    r: `[batch, 4 * units]` recurrent product, before layer norm.
-    params: `norm_recurrent_scale`, `norm_cell_scale`, `norm_cell_bias` with layer norm, else empty.
-
-  Returns:
-    `((h, c), h)`.
-  """
-  h, c = carry
-  if "norm_recurrent_scale" in params:
-    r = layer_norm(r, params["norm_recurrent_scale"])
-  i, f, g, o = jnp.split(x_t + r, 4, axis=-1)
-  c = gate_act(f) * c + gate_act(i) * act(g)
-  if "norm_cell_scale" in params:
-    h = gate_act(o) * act(layer_norm(c, params["norm_cell_scale"], params["norm_cell_bias"]))
-  else:
-    h = gate_act(o) * act(c)
-  return (h, c), h
-
-
-def gru_cell(carry, x_t, r, params, *, act, gate_act):
-  """One GRU step (Keras 3 `reset_after=True`) given the recurrent product `r = h @ U` (gates z, r, h)."""
-  (h,) = carry
-  if "norm_recurrent_scale" in params:
-    r = layer_norm(r, params["norm_recurrent_scale"])
-  xz, xr, xh = jnp.split(x_t, 3, axis=-1)
-  rz, rr, rh = jnp.split(r + _along_last(params["recurrent_bias"], 2), 3, axis=-1)
-  z = gate_act(xz + rz)
-  r = gate_act(xr + rr)
-  hh = act(xh + r * rh)  # reset_after=True (Keras 3 default)
-  h = z * h + (1.0 - z) * hh  # the unmasked h, as Keras' implementation 1
-  return (h,), h
-
-
-def masked_cell(cell: Callable, zero_output: bool) -> Callable:
+def masked_step(step: Callable, zero_output: bool) -> Callable:
   """Keras' masked RNN step: a skipped step keeps the carry and repeats the previous output.
 
-  `cell(carry, x_t, r, params) -> (carry, h_t)` becomes the same call with
-  `(x_t, keep_t)` in place of x_t, keep_t `[batch]` bool. Where keep_t is False
-  the new carry is discarded (so nothing at that step, its input included, gets
-  a gradient) and the output is the carried h (the last kept step's output, or
-  the initial state) or zeros.
+  `step(carry, x_t) -> (carry, h_t)` becomes `step((carry, (x_t, keep_t)))` with
+  keep_t `[batch]` bool. Where keep_t is False the new carry is discarded (so
+  nothing at that step, its input included, gets a gradient) and the output is
+  the carried h (the last kept step's output, or the initial state) or zeros.
   """
-  def run(carry, inputs, r, params):
+  def run(carry, inputs):
     x_t, keep_t = inputs
-    new_carry, h = cell(carry, x_t, r, params)
+    new_carry, h = step(carry, x_t)
     keep = keep_t[:, None]
     carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
     return carry, jnp.where(keep, h, jnp.zeros_like(h) if zero_output else carry[0])
   return run
 
 
-def uses_fast_path(cfg: ModelConfig, act: str, time: int) -> bool:
-  """Whether a recurrent layer runs the fast time loop (`scan_fast`) or autodiff of `lax.scan`.
+# ---------------------------------------------------------------------------
+# The fused kernel (`model.kernel = "fused"`): Keras' LSTM/GRU cell with tanh and
+# sigmoid, rearranged for speed. Every gate comes out of one tanh call, as
+# sigmoid(z) = tanh(z / 2) / 2 + 1 / 2, so a gate is `s * tanh(s * z) + (1 - s)` with
+# s = 1/2 (sigmoid) or 1 (tanh). A custom VJP runs the backward loop with one matmul
+# per step (d h = d r @ U^T) and forms d U as one matmul over all steps after it
+# (as cuDNN does); autodiff of the scan does a second, accumulating matmul per step.
+# Loops run time-major. Values equal the scan kernel's to float32 rounding.
 
-  The fast loop covers LSTM and GRU with Keras' default activations (tanh and
-  sigmoid), with or without dropout, recurrent dropout, masking, a learned
-  initial state, in any direction and architecture. Layer norm, other
-  activations and truncated BPTT take the plain loop.
-  """
-  return (cfg.cell in GATES and act == "tanh" and cfg.recurrent_activation == "sigmoid"
-          and not cfg.layer_norm and not (cfg.tbptt and cfg.tbptt < time))
+
+def _gate_scale(gates: str, units: int) -> np.ndarray:
+  """`[1, gates * units]` `s` of every gate column: 1/2 for a sigmoid gate ("s"), 1 for a tanh gate ("t")."""
+  return np.repeat(np.array([0.5 if g == "s" else 1.0 for g in gates], np.float32), units)[None]
 
 
 def _lstm_forward(carry, x_t, r):
-  """LSTM step with its backward's residual: `((h, c), h, [si, sf, tg, so, c_prev, tanh(c)])`.
-
-  The same operations, in the same order, as `lstm_cell` with tanh/sigmoid.
-  """
-  h, c_prev = carry
-  i, f, g, o = jnp.split(x_t + r, 4, axis=-1)
-  si, sf, tg, so = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-  c = sf * c_prev + si * tg
+  """One LSTM step (gates i, f, c, o) -> `(carry, residual)`; the residual is what its backward reads."""
+  h, c = carry
+  s = _gate_scale("ssts", h.shape[-1])
+  t = jnp.tanh((x_t + r) * s)  # all four gates in one call
+  i, f, g, o = jnp.split(t * s + (1.0 - s), 4, axis=-1)
+  c = f * c + i * g
   tc = jnp.tanh(c)
-  h = so * tc
-  return (h, c), h, jnp.concatenate([si, sf, tg, so, c_prev, tc], axis=-1)
+  return (o * tc, c), (t, tc)
 
 
-def _lstm_backward(residual, d_carry):
-  """`(d (h, c)_prev without the recurrent product's share, d x_t, d r)` of one LSTM step.
-
-  JAX's own derivative rules written out, in the order autodiff applies them,
-  so a step's gradient equals autodiff's bit for bit: sigmoid' = s (1 - s)
-  and tanh' as `(g + g t)(1 - t)` (the `logistic_p` / `tanh_p` JVPs).
-  """
+def _lstm_backward(prev, residual, d_carry):
+  """`(d x_t, d r_t, d carry_prev)` of one LSTM step; d carry_prev without the path through r."""
+  _, c_prev = prev
+  t, tc = residual
   d_h, d_c = d_carry
-  si, sf, tg, so, c_prev, tc = jnp.split(residual, 6, axis=-1)
-  d_so = d_h * tc
-  t = (so * d_h) * (1.0 - tc)
-  d_c = (d_c + t) + t * tc
-  d_sf, d_si, d_tg = d_c * c_prev, d_c * tg, si * d_c
-  u = d_tg * (1.0 - tg)
-  d_z = jnp.concatenate([d_si * (si * (1.0 - si)), d_sf * (sf * (1.0 - sf)), u + u * tg,
-                         d_so * (so * (1.0 - so))], axis=-1)
-  return (jnp.zeros_like(d_h), sf * d_c), d_z, d_z
+  s = _gate_scale("ssts", d_h.shape[-1])
+  i, f, g, o = jnp.split(t * s + (1.0 - s), 4, axis=-1)
+  d_c = d_c + d_h * o * (1.0 - tc * tc)
+  d_gates = jnp.concatenate([d_c * g, d_c * c_prev, d_c * i, d_h * tc], axis=-1)
+  d_z = d_gates * (s * s) * (1.0 - t * t)  # d/dz of s tanh(s z) + (1 - s)
+  return d_z, d_z, (jnp.zeros_like(d_h), d_c * f)
 
 
-def _gru_forward(carry, x_t, r, bias):
-  """GRU step (reset_after) with its residual `[z, r, hh, rh, h_prev]`; the ops of `gru_cell`."""
-  (h_prev,) = carry
-  xz, xr, xh = jnp.split(x_t, 3, axis=-1)
-  rz, rr, rh = jnp.split(r + bias, 3, axis=-1)
-  z = jax.nn.sigmoid(xz + rz)
-  reset = jax.nn.sigmoid(xr + rr)
-  hh = jnp.tanh(xh + reset * rh)
-  h = z * h_prev + (1.0 - z) * hh
-  return (h,), h, jnp.concatenate([z, reset, hh, rh, h_prev], axis=-1)
+def _gru_forward(carry, x_t, r):
+  """One GRU step (Keras 3 reset_after; gates z, r, h); `r` includes the recurrent bias."""
+  (h,) = carry
+  split = 2 * h.shape[-1]
+  # z and r in one call; the candidate needs r first, so it takes a second.
+  zr = 0.5 * jnp.tanh(0.5 * (x_t[..., :split] + r[..., :split])) + 0.5
+  z, reset = jnp.split(zr, 2, axis=-1)
+  r_h = r[..., split:]
+  hh = jnp.tanh(x_t[..., split:] + reset * r_h)
+  return (z * h + (1.0 - z) * hh,), (zr, hh, r_h)
 
 
-def _gru_backward(residual, d_carry):
-  """`_lstm_backward` for the GRU: d r (which also feeds the recurrent bias) differs from d x_t in the h gate."""
+def _gru_backward(prev, residual, d_carry):
+  """`_lstm_backward` for the GRU: d r differs from d x in the candidate gate (r gates h @ U only)."""
+  (h_prev,) = prev
+  zr, hh, r_h = residual
   (d_h,) = d_carry
-  z, reset, hh, rh, h_prev = jnp.split(residual, 5, axis=-1)
-  d_hh = (1.0 - z) * d_h
-  d_z = -(d_h * hh) + d_h * h_prev
-  t = d_hh * (1.0 - hh)
-  d_a = t + t * hh
-  d_pre_z = d_z * (z * (1.0 - z))
-  d_pre_r = (d_a * rh) * (reset * (1.0 - reset))
-  d_x = jnp.concatenate([d_pre_z, d_pre_r, d_a], axis=-1)
-  d_r = jnp.concatenate([d_pre_z, d_pre_r, reset * d_a], axis=-1)
-  return (z * d_h,), d_x, d_r
+  z, reset = jnp.split(zr, 2, axis=-1)
+  d_hh = d_h * (1.0 - z) * (1.0 - hh * hh)
+  d_zr = jnp.concatenate([d_h * (h_prev - hh), d_hh * r_h], axis=-1) * zr * (1.0 - zr)
+  d_x = jnp.concatenate([d_zr, d_hh], axis=-1)
+  d_r = jnp.concatenate([d_zr, d_hh * reset], axis=-1)
+  return d_x, d_r, (d_h * z,)
 
 
-def time_loop(body: Callable, carry: Any, reads: Any, writes: Any, *, reverse: bool = False) -> tuple[Any, Any]:
-  """A loop over axis 1 (time) of `[members, time, ...]` arrays: `carry, writes[:, t] = body(carry, reads[:, t])`.
-
-  What `lax.scan` over the time axis computes, shaped for XLA:CPU (jaxlib 0.10)
-  code generation; the values are the same:
-
-    * each step's inputs are read one step ahead and handed over through the
-      carry. An elementwise fusion that reads its input through the loop's
-      dynamic-slice is emitted as scalar code (the slice's offset is reloaded
-      per element); one that reads a loop-carried array is vectorised;
-    * the member axis stays in front and time second, as the ensemble's
-      arrays are laid out, with plain dynamic slices and updates. Under `vmap`,
-      a per-member `scan` gets its slices and updates batched into gathers and
-      scatters (a select per element) and its sequences moved to time-major and
-      back (a transpose of the whole activation per layer and direction).
-
-  Args:
-    body: `(carry, inputs_t) -> (carry, outputs_t)`.
-    carry: the loop state.
-    reads: a pytree of `[members, time, ...]` arrays (None leaves allowed).
-    writes: a pytree of `[members, time, ...]` buffers, one per leaf of `outputs_t`.
-    reverse: run from the last step to the first.
-
-  Returns:
-    `(carry, writes)` after the last step.
-  """
-  time = jax.tree.leaves(reads)[0].shape[1]
-  first, step = (time - 1, -1) if reverse else (0, 1)
-
-  def read(t):
-    return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, t, axis=1, keepdims=False), reads)
-
-  def run(i, state):
-    inner, inputs, buffers = state
-    t = time - 1 - i if reverse else i
-    upcoming = read(jnp.clip(t + step, 0, time - 1))
-    inner, outputs = body(inner, inputs)
-    buffers = jax.tree.map(lambda buf, out: jax.lax.dynamic_update_index_in_dim(buf, out, t, axis=1),
-                           buffers, outputs)
-    return inner, upcoming, buffers
-
-  carry, _, writes = jax.lax.fori_loop(0, time, run, (carry, read(first), writes))
-  return carry, writes
+_CELLS = {"lstm": (_lstm_forward, _lstm_backward), "gru": (_gru_forward, _gru_backward)}
 
 
-def per_member(batched: Callable) -> Callable:
-  """A function of one member from `batched`, its version for a leading `[members]` axis on every argument.
-
-  The returned function runs `batched` on a member axis of one; under `vmap` it
-  runs `batched` on the mapped axis itself (`custom_vmap`; unmapped arguments
-  are broadcast), so the fast loops lay out and index the member axis
-  themselves. Outputs are all mapped.
-  """
-  @jax.custom_batching.custom_vmap
-  def one(*args):
-    return jax.tree.map(lambda a: a[0], batched(*jax.tree.map(lambda a: a[None], args)))
-
-  @one.def_vmap
-  def rule(axis_size, in_batched, *args):
-    args = [jax.tree.map(lambda a, mapped: a if mapped else jnp.broadcast_to(a, (axis_size, *a.shape)),
-                         arg, mapped) for arg, mapped in zip(args, in_batched)]
-    out = batched(*args)
-    return out, jax.tree.map(lambda _: True, out)
-
-  return one
-
-
-def _members_product(h: jax.Array, recurrent: jax.Array, state_mask: jax.Array | None) -> jax.Array:
-  """`recurrent_product` with a leading member axis on every argument: `[members, batch, gates * units]`."""
+def _product(h: jax.Array, recurrent: jax.Array, state_mask: jax.Array | None) -> jax.Array:
+  """`h @ U` of `[batch, units]`, or with recurrent dropout one masked h per gate (Keras' implementation 1)."""
   if state_mask is None:
-    return jnp.einsum("mbu,mug->mbg", h, recurrent)
-  members, gates, batch, units = state_mask.shape
-  masked = h[:, None] * state_mask
-  r = jnp.einsum("mgbu,mugv->mbgv", masked, recurrent.reshape(members, units, gates, units))
-  return r.reshape(members, batch, gates * units)
+    return h @ recurrent
+  gates, batch, units = state_mask.shape
+  r = jnp.einsum("gbu,ugv->bgv", h[None] * state_mask, recurrent.reshape(units, gates, units))
+  return r.reshape(batch, gates * units)
 
 
-def _fast_forward(carry0, xs, recurrent, bias, state_mask, keep, *, lstm, reverse, zero_output, save):
-  """The forward loop of `scan_fast` for `[members, ...]` arguments; `(ys, residuals)` or ys."""
-  members, time, batch, _ = xs.shape
-  units = carry0[0].shape[-1]
-  residual_width = (6 if lstm else 5) * units + (units if zero_output and lstm else 0)
-
-  def body(carry, inputs):
-    x_t, keep_t = inputs
-    r = _members_product(carry[0], recurrent, state_mask)
-    new, h, residual = _lstm_forward(carry, x_t, r) if lstm else _gru_forward(carry, x_t, r, bias[:, None])
-    if keep_t is not None:  # masked_cell's selects
-      k = keep_t[..., None]
-      new = jax.tree.map(lambda a, b: jnp.where(k, a, b), new, carry)
-      h = jnp.where(k, h, jnp.zeros_like(h) if zero_output else new[0])
-    if not save:
-      return new, h
-    if zero_output and lstm:  # the h this step starts from (the GRU's residual holds it already)
-      residual = jnp.concatenate([residual, carry[0]], axis=-1)
-    return new, (h, residual)
-
-  ys = jnp.zeros((members, time, batch, units), xs.dtype)
-  writes = (ys, jnp.zeros((members, time, batch, residual_width), xs.dtype)) if save else ys
-  return time_loop(body, carry0, (xs, keep), writes, reverse=reverse)[1]
+def _product_transpose(d_r: jax.Array, recurrent: jax.Array, state_mask: jax.Array | None) -> jax.Array:
+  """d h of `_product` for `[batch, gates * units]` cotangents: `d_r @ U^T` (masked per gate)."""
+  if state_mask is None:
+    return d_r @ recurrent.T
+  gates, batch, units = state_mask.shape
+  per_gate = jnp.einsum("bgv,ugv->gbu", d_r.reshape(batch, gates, units), recurrent.reshape(units, gates, units))
+  return jnp.sum(per_gate * state_mask, axis=0)
 
 
-def _fast_backward(carry0, recurrent, state_mask, keep, residuals, d_ys, *, lstm, reverse, zero_output):
-  """The backward loop of `scan_fast` for `[members, ...]` arguments: `(d carry0, d xs, d r)`."""
-  units = carry0[0].shape[-1]
-  members, time, batch, _ = d_ys.shape
-  width = recurrent.shape[-1]
-  cell_backward = _lstm_backward if lstm else _gru_backward
-  h_like = jax.ShapeDtypeStruct(carry0[0].shape, carry0[0].dtype)
-  h_transpose = jax.linear_transpose(lambda h: _members_product(h, recurrent, state_mask), h_like)
-
-  def body(d_carry, inputs):
-    residual, d_y, keep_t = inputs
-    if zero_output and lstm:
-      residual = residual[..., :-units]
-    d_h = d_carry[0] + d_y
-    if keep_t is None:
-      d_new, d_pass = (d_h, *d_carry[1:]), None
-    else:  # the selects' transpose: a masked step hands the cotangents to the previous carry
-      k = keep_t[..., None]
-      through = (d_carry[0] if zero_output else d_h, *d_carry[1:])
-      d_new = jax.tree.map(lambda d: jnp.where(k, d, jnp.zeros_like(d)), (d_h, *d_carry[1:]))
-      d_pass = jax.tree.map(lambda d: jnp.where(k, jnp.zeros_like(d), d), through)
-    d_prev, d_x, d_r = cell_backward(residual, d_new)
-    if d_pass is not None:
-      d_prev = jax.tree.map(jnp.add, d_pass, d_prev)
-    (d_h_product,) = h_transpose(d_r)
-    d_prev = (d_prev[0] + d_h_product, *d_prev[1:])
-    return d_prev, (d_x if lstm else (d_x, d_r))
-
-  d_xs = jnp.zeros((members, time, batch, width), d_ys.dtype)
-  writes = d_xs if lstm else (d_xs, jnp.zeros_like(d_xs))
-  d_carry0, d_out = time_loop(body, jax.tree.map(jnp.zeros_like, carry0), (residuals, d_ys, keep), writes,
-                              reverse=not reverse)
-  d_xs, d_rs = (d_out, d_out) if lstm else d_out
-  return d_carry0, d_xs, d_rs
-
-
-def scan_fast(xs: jax.Array, carry0: tuple[jax.Array, ...], recurrent: jax.Array,
-              recurrent_bias: jax.Array | None = None, state_mask: jax.Array | None = None,
-              keep: jax.Array | None = None, *, reverse: bool = False, zero_output: bool = False) -> jax.Array:
-  """An LSTM (carry `(h, c)`) or GRU (carry `(h,)`) layer's time loop with a hand-written VJP.
-
-  The forward loop does what `lax.scan` of `lstm_cell` / `gru_cell` (tanh,
-  sigmoid; `masked_cell` with `keep`) does, with the same operations, and saves
-  one packed residual per step (the gate activations and the few states the
-  backward needs). The backward loop carries one matmul per step (`d r_t @
-  U^T`); the recurrent kernel's gradient is one matmul over all steps after
-  the loop (`sum_t h_{t-1}^T d r_t`, as cuDNN does). Autodiff of the scan
-  instead adds `h_{t-1}^T d r_t` into an accumulator at every step (two
-  matmuls per step), so d U is the same sum in another order: equal to
-  float32 rounding, and bit for bit with one time step. Both loops are
-  `time_loop`s, written for a leading member axis (`per_member`).
+def _recurrent_grad(h_prev: jax.Array, d_r: jax.Array, state_mask: jax.Array | None) -> jax.Array:
+  """d U = sum over steps and batch of `h_prev^T d_r`: one matmul for the whole sequence.
 
   Args:
-    xs: `[time, batch, gates * units]` projected inputs (bias included), time-major.
-    carry0: the initial `(h, c)` or `(h,)`, each `[batch, units]`.
+    h_prev: `[time, batch, units]`, the state each step multiplied by U.
+    d_r: `[time, batch, gates * units]`.
+    state_mask: `[gates, batch, units]` or None.
+  """
+  if state_mask is None:
+    return jnp.einsum("tbu,tbg->ug", h_prev, d_r)
+  gates, _, units = state_mask.shape
+  masked = h_prev[:, None] * state_mask[None]  # [time, gates, batch, units]
+  d_u = jnp.einsum("tgbu,tbgv->ugv", masked, d_r.reshape(*d_r.shape[:2], gates, units))
+  return d_u.reshape(units, gates * units)
+
+
+def _fused_forward(cell, xs, carry0, recurrent, recurrent_bias, state_mask, keep, reverse, zero_output):
+  """The time loop: `(ys [time, batch, units], residuals)`; residuals hold each step's starting carry."""
+  forward, _ = _CELLS[cell]
+
+  def step(carry, inputs):
+    x_t, keep_t = inputs
+    r = _product(carry[0], recurrent, state_mask)
+    if recurrent_bias is not None:
+      r = r + _along_last(recurrent_bias, 2)
+    new, residual = forward(carry, x_t, r)
+    y = new[0]
+    if keep_t is not None:  # Keras masking: a skipped step keeps the carry (see `masked_step`)
+      k = keep_t[:, None]
+      new = jax.tree.map(lambda a, b: jnp.where(k, a, b), new, carry)
+      y = jnp.where(k, y, 0.0) if zero_output else new[0]
+    return new, (y, (carry, residual))
+
+  _, (ys, residuals) = jax.lax.scan(step, carry0, (xs, keep), reverse=reverse)
+  return ys, residuals
+
+
+def _fused_backward(cell, recurrent, state_mask, keep, residuals, d_ys, reverse, zero_output):
+  """The backward loop: `(d carry0, d xs, d rs)`, one `d r @ U^T` per step."""
+  _, backward = _CELLS[cell]
+
+  def step(d_carry, inputs):
+    (prev, residual), d_y, keep_t = inputs
+    if keep_t is not None:
+      k = keep_t[:, None]
+      if zero_output:  # a skipped step output zeros: its d y reaches nothing
+        d_y = jnp.where(k, d_y, 0.0)
+    d_new = (d_carry[0] + d_y, *d_carry[1:])
+    d_x, d_r, d_prev = backward(prev, residual, d_new)
+    if keep_t is not None:  # a skipped step hands its cotangents to the carry it kept
+      d_x, d_r = jnp.where(k, d_x, 0.0), jnp.where(k, d_r, 0.0)
+      d_prev = jax.tree.map(lambda a, b: jnp.where(k, a, b), d_prev, d_new)
+    d_prev = (d_prev[0] + _product_transpose(d_r, recurrent, state_mask), *d_prev[1:])
+    return d_prev, (d_x, d_r if cell == "gru" else None)
+
+  d_carry = tuple(jnp.zeros_like(a[0]) for a in residuals[0])
+  d_carry0, (d_xs, d_rs) = jax.lax.scan(step, d_carry, (residuals, d_ys, keep), reverse=not reverse)
+  return d_carry0, d_xs, d_xs if d_rs is None else d_rs
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 7, 8))
+def fused_scan(cell: str, xs: jax.Array, carry0: tuple[jax.Array, ...], recurrent: jax.Array,
+               recurrent_bias: jax.Array | None, state_mask: jax.Array | None, keep: jax.Array | None,
+               reverse: bool, zero_output: bool) -> jax.Array:
+  """The fused kernel's time loop over projected inputs, with its hand-written VJP.
+
+  Args:
+    cell: "lstm" (carry `(h, c)`) or "gru" (carry `(h,)`).
+    xs: `[time, batch, gates * units]` projected inputs, bias included (time-major).
+    carry0: the initial state, each `[batch, units]`.
     recurrent: `[units, gates * units]`.
     recurrent_bias: the GRU's `[3 * units]`; None for the LSTM.
     state_mask: `[gates, batch, units]` recurrent-dropout mask, or None.
-    keep: `[time, batch]` bool, False at masked steps (Keras masking), or None.
+    keep: `[time, batch]` bool, False at masked steps, or None.
     reverse: run from the last step to the first.
     zero_output: output zeros at masked steps instead of the carried h.
 
   Returns:
     `[time, batch, units]` outputs.
   """
-  lstm = recurrent_bias is None
-  time, batch, width = xs.shape
-  units = carry0[0].shape[-1]
-  if time == 0:  # nothing to run (an empty decoder)
-    return jnp.zeros((0, batch, units), xs.dtype)
-  static = dict(lstm=lstm, reverse=reverse, zero_output=zero_output)
-  forward = per_member(functools.partial(_fast_forward, save=False, **static))
-  forward_saving = per_member(functools.partial(_fast_forward, save=True, **static))
-  backward = per_member(functools.partial(_fast_backward, **static))
+  return _fused_forward(cell, xs, carry0, recurrent, recurrent_bias, state_mask, keep, reverse, zero_output)[0]
 
-  def starts_of(carry0, ys, residuals):
-    """`[time, batch, units]`: the h each step multiplies by U."""
-    if zero_output or not lstm:
-      return residuals[..., -units:]
-    first = carry0[0][None]
-    return jnp.concatenate([ys[1:], first]) if reverse else jnp.concatenate([first, ys[:-1]])
 
-  @jax.custom_vjp
-  def run(carry0, xs, recurrent, recurrent_bias, state_mask, keep):
-    return forward(carry0, xs, recurrent, recurrent_bias, state_mask, keep)
+def _fused_scan_fwd(cell, xs, carry0, recurrent, recurrent_bias, state_mask, keep, reverse, zero_output):
+  ys, residuals = _fused_forward(cell, xs, carry0, recurrent, recurrent_bias, state_mask, keep, reverse,
+                                 zero_output)
+  return ys, (recurrent, recurrent_bias, state_mask, keep, residuals)
 
-  def run_fwd(carry0, xs, recurrent, recurrent_bias, state_mask, keep):
-    ys, residuals = forward_saving(carry0, xs, recurrent, recurrent_bias, state_mask, keep)
-    return ys, (carry0, recurrent, state_mask, keep, residuals, starts_of(carry0, ys, residuals))
 
-  def run_bwd(saved, d_ys):
-    carry0, recurrent, state_mask, keep, residuals, starts = saved
-    d_carry0, d_xs, d_rs = backward(carry0, recurrent, state_mask, keep, residuals, d_ys)
-    # One matmul over all steps: d U = sum_t h_{t-1}^T d r_t (per gate with recurrent dropout).
-    mask = None
-    if state_mask is not None:  # the same mask at every step, tiled over time
-      mask = jnp.broadcast_to(state_mask[:, None], (state_mask.shape[0], time, batch, units))
-      mask = mask.reshape(state_mask.shape[0], time * batch, units)
-    u_transpose = jax.linear_transpose(
-        lambda u: recurrent_product(starts.reshape(time * batch, units), u, mask), recurrent)
-    (d_recurrent,) = u_transpose(d_rs.reshape(time * batch, width))
-    d_bias = None if lstm else jnp.sum(d_rs, axis=(0, 1))
-    return d_carry0, d_xs, d_recurrent, d_bias, None, None
+def _fused_scan_bwd(cell, reverse, zero_output, saved, d_ys):
+  recurrent, recurrent_bias, state_mask, keep, residuals = saved
+  d_carry0, d_xs, d_rs = _fused_backward(cell, recurrent, state_mask, keep, residuals, d_ys, reverse,
+                                         zero_output)
+  h_prev = residuals[0][0]
+  d_recurrent = _recurrent_grad(h_prev, d_rs, state_mask)
+  d_bias = None if recurrent_bias is None else jnp.sum(d_rs, axis=(0, 1))
+  # Masks get no gradient: they are drawn, not learned.
+  return d_xs, d_carry0, d_recurrent, d_bias, None, None
 
-  run.defvjp(run_fwd, run_bwd)
-  return run(carry0, xs, recurrent, recurrent_bias, state_mask, keep)
+
+fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)
+
+
+def fused_layer(cell: str, xs: jax.Array, kernel: jax.Array, bias: jax.Array, recurrent: jax.Array,
+                recurrent_bias: jax.Array | None, state0: tuple[jax.Array, ...], *,
+                input_mask: jax.Array | None, state_mask: jax.Array | None, step_mask: jax.Array | None,
+                reverse: bool, zero_output: bool) -> jax.Array:
+  """`Recurrent` with `model.kernel = "fused"`: the same layer, time-major throughout.
+
+  Args:
+    cell: "lstm" or "gru".
+    xs: `[batch, time, features]`.
+    kernel, bias, recurrent, recurrent_bias: the layer's parameters (`Recurrent`).
+    state0: the initial `(h, c)` or `(h,)`, each `[units]`.
+    input_mask, state_mask, step_mask, zero_output: as `Recurrent.__call__`'s.
+    reverse: run from the last step to the first.
+
+  Returns:
+    `[batch, time, units]` hidden states, in input order.
+  """
+  batch, _, features = xs.shape
+  units = recurrent.shape[0]
+  gates = recurrent.shape[1] // units
+  # Time-major before the projection: the features-wide input is the cheaper one to transpose.
+  xs = jnp.swapaxes(xs, 0, 1)
+  if input_mask is None:
+    projected = xs @ kernel
+  elif input_mask.ndim == 2:
+    projected = (xs * input_mask[None]) @ kernel
+  else:  # one mask per gate: gate g sees (x * mask_g) @ kernel_g
+    masked = xs[None] * input_mask[:, None]  # [gates, time, batch, features]
+    projected = jnp.einsum("gtbf,fgu->tbgu", masked, kernel.reshape(features, gates, units))
+    projected = projected.reshape(*projected.shape[:2], gates * units)
+  projected = projected + _along_last(bias, 3)
+  carry0 = tuple(jnp.broadcast_to(s, (batch, units)) for s in state0)
+  keep = None if step_mask is None else jnp.swapaxes(step_mask, 0, 1)
+  hs = fused_scan(cell, projected, carry0, recurrent, recurrent_bias, state_mask, keep, reverse, zero_output)
+  return jnp.swapaxes(hs, 0, 1)
 
 
 def scan_truncated(step: Callable, carry: Any, xs: Any, k: int, *, reverse: bool = False) -> Any:
@@ -728,7 +610,6 @@ class Network(nn.Module):
   time_out: int = 0  # encoder-decoder: length of the decoded sequence
   frame_shape: tuple[int, ...] = ()  # cnn_lstm: per-frame (height, width)
   widths: Widths | None = None  # the sizes to build at (a padded group's); default the config's
-  fast: bool = True  # recurrent layers use the custom-VJP time loop where it applies (`Recurrent.fast`)
 
   @nn.compact
   def __call__(self, xs: jax.Array, *, dropout_key: jax.Array | None = None,
@@ -774,8 +655,7 @@ class Network(nn.Module):
             units=sizes.units[layer], gates=GATES[cfg.cell], rate=_at(rates[0], layer),
             recurrent_rate=_at(rates[1], layer), use_dropout=dropouts[layer] > 0,
             use_recurrent=recurrent_dropouts[layer] > 0)
-      return Recurrent(cfg, sizes.units[layer], reverse=reverse, act=activations[layer], fast=self.fast,
-                       name=name)(
+      return Recurrent(cfg, sizes.units[layer], reverse=reverse, act=activations[layer], name=name)(
           hs, input_mask=masks[0], state_mask=masks[1], step_mask=mask, zero_masked_output=zero_masked)
 
     hs = xs
