@@ -38,6 +38,11 @@ dropout masks are drawn once per sequence and reused at every step. With
 mask per gate for the inputs and for the carried state (and the GRU mixes the
 *unmasked* previous state); with dropout alone one input mask serves all gates.
 
+Two time loops (`ModelConfig.kernel`): "scan", autodiff of `lax.scan` over the
+cell (the default, and every number published before the choice existed), and
+"fused" (`fused_layer`), the same cell written out for speed with its own
+backward pass; it rounds differently, so it is opt-in.
+
 Extras that are not Keras layers, each documented where it is built: layer
 normalisation in the cell (Ba et al. 2016), a learned initial state, and
 truncated backpropagation through time (`tbptt`).
