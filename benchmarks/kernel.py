@@ -3,6 +3,7 @@
   python benchmarks/kernel.py                      # 3 rounds of 20-epoch W2 per kernel (~6 min on 2 cores)
   python benchmarks/kernel.py --rounds 2 --epochs 5
   python benchmarks/kernel.py --in-process --rounds 6 --epochs 4   # steady state, fits alternating in one process
+  python benchmarks/kernel.py --in-process --devices 2 ...          # the same on 2 host devices (the CLI's default)
 
 Each measurement is the W2 command a user runs (`python -m jaxlstm.sweep --set ...
 --repeats 30 --no-cache`), so the compile is cold; the manifest gives the
@@ -10,7 +11,7 @@ group's compile and training seconds, the parent the process wall time. Rounds
 alternate the order (scan, fused / fused, scan) so both kernels see the same load;
 the 1-minute load is recorded before each run. On a shared machine whose load
 drifts within minutes, `--in-process` is the steadier comparison: one process
-compiles both programs (one host device), then the fits alternate seconds apart
+compiles both programs (`--devices` host devices, default 1), then the fits alternate seconds apart
 and each reports its training seconds and the process CPU seconds it took.
 """
 from __future__ import annotations
@@ -33,16 +34,16 @@ import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import common, workers
 import jaxlstm
-epochs, rounds = int(sys.argv[2]), int(sys.argv[3])
+epochs, rounds, devices = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 configs = {k: jaxlstm.Config().override({**workers.W2_OVERRIDES, "train.epochs": epochs, "model.kernel": k})
            for k in ("scan", "fused")}
 for config in configs.values():
-  jaxlstm.fit(config, repeats=30)  # compile both first
+  jaxlstm.fit(config, repeats=30, devices=devices)  # compile both first
 runs = {k: [] for k in configs}
 for r in range(rounds):
   for k in (("scan", "fused") if r % 2 == 0 else ("fused", "scan")):
     load, cpu = common.loadavg(), time.process_time()
-    ens = jaxlstm.fit(configs[k], repeats=30, seed=r + 1)
+    ens = jaxlstm.fit(configs[k], repeats=30, seed=r + 1, devices=devices)
     assert ens.timings["compiles"] == 0
     runs[k].append({"load": load, "run_s": ens.timings["run_seconds"], "cpu_s": time.process_time() - cpu})
     print(r + 1, k, runs[k][-1], flush=True)
@@ -74,10 +75,13 @@ def main(argv=None) -> None:
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--epochs", type=int, default=20)
   parser.add_argument("--in-process", action="store_true", help="alternate steady-state fits in one process")
+  parser.add_argument("--devices", type=int, default=1, help="--in-process: host devices")
   args = parser.parse_args(argv)
   if args.in_process:
     results = common.run_child([sys.executable, "-c", IN_PROCESS, str(common.HERE), str(args.epochs),
-                                str(args.rounds)], timeout=1800, env={"JAX_PLATFORMS": "cpu"})
+                                str(args.rounds), str(args.devices)], timeout=1800,
+                               env={"JAX_PLATFORMS": "cpu",
+                                    "XLA_FLAGS": f"--xla_force_host_platform_device_count={args.devices}"})
     results = {k: results[k] for k in KERNELS}
   else:
     results = {k: [] for k in KERNELS}
@@ -94,7 +98,7 @@ def main(argv=None) -> None:
   loads = [m["load"] for runs in results.values() for m in runs]
   table = common.markdown_table(["seconds", "scan median", "scan min–max", "fused median", "fused min–max",
                                  "scan / fused"], rows)
-  how = "in one process" if args.in_process else "fresh processes"
+  how = f"in one process, {args.devices} device(s)" if args.in_process else "fresh processes"
   print(f"\nW2, {args.epochs} epochs, 30 repeats, {args.rounds} alternating rounds ({how}), 1-minute load "
         f"{min(loads):.2f}–{max(loads):.2f} before the runs; {json.dumps(common.machine())}\n\n{table}")
 

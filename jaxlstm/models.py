@@ -472,7 +472,7 @@ def _fused_backward(cell, recurrent, state_mask, keep, residuals, d_ys, reverse,
     d_prev = (d_prev[0] + _product_transpose(d_r, recurrent, state_mask), *d_prev[1:])
     return d_prev, (d_x, d_r if cell == "gru" else None)
 
-  d_carry = tuple(jnp.zeros_like(a[0]) for a in residuals[0])
+  d_carry = tuple(jnp.zeros(a.shape[1:], a.dtype) for a in residuals[0])  # by shape: time may be 0
   d_carry0, (d_xs, d_rs) = jax.lax.scan(step, d_carry, (residuals, d_ys, keep), reverse=not reverse)
   return d_carry0, d_xs, d_xs if d_rs is None else d_rs
 
