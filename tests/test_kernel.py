@@ -133,6 +133,7 @@ def test_default_config_keeps_the_scan_program_and_its_numbers():
     np.testing.assert_array_equal(b.history[name], values, err_msg=name)
 
 
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("changes,match", [
     ({"model.kernel": "cudnn"}, r"model\.kernel = 'cudnn' is not allowed: expected one of 'scan', 'fused'"),
     ({"model.layer_norm": True}, r"model\.kernel = 'fused' does not support model\.layer_norm = True"),
