@@ -47,6 +47,10 @@ CV_SCHEMES = ("none", "kfold", "blocked", "rolling")
 # Variance-stabilising transforms of a series' target features (`data.transform`).
 TRANSFORMS = ("none", "log", "boxcox")
 ES_MODES = ("auto", "min", "max")
+# The recurrent layers' time loop (`model.kernel`): "scan" is autodiff of `lax.scan` over
+# the Keras cell; "fused" is the same maths rearranged for speed (models.fused_layer), which
+# rounds differently, so it is opt-in and a config that sets it has its own id.
+KERNELS = ("scan", "fused")
 # |min_delta| of EarlyStopping / ReduceLROnPlateau is 0 or in this range: the compiled
 # loop decides Keras' float64 comparison exactly with float32 pieces of min_delta
 # (jaxlstm.early_stopping), which needs it neither tiny nor huge.
@@ -273,6 +277,9 @@ class ModelConfig:
     mask_value: Keras `Masking(mask_value)` before the network: a time step whose
       features all equal it is skipped (state carried, previous output repeated)
       and left out of a many-to-many loss; None = no masking.
+    kernel: the recurrent layers' time loop (`KERNELS`): "scan" (autodiff of the
+      Keras cell) or "fused" (hand-written gradient, one tanh call over the gates;
+      equal to float32 rounding, not bit for bit). Static: each kernel compiles its own program.
   """
   cell: str = "lstm"
   cells: int | None = None  # None: derived (10, or the widest of `units`)
@@ -308,6 +315,7 @@ class ModelConfig:
   dense_activation: str = "relu"
   dense_dropout: float = 0.0
   mask_value: float | None = None
+  kernel: str = "scan"
 
   @property
   def widths(self) -> tuple[int, ...]:
@@ -372,6 +380,22 @@ class ModelConfig:
     if self.mask_value is not None and self.architecture == "cnn_lstm":
       _fail(s, "mask_value", self.mask_value, "masking skips time steps of feature vectors and does not "
             "apply to the frames of architecture 'cnn_lstm'; set model.mask_value = none")
+    _choice(s, "kernel", self.kernel, KERNELS)
+    if self.kernel == "fused":
+      self._check_fused()
+
+  def _check_fused(self) -> None:
+    """Refuse what the fused kernel does not compute: it writes out Keras' default cell only."""
+    # sigmoid(x) = (tanh(x / 2) + 1) / 2 is what makes one tanh call serve every gate.
+    if self.layer_values("activation") != ("tanh",) * len(self.widths) or self.recurrent_activation != "sigmoid":
+      raise ConfigError(
+          f"model.kernel = 'fused' computes activation 'tanh' and recurrent_activation 'sigmoid' only, got "
+          f"activation {self.activation!r}, recurrent_activation {self.recurrent_activation!r}; "
+          "set model.kernel = 'scan'.")
+    for name, value in (("layer_norm", self.layer_norm), ("tbptt", self.tbptt)):
+      if value:
+        raise ConfigError(f"model.kernel = 'fused' does not support model.{name} = {value!r}; "
+                          f"set model.kernel = 'scan' or model.{name} = {0 if name == 'tbptt' else 'false'}.")
 
   def _resolve_widths(self) -> None:
     """Check `units` against `cells` / `layers` and store equal widths as cells x layers."""

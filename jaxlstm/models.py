@@ -38,6 +38,11 @@ dropout masks are drawn once per sequence and reused at every step. With
 mask per gate for the inputs and for the carried state (and the GRU mixes the
 *unmasked* previous state); with dropout alone one input mask serves all gates.
 
+Two time loops (`ModelConfig.kernel`): "scan", autodiff of `lax.scan` over the
+cell (the default, and every number published before the choice existed), and
+"fused" (`fused_layer`), the same cell written out for speed with its own
+backward pass; it rounds differently, so it is opt-in.
+
 Extras that are not Keras layers, each documented where it is built: layer
 normalisation in the cell (Ba et al. 2016), a learned initial state, and
 truncated backpropagation through time (`tbptt`).
@@ -47,6 +52,7 @@ by `activate`, so cross-entropy losses can be computed stably from logits.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -249,6 +255,10 @@ class Recurrent(nn.Module):
       if is_lstm:
         c_scale = self.param("norm_cell_scale", ones, (units,))
         c_bias = self.param("norm_cell_bias", nn.initializers.zeros, (units,))
+    if cfg.kernel == "fused":  # opt-in (config refuses layer norm, tbptt and other activations)
+      return fused_layer(cfg.cell, xs, kernel, bias, recurrent, recurrent_bias, (h0, c0) if is_lstm else (h0,),
+                         input_mask=input_mask, state_mask=state_mask, step_mask=step_mask,
+                         reverse=self.reverse, zero_output=zero_masked_output)
 
     if input_mask is None:
       projected = xs @ kernel  # one matmul for all time steps
@@ -320,6 +330,231 @@ def masked_step(step: Callable, zero_output: bool) -> Callable:
     carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
     return carry, jnp.where(keep, h, jnp.zeros_like(h) if zero_output else carry[0])
   return run
+
+
+# ---------------------------------------------------------------------------
+# The fused kernel (`model.kernel = "fused"`): Keras' LSTM/GRU cell with tanh and
+# sigmoid, rearranged for speed. Every gate comes out of one tanh call, as
+# sigmoid(z) = tanh(z / 2) / 2 + 1 / 2, so a gate is `s * tanh(s * z) + (1 - s)` with
+# s = 1/2 (sigmoid) or 1 (tanh). A custom VJP runs the backward loop with one matmul
+# per step (d h = d r @ U^T) and forms d U as one matmul over all steps after it
+# (as cuDNN does); autodiff of the scan does a second, accumulating matmul per step.
+# Loops run time-major. Values equal the scan kernel's to float32 rounding.
+
+
+def _gate_scale(gates: str, units: int) -> np.ndarray:
+  """`[1, gates * units]` `s` of every gate column: 1/2 for a sigmoid gate ("s"), 1 for a tanh gate ("t")."""
+  return np.repeat(np.array([0.5 if g == "s" else 1.0 for g in gates], np.float32), units)[None]
+
+
+def _lstm_forward(carry, x_t, r):
+  """One LSTM step (gates i, f, c, o) -> `(carry, residual)`; the residual is what its backward reads."""
+  h, c = carry
+  s = _gate_scale("ssts", h.shape[-1])
+  t = jnp.tanh((x_t + r) * s)  # all four gates in one call
+  i, f, g, o = jnp.split(t * s + (1.0 - s), 4, axis=-1)
+  c = f * c + i * g
+  tc = jnp.tanh(c)
+  return (o * tc, c), (t, tc)
+
+
+def _lstm_backward(prev, residual, d_carry):
+  """`(d x_t, d r_t, d carry_prev)` of one LSTM step; d carry_prev without the path through r."""
+  _, c_prev = prev
+  t, tc = residual
+  d_h, d_c = d_carry
+  s = _gate_scale("ssts", d_h.shape[-1])
+  i, f, g, o = jnp.split(t * s + (1.0 - s), 4, axis=-1)
+  d_c = d_c + d_h * o * (1.0 - tc * tc)
+  d_gates = jnp.concatenate([d_c * g, d_c * c_prev, d_c * i, d_h * tc], axis=-1)
+  d_z = d_gates * (s * s) * (1.0 - t * t)  # d/dz of s tanh(s z) + (1 - s)
+  return d_z, d_z, (jnp.zeros_like(d_h), d_c * f)
+
+
+def _gru_forward(carry, x_t, r):
+  """One GRU step (Keras 3 reset_after; gates z, r, h); `r` includes the recurrent bias."""
+  (h,) = carry
+  split = 2 * h.shape[-1]
+  # z and r in one call; the candidate needs r first, so it takes a second.
+  zr = 0.5 * jnp.tanh(0.5 * (x_t[..., :split] + r[..., :split])) + 0.5
+  z, reset = jnp.split(zr, 2, axis=-1)
+  r_h = r[..., split:]
+  hh = jnp.tanh(x_t[..., split:] + reset * r_h)
+  return (z * h + (1.0 - z) * hh,), (zr, hh, r_h)
+
+
+def _gru_backward(prev, residual, d_carry):
+  """`_lstm_backward` for the GRU: d r differs from d x in the candidate gate (r gates h @ U only)."""
+  (h_prev,) = prev
+  zr, hh, r_h = residual
+  (d_h,) = d_carry
+  z, reset = jnp.split(zr, 2, axis=-1)
+  d_hh = d_h * (1.0 - z) * (1.0 - hh * hh)
+  d_zr = jnp.concatenate([d_h * (h_prev - hh), d_hh * r_h], axis=-1) * zr * (1.0 - zr)
+  d_x = jnp.concatenate([d_zr, d_hh], axis=-1)
+  d_r = jnp.concatenate([d_zr, d_hh * reset], axis=-1)
+  return d_x, d_r, (d_h * z,)
+
+
+_CELLS = {"lstm": (_lstm_forward, _lstm_backward), "gru": (_gru_forward, _gru_backward)}
+
+
+def _product(h: jax.Array, recurrent: jax.Array, state_mask: jax.Array | None) -> jax.Array:
+  """`h @ U` of `[batch, units]`, or with recurrent dropout one masked h per gate (Keras' implementation 1)."""
+  if state_mask is None:
+    return h @ recurrent
+  gates, batch, units = state_mask.shape
+  r = jnp.einsum("gbu,ugv->bgv", h[None] * state_mask, recurrent.reshape(units, gates, units))
+  return r.reshape(batch, gates * units)
+
+
+def _product_transpose(d_r: jax.Array, recurrent: jax.Array, state_mask: jax.Array | None) -> jax.Array:
+  """d h of `_product` for `[batch, gates * units]` cotangents: `d_r @ U^T` (masked per gate)."""
+  if state_mask is None:
+    return d_r @ recurrent.T
+  gates, batch, units = state_mask.shape
+  per_gate = jnp.einsum("bgv,ugv->gbu", d_r.reshape(batch, gates, units), recurrent.reshape(units, gates, units))
+  return jnp.sum(per_gate * state_mask, axis=0)
+
+
+def _recurrent_grad(h_prev: jax.Array, d_r: jax.Array, state_mask: jax.Array | None) -> jax.Array:
+  """d U = sum over steps and batch of `h_prev^T d_r`: one matmul for the whole sequence.
+
+  Args:
+    h_prev: `[time, batch, units]`, the state each step multiplied by U.
+    d_r: `[time, batch, gates * units]`.
+    state_mask: `[gates, batch, units]` or None.
+  """
+  if state_mask is None:
+    return jnp.einsum("tbu,tbg->ug", h_prev, d_r)
+  gates, _, units = state_mask.shape
+  masked = h_prev[:, None] * state_mask[None]  # [time, gates, batch, units]
+  d_u = jnp.einsum("tgbu,tbgv->ugv", masked, d_r.reshape(*d_r.shape[:2], gates, units))
+  return d_u.reshape(units, gates * units)
+
+
+def _fused_forward(cell, xs, carry0, recurrent, recurrent_bias, state_mask, keep, reverse, zero_output):
+  """The time loop: `(ys [time, batch, units], residuals)`; residuals hold each step's starting carry."""
+  forward, _ = _CELLS[cell]
+
+  def step(carry, inputs):
+    x_t, keep_t = inputs
+    r = _product(carry[0], recurrent, state_mask)
+    if recurrent_bias is not None:
+      r = r + _along_last(recurrent_bias, 2)
+    new, residual = forward(carry, x_t, r)
+    y = new[0]
+    if keep_t is not None:  # Keras masking: a skipped step keeps the carry (see `masked_step`)
+      k = keep_t[:, None]
+      new = jax.tree.map(lambda a, b: jnp.where(k, a, b), new, carry)
+      y = jnp.where(k, y, 0.0) if zero_output else new[0]
+    return new, (y, (carry, residual))
+
+  _, (ys, residuals) = jax.lax.scan(step, carry0, (xs, keep), reverse=reverse)
+  return ys, residuals
+
+
+def _fused_backward(cell, recurrent, state_mask, keep, residuals, d_ys, reverse, zero_output):
+  """The backward loop: `(d carry0, d xs, d rs)`, one `d r @ U^T` per step."""
+  _, backward = _CELLS[cell]
+
+  def step(d_carry, inputs):
+    (prev, residual), d_y, keep_t = inputs
+    if keep_t is not None:
+      k = keep_t[:, None]
+      if zero_output:  # a skipped step output zeros: its d y reaches nothing
+        d_y = jnp.where(k, d_y, 0.0)
+    d_new = (d_carry[0] + d_y, *d_carry[1:])
+    d_x, d_r, d_prev = backward(prev, residual, d_new)
+    if keep_t is not None:  # a skipped step hands its cotangents to the carry it kept
+      d_x, d_r = jnp.where(k, d_x, 0.0), jnp.where(k, d_r, 0.0)
+      d_prev = jax.tree.map(lambda a, b: jnp.where(k, a, b), d_prev, d_new)
+    d_prev = (d_prev[0] + _product_transpose(d_r, recurrent, state_mask), *d_prev[1:])
+    return d_prev, (d_x, d_r if cell == "gru" else None)
+
+  d_carry = tuple(jnp.zeros(a.shape[1:], a.dtype) for a in residuals[0])  # by shape: time may be 0
+  d_carry0, (d_xs, d_rs) = jax.lax.scan(step, d_carry, (residuals, d_ys, keep), reverse=not reverse)
+  return d_carry0, d_xs, d_xs if d_rs is None else d_rs
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 7, 8))
+def fused_scan(cell: str, xs: jax.Array, carry0: tuple[jax.Array, ...], recurrent: jax.Array,
+               recurrent_bias: jax.Array | None, state_mask: jax.Array | None, keep: jax.Array | None,
+               reverse: bool, zero_output: bool) -> jax.Array:
+  """The fused kernel's time loop over projected inputs, with its hand-written VJP.
+
+  Args:
+    cell: "lstm" (carry `(h, c)`) or "gru" (carry `(h,)`).
+    xs: `[time, batch, gates * units]` projected inputs, bias included (time-major).
+    carry0: the initial state, each `[batch, units]`.
+    recurrent: `[units, gates * units]`.
+    recurrent_bias: the GRU's `[3 * units]`; None for the LSTM.
+    state_mask: `[gates, batch, units]` recurrent-dropout mask, or None.
+    keep: `[time, batch]` bool, False at masked steps, or None.
+    reverse: run from the last step to the first.
+    zero_output: output zeros at masked steps instead of the carried h.
+
+  Returns:
+    `[time, batch, units]` outputs.
+  """
+  return _fused_forward(cell, xs, carry0, recurrent, recurrent_bias, state_mask, keep, reverse, zero_output)[0]
+
+
+def _fused_scan_fwd(cell, xs, carry0, recurrent, recurrent_bias, state_mask, keep, reverse, zero_output):
+  ys, residuals = _fused_forward(cell, xs, carry0, recurrent, recurrent_bias, state_mask, keep, reverse,
+                                 zero_output)
+  return ys, (recurrent, recurrent_bias, state_mask, keep, residuals)
+
+
+def _fused_scan_bwd(cell, reverse, zero_output, saved, d_ys):
+  recurrent, recurrent_bias, state_mask, keep, residuals = saved
+  d_carry0, d_xs, d_rs = _fused_backward(cell, recurrent, state_mask, keep, residuals, d_ys, reverse,
+                                         zero_output)
+  h_prev = residuals[0][0]
+  d_recurrent = _recurrent_grad(h_prev, d_rs, state_mask)
+  d_bias = None if recurrent_bias is None else jnp.sum(d_rs, axis=(0, 1))
+  # Masks get no gradient: they are drawn, not learned.
+  return d_xs, d_carry0, d_recurrent, d_bias, None, None
+
+
+fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)
+
+
+def fused_layer(cell: str, xs: jax.Array, kernel: jax.Array, bias: jax.Array, recurrent: jax.Array,
+                recurrent_bias: jax.Array | None, state0: tuple[jax.Array, ...], *,
+                input_mask: jax.Array | None, state_mask: jax.Array | None, step_mask: jax.Array | None,
+                reverse: bool, zero_output: bool) -> jax.Array:
+  """`Recurrent` with `model.kernel = "fused"`: the same layer, time-major throughout.
+
+  Args:
+    cell: "lstm" or "gru".
+    xs: `[batch, time, features]`.
+    kernel, bias, recurrent, recurrent_bias: the layer's parameters (`Recurrent`).
+    state0: the initial `(h, c)` or `(h,)`, each `[units]`.
+    input_mask, state_mask, step_mask, zero_output: as `Recurrent.__call__`'s.
+    reverse: run from the last step to the first.
+
+  Returns:
+    `[batch, time, units]` hidden states, in input order.
+  """
+  batch, _, features = xs.shape
+  units = recurrent.shape[0]
+  gates = recurrent.shape[1] // units
+  # Time-major before the projection: the features-wide input is the cheaper one to transpose.
+  xs = jnp.swapaxes(xs, 0, 1)
+  if input_mask is None:
+    projected = xs @ kernel
+  elif input_mask.ndim == 2:
+    projected = (xs * input_mask[None]) @ kernel
+  else:  # one mask per gate: gate g sees (x * mask_g) @ kernel_g
+    masked = xs[None] * input_mask[:, None]  # [gates, time, batch, features]
+    projected = jnp.einsum("gtbf,fgu->tbgu", masked, kernel.reshape(features, gates, units))
+    projected = projected.reshape(*projected.shape[:2], gates * units)
+  projected = projected + _along_last(bias, 3)
+  carry0 = tuple(jnp.broadcast_to(s, (batch, units)) for s in state0)
+  keep = None if step_mask is None else jnp.swapaxes(step_mask, 0, 1)
+  hs = fused_scan(cell, projected, carry0, recurrent, recurrent_bias, state_mask, keep, reverse, zero_output)
+  return jnp.swapaxes(hs, 0, 1)
 
 
 def scan_truncated(step: Callable, carry: Any, xs: Any, k: int, *, reverse: bool = False) -> Any:
