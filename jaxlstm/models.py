@@ -232,7 +232,7 @@ class Recurrent(nn.Module):
     cfg, units = self.cfg, self.units
     is_lstm = cfg.cell == "lstm"
     gates = GATES[cfg.cell]
-    batch, time, features = xs.shape
+    features = xs.shape[-1]
     kernel = self.param("kernel", initializer(cfg.kernel_init), (features, gates * units))
     recurrent = self.param("recurrent_kernel", initializer(cfg.recurrent_init), (units, gates * units))
     bias = self.param("bias", _bias_init(cfg, units), (gates * units,))
@@ -250,6 +250,7 @@ class Recurrent(nn.Module):
       # Ba et al. (2016) LSTM: LN(W x) + LN(U h) + b; h = o * tanh(LN(c)). The
       # carried c stays unnormalised; the gate biases play LN's shift.
       ones = nn.initializers.ones
+      c_scale = c_bias = None
       x_scale = self.param("norm_inputs_scale", ones, (gates * units,))
       h_scale = self.param("norm_recurrent_scale", ones, (gates * units,))
       if is_lstm:
@@ -260,59 +261,82 @@ class Recurrent(nn.Module):
                          input_mask=input_mask, state_mask=state_mask, step_mask=step_mask,
                          reverse=self.reverse, zero_output=zero_masked_output)
 
-    if input_mask is None:
-      projected = xs @ kernel  # one matmul for all time steps
-    elif input_mask.ndim == 2:
-      projected = (xs * input_mask[:, None, :]) @ kernel
-    else:  # one mask per gate: gate g sees (x * mask_g) @ kernel_g
-      masked = xs[None] * input_mask[:, :, None, :]  # [gates, batch, time, features]
-      projected = jnp.einsum("gbtf,fgu->btgu", masked, kernel.reshape(features, gates, units))
-      projected = projected.reshape(batch, time, gates * units)
-    if cfg.layer_norm:
-      projected = layer_norm(projected, x_scale)
-    projected = projected + _along_last(bias, 3)
-    act = activation(self.act or cfg.activation)
-    gate_act = activation(cfg.recurrent_activation)
+    norms = (x_scale, h_scale, c_scale, c_bias) if cfg.layer_norm else None
+    return scan_layer(cfg, activation(self.act or cfg.activation), xs, kernel, bias, recurrent, recurrent_bias,
+                      (h0, c0), norms, input_mask=input_mask, state_mask=state_mask, step_mask=step_mask,
+                      reverse=self.reverse, zero_output=zero_masked_output)
 
-    def recur(h):
-      if state_mask is None:
-        r = h @ recurrent
-      else:
-        masked = h[None] * state_mask  # [gates, batch, units]
-        r = jnp.einsum("gbu,ugv->bgv", masked, recurrent.reshape(units, gates, units))
-        r = r.reshape(batch, gates * units)
-      return layer_norm(r, h_scale) if cfg.layer_norm else r
 
-    def lstm_step(carry, x_t):
-      h, c = carry
-      i, f, g, o = jnp.split(x_t + recur(h), 4, axis=-1)
-      c = gate_act(f) * c + gate_act(i) * act(g)
-      h = gate_act(o) * act(layer_norm(c, c_scale, c_bias) if cfg.layer_norm else c)
-      return (h, c), h
+def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, recurrent_bias, initial, norms, *,
+               input_mask=None, state_mask=None, step_mask=None, reverse: bool = False, zero_output: bool = False):
+  """`Recurrent`'s default time loop (`model.kernel = "scan"`): the Keras cell under `lax.scan`.
 
-    def gru_step(carry, x_t):
-      (h,) = carry
-      xz, xr, xh = jnp.split(x_t, 3, axis=-1)
-      rz, rr, rh = jnp.split(recur(h) + _along_last(recurrent_bias, 2), 3, axis=-1)
-      z = gate_act(xz + rz)
-      r = gate_act(xr + rr)
-      hh = act(xh + r * rh)  # reset_after=True (Keras 3 default)
-      h = z * h + (1.0 - z) * hh  # the unmasked h, as Keras' implementation 1
-      return (h,), h
+  Args:
+    act: the cell activation; `initial`: `(h0, c0)` `[units]` (c0 unused by a GRU);
+    norms: `(x_scale, h_scale, c_scale, c_bias)` with layer norm, else None; the
+      rest as `Recurrent.__call__`.
 
-    step = lstm_step if is_lstm else gru_step
-    carry0 = (jnp.broadcast_to(h0, (batch, units)),)
-    if is_lstm:
-      carry0 += (jnp.broadcast_to(c0, (batch, units)),)
-    time_major = jnp.swapaxes(projected, 0, 1)
-    if step_mask is not None:
-      step = masked_step(step, zero_masked_output)
-      time_major = (time_major, jnp.swapaxes(step_mask, 0, 1))
-    if cfg.tbptt and cfg.tbptt < time:
-      hs = scan_truncated(step, carry0, time_major, cfg.tbptt, reverse=self.reverse)
+  Returns:
+    `[batch, time, units]` hidden states (time in input order).
+  """
+  is_lstm = cfg.cell == "lstm"
+  gates = GATES[cfg.cell]
+  batch, time, features = xs.shape
+  units = recurrent.shape[0]
+  h0, c0 = initial
+  x_scale, h_scale, c_scale, c_bias = norms if norms is not None else (None,) * 4
+  if input_mask is None:
+    projected = xs @ kernel  # one matmul for all time steps
+  elif input_mask.ndim == 2:
+    projected = (xs * input_mask[:, None, :]) @ kernel
+  else:  # one mask per gate: gate g sees (x * mask_g) @ kernel_g
+    masked = xs[None] * input_mask[:, :, None, :]  # [gates, batch, time, features]
+    projected = jnp.einsum("gbtf,fgu->btgu", masked, kernel.reshape(features, gates, units))
+    projected = projected.reshape(batch, time, gates * units)
+  if cfg.layer_norm:
+    projected = layer_norm(projected, x_scale)
+  projected = projected + _along_last(bias, 3)
+  gate_act = activation(cfg.recurrent_activation)
+
+  def recur(h):
+    if state_mask is None:
+      r = h @ recurrent
     else:
-      _, hs = jax.lax.scan(step, carry0, time_major, reverse=self.reverse)
-    return jnp.swapaxes(hs, 0, 1)
+      masked = h[None] * state_mask  # [gates, batch, units]
+      r = jnp.einsum("gbu,ugv->bgv", masked, recurrent.reshape(units, gates, units))
+      r = r.reshape(batch, gates * units)
+    return layer_norm(r, h_scale) if cfg.layer_norm else r
+
+  def lstm_step(carry, x_t):
+    h, c = carry
+    i, f, g, o = jnp.split(x_t + recur(h), 4, axis=-1)
+    c = gate_act(f) * c + gate_act(i) * act(g)
+    h = gate_act(o) * act(layer_norm(c, c_scale, c_bias) if cfg.layer_norm else c)
+    return (h, c), h
+
+  def gru_step(carry, x_t):
+    (h,) = carry
+    xz, xr, xh = jnp.split(x_t, 3, axis=-1)
+    rz, rr, rh = jnp.split(recur(h) + _along_last(recurrent_bias, 2), 3, axis=-1)
+    z = gate_act(xz + rz)
+    r = gate_act(xr + rr)
+    hh = act(xh + r * rh)  # reset_after=True (Keras 3 default)
+    h = z * h + (1.0 - z) * hh  # the unmasked h, as Keras' implementation 1
+    return (h,), h
+
+  step = lstm_step if is_lstm else gru_step
+  carry0 = (jnp.broadcast_to(h0, (batch, units)),)
+  if is_lstm:
+    carry0 += (jnp.broadcast_to(c0, (batch, units)),)
+  time_major = jnp.swapaxes(projected, 0, 1)
+  if step_mask is not None:
+    step = masked_step(step, zero_output)
+    time_major = (time_major, jnp.swapaxes(step_mask, 0, 1))
+  if cfg.tbptt and cfg.tbptt < time:
+    hs = scan_truncated(step, carry0, time_major, cfg.tbptt, reverse=reverse)
+  else:
+    _, hs = jax.lax.scan(step, carry0, time_major, reverse=reverse)
+  return jnp.swapaxes(hs, 0, 1)
 
 
 def masked_step(step: Callable, zero_output: bool) -> Callable:
@@ -647,6 +671,16 @@ class Network(nn.Module):
       xs = nn.Dense(cfg.input_projection, name="input_projection",
                     kernel_init=initializer(cfg.kernel_init))(xs)
       self._show("input_projection", xs)
+    hs = self._recurrent_stack(xs, sizes, step_mask, dropout_key, rates)
+    hs = self._dense_layers(hs, sizes, dropout_key, rates)
+    # On `[batch, time, units]` this Dense is Keras' TimeDistributed(Dense).
+    out = nn.Dense(self.outputs, name="head", kernel_init=initializer("glorot_uniform"))(hs)
+    self._show("head", out)
+    return out
+
+  def _recurrent_stack(self, xs, sizes: Widths, step_mask, dropout_key, rates):
+    """The recurrent layers (plain, bidirectional or encoder-decoder), each with its own dropout masks."""
+    cfg = self.cfg
     layer_index = itertools.count()  # creation order -> each layer's own dropout key
     dropouts, recurrent_dropouts = cfg.layer_values("dropout"), cfg.layer_values("recurrent_dropout")
     activations = cfg.layer_values("activation")
@@ -695,6 +729,11 @@ class Network(nn.Module):
           if not sequences:
             hs = hs[:, -1, :]
         self._show(name, hs)
+    return hs
+
+  def _dense_layers(self, hs, sizes: Widths, dropout_key, rates):
+    """The hidden Dense layers (Keras Dense(width, activation), then Dropout), per step on sequences."""
+    cfg = self.cfg
     dense_act = activation(cfg.dense_activation)
     for j, width in enumerate(sizes.dense):
       # Keras Dense(width, activation): glorot_uniform kernel, zero bias; per step on sequences.
@@ -704,10 +743,7 @@ class Network(nn.Module):
         if dropout_key is not None:
           hs = hs * keep_mask(jax.random.fold_in(dropout_key, DENSE_DROPOUT_STREAM + j), rates[2], hs.shape)
         self._show(f"dropout_{j}", hs)
-    # On `[batch, time, units]` this Dense is Keras' TimeDistributed(Dense).
-    out = nn.Dense(self.outputs, name="head", kernel_init=initializer("glorot_uniform"))(hs)
-    self._show("head", out)
-    return out
+    return hs
 
   def _show(self, name: str, value: jax.Array) -> None:
     # One sown tuple of {row: output}, so that rows keep call order (a
