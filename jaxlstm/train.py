@@ -32,6 +32,7 @@ exactly zero gradients, so each member's numbers equal its unpadded run.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -364,6 +365,22 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
     return data._replace(x_train=x_all[train_idx], y_train=y_all[train_idx],
                          x_val=x_all[val_idx], y_val=y_all[val_idx], original=original)
 
+  def objective(params, xb, yb, mask, dropout_key, aux, *, data: Data, hp):
+    """A minibatch's training loss (+ penalty) and, as aux, `(penalty, metric sums)`.
+
+    The loss is the weighted mean over the batch's real samples (`mask`), or with
+    Keras masking over its unmasked (sample, step) pairs, 0 when there are none (a
+    padding-only minibatch); metrics return `(weighted sum, weights)` for the epoch.
+    """
+    fns = metric_fns(data.unit_scale, data.original, aux)
+    out = logits(params, xb, dropout_key=dropout_key if model.uses_dropout else None, hparams=hp)
+    reg = penalty(params, hp) if model.uses_penalty else jnp.zeros([], jnp.float32)
+    weights = weights_of(xb, mask)
+    total, count = weighted(loss_fn, out, yb, weights)
+    data_loss = total / jnp.maximum(count, 1.0)
+    metric_sums = {m: weighted(fn, out, yb, weights) for m, fn in fns.items()}
+    return data_loss + reg, (reg, metric_sums)
+
   def run_epochs(state: TrainState, member: Member, data: Data, n_epochs: int):
     """Train one member for `n_epochs` epochs from `state.epoch`.
 
@@ -375,28 +392,11 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
     """
     data = member_data(data, member)
     hp = member.hparams
-    n, batch, steps = shape.n_train, shape.batch, shape.steps
+    n, batch, n_steps = shape.n_train, shape.batch, shape.steps
     # A fold member's own training samples (the rest is padding); n without folds.
     n_own = n if data.train_mask is None else jnp.sum(data.train_mask)
 
-    def objective(params, xb, yb, mask, dropout_key, aux):
-      fns = metric_fns(data.unit_scale, data.original, aux)
-      out = logits(params, xb, dropout_key=dropout_key if model.uses_dropout else None, hparams=hp)
-      reg = penalty(params, hp) if model.uses_penalty else jnp.zeros([], jnp.float32)
-      if steps:
-        # Keras' masked loss: the mean over the batch's unmasked (sample, step) pairs
-        # (0 when there are none); metrics accumulate their weighted sums over the epoch.
-        weights = weights_of(xb, mask)
-        total, count = weighted(loss_fn, out, yb, weights)
-        data_loss = total / jnp.maximum(count, 1.0)
-        metric_sums = {m: weighted(fn, out, yb, weights) for m, fn in fns.items()}
-        return data_loss + reg, (reg, metric_sums)
-      count = jnp.sum(mask)
-      data_loss = jnp.sum(mask * loss_fn(out, yb, act)) / (jnp.maximum(count, 1.0) if uneven else count)
-      metric_sums = {m: jnp.sum(mask * fn(out, yb, act)) for m, fn in fns.items()}
-      return data_loss + reg, (reg, metric_sums)
-
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    grad_fn = jax.value_and_grad(functools.partial(objective, data=data, hp=hp), has_aux=True)
 
     def batch_step(carry, inputs):
       """One optimizer step on one (possibly partial, masked) minibatch."""
@@ -419,17 +419,15 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
       """All minibatches of one epoch; returns the new params, optimizer state and training record."""
       # Padding rows to put last exist only when folds differ in size (statically known).
       order = epoch_order(member.keys.shuffle, state.epoch, n_own if uneven else None)
-      idx = jnp.concatenate([order, jnp.zeros((steps * batch - n,), order.dtype)]).reshape(steps, batch)
-      mask = (jnp.arange(steps * batch) < n_own).astype(jnp.float32).reshape(steps, batch)
+      idx = jnp.concatenate([order, jnp.zeros((n_steps * batch - n,), order.dtype)]).reshape(n_steps, batch)
+      mask = (jnp.arange(n_steps * batch) < n_own).astype(jnp.float32).reshape(n_steps, batch)
       carry = (state.params, state.opt_state, jax.random.fold_in(member.keys.dropout, state.epoch))
       (params, opt_state, _), (loss_sums, reg_sums, metric_sums) = jax.lax.scan(
-          batch_step, carry, (idx, mask, jnp.arange(steps)))
+          batch_step, carry, (idx, mask, jnp.arange(n_steps)))
       # Keras 3 averages batch losses weighted by batch size: the mean over samples.
       record = {"loss": jnp.sum(loss_sums) / n_own}
-      if steps:  # a metric's weighted sums over the epoch / its weights (Keras' masked metrics)
-        record.update({m: jnp.sum(metric_sums[m][0]) / jnp.sum(metric_sums[m][1]) for m in train_cfg.metrics})
-      else:
-        record.update({m: jnp.sum(metric_sums[m]) / n_own for m in train_cfg.metrics})
+      # A metric: its weighted sums over the epoch / its weights (Keras' masked metrics).
+      record.update({m: jnp.sum(metric_sums[m][0]) / jnp.sum(metric_sums[m][1]) for m in train_cfg.metrics})
       val = evaluate(params, data.x_val, data.y_val, hp, unit_scale=data.unit_scale, mask=data.val_mask,
                      original=data.original, aux=None if data.original is None else data.original.val)
       record.update({"val_" + name: value for name, value in val.items()})
