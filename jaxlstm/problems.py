@@ -459,12 +459,10 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
     fill: None (refuse gaps), "interpolate", "ffill" or "drop".
 
   Returns:
-    Dataset with x `[N, n_in, features]` and y `[N, n_out * targets]` (step-major,
-    see `prep.sliding_windows`) float32, `N = rows - n_in - n_out + 1` per part
-    (fewer with "drop"). metadata["target_features"] gives the input feature of
-    each y column; metadata["fill"] the fill, metadata["gaps"] the gaps found per
-    column ({} when none), metadata["filled"] the values filled per column
-    (interpolate, ffill) and metadata["dropped_rows"] the rows removed (drop).
+    Dataset with float32 x `[N, n_in, features]` and y `[N, n_out * targets]` (step-major,
+    `prep.sliding_windows`), `N = rows - n_in - n_out + 1` per part (fewer with "drop").
+    metadata: "target_features" (the input feature of each y column), "fill", "gaps"
+    and "filled" per column, "dropped_rows".
 
   Raises:
     ValueError: a missing file or column, a non-numeric, infinite or (without
@@ -475,20 +473,13 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
   frame = _read_csv_rows(path)
   inputs, targets = _csv_columns(list(frame.columns), path, column, columns, target, date_column)
 
-  values = np.stack([_numeric_column(frame, name, path) for name in inputs], axis=1)
-  row_numbers = np.arange(1, len(values) + 1)  # data row 1 = the line after the header
-  gaps = np.isnan(values)
+  values, gaps, row_numbers = _csv_values(frame, inputs, fill, path)
   gap_counts = {name: int(n) for name, n in zip(inputs, gaps.sum(axis=0)) if n}
-  if fill is None and gaps.any():
-    i, j = np.argwhere(gaps)[0]
-    raise _gap_error(path, inputs[j], int(row_numbers[i]), int(gaps.sum()))
-  dropped = 0
-  dates = None
+  dates, dropped = None, 0
   if date_column is not None:
-    values, gaps, row_numbers, dates, no_date = _in_date_order(frame, date_column, values, gaps, row_numbers,
+    values, gaps, row_numbers, dates, dropped = _in_date_order(frame, date_column, values, gaps, row_numbers,
                                                                fill, path)
-    if no_date:
-      gap_counts[date_column] = dropped = no_date
+    gap_counts.update({date_column: dropped} if dropped else {})
 
   rows = len(values)
   split_at = int(math.floor(rows * (1.0 - val_fraction))) if val_fraction else rows
@@ -502,10 +493,7 @@ def from_csv(path: str | os.PathLike, column: str | None = None, columns: Sequen
               "date_column": date_column, "n_in": n_in, "n_out": n_out, "val_fraction": val_fraction,
               "rows": rows, "rows_train": split_at, "rows_val": rows - split_at,
               "fill": fill, "gaps": gap_counts, "filled": filled, "dropped_rows": dropped,
-              "target_features": target_index * n_out, **_REGRESSION}
-  if dates is not None:
-    metadata.update(first_date=dates.iloc[0].isoformat(), last_date=dates.iloc[-1].isoformat(),
-                    split_date=dates.iloc[split_at].isoformat() if split_at < rows else None)
+              "target_features": target_index * n_out, **_REGRESSION, **_date_range(dates, split_at)}
   return Dataset(x_train, y_train, x_val, y_val, name="csv", task="regression", metadata=metadata)
 
 
@@ -632,6 +620,25 @@ def _csv_windows(values, gaps, row_numbers, split_at: int, inputs: list[str], ta
                        f"consecutive complete rows (n_in={n_in} + n_out={n_out}); lower n_in or n_out, "
                        "or fill the gaps with data.options.fill = 'interpolate' or 'ffill'.")
   return (x_train, y_train, x_val, y_val), filled, dropped
+
+
+def _csv_values(frame, inputs: list[str], fill: str | None, path: str):
+  """`(values [rows, inputs] float with NaN at gaps, gaps, 1-based data row numbers)`; gaps refused without `fill`."""
+  values = np.stack([_numeric_column(frame, name, path) for name in inputs], axis=1)
+  row_numbers = np.arange(1, len(values) + 1)  # data row 1 = the line after the header
+  gaps = np.isnan(values)
+  if fill is None and gaps.any():
+    i, j = np.argwhere(gaps)[0]
+    raise _gap_error(path, inputs[j], int(row_numbers[i]), int(gaps.sum()))
+  return values, gaps, row_numbers
+
+
+def _date_range(dates, split_at: int) -> dict:
+  """metadata's first_date, split_date and last_date (ISO), or nothing without a date column."""
+  if dates is None:
+    return {}
+  return {"first_date": dates.iloc[0].isoformat(), "last_date": dates.iloc[-1].isoformat(),
+          "split_date": dates.iloc[split_at].isoformat() if split_at < len(dates) else None}
 
 
 def _gap_error(path: str, name: str, row: int, count: int) -> ValueError:
