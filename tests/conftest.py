@@ -22,6 +22,19 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.devices()
 
 TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+_CACHE_FLAGS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
+                "jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
+
+
+@pytest.fixture
+def restore_cache_flags():
+  """`sweep.main` sets jax's global persistent-cache flags: give the tests after it theirs back."""
+  from jax.experimental.compilation_cache import compilation_cache
+  saved = {k: jax.config.values[k] for k in _CACHE_FLAGS}
+  yield
+  for k, v in saved.items():
+    jax.config.update(k, v)
+  compilation_cache.reset_cache()
 
 
 @contextlib.contextmanager

@@ -26,8 +26,6 @@ FAST = {"learning_rate", "repeats", "batch_size", "optimizer"}
 # What a study needs that jaxlstm does not have yet (nothing at the moment).
 NEEDS_CLI: dict[str, str] = {}
 NEEDS_CONFIG: dict[str, str] = {}
-_CACHE_FLAGS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
-                "jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
 
 
 def study_configs(module) -> list[Config]:
@@ -47,17 +45,6 @@ def _params(names, needs, *, slow_unless_fast=False):
       marks.append(pytest.mark.slow)
     params.append(pytest.param(name, marks=marks, id=name))
   return params
-
-
-@pytest.fixture
-def restore_cache_flags():
-  """`sweep.main` sets jax's global cache flags: give other tests theirs back."""
-  from jax.experimental.compilation_cache import compilation_cache
-  saved = {k: jax.config.values[k] for k in _CACHE_FLAGS}
-  yield
-  for k, v in saved.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
 
 
 def test_list_experiments_lists_every_study(capsys):

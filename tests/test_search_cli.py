@@ -22,21 +22,10 @@ import pytest
 from jaxlstm import study as study_lib
 from jaxlstm import sweep
 
-_CACHE_FLAGS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
-                "jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
 LR = "optim.learning_rate=loguniform:1e-4:1e-1"
 
 
-@pytest.fixture(autouse=True)
-def restore_cache_flags():
-  """sweep.main() sets jax's persistent-cache flags: give the tests after these theirs back."""
-  import jax
-  from jax.experimental.compilation_cache import compilation_cache
-  saved = {k: jax.config.values[k] for k in _CACHE_FLAGS}
-  yield
-  for k, v in saved.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
+pytestmark = pytest.mark.usefixtures("restore_cache_flags")  # sweep.main sets jax's cache flags
 CELLS = "model.cells=int:1:16:log"
 
 

@@ -12,22 +12,14 @@ from jaxlstm.config import Config, expand_grid
 from jaxlstm.data import resolve
 from jaxlstm.train import make_train
 
-_CACHE_FLAGS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
-                "jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
-
 
 @pytest.fixture
-def xla_cache(tmp_path_factory, monkeypatch):
+def xla_cache(tmp_path_factory, monkeypatch, restore_cache_flags):
   """The persistent compilation cache in a session temp dir; jax's settings restored after."""
-  from jax.experimental.compilation_cache import compilation_cache
   path = tmp_path_factory.getbasetemp() / "xla-cache"
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(path))
-  saved = {k: jax.config.values[k] for k in _CACHE_FLAGS}
   compiled.configure_persistent_cache(True)
-  yield path
-  for k, v in saved.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
+  return path
 
 
 def tiny_config(**changes) -> Config:

@@ -23,21 +23,14 @@ from jaxlstm import runner, store, sweep
 from jaxlstm import study as study_lib
 
 TINY = ["--repeats", "2", "--epochs", "5"]
-_CACHE_FLAGS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
-                "jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
 
 
 @pytest.fixture
-def xla_cache(tmp_path_factory, monkeypatch):
+def xla_cache(tmp_path_factory, monkeypatch, restore_cache_flags):
   """The persistent compilation cache in a session temp dir (in process and in subprocesses)."""
-  from jax.experimental.compilation_cache import compilation_cache
   path = tmp_path_factory.getbasetemp() / "xla-cache"
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(path))
-  saved = {k: jax.config.values[k] for k in _CACHE_FLAGS}
-  yield path
-  for k, v in saved.items():  # main() sets jax's global flags: give other tests theirs back
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
+  return path
 
 
 def cli(args, *, cache, timeout=240, **popen):
