@@ -180,16 +180,27 @@ def choose_epoch_chunk(config: Config, steps_per_epoch: int) -> int:
   return epochs
 
 
-_PARAM_COUNTS: dict[tuple, int] = {}
+_PARAM_SHAPES: dict[tuple, Any] = {}
+
+
+def param_shapes(train: Train, key: tuple, sample_shape: Sequence[int]) -> Any:
+  """Shapes of one member's parameters at the program's width (traced once per static signature).
+
+  Args:
+    train: the group's pure functions.
+    key: the group's static signature, `(program_key(config), train.shape)`.
+    sample_shape: one input sample's shape (the input width shapes the first kernel).
+  """
+  cache_key = (key, tuple(sample_shape))
+  if cache_key not in _PARAM_SHAPES:
+    _PARAM_SHAPES[cache_key] = jax.eval_shape(lambda: train.init_params(jax.random.key(0)))
+  return _PARAM_SHAPES[cache_key]
 
 
 def param_count(train: Train, config: Config, dataset: Dataset) -> int:
-  """Parameters of one member at the program's width (traced once per static signature)."""
-  key = (program_key(config), train.shape, dataset.x_train.shape[1:])
-  if key not in _PARAM_COUNTS:
-    shapes = jax.eval_shape(lambda: train.init_params(jax.random.key(0)))
-    _PARAM_COUNTS[key] = sum(math.prod(s.shape) for s in jax.tree.leaves(shapes))
-  return _PARAM_COUNTS[key]
+  """Parameters of one member at the program's width."""
+  shapes = param_shapes(train, (program_key(config), train.shape), dataset.x_train.shape[1:])
+  return sum(math.prod(s.shape) for s in jax.tree.leaves(shapes))
 
 
 def estimate_member_bytes(train: Train, config: Config, dataset: Dataset) -> int:
@@ -466,12 +477,19 @@ _STATE_SHAPES: dict[tuple, Any] = {}
 def _state_shapes(train: Train, key: tuple, layout, members: Member, data: Data) -> TrainState:
   """Shapes of a member chunk's states (traced once per static signature).
 
-  The data's shapes are part of the signature: the input width (e.g. one-hot or
-  integer codes) shapes the first layer's kernel but is in neither `key` nor `members`.
+  Every member's parameters have the program's widths (narrower ones are padded),
+  so the states follow from one member's parameter shapes without tracing each
+  width's initialisation. The data's shapes are part of the signature: the input
+  width (e.g. one-hot or integer codes) shapes the first layer's kernel but is in
+  neither `key` nor `members`.
   """
-  cache_key = (key, layout, compiled.signature(members), compiled.signature(data))
+  del layout  # every layout of a chunk size has the same states
+  cache_key = (key, compiled.signature(members), compiled.signature(data))
   if cache_key not in _STATE_SHAPES:
-    _STATE_SHAPES[cache_key] = jax.eval_shape(lambda m: init_members(train, m, layout), members)
+    count = len(members.keys.init)
+    params = jax.tree.map(lambda s: jax.ShapeDtypeStruct((count, *s.shape), s.dtype),
+                          param_shapes(train, key, data.x_train.shape[1:]))
+    _STATE_SHAPES[cache_key] = jax.eval_shape(jax.vmap(train.init_state), params, members)
   return _STATE_SHAPES[cache_key]
 
 
@@ -561,7 +579,10 @@ def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunI
                       progress: Callable[[dict], None] | None, checkpointer: Checkpointer | None):
   """Train one member chunk through all its epoch chunks; returns host `(states, history)`."""
   calls, epochs, mesh = program.calls, program.train.shape.epochs, program.mesh
-  part = jax.tree.map(lambda a: a[calls.member_index(call)], program.members)
+  index = calls.member_index(call)
+  whole = index.size == calls.total and np.array_equal(index, np.arange(calls.total))
+  # The whole group in one call (the common case) needs no gather: it costs a jitted indexing per key stream.
+  part = program.members if whole else jax.tree.map(lambda a: a[index], program.members)
   layout = calls.layouts[call]
   restored = checkpointer.restore() if checkpointer is not None else None
   if restored is not None:

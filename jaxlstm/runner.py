@@ -788,7 +788,9 @@ def _report_files_present(out: Path) -> bool:
 
 def _tidy(folder: store.RunFolder, env: dict, log: Callable[[str], None]) -> None:
   """Remove a crash's leftovers, retrain configs whose files are lost, warn on changed versions."""
-  leftovers = store.clean_leftovers(folder.path)
+  from jaxlstm import report
+  # A renderer of the last run may still be drawing: its temp files are not a crash's.
+  leftovers = store.clean_leftovers(folder.path, skip=("plots",) if report.renderer_running(folder.path) else ())
   if leftovers:
     log(f"removed {len(leftovers)} leftover(s) of an interrupted run: {', '.join(leftovers[:5])}"
         + (" ..." if len(leftovers) > 5 else ""))

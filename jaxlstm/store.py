@@ -113,8 +113,12 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.load(f)
 
 
-def clean_leftovers(run_dir: str | os.PathLike) -> list[str]:
+def clean_leftovers(run_dir: str | os.PathLike, *, skip: Sequence[str] = ()) -> list[str]:
   """Delete what a crash can leave behind: our `*.tmp` files, plot temp files, orbax tmp dirs.
+
+  Args:
+    run_dir: the folder.
+    skip: sub-folders (relative) a live process is still writing: left alone.
 
   Returns:
     The removed paths, relative to `run_dir` (for a warning).
@@ -123,7 +127,9 @@ def clean_leftovers(run_dir: str | os.PathLike) -> list[str]:
   removed = []
   if not run_dir.is_dir():
     return removed
+  skipped = {Path(run_dir, name) for name in skip}
   for root, dirs, files in os.walk(run_dir, topdown=True):
+    dirs[:] = [name for name in dirs if Path(root, name) not in skipped]
     for name in list(dirs):
       if ORBAX_TMP in name:
         shutil.rmtree(Path(root, name), ignore_errors=True)

@@ -35,6 +35,8 @@ DEFAULT_REPEATS = 30
 # many: on the 2-core CPU, 2 host devices train 1.3-2.5x faster than 1 (benchmarks/RESULTS.md,
 # "Devices"); more cores are not measured.
 MAX_DEFAULT_CPU_DEVICES = 8
+# Set once this process has joined a distributed run (see `_exit`).
+_joined_peers = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -259,11 +261,13 @@ def _run_distributed(args: argparse.Namespace, argv: list[str], fail, stdout, st
     stdout.flush()
     os._exit(1)
 
+  global _joined_peers
   try:
     peers = distributed.start(args.coordinator, args.num_processes, args.process_id,
                               peer_timeout=args.peer_timeout or distributed.DEFAULT_PEER_TIMEOUT, on_failure=lost)
   except distributed.DistributedError as e:
     return fail(str(e))
+  _joined_peers = True
   stdout = _own_stdout(stdout)
   try:
     status = _run(args, argv, fail, stdout if peers.lead else io.StringIO(), stderr, peers)
@@ -397,16 +401,20 @@ def _prefetch() -> None:
 
 
 def _exit(status: int) -> None:
-  """Leave the process with `status`; after an interrupt, without the interpreter's teardown.
+  """Leave the process with `status`, without the interpreter's teardown unless peers wait for it.
 
-  The folder is consistent by then (every write is atomic, the lock dies with the
-  process), but an XLA computation cut short by Ctrl-C can crash jax's shutdown
-  (seen: SIGSEGV after the 130 was decided), which would turn 130 into a signal death.
+  Everything is on disk by then: every write is atomic and synchronous, the lock
+  dies with the process, the plot renderer is a process of its own. The teardown
+  (jax's client, its executables, every module) cost 0.6-0.9 s of the default
+  study's 5-7 s; after Ctrl-C, an XLA computation cut short could also crash it
+  (seen: SIGSEGV after the 130 was decided), turning 130 into a signal death. A
+  process of a distributed run leaves through jax's shutdown barrier (its peers
+  wait there), except after Ctrl-C.
   """
-  if status == 130:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(130)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  if status == 130 or not _joined_peers:
+    os._exit(status)
   sys.exit(status)
 
 

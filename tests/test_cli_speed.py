@@ -4,7 +4,7 @@
 * the sweep's own process never imports matplotlib or scipy.stats (plots are drawn by a
   detached renderer, the tables' statistics use scipy.special);
 * plots exist after the command (background renderer) or after a rerun, and a failed
-  render is visible;
+  render is visible; a rerun while the renderer draws leaves its temp files alone;
 * a warm compilation cache compiles nothing through the CLI.
 """
 import json
@@ -143,6 +143,27 @@ def test_a_failed_render_is_visible_and_drawn_again_on_the_next_run(tmp_path, ca
   assert report.render_status(out)["status"] == "done"
   assert (out / "plots" / "scores.png").is_file() and report.missing_plots(out) == []
   assert "could not be drawn" not in (out / "report.md").read_text()
+
+
+def test_a_rerun_while_the_renderer_draws_keeps_its_temp_files(tmp_path, capsys):
+  out = tmp_path / "run"
+  argv = [*TINY, "--out", str(out), "--plots", "wait"]
+  assert sweep.main(argv) == 0
+  # A live renderer (a real process whose command line names jaxlstm.report) is mid-plot.
+  drawing = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "jaxlstm.report"])
+  try:
+    report.store.write_json(out / report.RENDER_STATUS, {"status": "running", "pid": drawing.pid})
+    half = out / "plots" / ".tmp-abc.png"
+    half.write_bytes(b"\x89PNG")
+    capsys.readouterr()
+    assert sweep.main(argv) == 0
+    assert half.is_file() and "leftover" not in capsys.readouterr().err
+  finally:
+    drawing.kill()
+    drawing.wait()
+  # The renderer gone, what it left is a crash's leftover.
+  assert sweep.main(argv) == 0
+  assert not half.exists() and "removed 1 leftover(s) of an interrupted run: " in capsys.readouterr().err
 
 
 def test_jaxlstm_report_draws_the_plots_a_background_run_has_not_drawn_yet(tmp_path):

@@ -58,6 +58,14 @@ def test_clean_leftovers_removes_temp_files_and_orbax_tmp_dirs(tmp_path):
   assert not list(tmp_path.rglob("*tmp*"))
 
 
+def test_clean_leftovers_leaves_alone_the_folders_it_is_told_a_live_process_writes(tmp_path):
+  (tmp_path / "plots").mkdir()
+  (tmp_path / "plots" / ".tmp-abc.png").write_bytes(b"\x89PNG")
+  (tmp_path / ".scores.csv.x1y2.tmp").write_text("half a table")
+  assert store.clean_leftovers(tmp_path, skip=("plots",)) == [".scores.csv.x1y2.tmp"]
+  assert (tmp_path / "plots" / ".tmp-abc.png").is_file()
+
+
 def test_write_json_keeps_values_and_puts_scalar_lists_on_one_line(tmp_path):
   obj = {"argv": ["--grid", 'a",b', "x,\ny"], "seeds": [1, 2, 3], "nested": [[1], {"k": []}]}
   store.write_json(tmp_path / "m.json", obj)

@@ -70,6 +70,23 @@ def test_random_draws_are_bit_identical_to_solo(base):
   assert not np.array_equal(orders_all[0], orders_all[1]) or not np.array_equal(orders_all[0], orders_all[2])
 
 
+@pytest.mark.parametrize("changes", [{}, {"model.cell": "gru", "model.layers": 2}, {"model.dense": 3},
+                                     {"model.architecture": "bidirectional"}, {"data.cv": "kfold", "data.folds": 3}])
+def test_blank_states_have_the_shapes_of_a_padded_groups_initial_states(changes):
+  """The states a fresh call is lowered for come from one member's parameter shapes (no per-width trace)."""
+  from jaxlstm import ensemble
+  narrow = tiny(**changes)
+  groups = plan([narrow, narrow.override({"model.cells": 8})], 3)
+  for group in groups:
+    gp = ensemble.group_program(group, resolve(group.configs[0]))
+    layout = gp.calls.layouts[0]
+    part = member(gp.members, gp.calls.member_index(0))
+    blank = gp.blank_states(layout, part)
+    initial = jax.eval_shape(lambda m: init_members(gp.train, m, layout), part)
+    assert jax.tree.structure(blank) == jax.tree.structure(initial)
+    assert [(a.shape, a.dtype) for a in jax.tree.leaves(blank)] == [(b.shape, b.dtype) for b in jax.tree.leaves(initial)]
+
+
 def test_repeats_extend(base):
   """The first 5 repeats of a 12-repeat run equal a 5-repeat run (keys depend on i only)."""
   cfg = base[0]
