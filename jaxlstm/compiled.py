@@ -82,16 +82,17 @@ def configure_persistent_cache(enabled: bool | None = None) -> Path | None:
 
   Called with no argument, it acts once per process: on unless `JAXLSTM_NO_CACHE`
   is set to a non-empty value other than "0". A compile then costs once per machine,
-  not once per process. A directory set by the user (`JAX_COMPILATION_CACHE_DIR`)
-  is kept.
+  not once per process. `JAXLSTM_NO_CACHE` also keeps the cache off when it is
+  asked for (`enabled=True`, as the command lines do without --no-cache): it is the
+  switch for a whole environment. A directory set by the user
+  (`JAX_COMPILATION_CACHE_DIR`) is kept.
 
   Returns:
     The cache directory, or None when the cache is off.
   """
-  if enabled is None:
-    if _persistent["configured"]:
-      return _persistent["path"]
-    enabled = os.environ.get("JAXLSTM_NO_CACHE", "") in ("", "0")
+  if enabled is None and _persistent["configured"]:
+    return _persistent["path"]
+  enabled = enabled is not False and os.environ.get("JAXLSTM_NO_CACHE", "") in ("", "0")
   from jax.experimental.compilation_cache import compilation_cache
   _persistent["configured"] = True
   _persistent["path"] = None

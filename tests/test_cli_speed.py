@@ -183,6 +183,9 @@ def test_a_warm_cache_compiles_nothing_through_the_cli(tmp_path):
   assert cold["misses"] >= 1
   assert warm["misses"] == 0 and warm["hits"] >= 1
   assert (tmp_path / "a" / "scores.csv").read_bytes() == (tmp_path / "b" / "scores.csv").read_bytes()
+  # JAXLSTM_NO_CACHE=1 switches the cache off for the command line too (no --no-cache needed).
+  off = run_python(COUNT, [*TINY, "--out", tmp_path / "c", "--quiet"], {**env, "JAXLSTM_NO_CACHE": "1"})
+  assert off["status"] == 0 and off["misses"] == 0 and off["hits"] == 0
 
 
 def test_midranks_equal_scipy_rankdata():
