@@ -229,7 +229,7 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
   tx = optim.make_optimizer(config.optim)
   act = model.output_activation
   loss_fn = losses.LOSSES[train_cfg.loss]
-  sample_x = jnp.zeros((1, *dataset.x_train.shape[1:]), jnp.float32)
+  sample_x = np.zeros((1, *dataset.x_train.shape[1:]), np.float32)  # numpy: a jnp array here costs two eager programs
 
   def network_for(sizes: Widths | int) -> Network:
     return Network(model, shape.outputs, time_out=shape.time_out, frame_shape=shape.frame_shape,
