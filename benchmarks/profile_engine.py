@@ -46,7 +46,7 @@ def w1(repeats: int = 30, opt_levels: bool = False) -> None:
   program = ensemble.group_program(group, resolve(group.configs[0]))
   members, data, layout = program.members, program.data, program.calls.layouts[0]
   train, epochs = program.train, program.train.shape.epochs
-  blank = program.blank_states(layout, members)
+  blank = program.blank_states(members)
   fresh = np.bool_(True)
   t_setup = time.perf_counter() - t
 
@@ -161,7 +161,7 @@ def w2(repeats: int = 30, steps: int = 31, unroll: int = 1) -> None:
   fwd_flops = workers.lstm_forward_flops(1, [20, 20], 50, 5) * 32 * repeats
   # An engine epoch for comparison: 32 minibatches + validation, one member chunk.
   epoch, _ = gp.entry(((20, repeats),), members)
-  blank = gp.blank_states(((20, repeats),), members)
+  blank = gp.blank_states(members)
   times = _timed(lambda: epoch(blank, members, gp.data, np.bool_(True)), 3)
   ceil = workers.ceiling(members=repeats, batch=32, units=20)["ceiling_gflops"]
   print(f"W2 ({repeats} members, batch 32, 50 steps, LSTM(20)x2, time-scan unroll {unroll}): time per minibatch; "

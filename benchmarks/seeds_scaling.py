@@ -67,7 +67,7 @@ def child_vectorised(seeds: int, epochs: int, reps: int) -> dict:
   layout, mesh = program.calls.layouts[0], program.mesh
   members = jax.tree.map(lambda a: a[program.calls.member_index(0)], program.members)
   fn, _ = program.entry(layout, members)
-  args = (devices.shard(program.blank_states(layout, members), mesh), devices.shard(members, mesh),
+  args = (devices.shard(program.blank_states(members), mesh), devices.shard(members, mesh),
           devices.replicate(program.data, mesh), np.bool_(True))
   times = []
   for _ in range(reps):

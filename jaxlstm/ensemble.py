@@ -461,20 +461,20 @@ class GroupProgram:
     sharded = jax.shard_map(run_chunk, mesh=mesh, in_specs=(split, split, whole, whole), out_specs=(split, split),
                             check_vma=False)
     spread, copy = devices_lib.member_sharding(mesh), devices_lib.replicated(mesh)
-    like = self.blank_states(layout, members)
+    like = self.blank_states(members)
     return compiled.program(("run", self.key, layout, n, mesh), sharded, (like, members, self.data, np.bool_(True)),
                             in_shardings=(spread, spread, copy, copy), out_shardings=(spread, spread))
 
-  def blank_states(self, layout, members: Member) -> TrainState:
-    """Zero states of a member chunk: the `states` argument of a fresh call."""
-    shapes = _state_shapes(self.train, self.key, layout, members, self.data)
+  def blank_states(self, members: Member) -> TrainState:
+    """Zero states of a member chunk (any layout): the `states` argument of a fresh call."""
+    shapes = _state_shapes(self.train, self.key, members, self.data)
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
 _STATE_SHAPES: dict[tuple, Any] = {}
 
 
-def _state_shapes(train: Train, key: tuple, layout, members: Member, data: Data) -> TrainState:
+def _state_shapes(train: Train, key: tuple, members: Member, data: Data) -> TrainState:
   """Shapes of a member chunk's states (traced once per static signature).
 
   Every member's parameters have the program's widths (narrower ones are padded),
@@ -483,7 +483,6 @@ def _state_shapes(train: Train, key: tuple, layout, members: Member, data: Data)
   width (e.g. one-hot or integer codes) shapes the first layer's kernel but is in
   neither `key` nor `members`.
   """
-  del layout  # every layout of a chunk size has the same states
   cache_key = (key, compiled.signature(members), compiled.signature(data))
   if cache_key not in _STATE_SHAPES:
     count = len(members.keys.init)
@@ -588,7 +587,7 @@ def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunI
   if restored is not None:
     done, states, chunk_history = restored[0], restored[1], {k: [v] for k, v in restored[2].items()}
   else:
-    done, states, chunk_history = 0, program.blank_states(layout, part), {}
+    done, states, chunk_history = 0, program.blank_states(part), {}
   stops = group.configs[0].train.early_stopping is not None
   run, seconds = program.entry(layout, part)
   _count_compile(info, seconds)

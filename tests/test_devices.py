@@ -47,7 +47,7 @@ SCRIPT = textwrap.dedent("""
     layout = program.calls.layouts[0]
     part = jax.tree.map(lambda a: a[program.calls.member_index(0)], program.members)
     run, _ = program.entry(layout, part)
-    states, history = run(devices.shard(program.blank_states(layout, part), mesh), devices.shard(part, mesh),
+    states, history = run(devices.shard(program.blank_states(part), mesh), devices.shard(part, mesh),
                           devices.replicate(program.data, mesh), np.bool_(True))
     spread = devices.member_sharding(mesh)
     assert all(leaf.sharding == spread for leaf in jax.tree.leaves((states, history))), states.epoch.sharding

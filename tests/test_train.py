@@ -81,7 +81,7 @@ def test_blank_states_have_the_shapes_of_a_padded_groups_initial_states(changes)
     gp = ensemble.group_program(group, resolve(group.configs[0]))
     layout = gp.calls.layouts[0]
     part = member(gp.members, gp.calls.member_index(0))
-    blank = gp.blank_states(layout, part)
+    blank = gp.blank_states(part)
     initial = jax.eval_shape(lambda m: init_members(gp.train, m, layout), part)
     assert jax.tree.structure(blank) == jax.tree.structure(initial)
     assert [(a.shape, a.dtype) for a in jax.tree.leaves(blank)] == [(b.shape, b.dtype) for b in jax.tree.leaves(initial)]
