@@ -86,7 +86,8 @@ def main(argv=None) -> None:
   p.add_argument("--sizes", default=",".join(map(str, SEEDS)), help="seed counts of the seeds workload")
   p.add_argument("--load", type=float, default=0.7)
   p.add_argument("--max-wait", type=float, default=120, help="seconds to wait for a quiet machine per round")
-  p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+  p.add_argument("--no-write", action="store_true",
+                 help="do not update RESULTS.md (the JSON under results/ is written either way)")
   opts = p.parse_args(argv)
   counts = [int(d) for d in opts.devices.split(",")]
   only = [w.strip() for w in opts.only.split(",")]

@@ -304,7 +304,8 @@ def main(argv=None) -> None:
                  help="comma-separated torch intra-op thread counts to run (0 = torch's default); the fastest counts")
   p.add_argument("--load", type=float, default=0.7, help="wait for the 1-minute load to drop below this")
   p.add_argument("--max-wait", type=float, default=900, help="seconds to wait for a quiet machine per round")
-  p.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+  p.add_argument("--no-write", action="store_true",
+                 help="do not rewrite RESULTS.md (the JSON under results/ is written either way)")
   p.add_argument("--render", metavar="JSON", help="only re-render RESULTS.md from a saved results/run.json")
   opts = p.parse_args(argv)
   if opts.render:

@@ -241,7 +241,8 @@ def main(argv=None) -> None:
   p.add_argument("--quick", action="store_true", help="sizes 1, 10, 30 only")
   p.add_argument("--sizes", help="comma-separated seed counts (default 1,10,30,100,300,1000)")
   p.add_argument("--ways", default="abc")
-  p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+  p.add_argument("--no-write", action="store_true",
+                 help="do not update RESULTS.md (the JSON under results/ is written either way)")
   args = p.parse_args(argv)
   if args.child:
     child_main(args.child[0], int(args.child[1]), args.epochs, args.reps)

@@ -1,14 +1,15 @@
 """The engine: one member's training as pure functions of (config, arrays, key).
 
-`make_train(config, dataset)` closes over everything static of a static-shape
-group (network, optimizer structure, batch layout, epochs) and returns a `Train`
-NamedTuple of pure functions of one *member* (a config x repeat lane, and a fold
-of the repeat with cross-validation):
+`make_train(config, dataset)` gathers everything static of a static-shape group
+(network, optimizer structure, batch layout, epochs) in a `Static` record and
+returns a `Train` NamedTuple of the module's pure functions of one *member* (a
+config x repeat lane, and a fold of the repeat with cross-validation), with that
+record bound:
 
   * `init(member)`: the member's initial `TrainState`;
   * `run_epochs(state, member, data, n)`: `lax.scan` over n epochs, each a
-    `lax.scan` over minibatches (`batch_step`), validation at each epoch end and
-    the callbacks (`jaxlstm.callbacks`) in `epoch_step`;
+    `lax.scan` over minibatches (`_batch_step`), validation at each epoch end and
+    the callbacks (`jaxlstm.callbacks`) in `_epoch_step`;
   * `train(member)`: a whole solo run, the reference an ensemble member equals;
   * `evaluate(params, x, y, hparams)`: loss and metrics on a whole set.
 
@@ -208,6 +209,21 @@ def shape_of(config: Config, dataset: Dataset, cells: int | Widths | None = None
       cv=cv, power=config.data.transform if "series_transform" in dataset.metadata else "none")
 
 
+class Static(NamedTuple):
+  """What a member's functions close over: everything static of a group's program.
+
+  `make_train` builds one; the module-level functions below take it first and
+  `Train` holds them with it bound (`functools.partial`).
+  """
+  config: Config  # a representative config of the group (traced values come with each member)
+  shape: Shape
+  network: Network  # at `shape.widths`
+  tx: optax.GradientTransformation
+  folds: data_lib.Folds | None  # with `data.cv`
+  uneven: bool  # folds differ in size: a member can get minibatches of padding only
+  input_shape: tuple[int, ...]  # one sample's `[time, features]` (or frames)
+
+
 def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None,
                cells: int | None = None) -> Train:
   """Pure functions that train one member of `config` on `dataset`.
@@ -225,240 +241,264 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
     A `Train` of pure functions (nothing jitted).
   """
   shape = shape_of(config, dataset, widths or cells)
-  model, train_cfg = config.model, config.train
-  tx = optim.make_optimizer(config.optim)
-  act = model.output_activation
-  loss_fn = losses.LOSSES[train_cfg.loss]
-  sample_x = np.zeros((1, *dataset.x_train.shape[1:]), np.float32)  # numpy: a jnp array here costs two eager programs
-
-  def network_for(sizes: Widths | int) -> Network:
-    return Network(model, shape.outputs, time_out=shape.time_out, frame_shape=shape.frame_shape,
-                   widths=widths_of(model, sizes))
-
-  network = network_for(shape.widths)
-  steps = model.masks_loss  # static: losses weighted per (sample, step) by the input mask
   folds = folds_of(config, dataset)
-  # Folds of unequal size can leave a member minibatches of padding only: those skip the update.
-  uneven = folds is not None and len(set(folds.train_count.tolist())) > 1
+  static = Static(config=config, shape=shape, network=_network(config, shape, shape.widths),
+                  tx=optim.make_optimizer(config.optim), folds=folds,
+                  uneven=folds is not None and len(set(folds.train_count.tolist())) > 1,
+                  input_shape=tuple(dataset.x_train.shape[1:]))
+  bind = lambda fn: functools.partial(fn, static)
+  return Train(init=bind(init), run_epochs=bind(run_epochs), train=functools.partial(train, static, dataset),
+               evaluate=bind(evaluate), init_params=bind(init_params), init_state=bind(init_state),
+               logits=bind(logits), epoch_order=bind(epoch_order), member_data=bind(member_data),
+               network_for=functools.partial(_network, config, shape), tx=static.tx, shape=shape)
 
-  def metric_fns(scale: jax.Array | None, original: Original | None = None,
-                 aux: jax.Array | None = None) -> dict[str, Callable]:
-    """Metric functions; `aux [batch, 2, outputs]` is the batch's rows of `original.train` / `.val`."""
-    fns = {}
-    for name in train_cfg.metrics:
-      if name == "mae_original" and original is not None:
-        fns[name] = lambda out, y, a, o=original, b=aux: losses.mae_levels(
-            out, b[:, 1], a, matrix=o.matrix, offsets=b[:, 0], lmbda=o.lmbda, power=shape.power)
-      elif name == "mae_original":
-        fns[name] = lambda out, y, a, s=scale, **kw: losses.mae_original(
-            out, y, a, unit_scale=1.0 if s is None else s, **kw)
-      else:
-        fns[name] = losses.METRICS[name]
-    return fns
 
-  def weights_of(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """`[batch]` sample weights, or `[batch, time]` with `mask_value` on sequence outputs."""
-    weights = jnp.ones(x.shape[:1], jnp.float32) if mask is None else mask
-    if steps:
-      weights = weights[:, None] * jnp.any(x != model.mask_value, axis=-1).astype(jnp.float32)
-    return weights
+def _network(config: Config, shape: Shape, sizes: Widths | int) -> Network:
+  """The network of `config` at widths `sizes` (`Widths`, or an int for every layer)."""
+  return Network(config.model, shape.outputs, time_out=shape.time_out, frame_shape=shape.frame_shape,
+                 widths=widths_of(config.model, sizes))
 
-  def weighted(fn, out, y, weights):
-    """`(sum of weighted values, sum of weights)`: per sample, or per unmasked (sample, step)."""
-    values = fn(out, y, act, steps=True) if steps else fn(out, y, act)
-    return jnp.sum(weights * values), jnp.sum(weights)
 
-  def init_params(key: jax.Array, sizes: Widths | int | None = None):
-    """Initial parameters of one member at widths `sizes` (unpadded; default the program's)."""
-    return network_for(shape.widths if sizes is None else sizes).init(key, sample_x)["params"]
-
-  def init_state(params, member: Member) -> TrainState:
-    opt_state = tx.init(params)
-    injected = {name: jnp.asarray(member.hparams[name], jnp.float32) if name in member.hparams else value
-                for name, value in opt_state.hyperparams.items()}
-    return TrainState(params, opt_state._replace(hyperparams=injected), jnp.zeros([], jnp.int32),
-                      callbacks.init(params, train_cfg), jnp.full([], -1, jnp.int32))
-
-  def init(member: Member) -> TrainState:
-    return init_state(init_params(member.keys.init), member)
-
-  def logits(params, x, *, dropout_key=None, hparams=None):
-    rates = None
-    if dropout_key is not None:
-      rates = (hparams["dropout"], hparams["recurrent_dropout"], hparams.get("dense_dropout", 0.0))
-    return network.apply({"params": params}, x, dropout_key=dropout_key, rates=rates)
-
-  def evaluate(params, x, y, hparams, *, unit_scale=None, mask=None, original=None,
-               aux=None) -> dict[str, jax.Array]:
-    """Loss and metrics on a whole set (no dropout): the `val_*` entries.
-
-    With `mask_value` on sequence outputs, each is the mean over the set's
-    unmasked (sample, step) pairs. `mask [samples]` leaves out padding rows (folds);
-    `original` and the set's rows of it (`aux`) serve `mae_original` after transforms.
-    """
-    out = logits(params, x)
-    if steps:
-      weights = weights_of(x, mask)
-      mean = lambda fn: jnp.divide(*weighted(fn, out, y, weights))
-    elif mask is not None:
-      mean = lambda fn: jnp.sum(mask * fn(out, y, act)) / jnp.sum(mask)
+def _metric_fns(s: Static, scale: jax.Array | None, original: Original | None = None,
+                aux: jax.Array | None = None) -> dict[str, Callable]:
+  """Metric functions; `aux [batch, 2, outputs]` is the batch's rows of `original.train` / `.val`."""
+  fns = {}
+  for name in s.config.train.metrics:
+    if name == "mae_original" and original is not None:
+      fns[name] = lambda out, y, a, o=original, b=aux: losses.mae_levels(
+          out, b[:, 1], a, matrix=o.matrix, offsets=b[:, 0], lmbda=o.lmbda, power=s.shape.power)
+    elif name == "mae_original":
+      fns[name] = lambda out, y, a, sc=scale, **kw: losses.mae_original(
+          out, y, a, unit_scale=1.0 if sc is None else sc, **kw)
     else:
-      mean = lambda fn: jnp.mean(fn(out, y, act))
-    values = {"loss": mean(loss_fn)}
-    if model.uses_penalty:
-      # Keras' evaluate() adds the regularisation losses to `val_loss` too.
-      values["loss"] = values["loss"] + penalty(params, hparams)
-    for name, fn in metric_fns(unit_scale, original, aux).items():
-      values[name] = mean(fn)
-    return values
+      fns[name] = losses.METRICS[name]
+  return fns
 
-  def epoch_order(shuffle_key: jax.Array, epoch: jax.Array, count: jax.Array | None = None) -> jax.Array:
-    """`[n_train]` order in which an epoch visits the training samples.
 
-    With `count` (a fold member's own samples, rows `0 .. count - 1`, when folds differ
-    in size), those come first, in random order when shuffling, and the padding rows
-    after them.
-    """
-    if not train_cfg.shuffle:
-      return jnp.arange(shape.n_train)
-    epoch_key = jax.random.fold_in(shuffle_key, epoch)
-    if count is None:
-      return jax.random.permutation(epoch_key, shape.n_train)
-    # One sort, as permutation's: random 31-bit keys, the padding rows' top bit set.
-    bits = jax.random.bits(epoch_key, (shape.n_train,), jnp.uint32) >> 1
-    padding = (jnp.arange(shape.n_train) >= count).astype(jnp.uint32) << 31
-    return jnp.argsort(bits | padding, stable=True).astype(jnp.int32)
+def _weights_of(s: Static, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """`[batch]` sample weights, or `[batch, time]` with `mask_value` on sequence outputs."""
+  weights = jnp.ones(x.shape[:1], jnp.float32) if mask is None else mask
+  if s.config.model.masks_loss:
+    weights = weights[:, None] * jnp.any(x != s.config.model.mask_value, axis=-1).astype(jnp.float32)
+  return weights
 
-  def fold_data(data: Data, member: Member) -> Data:
-    """The member's fold: its training and validation rows of all samples, padded and masked."""
-    x_all = jnp.concatenate([data.x_train, data.x_val])
-    y_all = jnp.concatenate([data.y_train, data.y_val])
-    n_all = x_all.shape[0]
-    order = (jax.random.permutation(member.keys.split, n_all) if folds.scheme == "kfold"
-             else jnp.arange(n_all))
-    train_idx = order[jnp.asarray(folds.train)[member.fold]]
-    val_idx = order[jnp.asarray(folds.val)[member.fold]]
-    mask = lambda width, count: (jnp.arange(width) < count).astype(jnp.float32)
-    original = data.original
-    if original is not None:
-      aux_all = jnp.concatenate([original.train, original.val])
-      original = original._replace(train=aux_all[train_idx], val=aux_all[val_idx])
-    return data._replace(
-        x_train=x_all[train_idx], y_train=y_all[train_idx], x_val=x_all[val_idx], y_val=y_all[val_idx],
-        original=original, train_mask=mask(shape.n_train, jnp.asarray(folds.train_count)[member.fold]),
-        val_mask=mask(shape.n_val, jnp.asarray(folds.val_count)[member.fold]))
 
-  def member_data(data: Data, member: Member) -> Data:
-    """The member's train/validation arrays (its own random split with `data.resplit`, its fold with `data.cv`)."""
-    if folds is not None:
-      return fold_data(data, member)
-    if not config.data.resplit:
-      return data
-    x_all = jnp.concatenate([data.x_train, data.x_val])
-    y_all = jnp.concatenate([data.y_train, data.y_val])
-    order = jax.random.permutation(member.keys.split, x_all.shape[0])
-    train_idx, val_idx = order[: shape.n_train], order[shape.n_train:]
-    original = data.original
-    if original is not None:
-      aux_all = jnp.concatenate([original.train, original.val])
-      original = original._replace(train=aux_all[train_idx], val=aux_all[val_idx])
-    return data._replace(x_train=x_all[train_idx], y_train=y_all[train_idx],
-                         x_val=x_all[val_idx], y_val=y_all[val_idx], original=original)
+def _weighted(s: Static, fn, out, y, weights):
+  """`(sum of weighted values, sum of weights)`: per sample, or per unmasked (sample, step)."""
+  act = s.config.model.output_activation
+  values = fn(out, y, act, steps=True) if s.config.model.masks_loss else fn(out, y, act)
+  return jnp.sum(weights * values), jnp.sum(weights)
 
-  def objective(params, xb, yb, mask, dropout_key, aux, *, data: Data, hp):
-    """A minibatch's training loss (+ penalty) and, as aux, `(penalty, metric sums)`.
 
-    The loss is the weighted mean over the batch's real samples (`mask`), or with
-    Keras masking over its unmasked (sample, step) pairs, 0 when there are none (a
-    padding-only minibatch); metrics return `(weighted sum, weights)` for the epoch.
-    """
-    fns = metric_fns(data.unit_scale, data.original, aux)
-    out = logits(params, xb, dropout_key=dropout_key if model.uses_dropout else None, hparams=hp)
-    reg = penalty(params, hp) if model.uses_penalty else jnp.zeros([], jnp.float32)
-    weights = weights_of(xb, mask)
-    total, count = weighted(loss_fn, out, yb, weights)
-    data_loss = total / jnp.maximum(count, 1.0)
-    metric_sums = {m: weighted(fn, out, yb, weights) for m, fn in fns.items()}
-    return data_loss + reg, (reg, metric_sums)
+def init_params(s: Static, key: jax.Array, sizes: Widths | int | None = None):
+  """Initial parameters of one member at widths `sizes` (unpadded; default the program's)."""
+  sample_x = np.zeros((1, *s.input_shape), np.float32)  # numpy: a jnp array here costs two eager programs
+  network = s.network if sizes is None else _network(s.config, s.shape, sizes)
+  return network.init(key, sample_x)["params"]
 
-  def run_epochs(state: TrainState, member: Member, data: Data, n_epochs: int):
-    """Train one member for `n_epochs` epochs from `state.epoch`.
 
-    Epochs at or past `train.epochs`, and epochs after the member stopped
-    early, leave the state unchanged and record NaN.
+def init_state(s: Static, params, member: Member) -> TrainState:
+  """The optimizer and callback state around `params`, with the member's optimizer hyper-parameters."""
+  opt_state = s.tx.init(params)
+  injected = {name: jnp.asarray(member.hparams[name], jnp.float32) if name in member.hparams else value
+              for name, value in opt_state.hyperparams.items()}
+  return TrainState(params, opt_state._replace(hyperparams=injected), jnp.zeros([], jnp.int32),
+                    callbacks.init(params, s.config.train), jnp.full([], -1, jnp.int32))
 
-    Returns:
-      `(state, history)` with history leaves `[n_epochs]`.
-    """
-    data = member_data(data, member)
-    hp = member.hparams
-    n, batch, n_steps = shape.n_train, shape.batch, shape.steps
-    # A fold member's own training samples (the rest is padding); n without folds.
-    n_own = n if data.train_mask is None else jnp.sum(data.train_mask)
 
-    grad_fn = jax.value_and_grad(functools.partial(objective, data=data, hp=hp), has_aux=True)
+def init(s: Static, member: Member) -> TrainState:
+  """The member's initial `TrainState` (parameters from its `init` key)."""
+  return init_state(s, init_params(s, member.keys.init), member)
 
-    def batch_step(carry, inputs):
-      """One optimizer step on one (possibly partial, masked) minibatch."""
-      params, opt_state, epoch_dropout_key = carry
-      idx, mask, step = inputs
-      dropout_key = jax.random.fold_in(epoch_dropout_key, step)
-      aux = None if data.original is None else data.original.train[idx]
-      (loss, (reg, metric_sums)), grads = grad_fn(params, data.x_train[idx], data.y_train[idx], mask, dropout_key,
-                                                  aux)
-      updates, new_opt_state = tx.update(grads, opt_state, params)
-      new_params = optax.apply_updates(params, updates)
-      count = jnp.sum(mask)
-      if uneven:  # a minibatch of padding only (a smaller fold) changes nothing, not even Adam's step count
-        keep = count > 0
-        new_params, new_opt_state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), (new_params, new_opt_state),
-                                                 (params, opt_state))
-      return (new_params, new_opt_state, epoch_dropout_key), (loss * count, reg * count, metric_sums)
 
-    def train_epoch(state: TrainState):
-      """All minibatches of one epoch; returns the new params, optimizer state and training record."""
-      # Padding rows to put last exist only when folds differ in size (statically known).
-      order = epoch_order(member.keys.shuffle, state.epoch, n_own if uneven else None)
-      idx = jnp.concatenate([order, jnp.zeros((n_steps * batch - n,), order.dtype)]).reshape(n_steps, batch)
-      mask = (jnp.arange(n_steps * batch) < n_own).astype(jnp.float32).reshape(n_steps, batch)
-      carry = (state.params, state.opt_state, jax.random.fold_in(member.keys.dropout, state.epoch))
-      (params, opt_state, _), (loss_sums, reg_sums, metric_sums) = jax.lax.scan(
-          batch_step, carry, (idx, mask, jnp.arange(n_steps)))
-      # Keras 3 averages batch losses weighted by batch size: the mean over samples.
-      record = {"loss": jnp.sum(loss_sums) / n_own}
-      # A metric: its weighted sums over the epoch / its weights (Keras' masked metrics).
-      record.update({m: jnp.sum(metric_sums[m][0]) / jnp.sum(metric_sums[m][1]) for m in train_cfg.metrics})
-      val = evaluate(params, data.x_val, data.y_val, hp, unit_scale=data.unit_scale, mask=data.val_mask,
-                     original=data.original, aux=None if data.original is None else data.original.val)
-      record.update({"val_" + name: value for name, value in val.items()})
-      if model.uses_penalty:
-        record["penalty"] = jnp.sum(reg_sums) / n_own
-      return params, opt_state, record
+def logits(s: Static, params, x, *, dropout_key=None, hparams=None):
+  """`(params, x)` -> network outputs before the output activation (dropout with a key)."""
+  rates = None
+  if dropout_key is not None:
+    rates = (hparams["dropout"], hparams["recurrent_dropout"], hparams.get("dense_dropout", 0.0))
+  return s.network.apply({"params": params}, x, dropout_key=dropout_key, rates=rates)
 
-    def epoch_step(state: TrainState, _):
-      """One epoch of a member: train, validate, callbacks, divergence; frozen when inactive."""
-      epoch = state.epoch
-      active = (epoch < shape.epochs) & ~callbacks.stopped(state.callbacks, train_cfg)
-      params, opt_state, record = train_epoch(state)
-      new, record = callbacks.update(state._replace(params=params, opt_state=opt_state), record, train_cfg,
-                                     config.optim)
-      finite = jnp.isfinite(record["loss"])
-      diverged_epoch = jnp.where((state.diverged_epoch < 0) & ~finite & active, epoch, state.diverged_epoch)
-      new = new._replace(epoch=epoch + 1, diverged_epoch=diverged_epoch)
-      # Frozen members (stopped, or past the last epoch) keep their state bit for bit.
-      new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state._replace(epoch=epoch + 1))
-      record = {k: jnp.where(active, v, jnp.nan).astype(jnp.float32) for k, v in record.items()}
-      return new, record
 
-    return jax.lax.scan(epoch_step, state, None, length=n_epochs)
+def evaluate(s: Static, params, x, y, hparams, *, unit_scale=None, mask=None, original=None,
+             aux=None) -> dict[str, jax.Array]:
+  """Loss and metrics on a whole set (no dropout): the `val_*` entries.
 
-  def train(member: Member):
-    """A whole solo run of one member on the dataset: `(state, history [epochs])`."""
-    solo_data = jax.tree.map(jnp.asarray, arrays(dataset))
-    return run_epochs(init(member), member, solo_data, shape.epochs)
+  With `mask_value` on sequence outputs, each is the mean over the set's
+  unmasked (sample, step) pairs. `mask [samples]` leaves out padding rows (folds);
+  `original` and the set's rows of it (`aux`) serve `mae_original` after transforms.
+  """
+  model = s.config.model
+  act, loss_fn = model.output_activation, losses.LOSSES[s.config.train.loss]
+  out = logits(s, params, x)
+  if model.masks_loss:
+    weights = _weights_of(s, x, mask)
+    mean = lambda fn: jnp.divide(*_weighted(s, fn, out, y, weights))
+  elif mask is not None:
+    mean = lambda fn: jnp.sum(mask * fn(out, y, act)) / jnp.sum(mask)
+  else:
+    mean = lambda fn: jnp.mean(fn(out, y, act))
+  values = {"loss": mean(loss_fn)}
+  if model.uses_penalty:
+    # Keras' evaluate() adds the regularisation losses to `val_loss` too.
+    values["loss"] = values["loss"] + penalty(params, hparams)
+  for name, fn in _metric_fns(s, unit_scale, original, aux).items():
+    values[name] = mean(fn)
+  return values
 
-  return Train(init=init, run_epochs=run_epochs, train=train, evaluate=evaluate, init_params=init_params,
-               init_state=init_state, logits=logits, epoch_order=epoch_order, member_data=member_data,
-               network_for=network_for,
-               tx=tx, shape=shape)
 
+def epoch_order(s: Static, shuffle_key: jax.Array, epoch: jax.Array, count: jax.Array | None = None) -> jax.Array:
+  """`[n_train]` order in which an epoch visits the training samples.
+
+  With `count` (a fold member's own samples, rows `0 .. count - 1`, when folds differ
+  in size), those come first, in random order when shuffling, and the padding rows
+  after them.
+  """
+  n_train = s.shape.n_train
+  if not s.config.train.shuffle:
+    return jnp.arange(n_train)
+  epoch_key = jax.random.fold_in(shuffle_key, epoch)
+  if count is None:
+    return jax.random.permutation(epoch_key, n_train)
+  # One sort, as permutation's: random 31-bit keys, the padding rows' top bit set.
+  bits = jax.random.bits(epoch_key, (n_train,), jnp.uint32) >> 1
+  padding = (jnp.arange(n_train) >= count).astype(jnp.uint32) << 31
+  return jnp.argsort(bits | padding, stable=True).astype(jnp.int32)
+
+
+def _fold_data(s: Static, data: Data, member: Member) -> Data:
+  """The member's fold: its training and validation rows of all samples, padded and masked."""
+  folds = s.folds
+  x_all = jnp.concatenate([data.x_train, data.x_val])
+  y_all = jnp.concatenate([data.y_train, data.y_val])
+  n_all = x_all.shape[0]
+  order = (jax.random.permutation(member.keys.split, n_all) if folds.scheme == "kfold"
+           else jnp.arange(n_all))
+  train_idx = order[jnp.asarray(folds.train)[member.fold]]
+  val_idx = order[jnp.asarray(folds.val)[member.fold]]
+  mask = lambda width, count: (jnp.arange(width) < count).astype(jnp.float32)
+  original = data.original
+  if original is not None:
+    aux_all = jnp.concatenate([original.train, original.val])
+    original = original._replace(train=aux_all[train_idx], val=aux_all[val_idx])
+  return data._replace(
+      x_train=x_all[train_idx], y_train=y_all[train_idx], x_val=x_all[val_idx], y_val=y_all[val_idx],
+      original=original, train_mask=mask(s.shape.n_train, jnp.asarray(folds.train_count)[member.fold]),
+      val_mask=mask(s.shape.n_val, jnp.asarray(folds.val_count)[member.fold]))
+
+
+def member_data(s: Static, data: Data, member: Member) -> Data:
+  """The member's train/validation arrays (its own random split with `data.resplit`, its fold with `data.cv`)."""
+  if s.folds is not None:
+    return _fold_data(s, data, member)
+  if not s.config.data.resplit:
+    return data
+  x_all = jnp.concatenate([data.x_train, data.x_val])
+  y_all = jnp.concatenate([data.y_train, data.y_val])
+  order = jax.random.permutation(member.keys.split, x_all.shape[0])
+  train_idx, val_idx = order[: s.shape.n_train], order[s.shape.n_train:]
+  original = data.original
+  if original is not None:
+    aux_all = jnp.concatenate([original.train, original.val])
+    original = original._replace(train=aux_all[train_idx], val=aux_all[val_idx])
+  return data._replace(x_train=x_all[train_idx], y_train=y_all[train_idx],
+                       x_val=x_all[val_idx], y_val=y_all[val_idx], original=original)
+
+
+def _objective(s: Static, params, xb, yb, mask, dropout_key, aux, *, data: Data, hp):
+  """A minibatch's training loss (+ penalty) and, as aux, `(penalty, metric sums)`.
+
+  The loss is the weighted mean over the batch's real samples (`mask`), or with
+  Keras masking over its unmasked (sample, step) pairs, 0 when there are none (a
+  padding-only minibatch); metrics return `(weighted sum, weights)` for the epoch.
+  """
+  model = s.config.model
+  fns = _metric_fns(s, data.unit_scale, data.original, aux)
+  out = logits(s, params, xb, dropout_key=dropout_key if model.uses_dropout else None, hparams=hp)
+  reg = penalty(params, hp) if model.uses_penalty else jnp.zeros([], jnp.float32)
+  weights = _weights_of(s, xb, mask)
+  total, count = _weighted(s, losses.LOSSES[s.config.train.loss], out, yb, weights)
+  data_loss = total / jnp.maximum(count, 1.0)
+  metric_sums = {m: _weighted(s, fn, out, yb, weights) for m, fn in fns.items()}
+  return data_loss + reg, (reg, metric_sums)
+
+
+def _batch_step(s: Static, grad_fn, data: Data, carry, inputs):
+  """One optimizer step on one (possibly partial, masked) minibatch."""
+  params, opt_state, epoch_dropout_key = carry
+  idx, mask, step = inputs
+  dropout_key = jax.random.fold_in(epoch_dropout_key, step)
+  aux = None if data.original is None else data.original.train[idx]
+  (loss, (reg, metric_sums)), grads = grad_fn(params, data.x_train[idx], data.y_train[idx], mask, dropout_key, aux)
+  updates, new_opt_state = s.tx.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
+  count = jnp.sum(mask)
+  if s.uneven:  # a minibatch of padding only (a smaller fold) changes nothing, not even Adam's step count
+    keep = count > 0
+    new_params, new_opt_state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), (new_params, new_opt_state),
+                                             (params, opt_state))
+  return (new_params, new_opt_state, epoch_dropout_key), (loss * count, reg * count, metric_sums)
+
+
+def _train_epoch(s: Static, member: Member, data: Data, n_own, state: TrainState):
+  """All minibatches of one epoch: the new params, optimizer state and training record.
+
+  `n_own` is the number of the member's own training samples (the rest is padding).
+  """
+  n, batch, n_steps = s.shape.n_train, s.shape.batch, s.shape.steps
+  grad_fn = jax.value_and_grad(functools.partial(_objective, s, data=data, hp=member.hparams), has_aux=True)
+  # Padding rows to put last exist only when folds differ in size (statically known).
+  order = epoch_order(s, member.keys.shuffle, state.epoch, n_own if s.uneven else None)
+  idx = jnp.concatenate([order, jnp.zeros((n_steps * batch - n,), order.dtype)]).reshape(n_steps, batch)
+  mask = (jnp.arange(n_steps * batch) < n_own).astype(jnp.float32).reshape(n_steps, batch)
+  carry = (state.params, state.opt_state, jax.random.fold_in(member.keys.dropout, state.epoch))
+  (params, opt_state, _), (loss_sums, reg_sums, metric_sums) = jax.lax.scan(
+      functools.partial(_batch_step, s, grad_fn, data), carry, (idx, mask, jnp.arange(n_steps)))
+  # Keras 3 averages batch losses weighted by batch size: the mean over samples.
+  record = {"loss": jnp.sum(loss_sums) / n_own}
+  # A metric: its weighted sums over the epoch / its weights (Keras' masked metrics).
+  record.update({m: jnp.sum(metric_sums[m][0]) / jnp.sum(metric_sums[m][1]) for m in s.config.train.metrics})
+  val = evaluate(s, params, data.x_val, data.y_val, member.hparams, unit_scale=data.unit_scale, mask=data.val_mask,
+                 original=data.original, aux=None if data.original is None else data.original.val)
+  record.update({"val_" + name: value for name, value in val.items()})
+  if s.config.model.uses_penalty:
+    record["penalty"] = jnp.sum(reg_sums) / n_own
+  return params, opt_state, record
+
+
+def _epoch_step(s: Static, member: Member, data: Data, n_own, state: TrainState, _):
+  """One epoch of a member: train, validate, callbacks, divergence; frozen when inactive."""
+  train_cfg = s.config.train
+  epoch = state.epoch
+  active = (epoch < s.shape.epochs) & ~callbacks.stopped(state.callbacks, train_cfg)
+  params, opt_state, record = _train_epoch(s, member, data, n_own, state)
+  new, record = callbacks.update(state._replace(params=params, opt_state=opt_state), record, train_cfg,
+                                 s.config.optim)
+  finite = jnp.isfinite(record["loss"])
+  diverged_epoch = jnp.where((state.diverged_epoch < 0) & ~finite & active, epoch, state.diverged_epoch)
+  new = new._replace(epoch=epoch + 1, diverged_epoch=diverged_epoch)
+  # Frozen members (stopped, or past the last epoch) keep their state bit for bit.
+  new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state._replace(epoch=epoch + 1))
+  record = {k: jnp.where(active, v, jnp.nan).astype(jnp.float32) for k, v in record.items()}
+  return new, record
+
+
+def run_epochs(s: Static, state: TrainState, member: Member, data: Data, n_epochs: int):
+  """Train one member for `n_epochs` epochs from `state.epoch`.
+
+  Epochs at or past `train.epochs`, and epochs after the member stopped
+  early, leave the state unchanged and record NaN.
+
+  Returns:
+    `(state, history)` with history leaves `[n_epochs]`.
+  """
+  data = member_data(s, data, member)
+  n = s.shape.n_train
+  # A fold member's own training samples (the rest is padding); n without folds.
+  n_own = n if data.train_mask is None else jnp.sum(data.train_mask)
+  return jax.lax.scan(functools.partial(_epoch_step, s, member, data, n_own), state, None, length=n_epochs)
+
+
+def train(s: Static, dataset: Dataset, member: Member):
+  """A whole solo run of one member on the dataset: `(state, history [epochs])`."""
+  solo_data = jax.tree.map(jnp.asarray, arrays(dataset))
+  return run_epochs(s, init(s, member), member, solo_data, s.shape.epochs)
