@@ -9,11 +9,27 @@ Two caches stand between a `fit` and XLA:
   * across processes, JAX's persistent compilation cache (`configure_persistent_cache`,
     on by default in `cache_dir()`, the folder the CLI uses too) lets a new process
     load instead of compile. `JAXLSTM_NO_CACHE=1` (or `configure_persistent_cache(False)`)
-    turns it off.
+    turns it off;
+  * beside it, the program store (`store_dir()`, on and off with that cache) keeps each
+    executable jaxlstm compiled under its static signature and a fingerprint of
+    everything else a program depends on (`fingerprint`: our source, the versions of
+    jax and the libraries that trace into it, jax's settings, the devices). JAX's cache
+    is keyed by the lowered program, so a process must trace and lower before it can
+    look there (about 1 s of the default study's warm run); the store is looked up by
+    key alone. Only an executable this process compiled is stored: one JAX's cache
+    loaded does not serialise whole on XLA:CPU (jaxlib 0.10.2; its first call in
+    another process fails), and a stored one that fails is compiled again.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
 import os
+import pickle
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -59,11 +75,162 @@ def program(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = Non
   t0 = time.perf_counter()
   shardings = {name: value for name, value in (("in_shardings", in_shardings), ("out_shardings", out_shardings))
                if value is not None}
-  # Lowered from shapes alone: host arrays cannot stand for arrays sharded over several processes.
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
-  executable = jax.jit(fn, **shardings).lower(*abstract).compile(compiler_options=COMPILER_OPTIONS)
+
+  def compile_now() -> Any:
+    # Lowered from shapes alone: host arrays cannot stand for arrays sharded over several processes.
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+    return jax.jit(fn, **shardings).lower(*abstract).compile(compiler_options=COMPILER_OPTIONS)
+
+  file = _store_file(full_key)
+  if file is None:
+    executable = compile_now()
+  else:
+    executable = _load(file, compile_now)
+    if executable is None:
+      executable = _compile_and_store(file, compile_now)
   _PROGRAMS[full_key] = executable
   return executable, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------
+# The program store.
+
+_STORE_SUFFIX = ".jaxexe"
+# Tests turn this off to store an executable JAX's cache loaded (an entry whose first call fails).
+_BYPASS_JAX_CACHE = True
+
+
+def store_dir() -> Path | None:
+  """Where compiled programs are stored: `cache_dir()`'s sibling `programs`; None when off.
+
+  On with the persistent cache (`configure_persistent_cache`), in a single process
+  (a distributed run's executables span processes).
+  """
+  if configure_persistent_cache() is None or jax.process_count() > 1:
+    return None
+  return cache_dir().parent / "programs"
+
+
+@functools.cache
+def _code_fingerprint() -> str:
+  """Our source and the versions of what traces into a program (fixed for a process)."""
+  digest = hashlib.sha256()
+  package = Path(__file__).parent
+  for file in sorted(package.rglob("*.py")):
+    digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+  for dist in ("jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes"):
+    try:
+      digest.update(f"{dist}={importlib.metadata.version(dist)};".encode())
+    except importlib.metadata.PackageNotFoundError:
+      digest.update(f"{dist}=none;".encode())
+  digest.update(f"{sys.version};{COMPILER_OPTIONS!r};{os.environ.get('XLA_FLAGS', '')}".encode())
+  return digest.hexdigest()
+
+
+def fingerprint() -> str:
+  """What a stored program depends on besides its key: code, versions, jax's settings, devices."""
+  settings = repr(sorted((name, repr(value)) for name, value in jax.config.values.items()))
+  devices = repr([(d.id, d.platform, d.device_kind, d.process_index) for d in jax.devices()])
+  return hashlib.sha256(f"{_code_fingerprint()}|{settings}|{devices}".encode()).hexdigest()
+
+
+def _store_file(full_key: Hashable) -> Path | None:
+  root = store_dir()
+  if root is None:
+    return None
+  name = hashlib.sha256(f"{fingerprint()}|{full_key!r}".encode()).hexdigest()
+  return root / (name + _STORE_SUFFIX)
+
+
+def _compile_and_store(file: Path, compile_now: Callable[[], Any]) -> Any:
+  """Compile with JAX's persistent cache off, then store the executable.
+
+  What the store keeps must be compiled in this process: an executable loaded from
+  JAX's cache does not serialise whole on XLA:CPU (jaxlib 0.10.2). A program that
+  cannot be stored (`file` + ".unstorable" marks it) compiles through JAX's cache.
+  """
+  unstorable = file.with_suffix(".unstorable")
+  if not _BYPASS_JAX_CACHE or unstorable.exists():
+    executable = compile_now()
+  else:
+    from jax.experimental.compilation_cache import compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    try:
+      executable = compile_now()
+    finally:
+      jax.config.update("jax_enable_compilation_cache", True)
+      compilation_cache.reset_cache()
+  if not _save(file, executable) and not unstorable.exists():
+    with contextlib.suppress(OSError):
+      unstorable.touch()
+  return executable
+
+
+def _save(file: Path, executable: Any) -> bool:
+  """Store `executable` in `file` atomically; False when it cannot be serialised."""
+  from jax.experimental import serialize_executable
+  try:
+    payload = serialize_executable.serialize(executable)
+    shardings = jax.tree.leaves((executable.input_shardings, executable.output_shardings))
+    devices = sorted({d.id for sharding in shardings for d in sharding.device_set})
+    data = pickle.dumps((payload, devices), protocol=pickle.HIGHEST_PROTOCOL)
+  except Exception:  # noqa: BLE001 - e.g. a program with constants jax cannot serialise yet
+    return False
+  tmp = None
+  try:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=_STORE_SUFFIX)
+    with os.fdopen(handle, "wb") as out:
+      out.write(data)
+    os.replace(tmp, file)
+  except OSError:  # a read-only or full disk: run without storing
+    if tmp is not None:
+      with contextlib.suppress(OSError):
+        os.unlink(tmp)
+  return True
+
+
+def _load(file: Path, compile_now: Callable[[], Any]) -> Any:
+  """The stored executable in `file` (None when there is none or it cannot be loaded)."""
+  from jax.experimental import serialize_executable
+  try:
+    with open(file, "rb") as f:
+      (serialized, in_tree, out_tree), device_ids = pickle.load(f)
+    by_id = {d.id: d for d in jax.devices()}
+    executable = serialize_executable.deserialize_and_load(serialized, in_tree, out_tree,
+                                                            execution_devices=[by_id[i] for i in device_ids])
+  except FileNotFoundError:
+    return None
+  except Exception:  # noqa: BLE001 - a damaged or foreign file: compile instead (and store anew)
+    return None
+  return _Stored(executable, file, compile_now)
+
+
+class _Stored:
+  """A stored executable that compiles again if its first call fails.
+
+  Calls are pure and no argument is donated, so a failed first call can be repeated.
+  """
+
+  def __init__(self, executable: Any, file: Path, compile_now: Callable[[], Any]):
+    self._executable, self._file, self._compile_now, self._proven = executable, file, compile_now, False
+
+  def __call__(self, *args):
+    if self._proven:
+      return self._executable(*args)
+    try:
+      out = jax.block_until_ready(self._executable(*args))
+    except jax.errors.JaxRuntimeError:
+      with contextlib.suppress(OSError):
+        self._file.unlink()
+      self._executable = _compile_and_store(self._file, self._compile_now)
+      out = self._executable(*args)
+    self._proven = True
+    return out
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self._executable, name)
 
 
 def clear() -> None:

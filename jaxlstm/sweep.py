@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="draw the report's PNGs in a detached process after the command returns "
                       "(background, the default; $JAXLSTM_PLOTS) or before it returns (wait)")
   parser.add_argument("--quiet", action="store_true", help="no progress bar and no log lines")
-  parser.add_argument("--no-cache", action="store_true", help="disable the persistent compilation cache")
+  parser.add_argument("--no-cache", action="store_true",
+                      help="use neither the program store nor the persistent compilation cache")
   scale = parser.add_argument_group("devices and processes")
   scale.add_argument("--devices", type=_positive_int, metavar="N",
                      help="lay each call's members over N devices (per process) of the default backend; on CPU, "

@@ -1,8 +1,10 @@
 """Compiled programs across processes, and imports that stay light.
 
 In process, `tests/test_train.py` checks that a second `fit` of the same shapes traces
-nothing. Here real subprocesses check the persistent XLA cache (a new process with a
-warm cache compiles nothing) and that the analysis modules never load jax.
+nothing. Here real subprocesses check the persistent caches (a new process with a
+warm cache compiles nothing; with the program store it does not even trace, and
+gets the same numbers; a damaged or failing entry is compiled again) and that the
+analysis modules never load jax.
 """
 import json
 import os
@@ -10,19 +12,28 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import pytest
 
 FIT = textwrap.dedent("""
-    import collections, json, sys
-    import jax
-    counts = collections.Counter()
+    import collections, hashlib, json, sys
+    import jax, numpy as np
+    counts, traces = collections.Counter(), collections.Counter()
     jax.monitoring.register_event_listener(lambda event, **kw: counts.update([event]))
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: traces.update([kw.get("fun_name")])
+        if event == "/jax/core/compile/jaxpr_trace_duration" else None)
+    from jaxlstm import compiled
+    if "--through-jax-cache" in sys.argv:  # compile through JAX's cache, store what it loads (fails elsewhere)
+      compiled._BYPASS_JAX_CACHE = False
     import jaxlstm
     config = jaxlstm.Config().override({"model.cells": 3, "train.epochs": 4, "train.batch_size": 0})
     ens = jaxlstm.fit(config, repeats=int(sys.argv[1]), seed=int(sys.argv[2]))
+    numbers = [np.asarray(ens.history[k]) for k in sorted(ens.history)] + jax.tree.leaves(ens.params)
     print(json.dumps({"misses": counts["/jax/compilation_cache/cache_misses"],
                       "hits": counts["/jax/compilation_cache/cache_hits"],
-                      "compiles": ens.timings["compiles"]}))
+                      "compiles": ens.timings["compiles"], "traced": traces["run_chunk"],
+                      "digest": hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in numbers)).hexdigest()}))
 """)
 
 
@@ -33,18 +44,75 @@ def _run(code: str, *args: str, env: dict) -> str:
   return proc.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.timeout(300)
-def test_a_new_process_with_a_warm_cache_compiles_nothing(tmp_path):
+def _env(tmp_path) -> dict:
   env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
   env.pop("JAXLSTM_NO_CACHE", None)
+  return env
+
+
+def _stored(tmp_path) -> list:
+  return sorted((tmp_path / "cache" / "jaxlstm" / "programs").glob("*.jaxexe"))
+
+
+@pytest.mark.timeout(300)
+def test_a_new_process_with_a_warm_cache_compiles_nothing(tmp_path):
+  env = _env(tmp_path)
   cold = json.loads(_run(FIT, "5", "0", env=env))
-  assert cold["misses"] >= 1  # the first process compiled and wrote the cache
-  assert (tmp_path / "cache" / "jaxlstm" / "xla").is_dir()
-  warm = json.loads(_run(FIT, "5", "7", env=env))  # another seed, same shapes
-  assert warm["misses"] == 0 and warm["hits"] >= 1, warm
-  off = json.loads(_run(FIT, "5", "7", env=dict(env, JAXLSTM_NO_CACHE="1")))
-  assert off["misses"] == 0 and off["hits"] == 0  # JAXLSTM_NO_CACHE=1: the cache is not used at all
+  assert cold["traced"] == 1  # the first process compiled and stored the program
+  assert (tmp_path / "cache" / "jaxlstm" / "xla").is_dir() and len(_stored(tmp_path)) == 1
+  warm = json.loads(_run(FIT, "5", "0", env=env))
+  # The program store: no trace, no lowering, not even a lookup in JAX's cache; the same numbers.
+  assert warm["misses"] == 0 and warm["traced"] == 0 and warm["compiles"] == 1, warm
+  assert warm["digest"] == cold["digest"]
+  other_seed = json.loads(_run(FIT, "5", "7", env=env))  # another seed, same shapes: the same program
+  assert other_seed["traced"] == 0 and other_seed["digest"] != cold["digest"]
+  off = json.loads(_run(FIT, "5", "0", env=dict(env, JAXLSTM_NO_CACHE="1")))
+  # JAXLSTM_NO_CACHE=1: neither cache is used at all.
+  assert off["misses"] == 0 and off["hits"] == 0 and off["traced"] == 1 and off["digest"] == cold["digest"]
+
+
+@pytest.mark.timeout(400)
+def test_the_program_store_heals_damaged_and_failing_entries(tmp_path):
+  """What is stored only saves time: a damaged entry, or one whose first call fails, is compiled again.
+
+  XLA:CPU (jaxlib 0.10.2) cannot re-serialise an executable that JAX's cache loaded:
+  loaded in another process, its first call fails ("Function ... not found"). So the
+  store compiles with JAX's cache off, and a stored program that fails anyway is
+  compiled again and replaced. The test makes such an entry on purpose.
+  """
+  env = _env(tmp_path)
+  cold = json.loads(_run(FIT, "5", "0", env=env))
+  (entry,) = _stored(tmp_path)
+  entry.write_bytes(b"not a program")
+  damaged = json.loads(_run(FIT, "5", "0", env=env))
+  assert damaged["traced"] == 1 and damaged["digest"] == cold["digest"]
+  healed = json.loads(_run(FIT, "5", "0", env=env))
+  assert healed["traced"] == 0 and healed["digest"] == cold["digest"]
+
+  entry.unlink()
+  json.loads(_run(FIT, "5", "0", "--through-jax-cache", env=env))  # puts the program in JAX's cache too
+  entry.unlink()
+  poisoned = json.loads(_run(FIT, "5", "0", "--through-jax-cache", env=env))
+  assert poisoned["hits"] >= 1 and len(_stored(tmp_path)) == 1  # stored what JAX's cache loaded
+  failing = json.loads(_run(FIT, "5", "0", env=env))
+  assert failing["traced"] == 1, "the entry re-serialised from JAX's cache ran: has jax fixed that? " + str(failing)
+  assert failing["digest"] == cold["digest"]
+  again = json.loads(_run(FIT, "5", "0", env=env))
+  assert again["traced"] == 0 and again["digest"] == cold["digest"]
+
+
+def test_the_store_fingerprint_follows_jax_settings():
+  from jaxlstm import compiled
+  before = compiled.fingerprint()
+  assert compiled.fingerprint() == before
+  saved = jax.config.values["jax_default_matmul_precision"]
+  jax.config.update("jax_default_matmul_precision", "highest")
+  try:
+    assert compiled.fingerprint() != before
+  finally:
+    jax.config.update("jax_default_matmul_precision", saved)
+  assert compiled.fingerprint() == before
 
 
 @pytest.mark.parametrize("module", ["jaxlstm", "jaxlstm.report", "jaxlstm.stats", "jaxlstm.diagnose",

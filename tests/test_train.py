@@ -114,10 +114,11 @@ def test_learning_rate_grid_is_one_compile_and_equals_separate_runs():
   assert len(set(np.round(finals, 6))) == 3  # the learning rates really differed
 
 
-def test_fit_compiles_once_per_static_signature(base):
+def test_fit_compiles_once_per_static_signature(base, tmp_path, monkeypatch):
   """A second fit of the same shapes traces nothing: other seeds, new data, a traced grid."""
   cfg = base[0]
   compiled.clear()
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty program store: the first fit traces
   with count_traces() as traces:
     for seed in (0, 1, 2):
       jaxlstm.fit(cfg, repeats=6, seed=seed)
