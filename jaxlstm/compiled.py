@@ -13,7 +13,8 @@ Two caches stand between a `fit` and XLA:
   * beside it, the program store (`store_dir()`, on and off with that cache) keeps each
     executable jaxlstm compiled under its static signature and a fingerprint of
     everything else a program depends on (`fingerprint`: our source, the versions of
-    jax and the libraries that trace into it, jax's settings, the devices). JAX's cache
+    jax and the libraries that trace into it, jax's settings, the devices, the host
+    CPU). JAX's cache
     is keyed by the lowered program, so a process must trace and lower before it can
     look there (about 1 s of the default study's warm run); the store is looked up by
     key alone. Only an executable this process compiled is stored: one JAX's cache
@@ -25,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.metadata
 import os
 import pickle
 import sys
@@ -114,23 +114,42 @@ def store_dir() -> Path | None:
 @functools.cache
 def _code_fingerprint() -> str:
   """Our source and the versions of what traces into a program (fixed for a process)."""
+  import importlib
   digest = hashlib.sha256()
   package = Path(__file__).parent
   for file in sorted(package.rglob("*.py")):
     digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
-  for dist in ("jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes"):
-    try:
-      digest.update(f"{dist}={importlib.metadata.version(dist)};".encode())
-    except importlib.metadata.PackageNotFoundError:
-      digest.update(f"{dist}=none;".encode())
+  for name in ("jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes"):  # imported already: no cost
+    digest.update(f"{name}={getattr(importlib.import_module(name), '__version__', '?')};".encode())
   digest.update(f"{sys.version};{COMPILER_OPTIONS!r};{os.environ.get('XLA_FLAGS', '')}".encode())
+  digest.update(_host_cpu().encode())
   return digest.hexdigest()
+
+
+def _host_cpu() -> str:
+  """The CPU XLA:CPU compiles for: a cache folder shared by machines (an NFS home) must not mix them."""
+  import platform
+  text = f"{platform.machine()};{platform.processor()}"
+  with contextlib.suppress(OSError):
+    with open("/proc/cpuinfo") as f:  # Linux: the model and the instruction-set flags
+      lines = {line.split(":", 1)[0].strip(): line for line in f if ":" in line}
+    text += lines.get("model name", "") + lines.get("flags", "") + lines.get("Features", "")
+  return text
+
+
+# jax settings that do not change a compiled program: where caches live, what is logged, and
+# numpy's rank-promotion check (a program that traced under "allow" is the same under "raise").
+_SETTINGS_OUTSIDE_PROGRAMS = ("jax_compilation_cache", "jax_persistent_cache", "jax_enable_compilation_cache",
+                              "jax_log_compiles", "jax_explain_cache_misses", "jax_numpy_rank_promotion")
 
 
 def fingerprint() -> str:
   """What a stored program depends on besides its key: code, versions, jax's settings, devices."""
-  settings = repr(sorted((name, repr(value)) for name, value in jax.config.values.items()))
-  devices = repr([(d.id, d.platform, d.device_kind, d.process_index) for d in jax.devices()])
+  settings = repr(sorted((name, repr(value)) for name, value in jax.config.values.items()
+                         if not name.startswith(_SETTINGS_OUTSIDE_PROGRAMS)))
+  devices = jax.devices()
+  devices = repr([devices[0].client.platform_version] + [(d.id, d.platform, d.device_kind, d.process_index)
+                                                          for d in devices])
   return hashlib.sha256(f"{_code_fingerprint()}|{settings}|{devices}".encode()).hexdigest()
 
 

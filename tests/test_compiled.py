@@ -102,7 +102,7 @@ def test_the_program_store_heals_damaged_and_failing_entries(tmp_path):
   assert again["traced"] == 0 and again["digest"] == cold["digest"]
 
 
-def test_the_store_fingerprint_follows_jax_settings():
+def test_the_store_fingerprint_follows_the_jax_settings_that_change_programs():
   from jaxlstm import compiled
   before = compiled.fingerprint()
   assert compiled.fingerprint() == before
@@ -113,6 +113,13 @@ def test_the_store_fingerprint_follows_jax_settings():
   finally:
     jax.config.update("jax_default_matmul_precision", saved)
   assert compiled.fingerprint() == before
+  # The rank-promotion check and the cache settings do not change a program: in-process
+  # tests (which raise on rank promotion) and the command lines share stored programs.
+  jax.config.update("jax_numpy_rank_promotion", "allow")
+  try:
+    assert compiled.fingerprint() == before
+  finally:
+    jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 @pytest.mark.parametrize("module", ["jaxlstm", "jaxlstm.report", "jaxlstm.stats", "jaxlstm.diagnose",
