@@ -61,6 +61,10 @@ def run_child(args: list[str], *, timeout: float, env: dict | None = None, cwd: 
     RuntimeError: the child failed or printed no RESULT line (its output tail is in the message).
   """
   full_env = {**os.environ, **(env or {})}
+  if "XDG_CACHE_HOME" not in (env or {}):
+    # A measurement sees no cache of the user's: warm ones give their own XDG_CACHE_HOME (or
+    # `workers._jax_cache`), the rest compile cold, as a first run on a new machine does.
+    full_env["JAXLSTM_NO_CACHE"] = "1"
   with tempfile.TemporaryFile("w+") as out:
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=full_env,

@@ -72,11 +72,15 @@ def w2_flops(repeats: int) -> float:
 
 # ----------------------------------------------------------------------------- jaxlstm
 def _jax_cache(cache_dir: str | None):
-  import jax
+  """jaxlstm's caches (program store and JAX's) in `cache_dir`; none without one (a cold run).
+
+  Before jaxlstm configures them: it reads the environment on its first compile.
+  """
   if cache_dir:
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    os.environ["XDG_CACHE_HOME"] = cache_dir
+    os.environ.pop("JAXLSTM_NO_CACHE", None)
+  else:
+    os.environ["JAXLSTM_NO_CACHE"] = "1"
 
 
 def jaxlstm_w1(repeats: int, cache_dir: str | None = None, **_) -> dict:
