@@ -211,10 +211,19 @@ def _save(file: Path, executable: Any) -> bool:
 
 
 def _load(file: Path, compile_now: Callable[[], Any]) -> Any:
-  """The stored executable in `file` (None when there is none or it cannot be loaded)."""
+  """The stored executable in `file` (None when there is none or it cannot be loaded).
+
+  An entry is native code that will run, so, as JAX's own cache, the store trusts
+  whoever can write it: only a file this user owns and no one else can write is
+  loaded (`_save` writes them 0600). Result folders and checkpoints, which people
+  exchange, are never unpickled; this is a cache of our own executables.
+  """
   from jax.experimental import serialize_executable
   try:
     with open(file, "rb") as f:
+      status = os.fstat(f.fileno())
+      if hasattr(os, "getuid") and (status.st_uid != os.getuid() or status.st_mode & 0o022):
+        return None  # not ours alone: compile instead (and replace it with our own)
       (serialized, in_tree, out_tree), device_ids = pickle.load(f)
     by_id = {d.id: d for d in jax.devices()}
     executable = serialize_executable.deserialize_and_load(serialized, in_tree, out_tree,

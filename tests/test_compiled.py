@@ -101,6 +101,12 @@ def test_the_program_store_heals_damaged_and_failing_entries(tmp_path):
   again = json.loads(_run(FIT, "5", "0", env=env))
   assert again["traced"] == 0 and again["digest"] == cold["digest"]
 
+  (entry,) = _stored(tmp_path)
+  entry.chmod(0o664)  # writable by others: an entry that is not ours alone is never loaded
+  shared = json.loads(_run(FIT, "5", "0", env=env))
+  assert shared["traced"] == 1 and shared["digest"] == cold["digest"]
+  assert _stored(tmp_path)[0].stat().st_mode & 0o777 == 0o600
+
 
 def test_the_store_fingerprint_follows_the_jax_settings_that_change_programs():
   from jaxlstm import compiled
