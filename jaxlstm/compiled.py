@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
-import pickle
 import sys
 import tempfile
 import time
@@ -187,13 +187,19 @@ def _compile_and_store(file: Path, compile_now: Callable[[], Any]) -> Any:
 
 
 def _save(file: Path, executable: Any) -> bool:
-  """Store `executable` in `file` atomically; False when it cannot be serialised."""
+  """Store `executable` in `file` atomically; False when it cannot be serialised.
+
+  The file is one line of JSON (the argument and output tree structures, the devices,
+  the payload's length), then jax's serialised executable.
+  """
   from jax.experimental import serialize_executable
   try:
-    payload = serialize_executable.serialize(executable)
+    payload, in_tree, out_tree = serialize_executable.serialize(executable)
     shardings = jax.tree.leaves((executable.input_shardings, executable.output_shardings))
-    devices = sorted({d.id for sharding in shardings for d in sharding.device_set})
-    data = pickle.dumps((payload, devices), protocol=pickle.HIGHEST_PROTOCOL)
+    header = {"in_tree": _tree_to_json(in_tree), "out_tree": _tree_to_json(out_tree),
+              "devices": sorted({d.id for sharding in shardings for d in sharding.device_set}),
+              "payload_bytes": len(payload)}
+    data = json.dumps(header).encode() + b"\n" + payload
   except Exception:  # noqa: BLE001 - e.g. a program with constants jax cannot serialise yet
     return False
   tmp = None
@@ -210,13 +216,61 @@ def _save(file: Path, executable: Any) -> bool:
   return True
 
 
+# Tree nodes a stored program's arguments and outputs may hold: containers, and NamedTuples of these packages.
+_TREE_MODULES = ("jaxlstm.", "optax.", "flax.")
+
+
+def _tree_to_json(tree: Any) -> Any:
+  """A tree structure as JSON: "*" for a leaf, else `[type, dict keys or None, children]`.
+
+  Raises:
+    ValueError: a node that is not a tuple, list, dict, None or a NamedTuple of ours or our libraries'.
+  """
+  if tree.num_nodes == 1 and tree.num_leaves == 1:
+    return "*"
+  kind, aux = tree.node_data()
+  name = f"{kind.__module__}:{kind.__qualname__}"
+  containers = (tuple, list, dict, type(None))
+  if kind not in containers and not (issubclass(kind, tuple) and hasattr(kind, "_fields")
+                                     and kind.__module__.startswith(_TREE_MODULES)):
+    raise ValueError(f"cannot store a tree node of type {name}")
+  keys = list(aux) if kind is dict else None
+  if (aux is not None and kind is not dict) or (keys is not None and not all(isinstance(k, str) for k in keys)):
+    raise ValueError(f"cannot store the node data of {name}")
+  return [name, keys, [_tree_to_json(child) for child in tree.children()]]
+
+
+def _tree_from_json(node: Any) -> Any:
+  """The tree structure `_tree_to_json` wrote (types resolved only among containers and those modules)."""
+  def skeleton(node):
+    if node == "*":
+      return 0
+    name, keys, children = node
+    module, qualname = name.split(":")
+    children = [skeleton(child) for child in children]
+    if module == "builtins":
+      kind = {"tuple": tuple, "list": list, "dict": dict, "NoneType": type(None)}[qualname]
+      return None if kind is type(None) else dict(zip(keys, children)) if kind is dict else kind(children)
+    if not module.startswith(_TREE_MODULES):
+      raise ValueError(f"unexpected tree node type {name}")
+    import importlib
+    kind = importlib.import_module(module)
+    for part in qualname.split("."):
+      kind = getattr(kind, part)
+    if not (isinstance(kind, type) and issubclass(kind, tuple) and hasattr(kind, "_fields")):
+      raise ValueError(f"unexpected tree node type {name}")
+    return kind(*children)
+  return jax.tree.structure(skeleton(node))
+
+
 def _load(file: Path, compile_now: Callable[[], Any]) -> Any:
   """The stored executable in `file` (None when there is none or it cannot be loaded).
 
   An entry is native code that will run, so, as JAX's own cache, the store trusts
   whoever can write it: only a file this user owns and no one else can write is
-  loaded (`_save` writes them 0600). Result folders and checkpoints, which people
-  exchange, are never unpickled; this is a cache of our own executables.
+  loaded (`_save` writes them 0600). jaxlstm unpickles nothing here: the trees are
+  JSON and their node types resolve only among containers and NamedTuples of
+  jaxlstm, optax and flax; the payload is jax's own format.
   """
   from jax.experimental import serialize_executable
   try:
@@ -224,10 +278,14 @@ def _load(file: Path, compile_now: Callable[[], Any]) -> Any:
       status = os.fstat(f.fileno())
       if hasattr(os, "getuid") and (status.st_uid != os.getuid() or status.st_mode & 0o022):
         return None  # not ours alone: compile instead (and replace it with our own)
-      (serialized, in_tree, out_tree), device_ids = pickle.load(f)
+      header = json.loads(f.readline())
+      payload = f.read()
+    if len(payload) != header["payload_bytes"]:
+      return None  # cut short
     by_id = {d.id: d for d in jax.devices()}
-    executable = serialize_executable.deserialize_and_load(serialized, in_tree, out_tree,
-                                                            execution_devices=[by_id[i] for i in device_ids])
+    executable = serialize_executable.deserialize_and_load(
+        payload, _tree_from_json(header["in_tree"]), _tree_from_json(header["out_tree"]),
+        execution_devices=[by_id[i] for i in header["devices"]])
   except FileNotFoundError:
     return None
   except Exception:  # noqa: BLE001 - a damaged or foreign file: compile instead (and store anew)

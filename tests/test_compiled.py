@@ -155,3 +155,20 @@ def test_groups_that_differ_only_in_input_width_keep_their_own_programs_and_stat
   onehot, integer = jaxlstm.fit_many(configs, repeats=2)
   assert onehot.params["lstm_0"]["kernel"].shape[1] == 10
   assert integer.params["lstm_0"]["kernel"].shape[1] == 1
+
+
+def test_stored_tree_structures_round_trip_and_resolve_only_known_types():
+  """The store keeps argument and output structures as JSON (nothing is unpickled): NamedTuples of
+  jaxlstm, optax and flax and plain containers come back equal; any other type is refused."""
+  import optax
+
+  from jaxlstm import compiled
+  from jaxlstm.train import TrainState
+  state = TrainState({"lstm_0": {"kernel": 1, "bias": 2}}, optax.ScaleByAdamState(3, 4, 5), 6, (7, None), [8])
+  tree = jax.tree.structure(({"x": state, "y": None}, {}))
+  assert compiled._tree_from_json(json.loads(json.dumps(compiled._tree_to_json(tree)))) == tree
+  for name in ("os:system", "collections:OrderedDict", "builtins:eval"):
+    with pytest.raises((ValueError, KeyError)):
+      compiled._tree_from_json([name, None, []])
+  with pytest.raises(ValueError, match="cannot store a tree node"):
+    compiled._tree_to_json(jax.tree.structure(jax.tree_util.Partial(print, 1)))
