@@ -59,14 +59,16 @@ def program(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = Non
   Args:
     key: everything `fn` closes over that changes the program (the caller's job;
       a sharded program's mesh among it); the arguments' `signature` and the
-      shardings are added here.
+      shardings are added here. Its `repr` names the program in the store, so it
+      must not hold objects whose repr varies between processes (ids, addresses).
     fn: the function to jit (pure).
     args: example arguments (arrays or shape structs).
     in_shardings, out_shardings: as `jax.jit` takes them (hashable: a sharding per
       argument / output, or None to let jax choose).
 
   Returns:
-    `(executable, seconds spent compiling now)`: 0 seconds on a cache hit.
+    `(executable, seconds spent compiling or loading now)`: 0 seconds when this
+    process has it already.
   """
   full_key = (key, signature(args), in_shardings, out_shardings)
   if full_key in _PROGRAMS:
