@@ -171,18 +171,21 @@ def _compile_and_store(file: Path, compile_now: Callable[[], Any]) -> Any:
   cannot be stored (`file` + ".unstorable" marks it) compiles through JAX's cache.
   """
   unstorable = file.with_suffix(".unstorable")
-  if not _BYPASS_JAX_CACHE or unstorable.exists():
+  if unstorable.exists():
+    return compile_now()
+  if not _BYPASS_JAX_CACHE:
     executable = compile_now()
   else:
     from jax.experimental.compilation_cache import compilation_cache
+    was_on = jax.config.values["jax_enable_compilation_cache"]
     jax.config.update("jax_enable_compilation_cache", False)
     compilation_cache.reset_cache()
     try:
       executable = compile_now()
     finally:
-      jax.config.update("jax_enable_compilation_cache", True)
+      jax.config.update("jax_enable_compilation_cache", was_on)
       compilation_cache.reset_cache()
-  if not _save(file, executable) and not unstorable.exists():
+  if not _save(file, executable):
     with contextlib.suppress(OSError):
       unstorable.touch()
   return executable

@@ -172,3 +172,21 @@ def test_stored_tree_structures_round_trip_and_resolve_only_known_types():
       compiled._tree_from_json([name, None, []])
   with pytest.raises(ValueError, match="cannot store a tree node"):
     compiled._tree_to_json(jax.tree.structure(jax.tree_util.Partial(print, 1)))
+
+
+def test_a_program_that_cannot_be_stored_is_marked_and_not_tried_again(tmp_path):
+  """What jax cannot serialise (e.g. a program with constants) is marked; later compiles use JAX's cache."""
+  from jaxlstm import compiled
+  compiles = []
+
+  def compile_now():
+    compiles.append(jax.config.values["jax_enable_compilation_cache"])
+    return object()  # nothing serialize_executable can take
+
+  was_on = jax.config.values["jax_enable_compilation_cache"]
+  entry = tmp_path / "program.jaxexe"
+  compiled._compile_and_store(entry, compile_now)
+  assert entry.with_suffix(".unstorable").exists() and not entry.exists()
+  compiled._compile_and_store(entry, compile_now)
+  assert compiles == [False, was_on]  # first with JAX's cache off (to store it), then through it
+  assert jax.config.values["jax_enable_compilation_cache"] == was_on
