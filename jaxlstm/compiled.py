@@ -14,10 +14,9 @@ Two caches stand between a `fit` and XLA:
     executable jaxlstm compiled under its static signature and a fingerprint of
     everything else a program depends on (`fingerprint`: our source, the versions of
     jax and the libraries that trace into it, jax's settings, the devices, the host
-    CPU). JAX's cache
-    is keyed by the lowered program, so a process must trace and lower before it can
-    look there (about 1 s of the default study's warm run); the store is looked up by
-    key alone. Only an executable this process compiled is stored: one JAX's cache
+    CPU). JAX's cache is keyed by the lowered program, so a process must trace and
+    lower before it can look there (about 1 s of the default study's warm run); the
+    store is looked up by key alone. Only an executable this process compiled is stored: one JAX's cache
     loaded does not serialise whole on XLA:CPU (jaxlib 0.10.2; its first call in
     another process fails), and a stored one that fails is compiled again.
 """
@@ -291,9 +290,7 @@ def _load(file: Path, compile_now: Callable[[], Any]) -> Any:
     executable = serialize_executable.deserialize_and_load(
         payload, _tree_from_json(header["in_tree"]), _tree_from_json(header["out_tree"]),
         execution_devices=[by_id[i] for i in header["devices"]])
-  except FileNotFoundError:
-    return None
-  except Exception:  # noqa: BLE001 - a damaged or foreign file: compile instead (and store anew)
+  except Exception:  # noqa: BLE001 - none yet, damaged or foreign: compile instead (and store anew)
     return None
   return _Stored(executable, file, compile_now)
 
