@@ -50,7 +50,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 METHODS = ("persistence", "mean", "seasonal")
 METRICS = ("mse", "mae")
@@ -239,6 +238,7 @@ class BaselineScores:
 
   def to_frame(self) -> pd.DataFrame:
     """One row per method: method, score; settings in `attrs`."""
+    import pandas as pd  # lazily: the sweep computes baselines, only reports frame them
     frame = pd.DataFrame({"method": list(self.scores), "score": list(self.scores.values())})
     frame.attrs.update(metric=self.metric, split=self.split, season=self.season,
                        n_samples=self.n_samples, skipped=dict(self.skipped))

@@ -146,12 +146,13 @@ capacity), hence the separate ``floor_fraction``. A ``high_variance_oscillation`
 of 0.02 would catch ordinary minibatch noise (``damped_sine`` at batch 20 has a
 validation oscillation of about 0.025), hence 0.05.
 """
+from __future__ import annotations
+
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 # Most severe first: the order breaks majority ties and orders share columns.
 VERDICTS = ("diverged", "not_learning", "unstable", "overfit", "high_variance",
@@ -396,6 +397,7 @@ class ConfigDiagnosis:
                 "best_baseline": self.best_baseline, "best_baseline_score": best_score,
                 "beats_baselines": self.beats_baselines,
                 "share_beats_baselines": self.share_beats_baselines})
+    import pandas as pd
     return pd.DataFrame([row])
 
 
@@ -670,6 +672,7 @@ def diagnose_repeats(
   baseline_loss = _check_baseline_loss(baseline_loss)
   rows = [{"repeat": i, **_diagnose_one(t, v, bool(m), thresholds, baseline_loss)}
           for i, (t, v, m) in enumerate(zip(train, val, marked))]
+  import pandas as pd
   frame = pd.DataFrame(rows)
   frame["n_epochs"] = frame["n_epochs"].astype(int)
   return frame
@@ -830,6 +833,7 @@ def diagnose_run(
     repeat_frames.append(per_repeat)
   if not repeat_frames:
     raise ValueError("histories is empty: nothing to diagnose.")
+  import pandas as pd
   return (pd.concat(repeat_frames, ignore_index=True),
           pd.concat(config_frames, ignore_index=True))
 

@@ -45,7 +45,10 @@ import pandas as pd
 # A dotted import: it loads the submodule itself, never through the package's lazy
 # __getattr__ (which, as first committed, recursed on "stats").
 import jaxlstm.stats as stats
-from jaxlstm import diagnose, metrics, store, tables
+from jaxlstm import diagnose, metrics, render, store, tables
+# The processes' names, where callers of the first versions look for them.
+from jaxlstm.render import (RENDER_LOG, RENDER_STATUS, missing_plots, render_status,  # noqa: F401
+                            renderer_running, start_renderer)
 from jaxlstm.tables import ALPHA, CONFIDENCE, MAX_ALL_PAIRS, POI_RESAMPLES
 
 PROG = "jaxlstm.report"
@@ -974,7 +977,7 @@ def write_report(run_dir: str | Path, *, rng_seed: int = 0, draw: bool = True, r
       convergence bands draw from `default_rng(rng_seed + 1)`.
     draw: False writes report.md only, linking every plot it would draw (no
       matplotlib): what the sweep does before a background renderer
-      (`start_renderer`) draws them and rewrites the page where one failed.
+      (`render.start_renderer`) draws them and rewrites the page where one failed.
     record: after drawing, record "done" / "failed" in a folder's render status
       (the background renderer records its own final state instead).
 
@@ -1031,7 +1034,7 @@ def write_report(run_dir: str | Path, *, rng_seed: int = 0, draw: bool = True, r
   lines += _method_section(run, rng_seed, run.against)
   if drawn and record:  # a later drawing replaces what a failed background render left
     failed = [name for name in drawn if name is None]
-    _record_render(path, "failed" if failed else "done", only_if_present=True,
+    render.record(path, "failed" if failed else "done", only_if_present=True,
                    errors=["a plot could not be drawn"] * len(failed))
   plots_dir = path / "plots"
   others = sorted(f"plots/{p.name}" for p in plots_dir.glob("*.png")) if plots_dir.is_dir() else []
@@ -1057,104 +1060,64 @@ def write_all(run_dir: str | Path, *, rng_seed: int = 0) -> Path:
 
 
 # ---------------------------------------------------------------------------
-# Drawing the plots in the background.
+# The report's processes (`jaxlstm.render`): this module's side of them.
 #
 # The sweep writes the tables and report.md (`write_report(draw=False)`, linking the
-# plots it will have) and returns; a detached `python -m jaxlstm.report --background DIR`
-# then draws the PNGs (~3 s of matplotlib the user need not wait for) and rewrites the
-# page only where a plot failed. Its state is kept in RENDER_STATUS: "running" (with its
-# pid), "done" or "failed" (with the warnings; its output is in RENDER_LOG). A rerun of
-# the sweep, or `python -m jaxlstm.report DIR`, draws whatever is missing or failed.
-
-RENDER_STATUS = ".plots-status.json"
-RENDER_LOG = ".plots-render.log"
-STARTUP_SECONDS = 60  # a renderer that has not recorded its pid by then never started
-
-
-def render_status(run_dir: str | Path) -> dict | None:
-  """The background renderer's last state of a folder (None if it never ran there)."""
-  try:
-    status = store.read_json(Path(run_dir, RENDER_STATUS))
-  except (OSError, ValueError):
-    return None
-  return status if isinstance(status, dict) else None
-
-
-def _record_render(run_dir: Path, status: str, *, only_if_present: bool = False, **extra) -> None:
-  if only_if_present and not (run_dir / RENDER_STATUS).is_file():
-    return  # a folder never rendered in the background keeps no status file
-  store.write_json(run_dir / RENDER_STATUS, {"status": status, "time": datetime.datetime.now(
-      datetime.timezone.utc).isoformat(timespec="milliseconds"), **extra})
-
-
-def renderer_running(run_dir: str | Path) -> bool:
-  """Whether a background renderer of this folder is alive now."""
-  status = render_status(run_dir)
-  if not status or status.get("status") != "running":
-    return False
-  if status.get("pid") is None:  # starting: alive unless it never got going
-    try:
-      started = datetime.datetime.fromisoformat(status["time"])
-    except (KeyError, TypeError, ValueError):
-      return False
-    return (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() < STARTUP_SECONDS
-  try:
-    pid = int(status["pid"])
-    os.kill(pid, 0)
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path("/proc").is_dir() else b"jaxlstm.report"
-  except (KeyError, TypeError, ValueError, OSError):
-    return False
-  return b"jaxlstm.report" in cmdline  # not a recycled pid
-
-
-def missing_plots(run_dir: str | Path) -> list[str]:
-  """Plots report.md links that are not on disk (relative paths, in page order)."""
-  path = Path(run_dir)
-  try:
-    text = (path / "report.md").read_text(encoding="utf-8")
-  except OSError:
-    return []
-  return [p for p in dict.fromkeys(re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", text))
-          if not (path / p).is_file()]
-
-
-def start_renderer(run_dir: str | Path, *, rng_seed: int = 0) -> int:
-  """Draw a folder's plots in a detached process (it outlives the caller); returns its pid.
-
-  The process writes RENDER_STATUS ("running", then "done" or "failed") and its
-  output to RENDER_LOG in the folder.
-  """
-  import subprocess
-  path = Path(run_dir).absolute()
-  package_root = str(Path(__file__).resolve().parent.parent)  # this jaxlstm, whatever sys.path says
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
-  # "running" before the process exists, so that nobody waits on the previous state;
-  # the process then records its pid, and at the end "done" or "failed".
-  _record_render(path, "running", pid=None)
-  with open(path / RENDER_LOG, "wb") as log:
-    proc = subprocess.Popen([sys.executable, "-m", PROG, "--background", "--rng-seed", str(rng_seed), str(path)],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True, close_fds=True)
-  return proc.pid
+# plots it will have), or has a worker started with it write them (`_serve`); the PNGs
+# (~3 s of matplotlib the user need not wait for) are drawn after it returns, by the
+# worker or a detached renderer (`_render_in_background`), which rewrite the page only
+# where a plot failed.
 
 
 def _render_in_background(run_dir: Path, rng_seed: int) -> int:
   """The detached renderer: draw every plot, rewrite report.md where one failed, record the state."""
-  _record_render(run_dir, "running", pid=os.getpid())
+  render.record(run_dir, "running", pid=os.getpid())
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", PlotWarning)
     try:
       write_report(run_dir, rng_seed=rng_seed, record=False)  # the state is this process's to record
     except Exception as e:  # the folder changed under us, or it is not ours: say so
-      _record_render(run_dir, "failed", errors=[f"{type(e).__name__}: {e}"])
+      render.record(run_dir, "failed", errors=[f"{type(e).__name__}: {e}"])
       print(f"{PROG}: error: {type(e).__name__}: {e}", file=sys.stderr)
       return 1
   errors = [str(w.message) for w in caught if issubclass(w.category, PlotWarning)]
   for message in errors:
     print(f"{PROG}: warning: {message}", file=sys.stderr)
-  _record_render(run_dir, "failed" if errors else "done", errors=errors)
+  render.record(run_dir, "failed" if errors else "done", errors=errors)
   return 1 if errors else 0
+
+
+def _serve(run_dir: Path, rng_seed: int) -> int:
+  """The sweep's report worker (`render.Worker`): wait for "go", write the tables and report.md, answer, draw.
+
+  Everything this needs is imported by now (this module imports pandas and scipy).
+  Without "go" (the sweep failed, found nothing to report, or died) nothing is written.
+  """
+  if sys.stdin.readline().strip() != render.GO:
+    return 0
+  reply: dict[str, Any] = {"status": "ok"}
+  try:
+    tables.write_all(run_dir)
+  except Exception as e:  # the sweep writes them again itself and reports the error its own way
+    reply = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+  if reply["status"] == "ok":
+    try:
+      write_report(run_dir, draw=False)
+    except Exception as e:  # the report is derived: a failure must not cost the results
+      reply["report_error"] = f"{type(e).__name__}: {e}"
+    reply["drawing"] = "report_error" not in reply and render.links_plots(run_dir)
+    if reply["drawing"]:  # before answering: the sweep may check it as soon as it has the answer
+      render.record(run_dir, "running", pid=os.getpid())
+    reply["summary"] = tables.format_summary(run_dir)
+  # The answer, then stdout and stderr into the folder's log: the sweep may be gone soon.
+  sys.stdout.write(json.dumps(reply))
+  sys.stdout.flush()
+  with open(run_dir / render.RENDER_LOG, "wb") as log:
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+  if not reply.get("drawing"):
+    return 0 if reply["status"] == "ok" else 1
+  return _render_in_background(run_dir, rng_seed)
 
 
 # ---------------------------------------------------------------------------
@@ -1173,6 +1136,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--rng-seed", type=int, default=0,
                       help="seed of the bootstrap resampling (default 0)")
   parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)  # the sweep's renderer
+  parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the sweep's worker
   return parser
 
 
@@ -1191,6 +1155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   except SystemExit as e:  # --help
     return int(e.code or 0)
+  if args.serve:
+    return _serve(Path(args.run_dir), args.rng_seed)
   if args.background:
     return _render_in_background(Path(args.run_dir), args.rng_seed)
   with warnings.catch_warnings(record=True) as caught:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from jaxlstm import compiled, ensemble, store, tables
+from jaxlstm import compiled, ensemble, render, store, tables
 from jaxlstm import metrics as metrics_lib
 from jaxlstm import data as data_lib
 from jaxlstm.ensemble import Group
@@ -670,49 +670,32 @@ def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Call
   return trained
 
 
-def format_summary(run_dir: Path) -> str:
-  """The describe()-style table of the score metric per config, as printed at the end."""
-  import pandas as pd
-  manifest = store.RunFolder.read_manifest(run_dir)
-  path = Path(run_dir, tables.SUMMARY)
-  frame = pd.read_csv(path, dtype={"config_id": str}) if path.is_file() else None
-  if frame is None or frame.empty:
-    return "no config has finished yet"
-  labels = store.config_labels(manifest)
-  columns = ["count", "n_diverged", "mean", "std", "min", "25%", "50%", "75%", "max"]
-  table = frame[columns].copy()
-  table.index = [labels[c] for c in frame["config_id"]]
-  table["count"] = table["count"].astype(int)
-  table["n_diverged"] = table["n_diverged"].astype(int)
-  head = (f"{store.summary_score(manifest)} {store.summary_metric(manifest)} over {manifest['study']['repeats']} repeats per config "
-          "(diverged repeats counted, not averaged):")
-  return head + "\n" + table.to_string(float_format=lambda v: f"{v:.6g}")
+format_summary = tables.format_summary  # where callers of the first versions look for it
 
 
-PLOTS_MODES = ("background", "wait")
-
-
-def default_plots_mode() -> str:
-  """How the sweep draws its plots unless told: $JAXLSTM_PLOTS ("background" or "wait"), else background."""
-  mode = os.environ.get("JAXLSTM_PLOTS", "").strip().lower()
-  return mode if mode in PLOTS_MODES else "background"
+PLOTS_MODES = render.PLOTS_MODES
+default_plots_mode = render.default_plots_mode
 
 
 def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, quiet: bool, cache: bool,
-              stdout: TextIO, stderr: TextIO, plots: str | None = None, mesh=None, peers=None) -> int:
+              stdout: TextIO, stderr: TextIO, plots: str | None = None, mesh=None, peers=None,
+              worker: render.Worker | None = None) -> int:
   """Train a planned study into `out` (creating, resuming, growing or replacing it) and report.
 
   Ends, whenever every config is done, with the tables, plots and report.md rebuilt
   from the folder's files if they do not cover its current state (a run killed after
   its last commit leaves them stale), and the run marked finished in the manifest.
   With `plots="background"` (the default) the tables and report.md are written before
-  returning and a detached process draws the PNGs the page links (`report.start_renderer`);
+  returning and a detached process draws the PNGs the page links (`render.start_renderer`);
   a rerun, or `python -m jaxlstm.report`, draws any that are missing or failed.
 
   Args:
     mesh: the devices every group runs on (`jaxlstm.devices.make_mesh`).
     peers: the processes of a distributed run (`jaxlstm.distributed.Peers`): only
       process 0 touches `out`; every process must call this.
+    worker: a report worker started with the sweep (`render.Worker`): with
+      `plots="background"` it writes the tables and report.md, then draws the plots;
+      it is let go unused otherwise.
 
   Returns:
     The exit status: 0 done, 130 interrupted (rerun the same command to continue).
@@ -748,19 +731,22 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
                        single_process=peers is None or peers.count == 1)
     if folder is None:
       return 0
-    if not trained:
+    if trained:  # this session ends before the report, which gives each session's wall time
+      folder.finish_session(now())
+    else:
       log("every config is already done: nothing to train")
     plots = plots or default_plots_mode()
     state = report_state(folder)
+    summary = None
     if folder.manifest.get("report") != state or not _report_files_present(out):
-      _write_report(out, log, plots)
+      summary = _write_report(out, log, plots, worker)
       folder.manifest["report"] = state
       folder.write_manifest()
     else:
       _check_plots(out, log, plots)
     if len(folder.done_ids()) == len(plan.study.configs) and "finished" not in folder.manifest:
       folder.finish(now(), state)
-    print(format_summary(out), file=stdout)
+    print(summary or tables.format_summary(out), file=stdout)
     print(f"results: {out}", file=stdout, flush=True)
     return 0
   except KeyboardInterrupt:
@@ -771,6 +757,8 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
           f"{len(plan.study.configs)} configs done, kept in {out})", file=stderr, flush=True)
     return 130
   finally:
+    if worker is not None:
+      worker.cancel()
     if lock is not None:
       lock.close()
 
@@ -788,9 +776,8 @@ def _report_files_present(out: Path) -> bool:
 
 def _tidy(folder: store.RunFolder, env: dict, log: Callable[[str], None]) -> None:
   """Remove a crash's leftovers, retrain configs whose files are lost, warn on changed versions."""
-  from jaxlstm import report
   # A renderer of the last run may still be drawing: its temp files are not a crash's.
-  leftovers = store.clean_leftovers(folder.path, skip=("plots",) if report.renderer_running(folder.path) else ())
+  leftovers = store.clean_leftovers(folder.path, skip=("plots",) if render.renderer_running(folder.path) else ())
   if leftovers:
     log(f"removed {len(leftovers)} leftover(s) of an interrupted run: {', '.join(leftovers[:5])}"
         + (" ..." if len(leftovers) > 5 else ""))
@@ -806,12 +793,25 @@ def _tidy(folder: store.RunFolder, env: dict, log: Callable[[str], None]) -> Non
         + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
 
 
-def _write_report(out: Path, log: Callable[[str], None], plots: str = "wait") -> None:
+def _write_report(out: Path, log: Callable[[str], None], plots: str = "wait",
+                  worker: render.Worker | None = None) -> str | None:
   """Rebuild every table, then report.md and the plots; a report failure never costs results.
 
   `plots="background"` writes report.md at once (linking the plots it will have) and
-  leaves the drawing to a detached renderer; "wait" draws them here.
+  leaves the drawing to a detached renderer; "wait" draws them here. With a `worker`
+  (and "background") the worker does both, and its describe() table is returned;
+  whatever it could not do is done here.
   """
+  if plots == "background" and worker is not None:
+    reply = worker.finish()
+    if reply is not None and reply["status"] == "ok":
+      if reply.get("report_error"):
+        log(f"warning: report not written ({reply['report_error']}); rebuild it with python -m jaxlstm.report {out}")
+      elif reply.get("drawing"):
+        _log_drawing(out, worker.pid, log)
+      return reply["summary"]
+    if reply is None:  # a failure of the tables themselves is raised again below, in this process
+      log(f"warning: the report worker (pid {worker.pid}) stopped without writing the report; writing it here")
   from jaxlstm import report
   tables.write_all(out)
   if plots == "wait":
@@ -823,8 +823,9 @@ def _write_report(out: Path, log: Callable[[str], None], plots: str = "wait") ->
     log(f"warning: report not written ({type(e).__name__}: {e}); "
         f"rebuild it with python -m jaxlstm.report {out}")
     return
-  if _links_plots(out):  # drawn again even where PNGs exist: they show the previous state
+  if render.links_plots(out):  # drawn again even where PNGs exist: they show the previous state
     _start_renderer(out, log)
+  return None
 
 
 def _draw_now(out: Path, log: Callable[[str], None]) -> None:
@@ -844,34 +845,29 @@ def _draw_now(out: Path, log: Callable[[str], None]) -> None:
       log(f"warning: {w.message}")
 
 
-def _links_plots(out: Path) -> bool:
-  try:
-    return "](plots/" in (out / "report.md").read_text(encoding="utf-8")
-  except OSError:
-    return False
-
-
 def _start_renderer(out: Path, log: Callable[[str], None]) -> None:
-  from jaxlstm import report
   try:
-    pid = report.start_renderer(out)
+    pid = render.start_renderer(out)
   except OSError as e:  # no process to spare: draw here rather than not at all
     log(f"warning: cannot start the plot renderer ({e}); drawing the plots now")
     _draw_now(out, log)
     return
+  _log_drawing(out, pid, log)
+
+
+def _log_drawing(out: Path, pid: int, log: Callable[[str], None]) -> None:
   log(f"drawing the plots in the background (pid {pid}) into {out / 'plots'}; "
       f"python -m jaxlstm.report {out} redraws them")
 
 
 def _check_plots(out: Path, log: Callable[[str], None], plots: str) -> None:
   """Draw again the plots of an up-to-date report that a renderer failed to draw or never finished."""
-  from jaxlstm import report
-  status = report.render_status(out) or {}
+  status = render.render_status(out) or {}
   if status.get("status") == "failed":
     errors = "; ".join(status.get("errors") or []) or "no message"
-    log(f"warning: drawing the plots failed last time ({errors}; see {out / report.RENDER_LOG}); "
+    log(f"warning: drawing the plots failed last time ({errors}; see {out / render.RENDER_LOG}); "
         "drawing them again")
-  elif not report.missing_plots(out) or report.renderer_running(out):
+  elif not render.missing_plots(out) or render.renderer_running(out):
     return
   if plots == "wait":
     _draw_now(out, log)

@@ -310,10 +310,19 @@ def _own_stdout(stdout):
 
 def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr, peers) -> int:
   """Plan, check and run the study; with `peers`, every process agrees on the plan before anything is written."""
+  workers = []  # the report worker, let go however this ends (it writes nothing unless told)
+  try:
+    return _plan_and_run(args, argv, fail, stdout, stderr, peers, workers)
+  finally:
+    for worker in workers:
+      worker.cancel()
+
+
+def _plan_and_run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr, peers, workers: list) -> int:
   from jaxlstm import study as study_lib
   from jaxlstm.config import ConfigError
   from jaxlstm.devices import DeviceError
-  problem = plan = None
+  problem = plan = worker = None
   try:
     if args.list_experiments:
       study_lib.list_experiments(stdout)
@@ -339,7 +348,10 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr, peers)
         per_repeat = f" x {max(folds)} folds" if max(folds) > 1 else ""
         print(f"{PROG}: study {study.name}: {len(study.configs)} config(s) x {study.repeats} repeats{per_repeat} = "
               f"{sum(folds) * study.repeats} members, seed {study.seed} -> {out}", file=stderr, flush=True)
-      _prefetch()
+      worker = _start_worker(args, out, peers)
+      if worker is not None:
+        workers.append(worker)
+      _prefetch(PREFETCH if worker is None else ("orbax.checkpoint",))
     from jaxlstm import devices, runner
     mesh = devices.make_mesh(args.devices)
     devices.check_host_devices(mesh, args.devices)
@@ -360,7 +372,7 @@ def _run(args: argparse.Namespace, argv: list[str], fail, stdout, stderr, peers)
   try:
     return runner.run_study(plan, out, argv, overwrite=args.overwrite, quiet=args.quiet,
                             cache=not args.no_cache, stdout=stdout, stderr=stderr, plots=args.plots,
-                            mesh=mesh, peers=peers)
+                            mesh=mesh, peers=peers, worker=worker)
   except (UsageError, ConfigError) as e:
     return fail(str(e))
 
@@ -385,7 +397,20 @@ def _search(study, args: argparse.Namespace, argv: list[str], out: Path, fail, s
 PREFETCH = ("pandas", "scipy.special", "orbax.checkpoint")
 
 
-def _prefetch() -> None:
+def _start_worker(args: argparse.Namespace, out: Path, peers):
+  """A report worker for `out` (`jaxlstm.render.Worker`), where the run draws its plots in the background.
+
+  Started before jax is imported: its ~1 s of imports (pandas, scipy) then take the
+  second core while this process imports jax and trains, instead of sharing the GIL
+  with them. None for distributed runs, `--plots wait`, or when no process can start.
+  """
+  from jaxlstm import render
+  if peers is not None or (args.plots or render.default_plots_mode()) != "background":
+    return None
+  return render.Worker.start(out)
+
+
+def _prefetch(modules: Sequence[str]) -> None:
   """Import what the end of a run needs (tables, checkpoints) on a thread, while jax compiles.
 
   XLA compiles with the GIL released, so on a second core these ~1-2 s of imports
@@ -393,7 +418,7 @@ def _prefetch() -> None:
   """
   def run():
     import importlib
-    for name in PREFETCH:
+    for name in modules:
       try:
         importlib.import_module(name)
       except Exception:  # noqa: BLE001 - reported by the import that needs it

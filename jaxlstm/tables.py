@@ -425,6 +425,25 @@ def write_all(run_dir: str | Path, *, rng_seed: int = RNG_SEED) -> None:
   write_comparisons(folder, rng_seed)
 
 
+def format_summary(run_dir: str | Path) -> str:
+  """The describe()-style table of the score metric per config, as printed at the end."""
+  import pandas as pd
+  manifest = store.RunFolder.read_manifest(run_dir)
+  path = Path(run_dir, SUMMARY)
+  frame = pd.read_csv(path, dtype={"config_id": str}) if path.is_file() else None
+  if frame is None or frame.empty:
+    return "no config has finished yet"
+  labels = store.config_labels(manifest)
+  columns = ["count", "n_diverged", "mean", "std", "min", "25%", "50%", "75%", "max"]
+  table = frame[columns].copy()
+  table.index = [labels[c] for c in frame["config_id"]]
+  table["count"] = table["count"].astype(int)
+  table["n_diverged"] = table["n_diverged"].astype(int)
+  head = (f"{store.summary_score(manifest)} {store.summary_metric(manifest)} over {manifest['study']['repeats']} repeats per config "
+          "(diverged repeats counted, not averaged):")
+  return head + "\n" + table.to_string(float_format=lambda v: f"{v:.6g}")
+
+
 def read(run_dir: str | Path, name: str):
   """One table of a folder as a DataFrame (config ids stay text), or None when it is missing."""
   import pandas as pd

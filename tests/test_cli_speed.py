@@ -2,13 +2,16 @@
 
 * the plan is the first line, printed before jax is imported and before anything trains;
 * the sweep's own process never imports matplotlib or scipy.stats (plots are drawn by a
-  detached renderer, the tables' statistics use scipy.special);
+  detached renderer, the tables' statistics use scipy.special), nor pandas or scipy at all
+  when a report worker started with it writes the tables (`jaxlstm.render.Worker`); a
+  worker that died is replaced by the sweep, one whose sweep stopped early writes nothing;
 * plots exist after the command (background renderer) or after a rerun, and a failed
   render is visible; a rerun while the renderer draws leaves its temp files alone;
 * a warm compilation cache compiles nothing through the CLI.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +21,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from jaxlstm import report, stats, sweep
+from jaxlstm import report, stats, sweep, tables
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--repeats", "2", "--epochs", "3"]
@@ -43,7 +46,8 @@ sys.stderr = Probe()
 from jaxlstm.sweep import main
 status = main(sys.argv[1:])
 print(json.dumps({"status": status, **state, "matplotlib": "matplotlib" in sys.modules,
-                  "scipy_stats": "scipy.stats" in sys.modules}))
+                  "scipy_stats": "scipy.stats" in sys.modules, "scipy": "scipy" in sys.modules,
+                  "pandas": "pandas" in sys.modules}))
 """
 # The same, counting persistent-cache events from the start (jax imported first).
 COUNT = r"""
@@ -85,8 +89,10 @@ def test_plan_line_first_before_jax_and_no_plot_or_scipy_stats_imports(tmp_path)
   assert str(out) in first
   assert result["jax_at_first_line"] is False
   assert any(line.startswith("jaxlstm.sweep: group 1/1:") for line in result["lines"][1:])
-  # The sweep's process drew nothing and ran no scipy.stats: a detached renderer draws.
+  # The sweep's process drew nothing and imported neither pandas nor scipy: its report
+  # worker wrote the tables and draws.
   assert not result["matplotlib"] and not result["scipy_stats"]
+  assert not result["pandas"] and not result["scipy"]
   assert any("drawing the plots in the background" in line for line in result["lines"])
   status = wait_for_renderer(out)
   assert status["status"] == "done" and status["errors"] == []
@@ -205,3 +211,71 @@ def test_welch_without_scipy_stats_equals_scipy(alternative):
   theirs = scipy.stats.ttest_ind(a, b, equal_var=False, alternative=raw)
   assert ours.pvalue == pytest.approx(theirs.pvalue, rel=1e-12)
   assert ours.statistic == pytest.approx(theirs.statistic, rel=1e-12)
+
+
+def worker_spy(monkeypatch, then=None) -> list:
+  """The report workers the sweep starts (real processes), each passed to `then` first."""
+  started = []
+  real = sweep._start_worker
+
+  def start(*args):
+    worker = real(*args)
+    started.append(worker)
+    if then is not None:
+      then(worker)
+    return worker
+
+  monkeypatch.setattr(sweep, "_start_worker", start)
+  return started
+
+
+def test_the_report_worker_writes_the_tables_and_the_sweep_prints_its_table(tmp_path, capsys, monkeypatch):
+  out = tmp_path / "run"
+  started = worker_spy(monkeypatch)
+  assert sweep.main([*TINY, "--out", str(out), "--plots", "background"]) == 0
+  captured = capsys.readouterr()
+  (worker,) = started
+  assert f"drawing the plots in the background (pid {worker.pid})" in captured.err
+  assert tables.format_summary(out) in captured.out
+  assert all((out / name).is_file() for name in (tables.SCORES, tables.SUMMARY, tables.DIAGNOSIS,
+                                                  tables.COMPARISONS, "report.md"))
+  assert wait_for_renderer(out)["status"] == "done" and report.missing_plots(out) == []
+  # The page it drew gives the session's wall time: the session ended before the report.
+  assert "not finished" not in (out / "report.md").read_text()
+
+
+def test_a_report_worker_that_died_is_replaced_by_the_sweep(tmp_path, capsys, monkeypatch):
+  out = tmp_path / "run"
+
+  def kill(worker):
+    os.kill(worker.pid, signal.SIGKILL)
+    worker._proc.wait(timeout=60)
+
+  started = worker_spy(monkeypatch, then=kill)
+  assert sweep.main([*TINY, "--out", str(out), "--plots", "background"]) == 0
+  captured = capsys.readouterr()
+  assert (f"the report worker (pid {started[0].pid}) stopped without writing the report; writing it here"
+          in captured.err)
+  assert tables.format_summary(out) in captured.out and (out / tables.COMPARISONS).is_file()
+  assert "drawing the plots in the background" in captured.err  # by a renderer started instead
+  assert wait_for_renderer(out)["status"] == "done" and report.missing_plots(out) == []
+
+
+def test_a_report_worker_leaves_without_writing_when_the_sweep_stops_before_training(tmp_path, capsys,
+                                                                                    monkeypatch):
+  out = tmp_path / "run"
+  started = worker_spy(monkeypatch)
+  assert sweep.main([*TINY, "--out", str(out), "--plots", "background", "--max-memory", "1M"]) == 2
+  assert "--max-memory" in capsys.readouterr().err
+  (worker,) = started
+  assert worker._proc.wait(timeout=120) == 0
+  assert not out.exists()
+
+
+def test_the_report_of_a_finished_run_gives_its_session_wall_time(tmp_path):
+  # The session ends before the report is written (it read "not finished (interrupted)").
+  out = tmp_path / "run"
+  assert sweep.main([*TINY, "--out", str(out), "--plots", "wait"]) == 0
+  text = (out / "report.md").read_text()
+  assert "Sessions: session 1: " in text and " s wall, 3 configs trained." in text
+  assert "not finished" not in text

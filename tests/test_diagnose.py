@@ -95,7 +95,7 @@ def test_module_does_not_import_jax():
   # Design rule: diagnose, stats and plots never import jax.
   imported = imported_modules(diagnose)
   assert not {n for n in imported if n == "jax" or n.startswith(("jax.", "flax", "optax"))}
-  assert imported <= {"dataclasses", "collections.abc", "typing", "numpy", "pandas"}
+  assert imported <= {"__future__", "dataclasses", "collections.abc", "typing", "numpy", "pandas"}
 
 
 @pytest.mark.parametrize("verdict,builder",
