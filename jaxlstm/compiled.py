@@ -97,6 +97,7 @@ def program(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = Non
 # The program store.
 
 _STORE_SUFFIX = ".jaxexe"
+_SHAPES_SUFFIX = ".shapes.json"
 # Tests turn this off to store an executable JAX's cache loaded (an entry whose first call fails).
 _BYPASS_JAX_CACHE = True
 
@@ -154,12 +155,48 @@ def fingerprint() -> str:
   return hashlib.sha256(f"{_code_fingerprint()}|{settings}|{devices}".encode()).hexdigest()
 
 
-def _store_file(full_key: Hashable) -> Path | None:
+def _store_file(full_key: Hashable, suffix: str = _STORE_SUFFIX) -> Path | None:
   root = store_dir()
   if root is None:
     return None
   name = hashlib.sha256(f"{fingerprint()}|{full_key!r}".encode()).hexdigest()
-  return root / (name + _STORE_SUFFIX)
+  return root / (name + suffix)
+
+
+def shapes(key: Hashable, compute: Callable[[], Any]) -> Any:
+  """`compute()`, nested dicts of `jax.ShapeDtypeStruct`, kept in the program store.
+
+  A model's parameter shapes come from `jax.eval_shape` of its initialisation, which
+  traces it (0.15-0.2 s of the default study's warm run); a process that finds them in
+  the store reads a small JSON file instead. `key` as `program`'s (its repr names the
+  entry); a tree of other containers is computed every time.
+  """
+  file = _store_file(("shapes", key), _SHAPES_SUFFIX)
+  if file is not None:
+    with contextlib.suppress(OSError, ValueError, TypeError):
+      return _shapes_from_json(json.loads(file.read_text(encoding="utf-8")))
+  tree = compute()
+  if file is not None:
+    with contextlib.suppress(OSError, ValueError):
+      text = json.dumps(_shapes_to_json(tree))
+      if jax.tree.structure(_shapes_from_json(json.loads(text))) == jax.tree.structure(tree):
+        _write_atomically(file, text.encode())
+  return tree
+
+
+def _shapes_to_json(tree: Any) -> Any:
+  if isinstance(tree, jax.ShapeDtypeStruct):
+    return [list(tree.shape), str(tree.dtype)]
+  if isinstance(tree, dict) and all(isinstance(k, str) for k in tree):
+    return {k: _shapes_to_json(v) for k, v in tree.items()}
+  raise ValueError(f"cannot store a shapes tree node of type {type(tree).__name__}")
+
+
+def _shapes_from_json(node: Any) -> Any:
+  if isinstance(node, dict):
+    return {k: _shapes_from_json(v) for k, v in node.items()}
+  shape, dtype = node
+  return jax.ShapeDtypeStruct(tuple(int(n) for n in shape), jax.numpy.dtype(dtype))
 
 
 def _compile_and_store(file: Path, compile_now: Callable[[], Any]) -> Any:
@@ -206,18 +243,25 @@ def _save(file: Path, executable: Any) -> bool:
     data = json.dumps(header).encode() + b"\n" + payload
   except Exception:  # noqa: BLE001 - e.g. a program with constants jax cannot serialise yet
     return False
+  with contextlib.suppress(OSError):  # a read-only or full disk: run without storing
+    _write_atomically(file, data)
+  return True
+
+
+def _write_atomically(file: Path, data: bytes) -> None:
+  """`data` into `file` through a temporary file of ours (mode 0600) and a rename."""
   tmp = None
   try:
     file.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=_STORE_SUFFIX)
+    handle, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=file.suffix)
     with os.fdopen(handle, "wb") as out:
       out.write(data)
     os.replace(tmp, file)
-  except OSError:  # a read-only or full disk: run without storing
+  except OSError:
     if tmp is not None:
       with contextlib.suppress(OSError):
         os.unlink(tmp)
-  return True
+    raise
 
 
 # Tree nodes a stored program's arguments and outputs may hold: containers, and NamedTuples of these packages.

@@ -184,7 +184,8 @@ _PARAM_SHAPES: dict[tuple, Any] = {}
 
 
 def param_shapes(train: Train, key: tuple, sample_shape: Sequence[int]) -> Any:
-  """Shapes of one member's parameters at the program's width (traced once per static signature).
+  """Shapes of one member's parameters at the program's width (traced once per static signature, and
+  kept in the program store: `compiled.shapes`).
 
   Args:
     train: the group's pure functions.
@@ -193,7 +194,8 @@ def param_shapes(train: Train, key: tuple, sample_shape: Sequence[int]) -> Any:
   """
   cache_key = (key, tuple(sample_shape))
   if cache_key not in _PARAM_SHAPES:
-    _PARAM_SHAPES[cache_key] = jax.eval_shape(lambda: train.init_params(jax.random.key(0)))
+    _PARAM_SHAPES[cache_key] = compiled.shapes(
+        cache_key, lambda: jax.eval_shape(lambda: train.init_params(jax.random.key(0))))
   return _PARAM_SHAPES[cache_key]
 
 

@@ -32,7 +32,7 @@ FIT = textwrap.dedent("""
     numbers = [np.asarray(ens.history[k]) for k in sorted(ens.history)] + jax.tree.leaves(ens.params)
     print(json.dumps({"misses": counts["/jax/compilation_cache/cache_misses"],
                       "hits": counts["/jax/compilation_cache/cache_hits"],
-                      "compiles": ens.timings["compiles"], "traced": traces["run_chunk"],
+                      "compiles": ens.timings["compiles"], "traced": traces["run_chunk"], "traces": traces,
                       "digest": hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in numbers)).hexdigest()}))
 """)
 
@@ -65,11 +65,16 @@ def test_a_new_process_with_a_warm_cache_compiles_nothing(tmp_path):
   # The program store: no trace, no lowering, not even a lookup in JAX's cache; the same numbers.
   assert warm["misses"] == 0 and warm["traced"] == 0 and warm["compiles"] == 1, warm
   assert warm["digest"] == cold["digest"]
+  # Nor does it trace the model's initialisation for its parameter shapes (`compiled.shapes`):
+  # what is left is the optimizer state's shapes (`init_state`, ~0.01 s).
+  assert "<lambda>" in cold["traces"] and set(warm["traces"]) <= {"init_state"}, warm["traces"]
+  assert len(list((tmp_path / "cache" / "jaxlstm" / "programs").glob("*.shapes.json"))) == 1
   other_seed = json.loads(_run(FIT, "5", "7", env=env))  # another seed, same shapes: the same program
   assert other_seed["traced"] == 0 and other_seed["digest"] != cold["digest"]
   off = json.loads(_run(FIT, "5", "0", env=dict(env, JAXLSTM_NO_CACHE="1")))
   # JAXLSTM_NO_CACHE=1: neither cache is used at all.
   assert off["misses"] == 0 and off["hits"] == 0 and off["traced"] == 1 and off["digest"] == cold["digest"]
+  assert "<lambda>" in off["traces"]
 
 
 @pytest.mark.timeout(400)
