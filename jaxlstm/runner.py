@@ -809,7 +809,7 @@ def _write_report(out: Path, log: Callable[[str], None], plots: str = "wait",
         log(f"warning: report not written ({reply['report_error']}); rebuild it with python -m jaxlstm.report {out}")
       elif reply.get("drawing"):
         _log_drawing(out, worker.pid, log)
-      return reply["summary"]
+      return reply.get("summary")
     if reply is None:  # a failure of the tables themselves is raised again below, in this process
       log(f"warning: the report worker (pid {worker.pid}) stopped without writing the report; writing it here")
   from jaxlstm import report
