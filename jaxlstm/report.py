@@ -1035,7 +1035,7 @@ def write_report(run_dir: str | Path, *, rng_seed: int = 0, draw: bool = True, r
   if drawn and record:  # a later drawing replaces what a failed background render left
     failed = [name for name in drawn if name is None]
     render.record(path, "failed" if failed else "done", only_if_present=True,
-                   errors=["a plot could not be drawn"] * len(failed))
+                  errors=["a plot could not be drawn"] * len(failed))
   plots_dir = path / "plots"
   others = sorted(f"plots/{p.name}" for p in plots_dir.glob("*.png")) if plots_dir.is_dir() else []
   linked = set(re.findall(r"\]\((plots/[^)]+)\)", "\n".join(lines)))

@@ -735,18 +735,7 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
       folder.finish_session(now())
     else:
       log("every config is already done: nothing to train")
-    plots = plots or default_plots_mode()
-    state = report_state(folder)
-    summary = None
-    if folder.manifest.get("report") != state or not _report_files_present(out):
-      summary = _write_report(out, log, plots, worker)
-      folder.manifest["report"] = state
-      folder.write_manifest()
-    else:
-      _check_plots(out, log, plots)
-    if len(folder.done_ids()) == len(plan.study.configs) and "finished" not in folder.manifest:
-      folder.finish(now(), state)
-    print(summary or tables.format_summary(out), file=stdout)
+    print(_report(folder, plan, log, plots or default_plots_mode(), worker), file=stdout)
     print(f"results: {out}", file=stdout, flush=True)
     return 0
   except KeyboardInterrupt:
@@ -761,6 +750,22 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
       worker.cancel()
     if lock is not None:
       lock.close()
+
+
+def _report(folder: store.RunFolder, plan: Plan, log: Callable[[str], None], plots: str,
+            worker: render.Worker | None) -> str:
+  """Bring a folder's tables, report.md and plots up to date, mark it finished when every config is
+  done, and return the describe() table to print."""
+  out, state, summary = folder.path, report_state(folder), None
+  if folder.manifest.get("report") != state or not _report_files_present(out):
+    summary = _write_report(out, log, plots, worker)
+    folder.manifest["report"] = state
+    folder.write_manifest()
+  else:
+    _check_plots(out, log, plots)
+  if len(folder.done_ids()) == len(plan.study.configs) and "finished" not in folder.manifest:
+    folder.finish(now(), state)
+  return summary or tables.format_summary(out)
 
 
 def report_state(folder: store.RunFolder) -> dict[str, Any]:
