@@ -116,16 +116,24 @@ def store_dir() -> Path | None:
 @functools.cache
 def _code_fingerprint() -> str:
   """Our source and the versions of what traces into a program (fixed for a process)."""
-  import importlib
   digest = hashlib.sha256()
   package = Path(__file__).parent
   for file in sorted(package.rglob("*.py")):
     digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
-  for name in ("jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes"):  # imported already: no cost
-    digest.update(f"{name}={getattr(importlib.import_module(name), '__version__', '?')};".encode())
+  for name in ("jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes"):
+    digest.update(f"{name}={_version(name)};".encode())
   digest.update(f"{sys.version};{COMPILER_OPTIONS!r};{os.environ.get('XLA_FLAGS', '')}".encode())
   digest.update(_host_cpu().encode())
   return digest.hexdigest()
+
+
+def _version(name: str) -> str:
+  """A package's installed version, without importing it (a run whose programs are stored imports no flax)."""
+  import importlib.metadata
+  try:
+    return importlib.metadata.version(name)
+  except importlib.metadata.PackageNotFoundError:  # not installed as a distribution: a source tree on the path
+    return str(getattr(sys.modules.get(name), "__version__", "?"))
 
 
 def _host_cpu() -> str:

@@ -29,7 +29,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +41,12 @@ from jaxlstm import devices as devices_lib
 from jaxlstm import keys as keys_lib
 from jaxlstm import metrics as metrics_lib
 from jaxlstm.config import PENALTY_FIELDS, PER_LAYER_FIELDS, TRACED_FIELDS, Config, ConfigError
-from jaxlstm.models import (Network, Widths, activate, can_pad_cells, pad_params, unpad_params, widest,
-                            widths_of)
+from jaxlstm.models import Widths, activate, can_pad_cells, pad_params, unpad_params, widest, widths_of
 from jaxlstm.problems import Dataset
 from jaxlstm.train import Data, Member, Train, TrainState, arrays, make_train, member_hparams
+
+if TYPE_CHECKING:
+  from jaxlstm.networks import Network
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
 MAX_CALLS = 100_000  # member chunks of one group: beyond, a plan is refused rather than built
@@ -373,7 +375,7 @@ def init_members(train: Train, members: Member, layout: Sequence[tuple[Widths | 
 
 def lane_widths(train: Train, layout: Sequence[tuple[Widths | int, int]]) -> tuple[tuple[Widths, ...], np.ndarray]:
   """`(distinct widths, [members] index of each member's widths among them)` of a layout."""
-  model = train.network_for(train.shape.widths).cfg
+  model = train.config.model
   layout = [(widths_of(model, w) if isinstance(w, (int, np.integer)) else Widths(*w), n) for w, n in layout]
   widths = tuple(dict.fromkeys(w for w, _ in layout))
   lanes = np.repeat([widths.index(w) for w, _ in layout], [count for _, count in layout])
@@ -386,7 +388,7 @@ def init_lanes(train: Train, members: Member, widths: Sequence[Widths], lanes: j
   `lanes` may be traced (a device's slice of a call), so one program initialises
   any mix of widths: `lax.switch` picks each member's widths.
   """
-  cell = train.network_for(train.shape.widths).cfg.cell
+  cell = train.config.model.cell
 
   def padded(sizes, key):
     params = train.init_params(key, sizes)
@@ -705,6 +707,7 @@ class Ensemble:
     return out
 
   def network(self) -> Network:
+    from jaxlstm.networks import Network
     return Network(self.config.model, self.outputs, time_out=self.time_out, frame_shape=tuple(self.frame_shape))
 
   def predict(self, x: np.ndarray) -> np.ndarray:
@@ -716,9 +719,10 @@ class Ensemble:
     x = np.asarray(x, np.float32)
     if x.ndim != 3:
       raise ValueError(f"x must have shape [samples, time, features], got {x.shape}.")
-    network, act = self.network(), self.config.model.output_activation
+    act = self.config.model.output_activation
 
-    def predict_all(params, x):
+    def predict_all(params, x):  # the network is built when traced: a stored program needs no flax
+      network = self.network()
       one = lambda p: activate(network.apply({"params": p}, x), act)
       return jax.vmap(jax.vmap(one) if self.folds > 1 else one)(params)
 

@@ -205,17 +205,96 @@ def save_params(run_dir, config_id: str, params: Any) -> None:
   An existing checkpoint of a config that is not marked done is untrusted (a
   crash between the save and the manifest's commit), so it is replaced.
   """
-  import orbax.checkpoint as ocp
+  path = _replaceable_checkpoint(run_dir, config_id)
+  if path.exists():
+    shutil.rmtree(path)
+  _write_checkpoint(path, params)
+
+
+def _replaceable_checkpoint(run_dir, config_id: str) -> Path:
   path = checkpoint_path(run_dir, config_id).absolute()
   if path.is_symlink():
     raise ValueError(f"refusing to write through the symlink {path}.")
-  if path.exists():
-    shutil.rmtree(path)
+  return path
+
+
+def _write_checkpoint(path: Path, params: Any) -> None:
+  import orbax.checkpoint as ocp
   path.parent.mkdir(parents=True, exist_ok=True)
   params = _to_numpy(params)
   # Synchronous: the manifest must not say "done" before the files are final.
   with ocp.Checkpointer(ocp.StandardCheckpointHandler(), **_this_process_only()) as checkpointer:
     checkpointer.save(path, args=ocp.args.StandardSave(params))
+
+
+# A checkpoint written by another process (the sweep's report worker) for the sweep, which holds
+# the folder's lock, to rename into place: an orbax tmp name, so a crash's leftovers are cleaned.
+_STAGED = "{config_id}" + ORBAX_TMP + "-staged-{pid}"
+
+
+def write_staged(run_dir, params_file: str | os.PathLike, layouts: Mapping[str, Any]) -> dict[str, str]:
+  """Write the checkpoints `stage_params_file` describes next to their final places; their paths by config.
+
+  Runs in the worker, which does not hold the folder's lock: it never writes a
+  checkpoint's final path, and the sweep checks what it gets (`commit_staged`).
+  """
+  with np.load(params_file, allow_pickle=False) as npz:
+    arrays = [npz[str(i)] for i in range(len(npz.files))]
+
+  def tree(node):
+    return {k: tree(v) for k, v in node.items()} if isinstance(node, dict) else arrays[node]
+  staged = {}
+  for config_id, layout in layouts.items():
+    if not CONFIG_ID.fullmatch(config_id):
+      raise ValueError(f"not a config id: {config_id!r}")
+    path = checkpoint_path(run_dir, _STAGED.format(config_id=config_id, pid=os.getpid())).absolute()
+    if path.exists():
+      shutil.rmtree(path)
+    _write_checkpoint(path, tree(layout))
+    staged[config_id] = str(path)
+  return staged
+
+
+def stage_params_file(run_dir, params_by_id: Mapping[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+  """Every config's params in one `.npz` (a `*.tmp` in `run_dir`) and each tree's layout (leaf = index).
+
+  None for a tree that is not nested dicts of arrays (the caller then saves it itself).
+  """
+  arrays: list[np.ndarray] = []
+
+  def layout(node):
+    if isinstance(node, dict):
+      if not all(isinstance(k, str) for k in node):
+        raise TypeError("not a dict of str keys")
+      return {k: layout(v) for k, v in node.items()}
+    if not hasattr(node, "shape"):
+      raise TypeError(f"not an array: {type(node).__name__}")
+    arrays.append(np.asarray(node))
+    return len(arrays) - 1
+  try:
+    layouts = {config_id: layout(params) for config_id, params in params_by_id.items()}
+  except TypeError:
+    return None
+  file = Path(run_dir, f".params-{os.getpid()}.npz.tmp")
+  with open(file, "wb") as f:
+    np.savez(f, **{str(i): a for i, a in enumerate(arrays)})
+  return file, layouts
+
+
+def commit_staged(run_dir, config_id: str, staged: str | os.PathLike) -> bool:
+  """Rename a checkpoint the worker wrote (`write_staged`) into place; False if it is not one."""
+  staged = Path(staged)
+  expected = checkpoint_path(run_dir, config_id).absolute().parent
+  if staged.parent != expected or not staged.name.startswith(config_id + ORBAX_TMP + "-staged-"):
+    return False
+  if not checkpoint_complete(staged):
+    shutil.rmtree(staged, ignore_errors=True)
+    return False
+  path = _replaceable_checkpoint(run_dir, config_id)
+  if path.exists():
+    shutil.rmtree(path)
+  os.replace(staged, path)
+  return True
 
 
 def load_params(run_dir, config_id: str) -> Any:
@@ -392,6 +471,9 @@ class RunFolder:
   def __init__(self, path: str | os.PathLike, manifest: dict):
     self.path = Path(path)
     self.manifest = manifest
+    # Writes checkpoints in another process (the sweep's report worker, `render.Worker.stage_params`):
+    # {config id: params} -> {config id: a finished checkpoint folder to rename into place}, or None.
+    self.stage_params: Callable[[Mapping[str, Any]], Mapping[str, Path] | None] | None = None
 
   # ----- opening ---------------------------------------------------------------
   @staticmethod
@@ -605,17 +687,20 @@ class RunFolder:
       save_history(self.path, config_id, history)
       if folds is not None:
         save_folds(self.path, config_id, folds)
-      save_params(self.path, config_id, params)
-      repeats = first + len(ens.repeat_indices)
+      updates[config_id] = (params, per_repeat, first + len(ens.repeat_indices), folds is not None)
+    self._save_checkpoints({config_id: update[0] for config_id, update in updates.items()})
+    for ens in ensembles:
+      config_id = ens.config.config_id
+      _, per_repeat, repeats, has_folds = updates[config_id]
       checksums = {"history": checksum(history_path(self.path, config_id)),
                    "checkpoint": checksum(checkpoint_path(self.path, config_id))}
-      if folds is not None:
+      if has_folds:
         checksums["folds"] = checksum(folds_path(self.path, config_id))
       updates[config_id] = dict(
           per_repeat, status="done" if repeats >= self.repeats else "partial", repeats=repeats,
-          metrics=list(history), outputs=int(ens.outputs), time_out=int(ens.time_out),
+          metrics=list(ens.history), outputs=int(ens.outputs), time_out=int(ens.time_out),
           frame_shape=[int(v) for v in ens.frame_shape], checksums=checksums,
-          **({"folds": int(ens.folds)} if folds is not None else {}))
+          **({"folds": int(ens.folds)} if has_folds else {}))
     for config_id, update in updates.items():
       entries[config_id].update(update)
       if ensemble_scores and config_id in ensemble_scores:
@@ -632,6 +717,15 @@ class RunFolder:
     if self.manifest["sessions"]:
       self.manifest["sessions"][-1]["trained"] += [e.config.config_id for e in ensembles]
     self.write_manifest()
+
+  def _save_checkpoints(self, params_by_id: Mapping[str, Any]) -> None:
+    """Write each config's final params: staged by `stage_params` and renamed into place, else here."""
+    staged = {}
+    if self.stage_params is not None:
+      staged = self.stage_params(params_by_id) or {}
+    for config_id, params in params_by_id.items():
+      if config_id not in staged or not commit_staged(self.path, config_id, staged[config_id]):
+        save_params(self.path, config_id, params)
 
   def finish_session(self, time: str) -> None:
     """Mark the last session finished."""

@@ -351,7 +351,8 @@ def _plan_and_run(args: argparse.Namespace, argv: list[str], fail, stdout, stder
       worker = _start_worker(args, out, peers)
       if worker is not None:
         workers.append(worker)
-      _prefetch(PREFETCH if worker is None else ("orbax.checkpoint",))
+      if worker is None:  # a worker imports all of these itself, on the other core
+        _prefetch(PREFETCH)
     from jaxlstm import devices, runner
     mesh = devices.make_mesh(args.devices)
     devices.check_host_devices(mesh, args.devices)
@@ -400,9 +401,9 @@ PREFETCH = ("pandas", "scipy.special", "orbax.checkpoint")
 def _start_worker(args: argparse.Namespace, out: Path, peers):
   """A report worker for `out` (`jaxlstm.render.Worker`), where the run draws its plots in the background.
 
-  Started before jax is imported: its ~1 s of imports (pandas, scipy) then take the
-  second core while this process imports jax and trains, instead of sharing the GIL
-  with them. None for distributed runs, `--plots wait`, or when no process can start.
+  Started before jax is imported: its ~2 s of imports (pandas, scipy; orbax for the
+  checkpoints it writes) then take the second core while this process imports jax and
+  trains, instead of sharing the GIL with them. None for distributed runs, `--plots wait`, or when no process can start.
   """
   from jaxlstm import render
   if peers is not None or (args.plots or render.default_plots_mode()) != "background":

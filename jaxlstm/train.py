@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +47,10 @@ from jaxlstm import data as data_lib
 from jaxlstm.config import PENALTY_FIELDS, Config
 from jaxlstm.data import unit_scale
 from jaxlstm.keys import StreamKeys
-from jaxlstm.models import Network, Widths, penalty, widths_of
+from jaxlstm.models import Widths, penalty, widths_of
+
+if TYPE_CHECKING:
+  from jaxlstm.networks import Network
 from jaxlstm.problems import Dataset
 
 
@@ -135,6 +138,7 @@ class Train(NamedTuple):
   network_for: Callable[..., Network]  # the network at given widths (`Widths`, or an int for every layer)
   tx: optax.GradientTransformation
   shape: Shape
+  config: Config  # the representative config it was made from (`make_train`)
 
 
 def member_hparams(config: Config) -> dict[str, Any]:
@@ -217,7 +221,6 @@ class Static(NamedTuple):
   """
   config: Config  # a representative config of the group (traced values come with each member)
   shape: Shape
-  network: Network  # at `shape.widths`
   tx: optax.GradientTransformation
   folds: data_lib.Folds | None  # with `data.cv`
   uneven: bool  # folds differ in size: a member can get minibatches of padding only
@@ -242,7 +245,7 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
   """
   shape = shape_of(config, dataset, widths or cells)
   folds = folds_of(config, dataset)
-  static = Static(config=config, shape=shape, network=_network(config, shape, shape.widths),
+  static = Static(config=config, shape=shape,
                   tx=optim.make_optimizer(config.optim), folds=folds,
                   uneven=folds is not None and len(set(folds.train_count.tolist())) > 1,
                   input_shape=tuple(dataset.x_train.shape[1:]))
@@ -250,11 +253,16 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
   return Train(init=bind(init), run_epochs=bind(run_epochs), train=functools.partial(train, static, dataset),
                evaluate=bind(evaluate), init_params=bind(init_params), init_state=bind(init_state),
                logits=bind(logits), epoch_order=bind(epoch_order), member_data=bind(member_data),
-               network_for=functools.partial(_network, config, shape), tx=static.tx, shape=shape)
+               network_for=functools.partial(_network, config, shape), tx=static.tx, shape=shape,
+               config=config)
 
 
 def _network(config: Config, shape: Shape, sizes: Widths | int) -> Network:
-  """The network of `config` at widths `sizes` (`Widths`, or an int for every layer)."""
+  """The network of `config` at widths `sizes` (`Widths`, or an int for every layer).
+
+  Built when a function traces it, so that flax is imported only then (`jaxlstm.networks`).
+  """
+  from jaxlstm.networks import Network
   return Network(config.model, shape.outputs, time_out=shape.time_out, frame_shape=shape.frame_shape,
                  widths=widths_of(config.model, sizes))
 
@@ -293,7 +301,7 @@ def _weighted(s: Static, fn, out, y, weights):
 def init_params(s: Static, key: jax.Array, sizes: Widths | int | None = None):
   """Initial parameters of one member at widths `sizes` (unpadded; default the program's)."""
   sample_x = np.zeros((1, *s.input_shape), np.float32)  # numpy: a jnp array here costs two eager programs
-  network = s.network if sizes is None else _network(s.config, s.shape, sizes)
+  network = _network(s.config, s.shape, s.shape.widths if sizes is None else sizes)
   return network.init(key, sample_x)["params"]
 
 
@@ -316,7 +324,7 @@ def logits(s: Static, params, x, *, dropout_key=None, hparams=None):
   rates = None
   if dropout_key is not None:
     rates = (hparams["dropout"], hparams["recurrent_dropout"], hparams.get("dense_dropout", 0.0))
-  return s.network.apply({"params": params}, x, dropout_key=dropout_key, rates=rates)
+  return _network(s.config, s.shape, s.shape.widths).apply({"params": params}, x, dropout_key=dropout_key, rates=rates)
 
 
 def evaluate(s: Static, params, x, y, hparams, *, unit_scale=None, mask=None, original=None,

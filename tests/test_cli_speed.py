@@ -2,12 +2,13 @@
 
 * the plan is the first line, printed before jax is imported and before anything trains;
 * the sweep's own process never imports matplotlib or scipy.stats (plots are drawn by a
-  detached renderer, the tables' statistics use scipy.special), nor pandas or scipy at all
-  when a report worker started with it writes the tables (`jaxlstm.render.Worker`); a
-  worker that died is replaced by the sweep, one whose sweep stopped early writes nothing;
+  detached renderer, the tables' statistics use scipy.special), nor pandas, scipy or orbax
+  at all when a report worker started with it writes the checkpoints and the tables
+  (`jaxlstm.render.Worker`); a worker that died is replaced by the sweep, one whose sweep
+  stopped early writes nothing;
 * plots exist after the command (background renderer) or after a rerun, and a failed
   render is visible; a rerun while the renderer draws leaves its temp files alone;
-* a warm compilation cache compiles nothing through the CLI.
+* a warm compilation cache compiles nothing through the CLI, and imports no flax.
 """
 import json
 import os
@@ -17,11 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import scipy.stats
 
-from jaxlstm import report, stats, sweep, tables
+from jaxlstm import report, stats, store, sweep, tables
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--repeats", "2", "--epochs", "3"]
@@ -47,7 +49,7 @@ from jaxlstm.sweep import main
 status = main(sys.argv[1:])
 print(json.dumps({"status": status, **state, "matplotlib": "matplotlib" in sys.modules,
                   "scipy_stats": "scipy.stats" in sys.modules, "scipy": "scipy" in sys.modules,
-                  "pandas": "pandas" in sys.modules}))
+                  "pandas": "pandas" in sys.modules, "orbax": "orbax" in sys.modules}))
 """
 # The same, counting persistent-cache events and traces from the start (jax imported first).
 COUNT = r"""
@@ -61,7 +63,8 @@ jax.monitoring.register_event_duration_secs_listener(
 from jaxlstm.sweep import main
 status = main(sys.argv[1:])
 print(json.dumps({"status": status, "misses": events.count("/jax/compilation_cache/cache_misses"),
-                  "hits": events.count("/jax/compilation_cache/cache_hits"), "traced": traced}))
+                  "hits": events.count("/jax/compilation_cache/cache_hits"), "traced": traced,
+                  "flax": "flax" in sys.modules}))
 """
 
 
@@ -92,10 +95,10 @@ def test_plan_line_first_before_jax_and_no_plot_or_scipy_stats_imports(tmp_path)
   assert str(out) in first
   assert result["jax_at_first_line"] is False
   assert any(line.startswith("jaxlstm.sweep: group 1/1:") for line in result["lines"][1:])
-  # The sweep's process drew nothing and imported neither pandas nor scipy: its report
-  # worker wrote the tables and draws.
+  # The sweep's process drew nothing and imported neither pandas, scipy nor orbax: its
+  # report worker wrote the checkpoints and the tables, and draws.
   assert not result["matplotlib"] and not result["scipy_stats"]
-  assert not result["pandas"] and not result["scipy"]
+  assert not result["pandas"] and not result["scipy"] and not result["orbax"]
   assert any("drawing the plots in the background" in line for line in result["lines"])
   status = wait_for_renderer(out)
   assert status["status"] == "done" and status["errors"] == []
@@ -193,6 +196,8 @@ def test_a_warm_cache_compiles_nothing_through_the_cli(tmp_path):
   # The program store serves every program: nothing compiles, nothing is even traced but the
   # optimizer state's shapes, and JAX's cache is not asked.
   assert warm["misses"] == 0 and set(warm["traced"]) <= {"init_state"}, warm
+  # Nothing traces a network, so flax is never imported (`jaxlstm.networks`); the cold run traced one.
+  assert cold["flax"] and not warm["flax"]
   assert (tmp_path / "a" / "scores.csv").read_bytes() == (tmp_path / "b" / "scores.csv").read_bytes()
   # JAXLSTM_NO_CACHE=1 switches the cache off for the command line too (no --no-cache needed).
   off = run_python(COUNT, [*TINY, "--out", tmp_path / "c", "--quiet"], {**env, "JAXLSTM_NO_CACHE": "1"})
@@ -247,6 +252,19 @@ def test_the_report_worker_writes_the_tables_and_the_sweep_prints_its_table(tmp_
   assert wait_for_renderer(out)["status"] == "done" and report.missing_plots(out) == []
   # The page it drew gives the session's wall time: the session ended before the report.
   assert "not finished" not in (out / "report.md").read_text()
+  # It wrote the checkpoints too: the same params as the sweep's own orbax save, nothing left over.
+  alone = tmp_path / "alone"
+  assert sweep.main([*TINY, "--out", str(alone), "--plots", "wait"]) == 0
+  assert_same_checkpoints(out, alone)
+
+
+def assert_same_checkpoints(out: Path, reference: Path) -> None:
+  ids = sorted(p.name for p in (reference / "checkpoints").iterdir())
+  assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ids
+  for config_id in ids:
+    jax.tree.map(np.testing.assert_array_equal, store.load_params(out, config_id),
+                 store.load_params(reference, config_id))
+  assert store.clean_leftovers(out) == []
 
 
 def test_a_report_worker_that_died_is_replaced_by_the_sweep(tmp_path, capsys, monkeypatch):
@@ -264,6 +282,9 @@ def test_a_report_worker_that_died_is_replaced_by_the_sweep(tmp_path, capsys, mo
   assert tables.format_summary(out) in captured.out and (out / tables.COMPARISONS).is_file()
   assert "drawing the plots in the background" in captured.err  # by a renderer started instead
   assert wait_for_renderer(out)["status"] == "done" and report.missing_plots(out) == []
+  # The checkpoints it did not write, the sweep wrote.
+  params = [store.load_params(out, p.name) for p in (out / "checkpoints").iterdir()]
+  assert len(params) == 3 and store.clean_leftovers(out) == []
 
 
 def test_a_report_worker_leaves_without_writing_when_the_sweep_stops_before_training(tmp_path, capsys,

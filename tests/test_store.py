@@ -172,6 +172,48 @@ def test_symlinked_checkpoint_is_refused(tmp_path):
     store.load_params(tmp_path, "abc")
 
 
+STAGED_PARAMS = {"lstm_0": {"kernel": np.arange(12, dtype=np.float32).reshape(2, 2, 3),
+                            "bias": np.ones((2, 3), np.float32)},
+                 "head": {"kernel": np.full((2, 3, 1), -0.5, np.float32)}}
+
+
+def test_a_checkpoint_staged_by_another_process_commits_to_the_same_params(tmp_path):
+  # What the sweep's report worker does for it (`render.Worker.stage_params`), here in one process.
+  config_id, other = "0123456789ab", "ba9876543210"
+  file, layouts = store.stage_params_file(tmp_path, {config_id: STAGED_PARAMS, other: {"w": np.zeros(3)}})
+  assert file.name.endswith(".tmp")  # a crash's leftover is cleaned (`clean_leftovers`)
+  staged = store.write_staged(tmp_path, file, layouts)
+  assert store.checkpoint_path(tmp_path, config_id).exists() is False  # never the final place
+  store.save_params(tmp_path, other, {"w": np.ones(3)})  # an old one is replaced on commit
+  for cid in (config_id, other):
+    assert store.commit_staged(tmp_path, cid, staged[cid])
+  jax.tree.map(np.testing.assert_array_equal, store.load_params(tmp_path, config_id), STAGED_PARAMS)
+  np.testing.assert_array_equal(store.load_params(tmp_path, other)["w"], np.zeros(3))
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted([config_id, other])
+
+
+def test_commit_staged_takes_only_a_finished_checkpoint_of_that_config(tmp_path):
+  config_id = "0123456789ab"
+  file, layouts = store.stage_params_file(tmp_path, {config_id: STAGED_PARAMS})
+  staged = Path(store.write_staged(tmp_path, file, layouts)[config_id])
+  assert not store.commit_staged(tmp_path, "ba9876543210", staged)  # another config's name
+  elsewhere = tmp_path / "elsewhere" / staged.name
+  elsewhere.parent.mkdir()
+  staged.rename(elsewhere)
+  assert not store.commit_staged(tmp_path, config_id, elsewhere)  # not beside the final place
+  elsewhere.rename(staged)
+  (staged / "_CHECKPOINT_METADATA").unlink()  # cut short
+  assert not store.commit_staged(tmp_path, config_id, staged)
+  assert not staged.exists() and not store.checkpoint_path(tmp_path, config_id).exists()
+
+
+def test_only_dicts_of_arrays_are_staged_and_config_ids_are_checked(tmp_path):
+  assert store.stage_params_file(tmp_path, {"0123456789ab": {"w": [np.zeros(2)]}}) is None
+  file, layouts = store.stage_params_file(tmp_path, {"0123456789ab": STAGED_PARAMS})
+  with pytest.raises(ValueError, match="not a config id"):
+    store.write_staged(tmp_path, file, {"../../x": layouts["0123456789ab"]})
+
+
 # ---------------------------------------------------------------------------
 # Epoch checkpoints: a killed run resumes bit for bit.
 
