@@ -32,8 +32,8 @@ _LAZY = {
     "load_run": ("jaxlstm.store", "load_run"),
 }
 _SUBMODULES = ("callbacks", "compiled", "data", "devices", "diagnose", "distributed", "early_stopping", "ensemble",
-               "keys", "metrics", "models", "optim", "plots", "prep", "problems", "report", "runner", "stats",
-               "store", "study", "tables", "train")
+               "keys", "metrics", "models", "networks", "optim", "plots", "prep", "problems", "report", "runner",
+               "stats", "store", "study", "tables", "train")
 
 
 def __getattr__(name):

@@ -740,10 +740,14 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
     print(_report(folder, plan, log, plots or default_plots_mode(), worker), file=stdout)
     print(f"results: {out}", file=stdout, flush=True)
     return 0
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as interrupted:
     progress.clear()
     if folder is None:
       raise
+    # Kept (with the frames of its traceback, and their arrays) until the process exits: the
+    # interrupted call's buffers are freed otherwise while XLA may still be using them, and a
+    # SIGSEGV was seen after this message (not reproduced outside pytest; this is a guess).
+    _INTERRUPTED.append(interrupted)
     print(f"{PROG}: interrupted; rerun the same command to resume ({len(folder.done_ids())} of "
           f"{len(plan.study.configs)} configs done, kept in {out})", file=stderr, flush=True)
     return 130
@@ -752,6 +756,9 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
       worker.cancel()
     if lock is not None:
       lock.close()
+
+
+_INTERRUPTED: list[BaseException] = []
 
 
 def _report(folder: store.RunFolder, plan: Plan, log: Callable[[str], None], plots: str,

@@ -244,14 +244,19 @@ def write_staged(run_dir, params_file: str | os.PathLike, layouts: Mapping[str, 
   def tree(node):
     return {k: tree(v) for k, v in node.items()} if isinstance(node, dict) else arrays[node]
   staged = {}
-  for config_id, layout in layouts.items():
-    if not CONFIG_ID.fullmatch(config_id):
-      raise ValueError(f"not a config id: {config_id!r}")
-    path = checkpoint_path(run_dir, _STAGED.format(config_id=config_id, pid=os.getpid())).absolute()
-    if path.exists():
-      shutil.rmtree(path)
-    _write_checkpoint(path, tree(layout))
-    staged[config_id] = str(path)
+  try:
+    for config_id, layout in layouts.items():
+      if not CONFIG_ID.fullmatch(config_id):
+        raise ValueError(f"not a config id: {config_id!r}")
+      path = checkpoint_path(run_dir, _STAGED.format(config_id=config_id, pid=os.getpid())).absolute()
+      if path.exists():
+        shutil.rmtree(path)
+      staged[config_id] = str(path)
+      _write_checkpoint(path, tree(layout))
+  except BaseException:  # the sweep writes them all itself: leave none behind
+    for path in staged.values():
+      shutil.rmtree(path, ignore_errors=True)
+    raise
   return staged
 
 
@@ -654,7 +659,7 @@ class RunFolder:
     the repeats' averaged prediction) are committed in the same manifest write.
     """
     entries = self.manifest["configs"]
-    updates = {}
+    written, updates = {}, {}
     for ens in ensembles:
       config_id = ens.config.config_id
       first = int(ens.repeat_indices[0])
@@ -687,11 +692,11 @@ class RunFolder:
       save_history(self.path, config_id, history)
       if folds is not None:
         save_folds(self.path, config_id, folds)
-      updates[config_id] = (params, per_repeat, first + len(ens.repeat_indices), folds is not None)
-    self._save_checkpoints({config_id: update[0] for config_id, update in updates.items()})
+      written[config_id] = (params, per_repeat, first + len(ens.repeat_indices), folds is not None)
+    self._save_checkpoints({config_id: params for config_id, (params, *_) in written.items()})
     for ens in ensembles:
       config_id = ens.config.config_id
-      _, per_repeat, repeats, has_folds = updates[config_id]
+      _, per_repeat, repeats, has_folds = written[config_id]
       checksums = {"history": checksum(history_path(self.path, config_id)),
                    "checkpoint": checksum(checkpoint_path(self.path, config_id))}
       if has_folds:

@@ -211,7 +211,8 @@ def test_only_dicts_of_arrays_are_staged_and_config_ids_are_checked(tmp_path):
   assert store.stage_params_file(tmp_path, {"0123456789ab": {"w": [np.zeros(2)]}}) is None
   file, layouts = store.stage_params_file(tmp_path, {"0123456789ab": STAGED_PARAMS})
   with pytest.raises(ValueError, match="not a config id"):
-    store.write_staged(tmp_path, file, {"../../x": layouts["0123456789ab"]})
+    store.write_staged(tmp_path, file, {**layouts, "../../x": layouts["0123456789ab"]})
+  assert list((tmp_path / "checkpoints").iterdir()) == []  # what it wrote before failing is gone
 
 
 # ---------------------------------------------------------------------------
