@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -122,7 +123,9 @@ def _code_fingerprint() -> str:
     digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
   for name in ("jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes"):
     digest.update(f"{name}={_version(name)};".encode())
-  digest.update(f"{sys.version};{COMPILER_OPTIONS!r};{os.environ.get('XLA_FLAGS', '')}".encode())
+  # The host device count is left out: the devices are in `fingerprint` however they were asked for.
+  flags = re.sub(r"\s*--xla_force_host_platform_device_count=\S*", "", os.environ.get("XLA_FLAGS", "")).strip()
+  digest.update(f"{sys.version};{COMPILER_OPTIONS!r};{flags}".encode())
   digest.update(_host_cpu().encode())
   return digest.hexdigest()
 
@@ -147,10 +150,13 @@ def _host_cpu() -> str:
   return text
 
 
-# jax settings that do not change a compiled program: where caches live, what is logged, and
-# numpy's rank-promotion check (a program that traced under "allow" is the same under "raise").
+# jax settings that do not change a compiled program: where caches live, what is logged,
+# numpy's rank-promotion check (a program that traced under "allow" is the same under "raise"),
+# and how many CPU devices were asked for (the devices themselves are in the fingerprint: the
+# sweep asks through XLA_FLAGS before jax is imported, and through this setting after).
 _SETTINGS_OUTSIDE_PROGRAMS = ("jax_compilation_cache", "jax_persistent_cache", "jax_enable_compilation_cache",
-                              "jax_log_compiles", "jax_explain_cache_misses", "jax_numpy_rank_promotion")
+                              "jax_log_compiles", "jax_explain_cache_misses", "jax_numpy_rank_promotion",
+                              "jax_num_cpu_devices")
 
 
 def fingerprint() -> str:

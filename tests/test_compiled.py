@@ -133,6 +133,22 @@ def test_the_store_fingerprint_follows_the_jax_settings_that_change_programs():
     jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+def test_two_host_devices_asked_for_before_or_after_jax_share_the_store():
+  # The command line asks through XLA_FLAGS before jax is imported; a script that imported jax
+  # first gets the same devices through jax's setting. Same devices, same programs, same entries.
+  flag = "--xla_force_host_platform_device_count=2"
+  before = f"import os; os.environ['XLA_FLAGS'] = '{flag}'; import jax"
+  after = "import jax; jax.config.update('jax_num_cpu_devices', 2)"
+  prints = []
+  for setup in (before, after):
+    code = setup + "; from jaxlstm import compiled; print(len(jax.devices()), compiled.fingerprint())"
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    prints.append(proc.stdout.split())
+  assert prints[0][0] == prints[1][0] == "2" and prints[0][1] == prints[1][1]
+
+
 @pytest.mark.parametrize("module", ["jaxlstm", "jaxlstm.report", "jaxlstm.stats", "jaxlstm.diagnose",
                                     "jaxlstm.plots", "jaxlstm.tables", "jaxlstm.study"])
 def test_analysis_modules_do_not_import_jax(module):
