@@ -27,7 +27,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -124,8 +123,8 @@ def _code_fingerprint() -> str:
   for name in ("jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes"):
     digest.update(f"{name}={_version(name)};".encode())
   # The host device count is left out: the devices are in `fingerprint` however they were asked for.
-  flags = re.sub(r"\s*--xla_force_host_platform_device_count=\S*", "", os.environ.get("XLA_FLAGS", "")).strip()
-  digest.update(f"{sys.version};{COMPILER_OPTIONS!r};{flags}".encode())
+  from jaxlstm import devices
+  digest.update(f"{sys.version};{COMPILER_OPTIONS!r};{devices.other_xla_flags()}".encode())
   digest.update(_host_cpu().encode())
   return digest.hexdigest()
 

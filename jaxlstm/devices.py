@@ -64,11 +64,15 @@ def request_host_devices(count: int, *, strict: bool = True) -> None:
           f"process; set XLA_FLAGS={HOST_DEVICES_FLAG}={count} before jax starts (the command line does "
           "this itself when jax is not imported yet)")
     return
-  flags = re.sub(rf"\s*{HOST_DEVICES_FLAG}=\S*", "", os.environ.get("XLA_FLAGS", "")).strip()
-  os.environ["XLA_FLAGS"] = f"{flags} {HOST_DEVICES_FLAG}={count}".strip()
+  os.environ["XLA_FLAGS"] = f"{other_xla_flags()} {HOST_DEVICES_FLAG}={count}".strip()
   if "jax" in sys.modules:
     import jax
     jax.config.update("jax_num_cpu_devices", count)
+
+
+def other_xla_flags() -> str:
+  """`XLA_FLAGS` without its host device count."""
+  return re.sub(rf"\s*{HOST_DEVICES_FLAG}=\S*", "", os.environ.get("XLA_FLAGS", "")).strip()
 
 
 def host_devices_requested() -> int | None:
