@@ -16,9 +16,11 @@ Two caches stand between a `fit` and XLA:
     jax and the libraries that trace into it, jax's settings, the devices, the host
     CPU). JAX's cache is keyed by the lowered program, so a process must trace and
     lower before it can look there (about 1 s of the default study's warm run); the
-    store is looked up by key alone. Only an executable this process compiled is stored: one JAX's cache
-    loaded does not serialise whole on XLA:CPU (jaxlib 0.10.2; its first call in
-    another process fails), and a stored one that fails is compiled again.
+    store is looked up by key alone. Only an executable this process compiled is
+    stored: one JAX's cache loaded does not serialise whole on XLA:CPU (jaxlib 0.10.2;
+    its first call in another process fails), and a stored one that fails is compiled
+    again. The store keeps under `store_limit()` (1 GiB unless `JAXLSTM_STORE_LIMIT`
+    says otherwise) by deleting its least recently used entries (`evict`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -98,6 +101,11 @@ def program(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = Non
 
 _STORE_SUFFIX = ".jaxexe"
 _SHAPES_SUFFIX = ".shapes.json"
+# What the store holds: entries named by a sha256, and the temporary files of their writes.
+_ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.(jaxexe|shapes\.json|unstorable)")
+_TEMP_NAME = re.compile(r"\.tmp-[A-Za-z0-9_]+\.(jaxexe|json)")
+# A temporary file this old is a write that died (kill -9, a full disk), not one under way.
+_STALE_TEMP_SECONDS = 3600
 # Tests turn this off to store an executable JAX's cache loaded (an entry whose first call fails).
 _BYPASS_JAX_CACHE = True
 
@@ -168,6 +176,66 @@ def fingerprint() -> str:
   return hashlib.sha256(f"{_code_fingerprint()}|{settings}|{devices}".encode()).hexdigest()
 
 
+def store_limit() -> int | None:
+  """The program store's size limit in bytes (`config.program_store_limit`); None: no limit."""
+  from jaxlstm.config import program_store_limit
+  return program_store_limit()
+
+
+def _store_write(file: Path, data: bytes) -> None:
+  """Write a store entry (`_write_atomically`), then keep the store within `store_limit()`."""
+  _write_atomically(file, data)
+  evict(file.parent, store_limit(), keep=file)
+
+
+def evict(root: Path, limit: int | None, *, keep: Path | None = None) -> int:
+  """Delete the store's least recently used entries until it holds at most `limit` bytes.
+
+  Loading an entry marks it used (its mtime). Only the store's own files are
+  touched: entries named by a sha256 and temporary files of writes that died an
+  hour ago or more; anything else in the folder is neither counted nor deleted.
+  Another process may evict an entry this one is about to read: it then compiles
+  again, which is all a missing entry costs.
+
+  Args:
+    root: the store's folder (`store_dir()`).
+    limit: bytes (`store_limit()`); None: no limit (only dead temporary files go).
+    keep: an entry just written (never deleted here).
+
+  Returns:
+    The number of files deleted.
+  """
+  entries, deleted, now = [], 0, time.time()
+  with contextlib.suppress(OSError):
+    for entry in os.scandir(root):
+      if not entry.is_file(follow_symlinks=False):
+        continue
+      status = entry.stat(follow_symlinks=False)
+      if _TEMP_NAME.fullmatch(entry.name):
+        if now - status.st_mtime > _STALE_TEMP_SECONDS:
+          with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            deleted += 1
+      elif _ENTRY_NAME.fullmatch(entry.name):
+        entries.append((status.st_mtime, status.st_size, entry.path))
+  total = sum(size for _, size, _ in entries)
+  for _, size, path in sorted(entries):
+    if limit is None or total <= limit:
+      break
+    if keep is not None and path == str(keep):
+      continue
+    with contextlib.suppress(OSError):
+      os.unlink(path)
+      deleted += 1
+    total -= size
+  return deleted
+
+
+def _mark_used(file: Path) -> None:
+  with contextlib.suppress(OSError):
+    os.utime(file)
+
+
 def _store_file(full_key: Hashable, suffix: str = _STORE_SUFFIX) -> Path | None:
   root = store_dir()
   if root is None:
@@ -187,13 +255,15 @@ def shapes(key: Hashable, compute: Callable[[], Any]) -> Any:
   file = _store_file(("shapes", key), _SHAPES_SUFFIX)
   if file is not None:
     with contextlib.suppress(OSError, ValueError, TypeError):
-      return _shapes_from_json(json.loads(file.read_text(encoding="utf-8")))
+      tree = _shapes_from_json(json.loads(file.read_text(encoding="utf-8")))
+      _mark_used(file)
+      return tree
   tree = compute()
   if file is not None:
     with contextlib.suppress(OSError, ValueError):
       text = json.dumps(_shapes_to_json(tree))
       if jax.tree.structure(_shapes_from_json(json.loads(text))) == jax.tree.structure(tree):
-        _write_atomically(file, text.encode())
+        _store_write(file, text.encode())
   return tree
 
 
@@ -257,7 +327,7 @@ def _save(file: Path, executable: Any) -> bool:
   except Exception:  # noqa: BLE001 - e.g. a program with constants jax cannot serialise yet
     return False
   with contextlib.suppress(OSError):  # a read-only or full disk: run without storing
-    _write_atomically(file, data)
+    _store_write(file, data)
   return True
 
 
@@ -349,6 +419,7 @@ def _load(file: Path, compile_now: Callable[[], Any]) -> Any:
         execution_devices=[by_id[i] for i in header["devices"]])
   except Exception:  # noqa: BLE001 - none yet, damaged or foreign: compile instead (and store anew)
     return None
+  _mark_used(file)
   return _Stored(executable, file, compile_now)
 
 
@@ -401,10 +472,15 @@ def configure_persistent_cache(enabled: bool | None = None) -> Path | None:
 
   Returns:
     The cache directory, or None when the cache is off.
+
+  Raises:
+    ValueError: `JAXLSTM_STORE_LIMIT` is not a size (`config.program_store_limit`).
   """
   if enabled is None and _persistent["configured"]:
     return _persistent["path"]
   enabled = enabled is not False and os.environ.get("JAXLSTM_NO_CACHE", "") in ("", "0")
+  if enabled:
+    store_limit()  # a bad JAXLSTM_STORE_LIMIT is said now (ValueError), before anything compiles
   from jax.experimental.compilation_cache import compilation_cache
   _persistent["configured"] = True
   _persistent["path"] = None

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -108,6 +109,48 @@ OPERATIONAL_FIELDS = ("train.checkpoint_every",)
 
 class ConfigError(ValueError):
   """A config field holds a value that is not allowed."""
+
+
+STORE_LIMIT_VARIABLE = "JAXLSTM_STORE_LIMIT"
+DEFAULT_STORE_LIMIT = 2**30
+
+
+def program_store_limit(environ: Mapping[str, str] | None = None) -> int | None:
+  """The program store's size limit in bytes (`jaxlstm.compiled.evict`); None: no limit.
+
+  `JAXLSTM_STORE_LIMIT`: a size such as 500M or 4G, or "none"; default 1 GiB.
+
+  Raises:
+    ValueError: the variable holds something else (one line naming it and the fix).
+  """
+  text = (os.environ if environ is None else environ).get(STORE_LIMIT_VARIABLE, "").strip()
+  if not text:
+    return DEFAULT_STORE_LIMIT
+  if text.lower() in ("none", "unlimited"):
+    return None
+  try:
+    return parse_size(text)
+  except ValueError:
+    raise ValueError(f"{STORE_LIMIT_VARIABLE}={text!r} is not a size: set it to a size such as 500M or 4G, "
+                     f"or to 'none' for no limit") from None
+
+
+def parse_size(text: str) -> int:
+  """A size in bytes from '8G', '512M', '2.5GiB', '1000000' (binary units).
+
+  Raises:
+    ValueError: not a positive size.
+  """
+  units = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+  t = str(text).strip().lower().removesuffix("ib").removesuffix("b")
+  unit = t[-1] if t and t[-1] in units else ""
+  try:
+    value = float(t[: len(t) - len(unit)] if unit else t) * units[unit]
+  except ValueError:
+    value = -1
+  if not 0 < value < math.inf:
+    raise ValueError(f"expected a size such as 8G or 500M, got {text!r}")
+  return int(value)
 
 
 def _fail(section: str, name: str, value: Any, allowed: str) -> typing.NoReturn:

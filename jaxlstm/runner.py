@@ -22,14 +22,13 @@ import datetime
 import functools
 import hashlib
 import json
-import os
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from jaxlstm import compiled, ensemble, render, store, tables
+from jaxlstm import compiled, ensemble, interrupts, render, store, tables
 from jaxlstm import metrics as metrics_lib
 from jaxlstm import data as data_lib
 from jaxlstm.ensemble import Group
@@ -332,6 +331,7 @@ class Progress:
     self._draw(0.0, "compiling")
 
   def __call__(self, info: Mapping[str, Any]) -> None:
+    interrupts.check()  # after each call: a Ctrl-C that Python dropped stops the run here
     calls, epochs = max(1, info["calls"]), max(1, info["epochs"])
     fraction = (info["call"] + info["epochs_done"] / epochs) / calls
     self._draw(fraction, f"epoch {info['epochs_done']}/{info['epochs']}"
@@ -637,6 +637,7 @@ def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Call
   progress.total = max(1, sum(g.members * gp.train.shape.epochs for _, gp, g in todo))
   trained = []
   for number, (index, gp, group) in enumerate(todo, start=1):
+    interrupts.check()
     checkpointer = (_checkpointer(folder, gp, group, study.seed, number, log)
                     if folder is not None and single_process else None)
     progress.clear()

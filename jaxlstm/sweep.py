@@ -21,7 +21,6 @@ import argparse
 import io
 import os
 import re
-import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -82,16 +81,11 @@ def _seconds(text: str) -> float:
 
 def _memory(text: str) -> int:
   """An argparse type: a size in bytes from '8G', '512M', '2.5GiB', '1000000'."""
-  units = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-  t = text.strip().lower().removesuffix("ib").removesuffix("b")
-  unit = t[-1] if t and t[-1] in units else ""
+  from jaxlstm.config import parse_size
   try:
-    value = float(t[: len(t) - len(unit)] if unit else t) * units[unit]
-  except ValueError:
-    value = -1
-  if not value > 0:
-    raise argparse.ArgumentTypeError(f"expected a size such as 8G or 500M, got {text!r}")
-  return int(value)
+    return parse_size(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -203,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     args = build_parser().parse_args(argv)
     _check_scale_flags(args)
+    if not args.no_cache:
+      from jaxlstm.config import program_store_limit
+      program_store_limit()  # JAXLSTM_STORE_LIMIT, said now rather than once something has compiled
     # Before jax starts (the engine is imported below this point): host devices,
     # then the distributed runtime.
     from jaxlstm import devices
@@ -213,22 +210,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   except SystemExit as e:  # --help
     return int(e.code or 0)
 
-  main_thread = threading.current_thread() is threading.main_thread()
-  previous = signal.getsignal(signal.SIGINT) if main_thread else None
-  if main_thread:
-    # Ctrl-C always becomes a KeyboardInterrupt here (a library may have changed the
-    # handler), which every stage below turns into exit status 130.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+  from jaxlstm import interrupts
   try:
-    if not args.distributed:
-      return _run(args, argv, fail, stdout, stderr, None)
-    return _run_distributed(args, argv, fail, stdout, stderr)
+    # Ctrl-C always becomes a KeyboardInterrupt here (a library may have changed the
+    # handler), and one that Python dropped is raised again between calls: every stage
+    # below turns it into exit status 130.
+    with interrupts.install():
+      if not args.distributed:
+        return _run(args, argv, fail, stdout, stderr, None)
+      return _run_distributed(args, argv, fail, stdout, stderr)
   except KeyboardInterrupt:
     print(f"{PROG}: interrupted", file=stderr, flush=True)
     return 130
-  finally:
-    if main_thread:
-      signal.signal(signal.SIGINT, previous)
 
 
 def _check_scale_flags(args: argparse.Namespace) -> None:

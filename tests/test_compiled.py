@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import pytest
@@ -211,3 +212,70 @@ def test_a_program_that_cannot_be_stored_is_marked_and_not_tried_again(tmp_path)
   compiled._compile_and_store(entry, compile_now)
   assert compiles == [False, was_on]  # first with JAX's cache off (to store it), then through it
   assert jax.config.values["jax_enable_compilation_cache"] == was_on
+
+
+def _entry(root, name: str, size: int, age: float):
+  path = root / name
+  path.write_bytes(b"x" * size)
+  stamp = time.time() - age
+  os.utime(path, (stamp, stamp))
+  return path
+
+
+def test_the_store_evicts_its_least_recently_used_entries_and_nothing_else(tmp_path):
+  """Over its limit, the store deletes its oldest entries (by last use) first; never the entry just
+  written, a file that is not an entry, or a symlink; temporary files only once their write is long dead."""
+  from jaxlstm import compiled
+  root = tmp_path / "programs"
+  root.mkdir()
+  old, middle, new = (_entry(root, f"{c * 64}.jaxexe", 100, age) for c, age in (("a", 300), ("b", 200), ("c", 100)))
+  shapes = _entry(root, "d" * 64 + ".shapes.json", 100, 250)
+  foreign = _entry(root, "notes.txt", 1000, 10_000)
+  outside = _entry(tmp_path, "outside.bin", 100, 10_000)
+  link = root / ("e" * 64 + ".jaxexe")
+  link.symlink_to(outside)
+  dead, fresh = _entry(root, ".tmp-k3j_x.jaxexe", 100, 7200), _entry(root, ".tmp-q7x2.json", 100, 5)
+
+  assert compiled.evict(root, 250) == 3  # the dead temporary file, then the two least recently used
+  assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in (middle, new, foreign, link, fresh))
+  assert compiled.evict(root, 50, keep=middle) == 1 and not new.exists() and middle.exists()
+  assert compiled.evict(root, None) == 0 and outside.exists() and foreign.exists() and fresh.exists()
+  del old, shapes, dead
+
+
+def test_the_store_limit_comes_from_the_environment_and_is_checked(monkeypatch):
+  from jaxlstm import config
+  assert config.program_store_limit({}) == 2**30
+  assert config.program_store_limit({"JAXLSTM_STORE_LIMIT": "500M"}) == 500 * 2**20
+  assert config.program_store_limit({"JAXLSTM_STORE_LIMIT": "none"}) is None
+  for bad in ("lots", "-1G", "0", "inf"):
+    with pytest.raises(ValueError, match=f"JAXLSTM_STORE_LIMIT='{bad}' is not a size: set it to a size such as"):
+      config.program_store_limit({"JAXLSTM_STORE_LIMIT": bad})
+  monkeypatch.setenv("JAXLSTM_STORE_LIMIT", "lots")
+  from jaxlstm import sweep
+  proc = subprocess.run([sys.executable, "-m", "jaxlstm.sweep", "--repeats", "2", "--dry-run"], capture_output=True,
+                        text=True, timeout=120)
+  expected = (f"{sweep.PROG}: error: JAXLSTM_STORE_LIMIT='lots' is not a size: set it to a size such as 500M or 4G, "
+              "or to 'none' for no limit")
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [expected]
+
+
+def test_programs_stored_past_the_limit_push_out_the_least_recently_used(tmp_path, monkeypatch):
+  """Real entries: a program written past the limit evicts the oldest; reading an entry marks it used."""
+  import numpy as np
+
+  from jaxlstm import compiled
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  root = compiled.store_dir()
+  assert root == tmp_path / "cache" / "jaxlstm" / "programs"
+  first = compiled.shapes(("test-lru", 1), lambda: {"w": jax.ShapeDtypeStruct((2, 3), np.float32)})
+  compiled.program(("test-lru", 2), lambda x: x * 2, (np.zeros(3, np.float32),))
+  (shapes_file,), (program_file,) = list(root.glob("*.shapes.json")), list(root.glob("*.jaxexe"))
+  for path in (shapes_file, program_file):
+    os.utime(path, (time.time() - 600, time.time() - 600))
+  assert compiled.shapes(("test-lru", 1), lambda: pytest.fail("not read from the store")) == first
+  assert time.time() - shapes_file.stat().st_mtime < 60  # marked used
+  size = program_file.stat().st_size  # room for the shapes and one and a half programs
+  monkeypatch.setenv("JAXLSTM_STORE_LIMIT", str(shapes_file.stat().st_size + size + size // 2))
+  compiled.program(("test-lru", 3), lambda x: x * 3, (np.zeros(3, np.float32),))
+  assert shapes_file.exists() and not program_file.exists() and len(list(root.glob("*.jaxexe"))) == 1

@@ -245,6 +245,51 @@ def test_sigint_exits_130_and_leaves_a_folder_that_resumes(tmp_path):
   assert _done(out) == 2 and _manifest(out).get("finished")
 
 
+DROPPED_INTERRUPT = """
+import gc, os, signal, sys
+from jaxlstm import sweep
+sent = []
+def collect(phase, info):  # Ctrl-C inside a gc callback: Python drops its KeyboardInterrupt
+  if not sent and phase == "start" and "jaxlstm.runner" in sys.modules:  # the run has begun
+    sent.append(1)
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):  # the handler runs here, inside the callback
+      pass
+gc.callbacks.append(collect)
+sys.exit(sweep.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_ctrl_c_that_python_drops_still_stops_the_run(tmp_path):
+  """A KeyboardInterrupt raised in a gc callback or `__del__` is dropped by Python ("Exception ignored");
+  the sweep remembers Ctrl-C and stops at the next call or group: 130, nothing reported, a folder that resumes."""
+  out = tmp_path / "run"
+  args = [*TWO_GROUPS, "--repeats", "2", "--out", str(out)]
+  proc = subprocess.run([sys.executable, "-c", DROPPED_INTERRUPT, *args], capture_output=True, text=True,
+                        timeout=240)
+  assert proc.returncode == 130, proc.stderr
+  assert "interrupted" in proc.stderr and "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+  assert _done(out) < 2
+  rerun = cli(args)
+  assert rerun.returncode == 0, rerun.stderr
+  assert _done(out) == 2 and _manifest(out).get("finished")
+
+
+def test_interrupts_outside_the_command_line_are_plain_keyboard_interrupts():
+  from jaxlstm import interrupts
+  interrupts.check()  # nothing asked: nothing raised
+  with interrupts.install():
+    interrupts.check()
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(1)
+    with pytest.raises(KeyboardInterrupt):
+      interrupts.check()  # remembered
+  interrupts.check()  # forgotten when the command ends
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_config_ids_from_a_manifest_are_validated(tmp_path, capsys):
   out = tmp_path / "run"
   assert sweep.main([*TINY, "--out", str(out)]) == 0
