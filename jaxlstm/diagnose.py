@@ -150,9 +150,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: pandas is imported where a table is built
+  import pandas as pd
 
 # Most severe first: the order breaks majority ties and orders share columns.
 VERDICTS = ("diverged", "not_learning", "unstable", "overfit", "high_variance",
