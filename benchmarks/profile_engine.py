@@ -2,6 +2,8 @@
 
   python benchmarks/profile_engine.py w1      # default study: import, trace, lower, XLA compile, calls
   python benchmarks/profile_engine.py w1opt   # the same program compiled at lower XLA optimisation levels
+  python benchmarks/profile_engine.py parts   # its initialisation and training parts compiled apart, per
+                                              # XLA option set: compile wall and CPU s, call s, output digests
   python benchmarks/profile_engine.py w2      # W2 per minibatch step: forward, grad, Adam, vs matmul time
   python benchmarks/profile_engine.py cell    # one LSTM time step at W2's shape: matmul vs gate elementwise
   python benchmarks/profile_engine.py cli     # cProfile of `python -m jaxlstm.sweep --repeats 30` by module
@@ -243,14 +245,67 @@ def cli(repeats: int = 30) -> None:
     print(f"| {ct:.2f} | {name} |")
 
 
+PART_OPTIONS = ({}, {"xla_backend_optimization_level": 0}, {"xla_cpu_use_fusion_emitters": False})
+
+
+def parts(repeats: int = 30, rounds: int = 2) -> None:
+  """The default study's program in its two parts, compiled apart with the store's options plus each of
+  `PART_OPTIONS` (fresh compiles, JAX's cache off), `rounds` times alternating. A digest that differs from
+  the first row's means other numbers: an option that changes them is not one the store may use."""
+  import hashlib
+  import resource
+
+  import jax
+  import numpy as np
+
+  import jaxlstm
+  from jaxlstm import compiled, ensemble
+  from jaxlstm.data import resolve
+  jax.config.update("jax_enable_compilation_cache", False)
+  configs = [jaxlstm.Config().override({"model.cells": c}) for c in (1, 5, 10)]
+  (group,) = ensemble.plan(configs, repeats)
+  program = ensemble.group_program(group, resolve(group.configs[0]))
+  members, data, layout = program.members, program.data, program.calls.layouts[0]
+  train, epochs = program.train, program.calls.epoch_chunk
+  widths, lanes = ensemble.lane_widths(train, layout)
+  blank = program.blank_states(members)
+  pieces = {"initialisation": (lambda m: ensemble.init_lanes(train, m, widths, lanes), (members,)),
+            "training": (lambda s, m, d: jax.vmap(lambda st, mb: train.run_epochs(st, mb, d, epochs))(s, m),
+                         (blank, members, data))}
+
+  def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+  print(f"default study, {repeats} repeats, store options {compiled.COMPILER_OPTIONS}")
+  print("| round | piece | extra option | lower s | compile s | compile CPU s | steady call s | digest |")
+  print("|---|---|---|---|---|---|---|---|")
+  for round_ in range(1, rounds + 1):
+    for extra in PART_OPTIONS:
+      for name, (fn, args) in pieces.items():
+        jax.clear_caches()  # a fresh trace, lowering and compile every time
+        t = time.perf_counter()
+        lowered = jax.jit(fn).lower(*args)
+        t_lower, t, c = time.perf_counter() - t, time.perf_counter(), cpu()
+        executable = lowered.compile(compiler_options={**compiled.COMPILER_OPTIONS, **extra})
+        t_compile, c_compile = time.perf_counter() - t, cpu() - c
+        out = executable(*args)
+        digest = hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in jax.tree.leaves(out))).hexdigest()[:10]
+        calls = _timed(lambda executable=executable, args=args: executable(*args), 5)
+        print(f"| {round_} | {name} | {extra or '-'} | {t_lower:.2f} | {t_compile:.2f} | {c_compile:.2f} | "
+              f"{statistics.median(calls):.3f} | {digest} |", flush=True)
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("what", choices=["w1", "w1opt", "w2", "cell", "cli"])
+  p.add_argument("what", choices=["w1", "w1opt", "parts", "w2", "cell", "cli"])
   p.add_argument("--repeats", type=int, default=30)
   p.add_argument("--unroll", type=int, default=1, help="w2: experiment with unrolled time scans")
   args = p.parse_args()
   if args.what in ("w1", "w1opt"):
     w1(args.repeats, opt_levels=args.what == "w1opt")
+  elif args.what == "parts":
+    parts(args.repeats)
   elif args.what == "w2":
     w2(args.repeats, unroll=args.unroll)
   elif args.what == "cell":

@@ -1032,14 +1032,32 @@ class Run:
     """One config's history: metric -> `[repeats, epochs]`."""
     return load_history(self.path, config_id)
 
-  def ensemble(self, config_id: str):
-    """The saved `Ensemble` of one done config (params restored from its checkpoint)."""
+  def ensemble(self, config_id: str, *, partial: bool = False):
+    """The saved `Ensemble` of one config (params restored from its checkpoint).
+
+    Args:
+      config_id: a config of the run.
+      partial: also load a config that holds fewer repeats than the study asks for:
+        one eliminated by a race, or one a grown or interrupted run has not finished
+        (its `repeat_indices` say which repeats it has).
+
+    Raises:
+      KeyError: not a config of the run.
+      ValueError: it has no trained repeats, or fewer than the study's and not `partial`.
+    """
     from jaxlstm.ensemble import Ensemble
     entry = self.manifest["configs"].get(config_id)
     if entry is None:
       raise KeyError(f"unknown config {config_id!r}; this run has {', '.join(self.manifest['study']['configs'])}.")
-    if entry["status"] != "done":
-      raise ValueError(f"config {config_id} has not finished; rerun the sweep to complete it.")
+    status, repeats = entry["status"], int(entry.get("repeats", len(entry.get("stopped_epoch", ()))))
+    if status == "pending":
+      raise ValueError(f"config {config_id} has no trained repeats yet; rerun the sweep to train it.")
+    if status != "done" and not partial:
+      load = f"run.ensemble({config_id!r}, partial=True) loads those {repeats}"
+      if status == "eliminated":
+        raise ValueError(f"config {config_id} was eliminated by the race after {repeats} repeats; {load}.")
+      raise ValueError(f"config {config_id} has {repeats} of {self.manifest['study']['repeats']} repeats; "
+                       f"rerun the sweep to complete it, or {load}.")
     config = self.configs[config_id]
     group = self.manifest["groups"][entry["group"]]
     diverged_epoch = np.asarray(entry["diverged_epoch"], dtype=int)

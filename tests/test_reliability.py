@@ -230,8 +230,8 @@ def test_metric_on_an_existing_folder_applies(tmp_path, capsys):
 def test_sigint_exits_130_and_leaves_a_folder_that_resumes(tmp_path):
   out = tmp_path / "run"
   args = [*TWO_GROUPS, "--epochs", "400", "--repeats", "2", "--out", str(out)]
-  # faulthandler: a crash after the "interrupted" line (SIGSEGV, seen in about 1 of 6 runs
-  # under pytest) prints where it happened into `err`, which the assertion shows.
+  # faulthandler: a crash after the "interrupted" line would print where it happened into `err`,
+  # which the assertion shows. The failure seen (3 of 20 runs) was a dropped interrupt: see below.
   proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "jaxlstm.sweep", *args],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   assert _wait_for(lambda: (out / "manifest.json").is_file(), proc)

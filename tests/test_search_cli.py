@@ -16,11 +16,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from jaxlstm import study as study_lib
 from jaxlstm import sweep
+from jaxlstm.store import load_run
 
 LR = "optim.learning_rate=loguniform:1e-4:1e-1"
 
@@ -248,6 +250,12 @@ def test_race_eliminates_a_clearly_worse_config_and_survivors_equal_a_plain_run(
   assert len(manifest["groups"]) == 2 and manifest["groups"][1]["compiles"] == 0
   report = (raced / "report.md").read_text()
   assert "## Racing" in report and "15 fits of 18 (3 saved" in report
+  run, (loser,) = load_run(raced), [c for c, e in manifest["configs"].items() if e["status"] == "eliminated"]
+  with pytest.raises(ValueError, match=f"config {loser} was eliminated by the race after 3 repeats; "
+                                       f"run.ensemble\\('{loser}', partial=True\\) loads those 3"):
+    run.ensemble(loser)
+  eliminated = run.ensemble(loser, partial=True)
+  assert list(eliminated.repeat_indices) == [0, 1, 2] and eliminated.predict(np.zeros((2, 1, 1))).shape[0] == 3
 
   sessions = len(manifest["sessions"])
   assert run_main(*args)[0] == 0  # resumed: the race replays from the folder, nothing trains
