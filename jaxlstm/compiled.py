@@ -19,8 +19,8 @@ Two caches stand between a `fit` and XLA:
     store is looked up by key alone. Only an executable this process compiled is
     stored: one JAX's cache loaded does not serialise whole on XLA:CPU (jaxlib 0.10.2;
     its first call in another process fails), and a stored one that fails is compiled
-    again. The store keeps under `store_limit()` (1 GiB unless `JAXLSTM_STORE_LIMIT`
-    says otherwise) by deleting its least recently used entries (`evict`).
+    again. The store keeps under `config.program_store_limit()` (1 GiB unless
+    `JAXLSTM_STORE_LIMIT` says otherwise) by deleting its least recently used entries (`evict`).
 """
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import jax
+
+from jaxlstm.config import program_store_limit
 
 # LLVM at -O1: measured on the 2-core CPU, the default study compiles 0.5 s
 # faster (2.4 vs 3.0 s) and W2 (stacked LSTM(20), 30 repeats) too, with equal
@@ -176,16 +178,10 @@ def fingerprint() -> str:
   return hashlib.sha256(f"{_code_fingerprint()}|{settings}|{devices}".encode()).hexdigest()
 
 
-def store_limit() -> int | None:
-  """The program store's size limit in bytes (`config.program_store_limit`); None: no limit."""
-  from jaxlstm.config import program_store_limit
-  return program_store_limit()
-
-
 def _store_write(file: Path, data: bytes) -> None:
-  """Write a store entry (`_write_atomically`), then keep the store within `store_limit()`."""
+  """Write a store entry (`_write_atomically`), then keep the store within `program_store_limit()`."""
   _write_atomically(file, data)
-  evict(file.parent, store_limit(), keep=file)
+  evict(file.parent, program_store_limit(), keep=file)
 
 
 def evict(root: Path, limit: int | None, *, keep: Path | None = None) -> int:
@@ -199,7 +195,7 @@ def evict(root: Path, limit: int | None, *, keep: Path | None = None) -> int:
 
   Args:
     root: the store's folder (`store_dir()`).
-    limit: bytes (`store_limit()`); None: no limit (only dead temporary files go).
+    limit: bytes (`program_store_limit()`); None: no limit (only dead temporary files go).
     keep: an entry just written (never deleted here).
 
   Returns:
@@ -480,7 +476,7 @@ def configure_persistent_cache(enabled: bool | None = None) -> Path | None:
     return _persistent["path"]
   enabled = enabled is not False and os.environ.get("JAXLSTM_NO_CACHE", "") in ("", "0")
   if enabled:
-    store_limit()  # a bad JAXLSTM_STORE_LIMIT is said now (ValueError), before anything compiles
+    program_store_limit()  # a bad JAXLSTM_STORE_LIMIT is said now (ValueError), before anything compiles
   from jax.experimental.compilation_cache import compilation_cache
   _persistent["configured"] = True
   _persistent["path"] = None

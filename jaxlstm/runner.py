@@ -745,9 +745,10 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
     progress.clear()
     if folder is None:
       raise
-    # Kept (with the frames of its traceback, and their arrays) until the process exits: the
-    # interrupted call's buffers are freed otherwise while XLA may still be using them, and a
-    # SIGSEGV was seen after this message (not reproduced outside pytest; this is a guess).
+    # Kept (with the frames of its traceback, and their arrays) until the process exits, so that
+    # the interrupted call's buffers are not freed while XLA may still use them: a guard against a
+    # SIGSEGV once seen after this message. Never reproduced; the SIGINT test's failures that were
+    # traced came from a dropped interrupt instead (`jaxlstm.interrupts`).
     _INTERRUPTED.append(interrupted)
     print(f"{PROG}: interrupted; rerun the same command to resume ({len(folder.done_ids())} of "
           f"{len(plan.study.configs)} configs done, kept in {out})", file=stderr, flush=True)
