@@ -10,14 +10,11 @@ sweep's critical path:
   (with the warnings); its output is in RENDER_LOG. A rerun of the sweep, or
   `python -m jaxlstm.report DIR`, draws whatever is missing or failed.
 * the **worker**, `python -m jaxlstm.render --serve DIR` (`Worker`, `serve`), started
-  with the sweep before jax is imported: it imports orbax, then what the tables need,
-  on the second core while the sweep imports jax and trains. It writes each group's
-  final checkpoints when the sweep asks (`Worker.stage_params`: beside their places,
-  for the sweep, which holds the folder's lock, to rename into them), so the sweep's
-  own process never imports orbax. Once every result is on disk the sweep tells it to
-  go (`Worker.finish`); it writes the tables and report.md, answers with the describe()
-  table the sweep prints, and goes on as the renderer. If the sweep ends without
-  telling it, it leaves without touching the tables.
+  with the sweep before jax is imported: it imports what the tables need on the second
+  core while the sweep imports jax and trains. Once every result is on disk the sweep
+  tells it to go (`Worker.finish`); it writes the tables and report.md, answers with
+  the describe() table the sweep prints, and goes on as the renderer. If the sweep ends
+  without telling it, it leaves without touching the tables.
 
 Standard library only: the sweep imports this module on its way to jax.
 """
@@ -153,35 +150,6 @@ class Worker:
   def pid(self) -> int:
     return self._proc.pid
 
-  def stage_params(self, params_by_id: dict[str, Any]) -> dict[str, Path] | None:
-    """Have the worker write these configs' checkpoints (`store.write_staged`); None if it could not.
-
-    The sweep then needs no orbax (~0.4 s of imports on its critical path): the
-    worker imported it on the other core. The sweep renames what it gets into place
-    (`store.commit_staged`); what the worker could not write, the sweep writes itself.
-    """
-    if self._gone:
-      return None
-    try:
-      staged = store.stage_params_file(self._run_dir, params_by_id)
-    except OSError:
-      staged = None
-    if staged is None:
-      return None
-    file, layouts = staged
-    try:
-      self._proc.stdin.write(json.dumps({"checkpoints": str(file), "layouts": layouts}).encode() + b"\n")
-      self._proc.stdin.flush()
-      reply = json.loads(self._proc.stdout.readline())
-    except (OSError, ValueError):  # it died, or was cancelled
-      self._gone = True
-      return None
-    finally:
-      file.unlink(missing_ok=True)
-    if not isinstance(reply, dict) or reply.get("status") != "ok":
-      return None
-    return {config_id: Path(path) for config_id, path in reply.get("staged", {}).items()}
-
   def finish(self) -> dict[str, Any] | None:
     """Have the worker write the tables and report.md; its reply, or None if it could not.
 
@@ -217,51 +185,25 @@ class Worker:
 def serve(argv: list[str]) -> int:
   """The worker: `python -m jaxlstm.render --serve --rng-seed N DIR` (what `Worker.start` runs).
 
-  orbax first (with jax, ~1.3 s), for the checkpoints the sweep asks for as soon as
-  it has trained; the report's modules (pandas, scipy, ~0.8 s), for the tables at the
-  end, on a thread while it waits for them. It only writes host arrays: its jax stays
-  on the CPU, whatever the sweep trains on.
+  Imports the report's modules (pandas and what the tables need, ~0.5 s) while the
+  sweep imports jax and trains, then waits for "go". It never imports jax.
   """
   if len(argv) != 4 or argv[0] != "--serve" or argv[1] != "--rng-seed":
     print(f"usage: python -m {WORKER} --serve --rng-seed N DIR (the sweep's report worker)", file=sys.stderr)
     return 2
-  os.environ["JAX_PLATFORMS"] = "cpu"
-  try:
-    import orbax.checkpoint  # noqa: F401
-  except Exception:  # noqa: BLE001 - a checkpoint request then fails, and the sweep writes it itself
-    pass
-  import importlib
-  import threading
-  loaded: dict[str, Any] = {}
-  loader = threading.Thread(target=lambda: loaded.update(report=importlib.import_module("jaxlstm.report")),
-                            name="jaxlstm-report-imports", daemon=True)
-  loader.start()
-  run_dir = Path(argv[3])
-  if not write_checkpoints_until_go(run_dir):
-    return 0
-  loader.join()
-  report = loaded.get("report") or importlib.import_module("jaxlstm.report")  # raises what the thread hit
-  return report._serve(run_dir, int(argv[2]), told_to_go=True)
+  os.environ["JAX_PLATFORMS"] = "cpu"  # should anything the report imports bring jax after all
+  from jaxlstm import report
+  return report._serve(Path(argv[3]), int(argv[2]))
 
 
-def write_checkpoints_until_go(run_dir: Path) -> bool:
-  """Answer the sweep's checkpoint requests (`Worker.stage_params`) until "go" (True) or the end of input."""
+def wait_for_go() -> bool:
+  """Read the sweep's input until "go" (True) or its end (False: the sweep stopped without it)."""
   while True:
-    request = sys.stdin.readline().strip()
-    if not request:  # the sweep closed our input without "go"
+    line = sys.stdin.readline()
+    if not line:
       return False
-    if request == GO:
+    if line.strip() == GO:
       return True
-    try:
-      asked = json.loads(request)
-      answer = {"status": "ok", "staged": store.write_staged(run_dir, asked["checkpoints"], asked["layouts"])}
-    except Exception as e:  # noqa: BLE001 - the sweep writes them itself
-      answer = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-    try:
-      sys.stdout.write(json.dumps(answer) + "\n")
-      sys.stdout.flush()
-    except OSError:  # the sweep is gone
-      return False
 
 
 if __name__ == "__main__":

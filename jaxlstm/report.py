@@ -1087,16 +1087,13 @@ def _render_in_background(run_dir: Path, rng_seed: int) -> int:
   return 1 if errors else 0
 
 
-def _serve(run_dir: Path, rng_seed: int, *, told_to_go: bool = False) -> int:
-  """The sweep's report worker (`render.Worker`): write checkpoints when asked; on "go", the tables and
-  report.md, answer, draw.
+def _serve(run_dir: Path, rng_seed: int) -> int:
+  """The sweep's report worker (`render.Worker`, started as `python -m jaxlstm.render --serve`):
+  on "go", write the tables and report.md, answer, draw.
 
-  `python -m jaxlstm.render --serve` (`render.serve`) is how the sweep starts it: it
-  imports orbax first and writes checkpoints while this module is still being imported,
-  then calls this `told_to_go`. Without "go" (the sweep failed, found nothing to report,
-  or died) no table is written.
+  Without "go" (the sweep failed, found nothing to report, or died) no table is written.
   """
-  if not told_to_go and not render.write_checkpoints_until_go(run_dir):
+  if not render.wait_for_go():
     return 0
   reply: dict[str, Any] = {"status": "ok"}
   try:

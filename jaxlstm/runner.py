@@ -694,9 +694,9 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
     mesh: the devices every group runs on (`jaxlstm.devices.make_mesh`).
     peers: the processes of a distributed run (`jaxlstm.distributed.Peers`): only
       process 0 touches `out`; every process must call this.
-    worker: a report worker started with the sweep (`render.Worker`): it writes the
-      final checkpoints (`RunFolder.stage_params`), and with `plots="background"` the
-      tables and report.md, then draws the plots; it is let go otherwise.
+    worker: a report worker started with the sweep (`render.Worker`): with
+      `plots="background"` it writes the tables and report.md, then draws the plots;
+      it is let go otherwise.
 
   Returns:
     The exit status: 0 done, 130 interrupted (rerun the same command to continue).
@@ -716,8 +716,6 @@ def run_study(plan: Plan, out: Path, argv: Sequence[str], *, overwrite: bool, qu
   if lead:
     try:
       folder, lock = open_folder(out, spec, plan, env, overwrite=overwrite, log=log)
-      if worker is not None:  # it writes the checkpoints too: this process then never imports orbax
-        folder.stage_params = worker.stage_params
     except UsageError as e:
       if peers is None:
         raise

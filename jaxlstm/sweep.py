@@ -388,15 +388,15 @@ def _search(study, args: argparse.Namespace, argv: list[str], out: Path, fail, s
   return search_run.run(search, argv, fail=fail, stdout=stdout, stderr=stderr)
 
 
-PREFETCH = ("pandas", "scipy.special", "orbax.checkpoint")
+PREFETCH = ("pandas", "scipy.special")
 
 
 def _start_worker(args: argparse.Namespace, out: Path, peers):
   """A report worker for `out` (`jaxlstm.render.Worker`), where the run draws its plots in the background.
 
-  Started before jax is imported: its ~2 s of imports (pandas, scipy; orbax for the
-  checkpoints it writes) then take the second core while this process imports jax and
-  trains, instead of sharing the GIL with them. None for distributed runs, `--plots wait`, or when no process can start.
+  Started before jax is imported: its ~0.5 s of imports (pandas and what the tables
+  need) then take the second core while this process imports jax and trains, instead
+  of sharing the GIL with them. None for distributed runs, `--plots wait`, or when no process can start.
   """
   from jaxlstm import render
   if peers is not None or (args.plots or render.default_plots_mode()) != "background":

@@ -184,7 +184,9 @@ def test_a_corrupt_history_of_a_done_config_is_detected_and_retrained(tmp_path, 
   ids = _manifest(out)["study"]["configs"]
   history = out / "histories" / f"{ids[1]}.npz"
   history.write_bytes(history.read_bytes()[:-7])  # truncated
-  chunk = next(p for p in sorted((out / "checkpoints" / ids[2]).rglob("*")) if p.is_file() and p.parent.name == "d")
+  checkpoint = out / "checkpoints" / ids[2]
+  chunk = next(p for p in sorted(checkpoint.rglob("*")) if p.is_file() and p.parent != checkpoint
+               and not p.name.startswith("."))  # a parameter's data, not its .zarray
   data = bytearray(chunk.read_bytes())
   data[len(data) // 2] ^= 0xFF  # one flipped byte in the parameters
   chunk.write_bytes(bytes(data))
