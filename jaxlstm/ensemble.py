@@ -38,6 +38,7 @@ import numpy as np
 from jaxlstm import compiled
 from jaxlstm import data as data_lib
 from jaxlstm import devices as devices_lib
+from jaxlstm import initializers
 from jaxlstm import keys as keys_lib
 from jaxlstm import metrics as metrics_lib
 from jaxlstm.config import PENALTY_FIELDS, PER_LAYER_FIELDS, TRACED_FIELDS, Config, ConfigError
@@ -390,18 +391,21 @@ def init_lanes(train: Train, members: Member, widths: Sequence[Widths], lanes: j
   """
   cell = train.config.model.cell
 
-  def padded(sizes, key):
-    params = train.init_params(key, sizes)
+  def member(key, lane):
+    # Every width's draws from one threefry call (`initializers.hash_all`): far less to compile.
+    draws = [initializers.record(lambda w=w: train.init_params(key, w)) for w in widths]
+    initializers.hash_all(draws)
+    branches = [lambda d=d, w=w: padded(w, d, key) for d, w in zip(draws, widths)]
+    return branches[0]() if len(widths) == 1 else jax.lax.switch(lane, branches)
+
+  def padded(sizes, draws, key):
+    params = initializers.replay(draws, lambda: train.init_params(key, sizes))
     if sizes != train.shape.widths:
       params = pad_params(params, sizes, train.shape.widths, cell)
     return params
 
   # lax.map, not vmap: keeps the orthogonal init's QR-free loop unbatched (hang.md).
-  if len(widths) == 1:
-    params = jax.lax.map(lambda k: padded(widths[0], k), members.keys.init)
-  else:
-    branches = [lambda k, w=w: padded(w, k) for w in widths]
-    params = jax.lax.map(lambda a: jax.lax.switch(a[1], branches, a[0]), (members.keys.init, jnp.asarray(lanes)))
+  params = jax.lax.map(lambda a: member(*a), (members.keys.init, jnp.asarray(lanes)))
   return jax.vmap(train.init_state)(params, members)
 
 
