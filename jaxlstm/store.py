@@ -11,7 +11,8 @@ Layout (DESIGN §5)::
                            cross-validation the mean over each repeat's folds (`Ensemble.history`)
     histories/<id>.folds.npz  cross-validation only: per fold, "history/<metric>" [repeats, folds, epochs]
                            and "stopped_epoch", "best_epoch", "diverged_epoch" [repeats, folds]
-    checkpoints/<id>/      orbax: the final params of every repeat (leading axis = repeats)
+    checkpoints/<id>/      orbax: the final params of every repeat (leading axis = repeats); written
+                           without importing orbax where it can (`_write_plain_checkpoint`)
     state/<key>/           orbax epoch checkpoints of a group in flight (train.checkpoint_every)
     scores.csv, summary.csv, diagnosis.csv, comparisons.csv
                            tables derived from the files above (`jaxlstm.tables`, one writer each)
