@@ -405,9 +405,9 @@ def _start_worker(args: argparse.Namespace, out: Path, peers):
 
 
 def _prefetch(modules: Sequence[str]) -> None:
-  """Import what the end of a run needs (tables, checkpoints) on a thread, while jax compiles.
+  """Import what the end of a run needs (the tables) on a thread, while jax compiles.
 
-  XLA compiles with the GIL released, so on a second core these ~1-2 s of imports
+  XLA compiles with the GIL released, so on a second core these ~0.5-1 s of imports
   come off the critical path. Import errors are left for the real import to raise.
   """
   def run():
