@@ -14,7 +14,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.random import define_prng_impl, threefry2x32_p
 
 
 def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
@@ -142,6 +141,7 @@ def hash_all(batches: Sequence[Draws]) -> None:
     for draws in batches:
       draws.bits = []
     return
+  from jax.extend.random import threefry2x32_p  # here: jax.extend imports pallas (~40 ms) on a warm run's path
   sizes = [size for _, size in recorded]
   data = [jax.random.key_data(key) for key, _ in recorded]
   # A draw of n values hashes (its key, counter i) for i < n: the counter's high word is 0
@@ -184,6 +184,7 @@ def _refuse(*args, **kwargs):
 @functools.cache
 def _replay_prng(size: int):
   """A PRNG whose keys are `size` random 32-bit values, returned as the bits of the one draw they serve."""
+  from jax.extend.random import define_prng_impl
   def random_bits(data, bit_width, shape):
     if bit_width != 32 or math.prod(shape) != size:
       raise TypeError(f"a replayed draw of {size} 32-bit values was asked for {bit_width}-bit values of shape {shape}")
