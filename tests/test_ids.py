@@ -61,3 +61,15 @@ def test_data_from_a_file_is_identified_by_its_content(tmp_path):
   there.write_text(series.replace("\n3\n", "\n4\n", 1))
   changed = Config().override({"data.problem": "csv", "data.options": {"path": str(there), "n_in": 5}})
   assert changed.config_id != ids[0]
+
+
+def test_a_config_edited_through_its_options_dict_gets_the_edited_id():
+  # Config keeps its canonical JSON per instance (its hash is its id); data.options is
+  # the one plain dict a frozen config holds, so an in-place edit must not go unseen.
+  edited = Config().override({"data.options": {"n_train": 50}})
+  before = edited.config_id
+  assert hash(edited) == hash(Config().override({"data.options": {"n_train": 50}}))
+  edited.data.options["n_train"] = 60
+  expected = Config().override({"data.options": {"n_train": 60}})
+  assert edited.config_id == expected.config_id != before
+  assert edited.to_dict() == expected.to_dict()
