@@ -6,6 +6,8 @@
                                               # XLA option set: compile wall and CPU s, call s, output digests
   python benchmarks/profile_engine.py w2      # W2 per minibatch step: forward, grad, Adam, vs matmul time
   python benchmarks/profile_engine.py cell    # one LSTM time step at W2's shape: matmul vs gate elementwise
+  python benchmarks/profile_engine.py thunks  # one W2 epoch under jax.profiler: time per XLA:CPU thunk, split
+                                              # into per-time-step and per-minibatch work
   python benchmarks/profile_engine.py cli     # cProfile of `python -m jaxlstm.sweep --repeats 30` by module
 
 Each prints a small table; none edits the engine. Run on a quiet machine.
@@ -177,6 +179,67 @@ def w2(repeats: int = 30, steps: int = 31, unroll: int = 1) -> None:
         f"{(3 * fwd_flops * 1000 / 32 / 32 + fwd_flops * 200 / 32 / 32) * 32 / per_epoch / 1e9:.1f} | |")
 
 
+def thunks(repeats: int = 30, top: int = 25) -> None:
+  """Where one W2 epoch's thread time goes, thunk by thunk (`jax.profiler`, read with `ProfileData`).
+
+  XLA:CPU's thunk executor records each thunk it runs (a fusion, a dot, a copy) when a
+  trace is on. Thunks run once per time step (inside the layers' scans: 32 minibatches
+  x 50 steps) are told from those run once per minibatch (the projections over all
+  steps, their gradients, layout copies, Adam) by how often they ran.
+  """
+  import collections
+  import glob
+  import re
+  import tempfile
+
+  import jax
+  import numpy as np
+
+  import jaxlstm
+  from jaxlstm import ensemble
+  from jaxlstm.data import resolve
+  sys.path.insert(0, __file__.rsplit("/", 1)[0])
+  import workers
+  cfg = jaxlstm.Config().override(workers.W2_OVERRIDES)
+  (group,) = ensemble.plan([cfg], repeats)
+  gp = ensemble.group_program(group, resolve(cfg), epoch_chunk=1)
+  epoch, _ = gp.entry(gp.calls.layouts[0], gp.members)
+  blank = gp.blank_states(gp.members)
+
+  def call():
+    return jax.block_until_ready(epoch(blank, gp.members, gp.data, np.bool_(True)))
+
+  call()
+  wall = _timed(call, 2)
+  folder = tempfile.mkdtemp(prefix="jaxlstm-thunks-")
+  with jax.profiler.trace(folder):
+    call()
+  (file,) = glob.glob(f"{folder}/**/*.xplane.pb", recursive=True)
+  spent: dict[str, list] = collections.defaultdict(lambda: [0, 0.0])
+  for plane in jax.profiler.ProfileData.from_file(file).planes:
+    for line in plane.lines:
+      if not line.name.startswith("tf_XLAEigen"):  # XLA:CPU's worker threads run the thunks
+        continue
+      for event in line.events:
+        # Loops and conditionals contain other thunks: count only what they run.
+        if not event.name.startswith("ThunkExecutor") and not re.fullmatch(r"(while|conditional)(\.\d+)?",
+                                                                             event.name):
+          spent[event.name][0] += 1
+          spent[event.name][1] += event.duration_ns / 1e6
+  hlo = epoch.as_text()
+  steps = 32 * 50  # minibatches x time steps of one epoch
+  total = sum(ms for _, ms in spent.values())
+  per_step = sum(ms for n, ms in spent.values() if n >= steps)
+  print(f"W2 epoch, {repeats} members on {len(jax.devices())} device(s): {statistics.median(wall):.2f} s wall; "
+        f"thunks {total:.0f} ms of thread time: {per_step:.0f} ms ({100 * per_step / total:.0f}%) in thunks run "
+        f">= {steps} times (the time loops), {total - per_step:.0f} ms in the rest")
+  print("| thunk | runs | ms | us / run | shape | op |\n|---|---|---|---|---|---|")
+  for name, (n, ms) in sorted(spent.items(), key=lambda kv: -kv[1][1])[:top]:
+    found = re.search(rf"^\s*(?:ROOT )?%?{re.escape(name)} = (\S+) .*?op_name=\"([^\"]*)\"", hlo, re.MULTILINE)
+    shape, op = (found.group(1), found.group(2).rsplit("/", 2)[-2:]) if found else ("", ["", ""])
+    print(f"| {name} | {n} | {ms:.0f} | {1000 * ms / n:.0f} | {shape} | {'/'.join(op)} |")
+
+
 def cell(members: int = 30, batch: int = 32, units: int = 20) -> None:
   """Cost of one LSTM time step at W2's shape, piece by piece (a lax.scan of 50 steps, 20 times)."""
   import jax  # noqa: F401  (timed: the import is the point)
@@ -298,7 +361,7 @@ def parts(repeats: int = 30, rounds: int = 2) -> None:
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("what", choices=["w1", "w1opt", "parts", "w2", "cell", "cli"])
+  p.add_argument("what", choices=["w1", "w1opt", "parts", "w2", "cell", "thunks", "cli"])
   p.add_argument("--repeats", type=int, default=30)
   p.add_argument("--unroll", type=int, default=1, help="w2: experiment with unrolled time scans")
   args = p.parse_args()
@@ -310,6 +373,8 @@ def main() -> None:
     w2(args.repeats, unroll=args.unroll)
   elif args.what == "cell":
     cell(args.repeats)
+  elif args.what == "thunks":
+    thunks(args.repeats)
   else:
     cli(args.repeats)
 
