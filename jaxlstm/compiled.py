@@ -241,41 +241,40 @@ def _store_file(full_key: Hashable, suffix: str = _STORE_SUFFIX) -> Path | None:
 
 
 def shapes(key: Hashable, compute: Callable[[], Any]) -> Any:
-  """`compute()`, nested dicts of `jax.ShapeDtypeStruct`, kept in the program store.
+  """`compute()`, a tree of `jax.ShapeDtypeStruct`, kept in the program store.
 
   A model's parameter shapes come from `jax.eval_shape` of its initialisation, which
-  traces it (0.15-0.2 s of the default study's warm run); a process that finds them in
-  the store reads a small JSON file instead. `key` as `program`'s (its repr names the
-  entry); a tree of other containers is computed every time.
+  traces it (0.15-0.2 s of the default study's warm run), and a training state's from
+  its optimizer's (which needs optax); a process that finds them in the store reads a
+  small JSON file instead. `key` as `program`'s (its repr names the entry). The tree's
+  nodes are those a stored program's trees may hold (`_tree_to_json`); a tree of
+  other nodes is computed every time.
   """
   file = _store_file(("shapes", key), _SHAPES_SUFFIX)
   if file is not None:
-    with contextlib.suppress(OSError, ValueError, TypeError):
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
       tree = _shapes_from_json(json.loads(file.read_text(encoding="utf-8")))
       _mark_used(file)
       return tree
   tree = compute()
   if file is not None:
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, TypeError):
       text = json.dumps(_shapes_to_json(tree))
       if jax.tree.structure(_shapes_from_json(json.loads(text))) == jax.tree.structure(tree):
         _store_write(file, text.encode())
   return tree
 
 
-def _shapes_to_json(tree: Any) -> Any:
-  if isinstance(tree, jax.ShapeDtypeStruct):
-    return [list(tree.shape), str(tree.dtype)]
-  if isinstance(tree, dict) and all(isinstance(k, str) for k in tree):
-    return {k: _shapes_to_json(v) for k, v in tree.items()}
-  raise ValueError(f"cannot store a shapes tree node of type {type(tree).__name__}")
+def _shapes_to_json(tree: Any) -> dict[str, Any]:
+  leaves, treedef = jax.tree.flatten(tree)
+  if not all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves):
+    raise ValueError("a shapes tree holds jax.ShapeDtypeStruct leaves only")
+  return {"tree": _tree_to_json(treedef), "leaves": [[list(leaf.shape), str(leaf.dtype)] for leaf in leaves]}
 
 
-def _shapes_from_json(node: Any) -> Any:
-  if isinstance(node, dict):
-    return {k: _shapes_from_json(v) for k, v in node.items()}
-  shape, dtype = node
-  return jax.ShapeDtypeStruct(tuple(int(n) for n in shape), jax.numpy.dtype(dtype))
+def _shapes_from_json(node: dict[str, Any]) -> Any:
+  leaves = [jax.ShapeDtypeStruct(tuple(int(n) for n in shape), jax.numpy.dtype(dtype)) for shape, dtype in node["leaves"]]
+  return jax.tree.unflatten(_tree_from_json(node["tree"]), leaves)
 
 
 def _compile_and_store(file: Path, compile_now: Callable[[], Any]) -> Any:

@@ -455,12 +455,17 @@ class GroupProgram:
     per_device = self.calls.members_per_call // mesh.size
     widths, lanes = lane_widths(train, layout)
 
-    def run_chunk(states, members, data, fresh):  # one device's slice of a member chunk
+    def run_chunk(states, local, data, fresh):  # one device's slice `local` of the member chunk
       def init():
         first = jax.lax.axis_index(devices_lib.MEMBERS) * per_device
-        return init_lanes(train, members, widths, jax.lax.dynamic_slice_in_dim(lanes, first, per_device))
+        return boundary_states(init_lanes(train, local, widths,
+                                          jax.lax.dynamic_slice_in_dim(lanes, first, per_device)))
       states = jax.lax.cond(fresh, init, lambda: states)
-      return jax.vmap(lambda state, member: train.run_epochs(state, member, data, n))(states, members)
+      # The optimizer's structure (optax's) is needed only here, when the program is traced.
+      opt_tree = jax.tree.structure(_state_shapes(train, self.key, members, self.data).opt_state)
+      states = states._replace(opt_state=jax.tree.unflatten(opt_tree, states.opt_state))
+      states, history = jax.vmap(lambda state, member: train.run_epochs(state, member, data, n))(states, local)
+      return boundary_states(states), history
 
     split, whole = jax.sharding.PartitionSpec(devices_lib.MEMBERS), jax.sharding.PartitionSpec()
     # No collective runs inside (members are independent), so the varying-axes type
@@ -474,16 +479,32 @@ class GroupProgram:
                             in_shardings=(spread, spread, copy, copy), out_shardings=(spread, spread))
 
   def blank_states(self, members: Member) -> TrainState:
-    """Zero states of a member chunk (any layout): the `states` argument of a fresh call."""
-    shapes = _state_shapes(self.train, self.key, members, self.data)
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    """Zero states of a member chunk (any layout): the `states` argument of a fresh call
+    (`boundary_states` form)."""
+    cache_key = (self.key, compiled.signature(members), compiled.signature(self.data))
+    if cache_key not in _BLANK_SHAPES:  # from the store in a warm run: no optimizer is built
+      _BLANK_SHAPES[cache_key] = compiled.shapes(
+          ("states", *cache_key), lambda: boundary_states(_state_shapes(self.train, self.key, members, self.data)))
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), _BLANK_SHAPES[cache_key])
+
+
+def boundary_states(states: TrainState) -> TrainState:
+  """`states` as a program's arguments and results hold them: the optimizer state as the tuple of its leaves.
+
+  The optimizer state's own node types (optax's) then never cross a program's
+  boundary: a stored program's trees, the blank states of a warm run and epoch
+  checkpoints need no optax. The leaves and their order are `jax.tree.leaves`',
+  so the compiled program, and the checkpoints of earlier versions, are the same.
+  """
+  return states._replace(opt_state=tuple(jax.tree.leaves(states.opt_state)))
 
 
 _STATE_SHAPES: dict[tuple, Any] = {}
+_BLANK_SHAPES: dict[tuple, Any] = {}
 
 
 def _state_shapes(train: Train, key: tuple, members: Member, data: Data) -> TrainState:
-  """Shapes of a member chunk's states (traced once per static signature).
+  """Shapes of a member chunk's states (traced once per static signature, through the optimizer's init).
 
   Every member's parameters have the program's widths (narrower ones are padded),
   so the states follow from one member's parameter shapes without tracing each

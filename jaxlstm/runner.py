@@ -478,10 +478,12 @@ def _lock(out: Path):
 
 
 def state_like(train: Train, group: Group, seed: int):
-  """Shapes of a group's `TrainState` (for restoring an epoch checkpoint)."""
+  """Shapes of a group's `TrainState` as its program takes them (`ensemble.boundary_states`), for
+  restoring an epoch checkpoint."""
   import jax
   members = ensemble.members_of(group, seed)
-  return jax.eval_shape(lambda m: ensemble.init_members(train, m, ((group.widths, group.members),)), members)
+  return jax.eval_shape(
+      lambda m: ensemble.boundary_states(ensemble.init_members(train, m, ((group.widths, group.members),))), members)
 
 
 class _LoggedCheckpointer:

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxlstm import callbacks, losses, optim
 from jaxlstm import data as data_lib
@@ -50,6 +49,8 @@ from jaxlstm.keys import StreamKeys
 from jaxlstm.models import Widths, penalty, widths_of
 
 if TYPE_CHECKING:
+  import optax
+
   from jaxlstm.networks import Network
 from jaxlstm.problems import Dataset
 
@@ -136,9 +137,13 @@ class Train(NamedTuple):
   epoch_order: Callable[[jax.Array, jax.Array], jax.Array]  # (shuffle key, epoch) -> [n_train]
   member_data: Callable[[Data, Member], Data]  # the member's own split (data.resplit) or fold (data.cv)
   network_for: Callable[..., Network]  # the network at given widths (`Widths`, or an int for every layer)
-  tx: optax.GradientTransformation
   shape: Shape
   config: Config  # the representative config it was made from (`make_train`)
+
+  @property
+  def tx(self) -> optax.GradientTransformation:
+    """The optimizer chain (`optim.make_optimizer`), built when asked: a stored program needs no optax."""
+    return optim.make_optimizer(self.config.optim)
 
 
 def member_hparams(config: Config) -> dict[str, Any]:
@@ -221,10 +226,14 @@ class Static(NamedTuple):
   """
   config: Config  # a representative config of the group (traced values come with each member)
   shape: Shape
-  tx: optax.GradientTransformation
   folds: data_lib.Folds | None  # with `data.cv`
   uneven: bool  # folds differ in size: a member can get minibatches of padding only
   input_shape: tuple[int, ...]  # one sample's `[time, features]` (or frames)
+
+  @property
+  def tx(self) -> optax.GradientTransformation:
+    """The optimizer chain, built at trace time (see `Train.tx`)."""
+    return optim.make_optimizer(self.config.optim)
 
 
 def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None,
@@ -245,15 +254,14 @@ def make_train(config: Config, dataset: Dataset, *, widths: Widths | None = None
   """
   shape = shape_of(config, dataset, widths or cells)
   folds = folds_of(config, dataset)
-  static = Static(config=config, shape=shape,
-                  tx=optim.make_optimizer(config.optim), folds=folds,
+  static = Static(config=config, shape=shape, folds=folds,
                   uneven=folds is not None and len(set(folds.train_count.tolist())) > 1,
                   input_shape=tuple(dataset.x_train.shape[1:]))
   bind = lambda fn: functools.partial(fn, static)
   return Train(init=bind(init), run_epochs=bind(run_epochs), train=functools.partial(train, static, dataset),
                evaluate=bind(evaluate), init_params=bind(init_params), init_state=bind(init_state),
                logits=bind(logits), epoch_order=bind(epoch_order), member_data=bind(member_data),
-               network_for=functools.partial(_network, config, shape), tx=static.tx, shape=shape,
+               network_for=functools.partial(_network, config, shape), shape=shape,
                config=config)
 
 
@@ -437,6 +445,7 @@ def _batch_step(s: Static, grad_fn, data: Data, carry, inputs):
   dropout_key = jax.random.fold_in(epoch_dropout_key, step)
   aux = None if data.original is None else data.original.train[idx]
   (loss, (reg, metric_sums)), grads = grad_fn(params, data.x_train[idx], data.y_train[idx], mask, dropout_key, aux)
+  import optax  # at trace time only (`Train.tx`)
   updates, new_opt_state = s.tx.update(grads, opt_state, params)
   new_params = optax.apply_updates(params, updates)
   count = jnp.sum(mask)

@@ -73,7 +73,8 @@ def test_random_draws_are_bit_identical_to_solo(base):
 @pytest.mark.parametrize("changes", [{}, {"model.cell": "gru", "model.layers": 2}, {"model.dense": 3},
                                      {"model.architecture": "bidirectional"}, {"data.cv": "kfold", "data.folds": 3}])
 def test_blank_states_have_the_shapes_of_a_padded_groups_initial_states(changes):
-  """The states a fresh call is lowered for come from one member's parameter shapes (no per-width trace)."""
+  """The states a fresh call is lowered for come from one member's parameter shapes (no per-width trace),
+  with the optimizer state as its leaves (`ensemble.boundary_states`)."""
   from jaxlstm import ensemble
   narrow = tiny(**changes)
   groups = plan([narrow, narrow.override({"model.cells": 8})], 3)
@@ -82,7 +83,7 @@ def test_blank_states_have_the_shapes_of_a_padded_groups_initial_states(changes)
     layout = gp.calls.layouts[0]
     part = member(gp.members, gp.calls.member_index(0))
     blank = gp.blank_states(part)
-    initial = jax.eval_shape(lambda m: init_members(gp.train, m, layout), part)
+    initial = jax.eval_shape(lambda m: ensemble.boundary_states(init_members(gp.train, m, layout)), part)
     assert jax.tree.structure(blank) == jax.tree.structure(initial)
     assert [(a.shape, a.dtype) for a in jax.tree.leaves(blank)] == [(b.shape, b.dtype) for b in jax.tree.leaves(initial)]
 
