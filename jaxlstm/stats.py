@@ -796,6 +796,36 @@ def _prob_greater(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return (u / (na * nb)).mean(axis=-1)
 
 
+def _prob_greater_resampled(a: np.ndarray, b: np.ndarray, pick_a: np.ndarray, pick_b: np.ndarray) -> np.ndarray:
+  """`_prob_greater(a[pick_a], b[pick_b])` for many resamples, without a sort per resample.
+
+  A resample's U is `count_a @ W @ count_b`, with `W[i, j] = [a_i > b_j] + ½[a_i = b_j]` and
+  `count_a[i]` how often repeat i was drawn. Every product and partial sum is a half-integer
+  below 2^52, so the sums are exact in any order and equal the midrank sums bit for bit
+  (tests/test_cli_speed.py); the comparisons table of the default study costs ~35 ms less.
+
+  Args:
+    a: `[task, n_a]`; b: `[task, n_b]`.
+    pick_a: `[resample, task, n_a]` indices into each task's repeats of a; pick_b likewise.
+
+  Returns:
+    `[resample]` probabilities.
+  """
+  na, nb = a.shape[-1], b.shape[-1]
+  wins = (a[:, :, None] > b[:, None, :]) + 0.5 * (a[:, :, None] == b[:, None, :])  # [task, n_a, n_b]
+  count_a, count_b = _draw_counts(pick_a), _draw_counts(pick_b)  # [task, resample, n]
+  u = np.sum((count_a @ wins) * count_b, axis=-1).T  # [resample, task]
+  return (u / (na * nb)).mean(axis=-1)
+
+
+def _draw_counts(pick: np.ndarray) -> np.ndarray:
+  """`[resample, task, n]` indices -> `[task, resample, n]` float64 counts of each index per row."""
+  resamples, tasks, n = pick.shape
+  rows = pick.transpose(1, 0, 2).reshape(tasks * resamples, n)
+  flat = rows + (np.arange(tasks * resamples) * n)[:, None]
+  return np.bincount(flat.ravel(), minlength=tasks * resamples * n).reshape(tasks, resamples, n).astype(float)
+
+
 def _runs_by_task(x: ArrayLike, what: str) -> tuple[np.ndarray, int]:
   """`[repeat]` or `[repeat, task]` -> (`[task, finite repeat]`, n_diverged); a repeat diverges if any task does."""
   x = np.asarray(x, dtype=float)
@@ -840,10 +870,10 @@ def prob_improvement(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool, rng:
     return ProbImprovement(prob=_NAN, ci_low=_NAN, ci_high=_NAN, **result)
   orient = (lambda p: p) if higher_is_better else (lambda p: 1.0 - p)
   prob = float(orient(_prob_greater(a, b)))
-  boot_a = np.take_along_axis(a[None], gen.integers(0, na, (n_resamples, tasks, na)), axis=-1)
-  boot_b = np.take_along_axis(b[None], gen.integers(0, nb, (n_resamples, tasks, nb)), axis=-1)
+  pick_a = gen.integers(0, na, (n_resamples, tasks, na))
+  pick_b = gen.integers(0, nb, (n_resamples, tasks, nb))
   alpha = (1 - confidence) / 2
-  low, high = np.quantile(orient(_prob_greater(boot_a, boot_b)), [alpha, 1 - alpha])
+  low, high = np.quantile(orient(_prob_greater_resampled(a, b, pick_a, pick_b)), [alpha, 1 - alpha])
   return ProbImprovement(prob=prob, ci_low=float(low), ci_high=float(high), **result)
 
 

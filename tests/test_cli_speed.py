@@ -213,6 +213,21 @@ def test_midranks_equal_scipy_rankdata():
       np.testing.assert_array_equal(stats._midranks(x), scipy.stats.rankdata(x, axis=-1))
 
 
+@pytest.mark.parametrize("shape", [(1, 30, 30), (3, 12, 7), (2, 5, 200)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_bootstrap_prob_from_draw_counts_equals_midranks_bit_for_bit(shape, ties):
+  """The PoI bootstrap counts wins per pair of repeats instead of ranking each resample; the
+  probabilities must be the very same floats (the comparisons table's bytes must not change)."""
+  tasks, na, nb = shape
+  rng = np.random.default_rng(sum(shape) + ties)
+  draw = (lambda n: rng.integers(0, 4, (tasks, n)).astype(float)) if ties else (lambda n: rng.normal(size=(tasks, n)))
+  a, b = draw(na), draw(nb)
+  pick_a, pick_b = rng.integers(0, na, (300, tasks, na)), rng.integers(0, nb, (300, tasks, nb))
+  by_ranks = stats._prob_greater(np.take_along_axis(a[None], pick_a, axis=-1),
+                                 np.take_along_axis(b[None], pick_b, axis=-1))
+  np.testing.assert_array_equal(stats._prob_greater_resampled(a, b, pick_a, pick_b), by_ranks)
+
+
 @pytest.mark.parametrize("alternative", ["two-sided", "better", "worse"])
 def test_welch_without_scipy_stats_equals_scipy(alternative):
   rng = np.random.default_rng(1)
