@@ -113,13 +113,14 @@ def jaxlstm_w1(repeats: int, cache_dir: str | None = None, **_) -> dict:
           "jax_cache": bool(cache_dir), "device": str(jax.devices()[0])}
 
 
-def jaxlstm_w2(repeats: int, cache_dir: str | None = None, **_) -> dict:
+def jaxlstm_w2(repeats: int, cache_dir: str | None = None, kernel: str = "scan", **_) -> dict:
+  """W2 through `run_group` on every device of the process (host devices: XLA_FLAGS, set by the parent)."""
   import jax
   _jax_cache(cache_dir)
   import jaxlstm
   from jaxlstm.ensemble import plan, run_group
   t0 = time.perf_counter()
-  cfg = jaxlstm.Config().override(W2_OVERRIDES)
+  cfg = jaxlstm.Config().override({**W2_OVERRIDES, "model.kernel": kernel})
   (group,) = plan([cfg], repeats)
   (ens,), info = run_group(group)
   work_s = time.perf_counter() - t0
@@ -128,7 +129,7 @@ def jaxlstm_w2(repeats: int, cache_dir: str | None = None, **_) -> dict:
   return {"compiles": info.compiles, "compile_s": info.compile_seconds, "run_s": info.run_seconds,
           "work_s": work_s, "fits": repeats, "scores": {"val_mae": [float(final.mean()), float(final.std())]},
           "diverged": int(ens.diverged.sum()), "gflop": flops / 1e9, "gflops_run": flops / 1e9 / info.run_seconds,
-          "device": str(jax.devices()[0])}
+          "device": str(jax.devices()[0]), "devices": len(jax.devices()), "kernel": kernel}
 
 
 def cli_results(out: str) -> dict:
@@ -376,6 +377,7 @@ def main() -> None:
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--units", type=int, default=20)
   p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own, = cores)")
+  p.add_argument("--kernel", help="jaxlstm_w2: model.kernel (scan, the default, or fused)")
   args = p.parse_args()
   kwargs = {k: v for k, v in vars(args).items() if v is not None and k != "name"}
   if args.name == "ceiling":
