@@ -814,7 +814,8 @@ def _prob_greater_resampled(a: np.ndarray, b: np.ndarray, pick_a: np.ndarray, pi
   na, nb = a.shape[-1], b.shape[-1]
   wins = (a[:, :, None] > b[:, None, :]) + 0.5 * (a[:, :, None] == b[:, None, :])  # [task, n_a, n_b]
   count_a, count_b = _draw_counts(pick_a), _draw_counts(pick_b)  # [task, resample, n]
-  u = np.sum((count_a @ wins) * count_b, axis=-1).T  # [resample, task]
+  # [resample, task], contiguous as `_prob_greater`'s: the mean over tasks then sums in the same order.
+  u = np.ascontiguousarray(np.sum((count_a @ wins) * count_b, axis=-1).T)
   return (u / (na * nb)).mean(axis=-1)
 
 

@@ -281,6 +281,9 @@ def test_a_ctrl_c_that_python_drops_still_stops_the_run(tmp_path):
 def test_interrupts_outside_the_command_line_are_plain_keyboard_interrupts():
   from jaxlstm import interrupts
   interrupts.check()  # nothing asked: nothing raised
+  # Python's default_int_handler, or SIG_IGN where the suite was started in the background by a
+  # non-interactive shell (which ignores SIGINT for it): either way the one to put back.
+  before = signal.getsignal(signal.SIGINT)
   with interrupts.install():
     interrupts.check()
     with pytest.raises(KeyboardInterrupt):
@@ -289,7 +292,7 @@ def test_interrupts_outside_the_command_line_are_plain_keyboard_interrupts():
     with pytest.raises(KeyboardInterrupt):
       interrupts.check()  # remembered
   interrupts.check()  # forgotten when the command ends
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_config_ids_from_a_manifest_are_validated(tmp_path, capsys):
