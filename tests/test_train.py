@@ -88,6 +88,21 @@ def test_blank_states_have_the_shapes_of_a_padded_groups_initial_states(changes)
     assert [(a.shape, a.dtype) for a in jax.tree.leaves(blank)] == [(b.shape, b.dtype) for b in jax.tree.leaves(initial)]
 
 
+def test_boundary_states_keep_every_leaf_in_its_order():
+  """A program's states hold the optimizer state as its leaves: the flat list a checkpoint stores
+  (`store.StateCheckpointer`) is the same as with optax's own nodes, so older checkpoints restore."""
+  from jaxlstm import ensemble
+  cfg = tiny(**{"optim.name": "sgd", "optim.momentum": 0.9, "optim.weight_decay": 1e-3})
+  (group,) = plan([cfg], 2)
+  gp = ensemble.group_program(group, resolve(cfg))
+  states = jax.jit(lambda m: init_members(gp.train, m, gp.calls.layouts[0]))(gp.members)
+  leaves, flat = jax.tree.leaves(states), jax.tree.leaves(ensemble.boundary_states(states))
+  assert len(leaves) == len(flat) > len(jax.tree.leaves(states.params))
+  for a, b in zip(leaves, flat, strict=True):
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == b.dtype
+
+
 def test_repeats_extend(base):
   """The first 5 repeats of a 12-repeat run equal a 5-repeat run (keys depend on i only)."""
   cfg = base[0]
