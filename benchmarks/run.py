@@ -296,9 +296,9 @@ def w2_targets(res: dict, ceiling: dict | None) -> list[tuple]:
   out = []
   for name in ["jaxlstm", *W2_VARIANTS]:  # issue 14: ≥ 3× Keras, ≥ 2× PyTorch at its best thread count
     if s.get(name, {}).get("total_s"):
-      out += [ratio_line(f"W2 (30 repeats, {name}) ≥ 3× faster than the Keras 3 loop", k.get("total_s"),
-                         s[name]["total_s"], 3),
-              ratio_line(f"W2 (30 repeats, {name}) ≥ 2× faster than the PyTorch loop (best thread count)",
+      what = f"W2 ({res['repeats']} repeats, {name})"
+      out += [ratio_line(f"{what} ≥ 3× faster than the Keras 3 loop", k.get("total_s"), s[name]["total_s"], 3),
+              ratio_line(f"{what} ≥ 2× faster than the PyTorch loop (best thread count)",
                          t.get("total_s"), s[name]["total_s"], 2)]
   if ceiling and j.get("gflops"):
     c = ceiling["ceiling_gflops"]
