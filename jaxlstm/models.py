@@ -205,13 +205,15 @@ def dropout_masks(key: jax.Array, *, batch: int, features: int, units: int, gate
 
 
 def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, recurrent_bias, initial, norms, *,
-               input_mask=None, state_mask=None, step_mask=None, reverse: bool = False, zero_output: bool = False):
+               input_mask=None, state_mask=None, step_mask=None, reverse: bool = False, zero_output: bool = False,
+               zero_initial: bool = False):
   """`Recurrent`'s default time loop (`model.kernel = "scan"`): the Keras cell under `lax.scan`.
 
   Args:
     act: the cell activation; `initial`: `(h0, c0)` `[units]` (c0 unused by a GRU);
-    norms: `(x_scale, h_scale, c_scale, c_bias)` with layer norm, else None; the
-      rest as `Recurrent.__call__`.
+    norms: `(x_scale, h_scale, c_scale, c_bias)` with layer norm, else None;
+    zero_initial: `initial` is known to be zeros (Keras' state, not a learnt one);
+      the rest as `Recurrent.__call__`.
 
   Returns:
     `[batch, time, units]` hidden states (time in input order).
@@ -234,8 +236,14 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
     projected = layer_norm(projected, x_scale)
   projected = projected + _along_last(bias, 3)
   gate_act = activation(cfg.recurrent_activation)
+  # One unmasked step from the zero state: `h0 @ recurrent` is exactly zero, so the
+  # step leaves the recurrent product (and its gradient, a batched matmul of the
+  # zero state per member) out. Every other value is computed as in the loop.
+  single_zero_step = zero_initial and time == 1 and step_mask is None
 
   def recur(h):
+    if single_zero_step:
+      return None
     if state_mask is None:
       r = h @ recurrent
     else:
@@ -246,7 +254,8 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
 
   def lstm_step(carry, x_t):
     h, c = carry
-    i, f, g, o = jnp.split(x_t + recur(h), 4, axis=-1)
+    r = recur(h)
+    i, f, g, o = jnp.split(x_t if r is None else x_t + r, 4, axis=-1)
     c = gate_act(f) * c + gate_act(i) * act(g)
     h = gate_act(o) * act(layer_norm(c, c_scale, c_bias) if cfg.layer_norm else c)
     return (h, c), h
@@ -254,7 +263,10 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
   def gru_step(carry, x_t):
     (h,) = carry
     xz, xr, xh = jnp.split(x_t, 3, axis=-1)
-    rz, rr, rh = jnp.split(recur(h) + _along_last(recurrent_bias, 2), 3, axis=-1)
+    r = recur(h)
+    r_bias = _along_last(recurrent_bias, 2)
+    r = jnp.broadcast_to(r_bias, x_t.shape) if r is None else r + r_bias
+    rz, rr, rh = jnp.split(r, 3, axis=-1)
     z = gate_act(xz + rz)
     r = gate_act(xr + rr)
     hh = act(xh + r * rh)  # reset_after=True (Keras 3 default)
@@ -269,7 +281,10 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
   if step_mask is not None:
     step = masked_step(step, zero_output)
     time_major = (time_major, jnp.swapaxes(step_mask, 0, 1))
-  if cfg.tbptt and cfg.tbptt < time:
+  if single_zero_step:
+    _, h = step(carry0, time_major[0])
+    hs = h[None]
+  elif cfg.tbptt and cfg.tbptt < time:
     hs = scan_truncated(step, carry0, time_major, cfg.tbptt, reverse=reverse)
   else:
     _, hs = jax.lax.scan(step, carry0, time_major, reverse=reverse)

@@ -89,7 +89,8 @@ class Recurrent(nn.Module):
     norms = (x_scale, h_scale, c_scale, c_bias) if cfg.layer_norm else None
     return scan_layer(cfg, activation(self.act or cfg.activation), xs, kernel, bias, recurrent, recurrent_bias,
                       (h0, c0), norms, input_mask=input_mask, state_mask=state_mask, step_mask=step_mask,
-                      reverse=self.reverse, zero_output=zero_masked_output)
+                      reverse=self.reverse, zero_output=zero_masked_output,
+                      zero_initial=not cfg.learn_initial_state and not cfg.uses_penalty)
 
 
 class Network(nn.Module):

@@ -134,6 +134,49 @@ def test_stacked_lstm_matches_hand_assembled_stack(x):
   np.testing.assert_allclose(apply(net, params, x), np_dense(hs[:, -1], params["head"]), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("cell,layer_norm", [("lstm", False), ("lstm", True), ("gru", False)])
+def test_one_step_from_the_zero_state_leaves_the_recurrent_product_out(x, cell, layer_norm):
+  # One time step from Keras' zero state (the default study's shape): h0 @ recurrent
+  # is exactly zero, so `zero_initial` skips that matmul and its gradient's. Values
+  # and every gradient are the loop's, bit for bit; the recurrent kernel's is zero.
+  from jaxlstm.models import GATES, activation, scan_layer
+  cfg = model(cell=cell, layer_norm=layer_norm)
+  units, features, gates = 4, x.shape[-1], GATES[cell]
+  rng = np.random.default_rng(3)
+  weights = {"kernel": (features, gates * units), "bias": (gates * units,), "recurrent": (units, gates * units),
+             "recurrent_bias": (gates * units,), "x_scale": (gates * units,), "h_scale": (gates * units,),
+             "c_scale": (units,), "c_bias": (units,)}
+  weights = {k: jnp.asarray(0.5 * rng.normal(size=s), jnp.float32) for k, s in weights.items()}
+  zeros = jnp.zeros((units,), jnp.float32)
+  x1 = jnp.asarray(x[:, :1])
+
+  def loss(w, zero_initial):
+    norms = (w["x_scale"], w["h_scale"], w["c_scale"], w["c_bias"]) if layer_norm else None
+    hs = scan_layer(cfg, jnp.tanh, x1, w["kernel"], w["bias"], w["recurrent"],
+                    w["recurrent_bias"] if cell == "gru" else None, (zeros, zeros), norms, zero_initial=zero_initial)
+    return jnp.sum(jnp.sin(hs)), hs
+
+  def dots(zero_initial):
+    jaxpr = jax.make_jaxpr(jax.grad(loss, has_aux=True), static_argnums=1)(weights, zero_initial)
+    return str(jaxpr).count("dot_general")
+
+  (_, skipped), (_, looped) = (jax.jit(loss, static_argnums=1)(weights, z) for z in (True, False))
+  np.testing.assert_array_equal(skipped, looped)
+  reference = np_lstm(x[:, :1], {"kernel": weights["kernel"], "recurrent_kernel": weights["recurrent"],
+                                 "bias": weights["bias"], **({"norm_inputs_scale": weights["x_scale"],
+                                 "norm_recurrent_scale": weights["h_scale"], "norm_cell_scale": weights["c_scale"],
+                                 "norm_cell_bias": weights["c_bias"]} if layer_norm else {})},
+                      layer_norm=layer_norm) if cell == "lstm" else \
+      np_gru(x[:, :1], {"kernel": weights["kernel"], "recurrent_kernel": weights["recurrent"],
+                        "bias": weights["bias"], "recurrent_bias": weights["recurrent_bias"]})
+  np.testing.assert_allclose(skipped, reference, rtol=RTOL, atol=ATOL)
+  grads = [jax.jit(jax.grad(loss, has_aux=True), static_argnums=1)(weights, z)[0] for z in (True, False)]
+  for name in weights:
+    np.testing.assert_array_equal(grads[0][name], grads[1][name], err_msg=name)
+  np.testing.assert_array_equal(grads[0]["recurrent"], 0.0)
+  # Gone: the forward product and both of its transposes (the kernel's and h0's gradients).
+  assert dots(True) == dots(False) - 3
+
 @pytest.mark.parametrize("merge_mode,return_sequences", [
     ("concat", False), ("sum", True), ("mul", False), ("ave", True)])
 def test_bidirectional_matches_hand_assembled_merge(x, merge_mode, return_sequences):
