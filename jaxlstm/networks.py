@@ -90,6 +90,9 @@ class Recurrent(nn.Module):
     return scan_layer(cfg, activation(self.act or cfg.activation), xs, kernel, bias, recurrent, recurrent_bias,
                       (h0, c0), norms, input_mask=input_mask, state_mask=state_mask, step_mask=step_mask,
                       reverse=self.reverse, zero_output=zero_masked_output,
+                      # Keras' zero state, known here: one step then leaves out h0 @ recurrent. Not
+                      # with L1/L2: the recurrent kernel's gradient, the penalty's alone, would round
+                      # differently (XLA fuses it otherwise), and numbers must not move.
                       zero_initial=not cfg.learn_initial_state and not cfg.uses_penalty)
 
 

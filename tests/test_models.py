@@ -139,7 +139,7 @@ def test_one_step_from_the_zero_state_leaves_the_recurrent_product_out(x, cell, 
   # One time step from Keras' zero state (the default study's shape): h0 @ recurrent
   # is exactly zero, so `zero_initial` skips that matmul and its gradient's. Values
   # and every gradient are the loop's, bit for bit; the recurrent kernel's is zero.
-  from jaxlstm.models import GATES, activation, scan_layer
+  from jaxlstm.models import GATES, scan_layer
   cfg = model(cell=cell, layer_norm=layer_norm)
   units, features, gates = 4, x.shape[-1], GATES[cell]
   rng = np.random.default_rng(3)
