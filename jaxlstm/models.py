@@ -254,8 +254,8 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
 
   def lstm_step(carry, x_t):
     h, c = carry
-    r = recur(h)
-    i, f, g, o = jnp.split(x_t if r is None else x_t + r, 4, axis=-1)
+    product = recur(h)
+    i, f, g, o = jnp.split(x_t if product is None else x_t + product, 4, axis=-1)
     c = gate_act(f) * c + gate_act(i) * act(g)
     h = gate_act(o) * act(layer_norm(c, c_scale, c_bias) if cfg.layer_norm else c)
     return (h, c), h
@@ -263,10 +263,11 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
   def gru_step(carry, x_t):
     (h,) = carry
     xz, xr, xh = jnp.split(x_t, 3, axis=-1)
-    r = recur(h)
+    product = recur(h)
     r_bias = _along_last(recurrent_bias, 2)
-    r = jnp.broadcast_to(r_bias, x_t.shape) if r is None else r + r_bias
-    rz, rr, rh = jnp.split(r, 3, axis=-1)
+    # Broadcast to the batch as `product + r_bias` is: its gradient then sums the same way.
+    summed = jnp.broadcast_to(r_bias, x_t.shape) if product is None else product + r_bias
+    rz, rr, rh = jnp.split(summed, 3, axis=-1)
     z = gate_act(xz + rz)
     r = gate_act(xr + rr)
     hh = act(xh + r * rh)  # reset_after=True (Keras 3 default)

@@ -177,6 +177,7 @@ def test_one_step_from_the_zero_state_leaves_the_recurrent_product_out(x, cell, 
   # Gone: the forward product and both of its transposes (the kernel's and h0's gradients).
   assert dots(True) == dots(False) - 3
 
+
 @pytest.mark.parametrize("merge_mode,return_sequences", [
     ("concat", False), ("sum", True), ("mul", False), ("ave", True)])
 def test_bidirectional_matches_hand_assembled_merge(x, merge_mode, return_sequences):
