@@ -204,6 +204,22 @@ def dropout_masks(key: jax.Array, *, batch: int, features: int, units: int, gate
   return input_mask, state_mask
 
 
+def _project(xs: jax.Array, kernel: jax.Array, input_mask: jax.Array | None, gates: int, units: int) -> jax.Array:
+  """`scan_layer`'s input projection of `[batch, time, features]` for all time steps at once.
+
+  `input_mask`: None, `[batch, features]` (dropout), or `[gates, batch, features]`
+  (with recurrent dropout, one mask per gate: gate g sees `(x * mask_g) @ kernel_g`).
+  """
+  if input_mask is None:
+    return xs @ kernel  # one matmul for all time steps
+  if input_mask.ndim == 2:
+    return (xs * input_mask[:, None, :]) @ kernel
+  batch, time, features = xs.shape
+  masked = xs[None] * input_mask[:, :, None, :]  # [gates, batch, time, features]
+  projected = jnp.einsum("gbtf,fgu->btgu", masked, kernel.reshape(features, gates, units))
+  return projected.reshape(batch, time, gates * units)
+
+
 def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, recurrent_bias, initial, norms, *,
                input_mask=None, state_mask=None, step_mask=None, reverse: bool = False, zero_output: bool = False,
                zero_initial: bool = False):
@@ -220,18 +236,11 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
   """
   is_lstm = cfg.cell == "lstm"
   gates = GATES[cfg.cell]
-  batch, time, features = xs.shape
+  batch, time, _ = xs.shape
   units = recurrent.shape[0]
   h0, c0 = initial
   x_scale, h_scale, c_scale, c_bias = norms if norms is not None else (None,) * 4
-  if input_mask is None:
-    projected = xs @ kernel  # one matmul for all time steps
-  elif input_mask.ndim == 2:
-    projected = (xs * input_mask[:, None, :]) @ kernel
-  else:  # one mask per gate: gate g sees (x * mask_g) @ kernel_g
-    masked = xs[None] * input_mask[:, :, None, :]  # [gates, batch, time, features]
-    projected = jnp.einsum("gbtf,fgu->btgu", masked, kernel.reshape(features, gates, units))
-    projected = projected.reshape(batch, time, gates * units)
+  projected = _project(xs, kernel, input_mask, gates, units)
   if cfg.layer_norm:
     projected = layer_norm(projected, x_scale)
   projected = projected + _along_last(bias, 3)
