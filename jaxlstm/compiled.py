@@ -21,9 +21,16 @@ Two caches stand between a `fit` and XLA:
     its first call in another process fails), and a stored one that fails is compiled
     again. The store keeps under `config.program_store_limit()` (1 GiB unless
     `JAXLSTM_STORE_LIMIT` says otherwise) by deleting its least recently used entries (`evict`).
+
+A program known to be needed later can be built ahead (`ahead`): on a background
+thread that starts when this one next waits in XLA's compiler (which releases
+Python's lock) or on a call (`start_ahead`), so its tracing and compiling overlap
+that wait instead of following it.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -32,6 +39,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -48,6 +56,12 @@ COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 _PROGRAMS: dict[Hashable, Any] = {}
 _persistent: dict[str, Any] = {"configured": False, "path": None}
+# Programs to build ahead: full key -> its future, queued in order on `_QUEUE`
+# until the background builder takes them (one thread, one program at a time).
+_AHEAD: dict[Hashable, concurrent.futures.Future] = {}
+_QUEUE: collections.deque = collections.deque()
+_BUILDER: dict[str, threading.Thread | None] = {"thread": None}
+_LOCK = threading.RLock()
 
 
 def signature(args: Any) -> Hashable:
@@ -72,20 +86,73 @@ def program(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = Non
 
   Returns:
     `(executable, seconds spent compiling or loading now)`: 0 seconds when this
-    process has it already.
+    process has it already; the seconds waited when it was being built ahead.
   """
   full_key = (key, signature(args), in_shardings, out_shardings)
-  if full_key in _PROGRAMS:
-    return _PROGRAMS[full_key], 0.0
-  configure_persistent_cache()
   t0 = time.perf_counter()
+  with _LOCK:
+    if full_key in _PROGRAMS:
+      return _PROGRAMS[full_key], 0.0
+    future = _AHEAD.pop(full_key, None)
+  if future is not None and not future.cancel():  # under way: wait (a failure compiles here, to raise here)
+    with contextlib.suppress(Exception):
+      return future.result(), time.perf_counter() - t0
+  return _build(full_key, fn, args, in_shardings, out_shardings), time.perf_counter() - t0
+
+
+def ahead(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = None, out_shardings: Any = None) -> None:
+  """Queue `program(key, fn, args, ...)` to be built on a background thread.
+
+  The thread starts when this process next waits in XLA's compiler (`program`'s
+  compile) or at `start_ahead()`; `program` for the same arguments then waits for it
+  (or builds it itself if it has not started). The executable and its numbers are
+  those `program` would build: only when it is built changes. A failure is left for
+  `program` to meet again (and raise).
+  """
+  full_key = (key, signature(args), in_shardings, out_shardings)
+  with _LOCK:
+    if full_key in _PROGRAMS or full_key in _AHEAD:
+      return
+    future = concurrent.futures.Future()
+    _AHEAD[full_key] = future
+    _QUEUE.append((future, functools.partial(_build, full_key, fn, args, in_shardings, out_shardings)))
+
+
+def start_ahead() -> None:
+  """Start building the programs queued by `ahead` (if any) on the background thread."""
+  with _LOCK:
+    if not _QUEUE or (_BUILDER["thread"] is not None and _BUILDER["thread"].is_alive()):
+      return
+    _BUILDER["thread"] = threading.Thread(target=_build_queued, name="jaxlstm-ahead", daemon=True)
+    _BUILDER["thread"].start()
+
+
+def _build_queued() -> None:
+  while True:
+    with _LOCK:
+      if not _QUEUE:
+        return
+      future, build = _QUEUE.popleft()
+    if not future.set_running_or_notify_cancel():  # `program` took it over, or `clear`
+      continue
+    try:
+      future.set_result(build())
+    except BaseException as error:  # noqa: BLE001 - `program` compiles it again in the foreground
+      future.set_exception(error)
+
+
+def _build(full_key: Hashable, fn: Callable, args: tuple, in_shardings: Any, out_shardings: Any) -> Any:
+  """Compile (or load from the store) and keep the program of `full_key`."""
+  configure_persistent_cache()
   shardings = {name: value for name, value in (("in_shardings", in_shardings), ("out_shardings", out_shardings))
                if value is not None}
 
   def compile_now() -> Any:
     # Lowered from shapes alone: host arrays cannot stand for arrays sharded over several processes.
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
-    return jax.jit(fn, **shardings).lower(*abstract).compile(compiler_options=COMPILER_OPTIONS)
+    lowered = jax.jit(fn, **shardings).lower(*abstract)
+    start_ahead()  # XLA's compile below lets go of Python's lock: time for what is queued
+    return lowered.compile(compiler_options=COMPILER_OPTIONS)
 
   file = _store_file(full_key)
   if file is None:
@@ -94,8 +161,9 @@ def program(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = Non
     executable = _load(file, compile_now)
     if executable is None:
       executable = _compile_and_store(file, compile_now)
-  _PROGRAMS[full_key] = executable
-  return executable, time.perf_counter() - t0
+  with _LOCK:
+    _PROGRAMS[full_key] = executable
+  return executable
 
 
 # ---------------------------------------------------------------------------
@@ -290,19 +358,35 @@ def _compile_and_store(file: Path, compile_now: Callable[[], Any]) -> Any:
   if not _BYPASS_JAX_CACHE:
     executable = compile_now()
   else:
-    from jax.experimental.compilation_cache import compilation_cache
-    was_on = jax.config.values["jax_enable_compilation_cache"]
-    jax.config.update("jax_enable_compilation_cache", False)
-    compilation_cache.reset_cache()
-    try:
+    with _jax_cache_off():
       executable = compile_now()
-    finally:
-      jax.config.update("jax_enable_compilation_cache", was_on)
-      compilation_cache.reset_cache()
   if not _save(file, executable):
     with contextlib.suppress(OSError):
       unstorable.touch()
   return executable
+
+
+_CACHE_OFF = {"depth": 0, "was_on": False}
+
+
+@contextlib.contextmanager
+def _jax_cache_off():
+  """JAX's persistent cache off while any thread compiles a program for the store."""
+  from jax.experimental.compilation_cache import compilation_cache
+  with _LOCK:
+    if not _CACHE_OFF["depth"]:
+      _CACHE_OFF["was_on"] = jax.config.values["jax_enable_compilation_cache"]
+      jax.config.update("jax_enable_compilation_cache", False)
+      compilation_cache.reset_cache()
+    _CACHE_OFF["depth"] += 1
+  try:
+    yield
+  finally:
+    with _LOCK:
+      _CACHE_OFF["depth"] -= 1
+      if not _CACHE_OFF["depth"]:
+        jax.config.update("jax_enable_compilation_cache", _CACHE_OFF["was_on"])
+        compilation_cache.reset_cache()
 
 
 def _save(file: Path, executable: Any) -> bool:
@@ -445,8 +529,20 @@ class _Stored:
 
 
 def clear() -> None:
-  """Forget every compiled program of this process (the persistent cache stays)."""
-  _PROGRAMS.clear()
+  """Forget every compiled program of this process (the persistent cache stays).
+
+  Programs queued by `ahead` are dropped; one being built is waited for first.
+  """
+  with _LOCK:
+    for future, _ in _QUEUE:
+      future.cancel()
+    _QUEUE.clear()
+    _AHEAD.clear()
+    builder = _BUILDER["thread"]
+  if builder is not None:
+    builder.join()
+  with _LOCK:
+    _PROGRAMS.clear()
 
 
 def cache_dir() -> Path:

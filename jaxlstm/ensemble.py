@@ -558,7 +558,8 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
               progress: Callable[[dict], None] | None = None,
               checkpointer: Checkpointer | None = None, mesh=None,
               devices: int | Sequence[Any] | None = None,
-              call_members: int | None = None) -> tuple[list[Ensemble], RunInfo]:
+              call_members: int | None = None,
+              prepare_predict: np.ndarray | None = None) -> tuple[list[Ensemble], RunInfo]:
   """Train every member of a group: one call per (member chunk, epoch chunk).
 
   Args:
@@ -578,6 +579,9 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
     devices: instead of `mesh`: how many devices (per process), or which;
       default every device of the default backend.
     call_members: every call this many members (padded; `plan_calls`).
+    prepare_predict: inputs that each returned Ensemble's `predict` will be given:
+      their programs are built on a background thread while the group's compiles
+      or trains (`compiled.ahead`), not after it.
 
   Returns:
     One Ensemble per config of the group (in order), and what the run cost.
@@ -589,6 +593,8 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
                           mesh=devices_lib.resolve_mesh(mesh, devices), call_members=call_members)
   calls = program.calls
   info = RunInfo(member_chunks=calls.calls)
+  if prepare_predict is not None:
+    _predict_ahead(program, group, prepare_predict)
   if checkpointer is not None and (calls.calls > 1 or jax.process_count() > 1):
     checkpointer = None  # resumable state is kept per single-chunk group of one process only
   histories, finals = [], []
@@ -625,6 +631,7 @@ def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunI
   while done < epochs:
     t0 = time.perf_counter()
     states, hist = run(states, part, data, np.bool_(restored is None and done == 0))
+    compiled.start_ahead()  # while the call runs, if nothing compiled before it
     hist = devices_lib.gather(hist)
     info.run_seconds += time.perf_counter() - t0
     info.epoch_chunks += 1
@@ -744,17 +751,42 @@ class Ensemble:
     x = np.asarray(x, np.float32)
     if x.ndim != 3:
       raise ValueError(f"x must have shape [samples, time, features], got {x.shape}.")
-    act = self.config.model.output_activation
-
-    def predict_all(params, x):  # the network is built when traced: a stored program needs no flax
-      network = self.network()
-      one = lambda p: activate(network.apply({"params": p}, x), act)
-      return jax.vmap(jax.vmap(one) if self.folds > 1 else one)(params)
-
-    key = ("predict", json.dumps(self.config.to_dict()["model"], sort_keys=True), self.outputs,
-           self.time_out, tuple(self.frame_shape))
+    key, predict_all = _predictor(self.config, self.outputs, self.time_out, self.frame_shape, self.folds)
     fn, _ = compiled.program(key, predict_all, (self.params, x))
     return np.asarray(fn(self.params, x))
+
+
+def _predictor(config: Config, outputs: int, time_out: int, frame_shape: Sequence[int],
+               folds: int) -> tuple[tuple, Callable]:
+  """`(program key, predict_all(params, x))` of `Ensemble.predict` for a config's ensembles."""
+  act = config.model.output_activation
+
+  def predict_all(params, x):  # the network is built when traced: a stored program needs no flax
+    from jaxlstm.networks import Network
+    network = Network(config.model, outputs, time_out=time_out, frame_shape=tuple(frame_shape))
+    one = lambda p: activate(network.apply({"params": p}, x), act)
+    return jax.vmap(jax.vmap(one) if folds > 1 else one)(params)
+
+  key = ("predict", json.dumps(config.to_dict()["model"], sort_keys=True), outputs, time_out, tuple(frame_shape))
+  return key, predict_all
+
+
+def _predict_ahead(program: GroupProgram, group: Group, x: np.ndarray) -> None:
+  """Queue the programs of each config's `Ensemble.predict(x)` after `run_group` (`compiled.ahead`).
+
+  Their parameters have the config's own widths and one row per repeat; a grown
+  ensemble (later repeats) or folds give other shapes and are left to `predict`.
+  """
+  if group.first_repeat or group.folds > 1:
+    return
+  shape, x = program.train.shape, np.asarray(x, np.float32)
+  wide = jax.tree.map(lambda s: np.zeros((group.lanes, *s.shape), s.dtype),
+                      param_shapes(program.train, program.key, program.data.x_train.shape[1:]))
+  for cfg in group.configs:
+    own = widths_of(cfg.model)
+    params = unpad_params(wide, own, group.widths, cfg.model.cell, leading=1) if own != group.widths else wide
+    key, predict_all = _predictor(cfg, shape.outputs, shape.time_out, shape.frame_shape, 1)
+    compiled.ahead(key, predict_all, (params, x))
 
 
 def _ensemble(group: Group, index: int, train: Train, states, history, seed: int, info: RunInfo) -> Ensemble:

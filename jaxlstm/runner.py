@@ -521,6 +521,14 @@ def _checkpointer(folder: store.RunFolder, gp: GroupPlan, group: Group, seed: in
                                                       f"after epoch {epoch}"))
 
 
+def _scored_inputs(folder: store.RunFolder | None, group: Group, dataset: Dataset) -> Any:
+  """The inputs `_ensemble_scores` will predict for the group's ensembles (None if it will not)."""
+  if (folder is None or group.first_repeat + group.repeats < folder.repeats or group.configs[0].data.resplit
+      or group.configs[0].data.cv != "none" or not dataset.x_val.shape[0]):
+    return None
+  return dataset.x_val
+
+
 def _ensemble_scores(folder: store.RunFolder, ensembles: Sequence[ensemble.Ensemble],
                      dataset: Dataset) -> dict[str, dict[str, float]]:
   """The averaged prediction of each config's repeats, scored: the "ensemble" of the summary.
@@ -651,7 +659,8 @@ def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Call
         f"{group.members} members, {describe_widths(group)}" + (" (padded)" if group.padded else ""))
     progress.group(number, len(todo), group.members * gp.train.shape.epochs)
     ensembles, info = ensemble.run_group(group, gp.dataset, seed=study.seed, progress=progress,
-                                         checkpointer=checkpointer, mesh=mesh, call_members=call_members)
+                                         checkpointer=checkpointer, mesh=mesh, call_members=call_members,
+                                         prepare_predict=_scored_inputs(folder, group, gp.dataset))
     if folder is None:  # a distributed run's other processes: process 0 records
       trained += [c.config_id for c in group.configs]
       continue

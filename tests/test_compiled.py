@@ -279,3 +279,94 @@ def test_programs_stored_past_the_limit_push_out_the_least_recently_used(tmp_pat
   monkeypatch.setenv("JAXLSTM_STORE_LIMIT", str(shapes_file.stat().st_size + size + size // 2))
   compiled.program(("test-lru", 3), lambda x: x * 3, (np.zeros(3, np.float32),))
   assert shapes_file.exists() and not program_file.exists() and len(list(root.glob("*.jaxexe"))) == 1
+
+
+def _traced_by(threads: list):
+  """A tiny program that records which thread traced it."""
+  import threading
+
+  def fn(x):
+    threads.append(threading.current_thread().name)
+    return jax.numpy.tanh(x) * 2
+  return fn
+
+
+def _join_builder():
+  from jaxlstm import compiled
+  builder = compiled._BUILDER["thread"]
+  if builder is not None:
+    builder.join(timeout=60)
+
+
+def test_a_program_asked_for_ahead_is_built_while_another_compiles_and_only_once():
+  """`ahead` queues; the next compile (XLA lets go of Python's lock) starts the builder thread; the
+  program the caller then asks for is that thread's."""
+  import numpy as np
+
+  from jaxlstm import compiled
+  x, threads, key = np.arange(6, dtype=np.float32).reshape(2, 3), [], ("ahead", time.time_ns())
+  compiled.ahead(key, _traced_by(threads), (x,))
+  compiled.ahead(key, _traced_by(threads), (x,))  # queued once
+  assert threads == []  # nothing runs before a compile (or `start_ahead`)
+  compiled.program(("ahead-trigger", time.time_ns()), lambda a: a @ a.T, (x,))
+  _join_builder()
+  executable, _ = compiled.program(key, _traced_by(threads), (x,))
+  assert threads == ["jaxlstm-ahead"]
+  np.testing.assert_allclose(np.asarray(executable(x)), np.tanh(x) * 2, rtol=1e-6)
+
+
+def test_a_program_not_yet_started_ahead_is_built_by_its_caller_and_skipped_by_the_builder():
+  import numpy as np
+
+  from jaxlstm import compiled
+  x, threads, key = np.ones((2, 2), np.float32), [], ("ahead-late", time.time_ns())
+  compiled.ahead(key, _traced_by(threads), (x,))
+  compiled.program(key, _traced_by(threads), (x,))
+  compiled.start_ahead()
+  _join_builder()
+  assert threads == ["MainThread"]
+
+
+def test_a_program_that_fails_ahead_fails_again_for_its_caller():
+  """The builder keeps a failure to itself: the caller compiles again and meets the error first hand."""
+  import numpy as np
+
+  from jaxlstm import compiled
+  calls = []
+
+  def broken(x):
+    calls.append(1)
+    raise ValueError("this program cannot be traced")
+
+  x, key = np.ones((2,), np.float32), ("ahead-broken", time.time_ns())
+  compiled.ahead(key, broken, (x,))
+  compiled.start_ahead()
+  _join_builder()
+  with pytest.raises(ValueError, match="cannot be traced"):
+    compiled.program(key, broken, (x,))
+  assert len(calls) == 2
+
+
+def test_jax_cache_stays_off_until_the_last_of_overlapping_store_compiles_ends():
+  """Two threads compiling for the store at once: JAX's cache is off while either runs, then back on."""
+  import threading
+
+  from jaxlstm import compiled
+  was = jax.config.values["jax_enable_compilation_cache"]
+  entered, leave, seen = threading.Event(), threading.Event(), []
+
+  def other():
+    with compiled._jax_cache_off():
+      entered.set()
+      leave.wait(30)
+      seen.append(jax.config.values["jax_enable_compilation_cache"])
+
+  thread = threading.Thread(target=other)
+  with compiled._jax_cache_off():
+    thread.start()
+    entered.wait(30)
+  seen.append(jax.config.values["jax_enable_compilation_cache"])  # the other thread is still in
+  leave.set()
+  thread.join(30)
+  assert seen == [False, False]
+  assert jax.config.values["jax_enable_compilation_cache"] == was

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import jaxlstm
+from conftest import count_traces
 from jaxlstm import compiled, prep, problems, sweep
 from jaxlstm import study as study_lib
 from jaxlstm.config import Config, ConfigError, ModelConfig, parse_value
@@ -208,8 +209,20 @@ def width_search():
   configs = [Config().override({**TINY, "model.units": u, "model.dense": d}) for u, d in WIDTHS]
   groups = plan(configs, 3)
   compiled.clear()  # count these groups' compiles, not programs an earlier test left in the cache
-  results = [run_group(g, seed=0) for g in groups]
+  x_val = jaxlstm.data.resolve(configs[0]).x_val
+  results = [run_group(g, seed=0, prepare_predict=x_val) for g in groups]
   return configs, groups, results
+
+
+def test_predictions_asked_for_ahead_are_compiled_with_the_group(width_search):
+  """`prepare_predict` builds each config's predict program (at its own, unpadded widths) on a
+  background thread while the group compiles: predicting then traces nothing."""
+  configs, _, results = width_search
+  x_val = jaxlstm.data.resolve(configs[0]).x_val
+  with count_traces() as traces:
+    predictions = [e.predict(x_val) for group, _ in results for e in group]
+  assert traces["predict_all"] == 0, traces
+  assert [p.shape for p in predictions] == [(3, len(x_val), 1)] * len(configs)
 
 
 def test_a_width_search_compiles_once_per_depth(width_search):
