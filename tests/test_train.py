@@ -319,3 +319,49 @@ def test_numpy_key_derivation_is_bit_identical_to_jax(vary):
   solo = keys.stream_keys(keys.repeat_keys(7, configs[1], 5), vary)
   for ours, theirs in zip(fast, solo):
     np.testing.assert_array_equal(jax.random.key_data(ours)[5:], jax.random.key_data(theirs))
+
+
+@pytest.mark.parametrize("changes", [
+    {},  # Adam
+    {"model.cell": "gru", "model.layers": 2, "optim.name": "adagrad", "optim.global_clipnorm": 0.5,
+     "optim.schedule": "warmup_cosine", "optim.warmup_steps": 2},
+    {"optim.name": "sgd", "optim.momentum": 0.9, "train.early_stopping": {"patience": 1}},
+])
+def test_parameters_the_loss_never_reads_are_kept_out_of_the_update_bit_for_bit(changes, monkeypatch):
+  """One time step from Keras' zero state never reads the recurrent kernels (`models.scan_layer`): the
+  step keeps them and their optimizer state as they are, which is what the update computed anyway
+  (zero gradient, zero moments, `param + -0.0`), so every number equals the full update's."""
+  from jaxlstm import train as train_lib
+  cfg = tiny(**{"data.problem": "damped_sine", "data.options": {"n_train": 12, "n_val": 6, "length": 1},
+                "train.epochs": 4, "train.batch_size": 5, **changes})
+  train = make_train(cfg, resolve(cfg))
+  (group,) = plan([cfg], 1)
+  solo = member(members_of(group, 0), 0)
+  found = []
+  spy = train_lib._unread_params
+  monkeypatch.setattr(train_lib, "_unread_params", lambda *a: found.append(spy(*a)) or found[-1])
+  kept = jax.jit(train.train)(solo)
+  layers = [k for k in kept[0].params if k.endswith(("_0", "_1")) and "recurrent_kernel" in kept[0].params[k]]
+  assert found and sorted(p[0].key for p in found[0]) == sorted(layers) and layers
+  monkeypatch.setattr(train_lib, "_unread_params", lambda *a: frozenset())  # the full update, for reference
+  full = jax.jit(train.train)(solo)
+  for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(full), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("changes", [
+    {"optim.weight_decay": 1e-2},  # the decay moves every weight
+    {"model.recurrent_l2": 1e-3},  # the penalty reads the recurrent kernel
+    {"data.options": {"n_train": 12, "n_val": 6, "length": 3}},  # three steps read it
+])
+def test_parameters_that_may_move_stay_in_the_update(changes, monkeypatch):
+  from jaxlstm import train as train_lib
+  cfg = tiny(**{"data.problem": "damped_sine", "data.options": {"n_train": 12, "n_val": 6, "length": 1},
+                **changes})
+  train = make_train(cfg, resolve(cfg))
+  (group,) = plan([cfg], 1)
+  found = []
+  spy = train_lib._unread_params
+  monkeypatch.setattr(train_lib, "_unread_params", lambda *a: found.append(spy(*a)) or found[-1])
+  jax.eval_shape(train.train, member(members_of(group, 0), 0))  # traced, not compiled
+  assert found == [frozenset()]
