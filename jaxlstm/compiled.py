@@ -56,9 +56,11 @@ COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 _PROGRAMS: dict[Hashable, Any] = {}
 _persistent: dict[str, Any] = {"configured": False, "path": None}
-# Programs to build ahead: full key -> its future, queued in order on `_QUEUE`
-# until the background builder takes them (one thread, one program at a time).
-_AHEAD: dict[Hashable, concurrent.futures.Future] = {}
+# A program some thread is building now (full key -> its future): asked for again, it is waited for.
+_BUILDING: dict[Hashable, concurrent.futures.Future] = {}
+# Programs the background thread built that no caller has asked for yet.
+_FRESH: set = set()
+# Jobs for the background thread, in order (`later`), and the thread (one job at a time).
 _QUEUE: collections.deque = collections.deque()
 _BUILDER: dict[str, threading.Thread | None] = {"thread": None}
 _LOCK = threading.RLock()
@@ -74,6 +76,8 @@ def program(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = Non
             out_shardings: Any = None) -> tuple[Any, float]:
   """The compiled `jax.jit(fn)` for `args`, from the cache when `key` was compiled before.
 
+  Thread-safe: a program another thread is building is waited for, not built twice.
+
   Args:
     key: everything `fn` closes over that changes the program (the caller's job;
       a sharded program's mesh among it); the arguments' `signature` and the
@@ -86,63 +90,86 @@ def program(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = Non
 
   Returns:
     `(executable, seconds spent compiling or loading now)`: 0 seconds when this
-    process has it already; the seconds waited when it was being built ahead.
+    process had it already; for a program built ahead (`ahead`), the first caller
+    gets the seconds it waited for it (more than 0: it counts as that caller's build).
   """
   full_key = (key, signature(args), in_shardings, out_shardings)
   t0 = time.perf_counter()
-  with _LOCK:
-    if full_key in _PROGRAMS:
-      return _PROGRAMS[full_key], 0.0
-    future = _AHEAD.pop(full_key, None)
-  if future is not None and not future.cancel():  # under way: wait (a failure compiles here, to raise here)
+  background = threading.current_thread() is _BUILDER["thread"]
+  while True:
+    with _LOCK:
+      if full_key in _PROGRAMS:
+        if background or full_key not in _FRESH:
+          return _PROGRAMS[full_key], 0.0
+        _FRESH.discard(full_key)
+        return _PROGRAMS[full_key], max(time.perf_counter() - t0, 1e-9)
+      future = _BUILDING.get(full_key)
+      if future is None:
+        future = _BUILDING[full_key] = concurrent.futures.Future()
+        break
+    # Another thread builds it: wait. If that fails, build it here (and meet the error here).
     with contextlib.suppress(Exception):
-      return future.result(), time.perf_counter() - t0
-  return _build(full_key, fn, args, in_shardings, out_shardings), time.perf_counter() - t0
+      future.result()
+  try:
+    executable = _build(full_key, fn, args, in_shardings, out_shardings)
+  except BaseException as error:
+    with _LOCK:
+      del _BUILDING[full_key]
+    future.set_exception(error)
+    raise
+  with _LOCK:
+    _PROGRAMS[full_key] = executable
+    del _BUILDING[full_key]
+    if background:
+      _FRESH.add(full_key)
+  future.set_result(executable)
+  return executable, time.perf_counter() - t0
 
 
-def ahead(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = None, out_shardings: Any = None) -> None:
-  """Queue `program(key, fn, args, ...)` to be built on a background thread.
+def ahead(key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = None, out_shardings: Any = None,
+          soon: bool = False) -> None:
+  """Have `program(key, fn, args, ...)` built on the background thread (`later`).
+
+  The caller's own `program` call then waits for it (or builds it, if the thread
+  has not come to it yet). The executable is the one `program` would build: only
+  when it is built changes. A failure is left for that call to meet again.
+  """
+  later(functools.partial(program, key, fn, args, in_shardings=in_shardings, out_shardings=out_shardings),
+        soon=soon)
+
+
+def later(job: Callable[[], Any], *, soon: bool = False) -> None:
+  """Queue `job()` for the background thread (first in line with `soon`).
 
   The thread starts when this process next waits in XLA's compiler (`program`'s
-  compile) or at `start_ahead()`; `program` for the same arguments then waits for it
-  (or builds it itself if it has not started). The executable and its numbers are
-  those `program` would build: only when it is built changes. A failure is left for
-  `program` to meet again (and raise).
+  compile lets go of Python's lock) or at `start_ahead()`, and runs the jobs one at
+  a time. A job's exceptions are dropped: whoever needs its result builds it again.
   """
-  full_key = (key, signature(args), in_shardings, out_shardings)
   with _LOCK:
-    if full_key in _PROGRAMS or full_key in _AHEAD:
-      return
-    future = concurrent.futures.Future()
-    _AHEAD[full_key] = future
-    _QUEUE.append((future, functools.partial(_build, full_key, fn, args, in_shardings, out_shardings)))
+    (_QUEUE.appendleft if soon else _QUEUE.append)(job)
 
 
 def start_ahead() -> None:
-  """Start building the programs queued by `ahead` (if any) on the background thread."""
+  """Start the background thread on the jobs queued by `later` / `ahead` (if any)."""
   with _LOCK:
     if not _QUEUE or (_BUILDER["thread"] is not None and _BUILDER["thread"].is_alive()):
       return
-    _BUILDER["thread"] = threading.Thread(target=_build_queued, name="jaxlstm-ahead", daemon=True)
+    _BUILDER["thread"] = threading.Thread(target=_run_queued, name="jaxlstm-ahead", daemon=True)
     _BUILDER["thread"].start()
 
 
-def _build_queued() -> None:
+def _run_queued() -> None:
   while True:
     with _LOCK:
       if not _QUEUE:
         return
-      future, build = _QUEUE.popleft()
-    if not future.set_running_or_notify_cancel():  # `program` took it over, or `clear`
-      continue
-    try:
-      future.set_result(build())
-    except BaseException as error:  # noqa: BLE001 - `program` compiles it again in the foreground
-      future.set_exception(error)
+      job = _QUEUE.popleft()
+    with contextlib.suppress(Exception):  # whoever needs it builds it again and sees the error
+      job()
 
 
 def _build(full_key: Hashable, fn: Callable, args: tuple, in_shardings: Any, out_shardings: Any) -> Any:
-  """Compile (or load from the store) and keep the program of `full_key`."""
+  """Compile `fn` for `args` (or load it from the store)."""
   configure_persistent_cache()
   shardings = {name: value for name, value in (("in_shardings", in_shardings), ("out_shardings", out_shardings))
                if value is not None}
@@ -156,14 +183,9 @@ def _build(full_key: Hashable, fn: Callable, args: tuple, in_shardings: Any, out
 
   file = _store_file(full_key)
   if file is None:
-    executable = compile_now()
-  else:
-    executable = _load(file, compile_now)
-    if executable is None:
-      executable = _compile_and_store(file, compile_now)
-  with _LOCK:
-    _PROGRAMS[full_key] = executable
-  return executable
+    return compile_now()
+  executable = _load(file, compile_now)
+  return executable if executable is not None else _compile_and_store(file, compile_now)
 
 
 # ---------------------------------------------------------------------------
@@ -531,18 +553,16 @@ class _Stored:
 def clear() -> None:
   """Forget every compiled program of this process (the persistent cache stays).
 
-  Programs queued by `ahead` are dropped; one being built is waited for first.
+  Jobs queued for the background thread are dropped; one under way is waited for first.
   """
   with _LOCK:
-    for future, _ in _QUEUE:
-      future.cancel()
     _QUEUE.clear()
-    _AHEAD.clear()
     builder = _BUILDER["thread"]
   if builder is not None:
     builder.join()
   with _LOCK:
     _PROGRAMS.clear()
+    _FRESH.clear()
 
 
 def cache_dir() -> Path:

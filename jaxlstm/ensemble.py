@@ -609,6 +609,27 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
   return ensembles, info
 
 
+def prepare_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
+                  epoch_chunk: int | None = None, mesh=None, call_members: int | None = None) -> None:
+  """Have the program of `run_group`'s first call for `group` built on the background thread.
+
+  For a study of several groups: queued before the group ahead of it runs, it is
+  traced while that one compiles and compiled while it trains (`compiled.later`),
+  and `run_group` with the same arguments then finds it built (or waits for it).
+  The arguments are `run_group`'s.
+  """
+  def build():
+    program = group_program(group, dataset if dataset is not None else
+                            data_lib.resolve_all(group.configs)[data_lib.data_key(group.configs[0])],
+                            seed=seed, memory_budget=memory_budget, max_members_per_call=max_members_per_call,
+                            epoch_chunk=epoch_chunk, mesh=mesh, call_members=call_members)
+    index = program.calls.member_index(0)
+    part = jax.tree.map(lambda a: a[index], program.members) if index.size != program.calls.total else program.members
+    program.entry(program.calls.layouts[0], part)
+  compiled.later(build)
+
+
 def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunInfo,
                       progress: Callable[[dict], None] | None, checkpointer: Checkpointer | None):
   """Train one member chunk through all its epoch chunks; returns host `(states, history)`."""
@@ -786,7 +807,7 @@ def _predict_ahead(program: GroupProgram, group: Group, x: np.ndarray) -> None:
     own = widths_of(cfg.model)
     params = unpad_params(wide, own, group.widths, cfg.model.cell, leading=1) if own != group.widths else wide
     key, predict_all = _predictor(cfg, shape.outputs, shape.time_out, shape.frame_shape, 1)
-    compiled.ahead(key, predict_all, (params, x))
+    compiled.ahead(key, predict_all, (params, x), soon=True)  # small, and wanted first
 
 
 def _ensemble(group: Group, index: int, train: Train, states, history, seed: int, info: RunInfo) -> Ensemble:

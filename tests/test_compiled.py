@@ -315,16 +315,44 @@ def test_a_program_asked_for_ahead_is_built_while_another_compiles_and_only_once
   np.testing.assert_allclose(np.asarray(executable(x)), np.tanh(x) * 2, rtol=1e-6)
 
 
-def test_a_program_not_yet_started_ahead_is_built_by_its_caller_and_skipped_by_the_builder():
+def test_a_program_not_yet_started_ahead_is_built_by_its_caller_once():
   import numpy as np
 
   from jaxlstm import compiled
   x, threads, key = np.ones((2, 2), np.float32), [], ("ahead-late", time.time_ns())
   compiled.ahead(key, _traced_by(threads), (x,))
-  compiled.program(key, _traced_by(threads), (x,))
-  compiled.start_ahead()
+  _, seconds = compiled.program(key, _traced_by(threads), (x,))
+  compiled.start_ahead()  # the queued job finds it built
   _join_builder()
-  assert threads == ["MainThread"]
+  assert threads == ["MainThread"] and seconds > 0
+  assert compiled.program(key, _traced_by(threads), (x,))[1] == 0.0
+
+
+def test_a_program_under_way_on_the_builder_is_waited_for_and_counts_as_the_callers_build():
+  """Asked for while the background thread traces it, the program is waited for, not built twice; its
+  first caller gets seconds > 0 (a group's compile is counted once), later callers 0."""
+  import threading
+
+  import numpy as np
+
+  from jaxlstm import compiled
+  started, go, threads = threading.Event(), threading.Event(), []
+
+  def slow(x):
+    threads.append(threading.current_thread().name)
+    started.set()
+    go.wait(30)
+    return x + 1
+
+  x, key = np.zeros((3,), np.float32), ("ahead-slow", time.time_ns())
+  compiled.ahead(key, slow, (x,))
+  compiled.start_ahead()
+  assert started.wait(30)
+  threading.Timer(0.2, go.set).start()
+  executable, seconds = compiled.program(key, slow, (x,))
+  assert threads == ["jaxlstm-ahead"] and seconds > 0
+  np.testing.assert_array_equal(np.asarray(executable(x)), x + 1)
+  assert compiled.program(key, slow, (x,))[1] == 0.0
 
 
 def test_a_program_that_fails_ahead_fails_again_for_its_caller():
@@ -370,3 +398,33 @@ def test_jax_cache_stays_off_until_the_last_of_overlapping_store_compiles_ends()
   thread.join(30)
   assert seen == [False, False]
   assert jax.config.values["jax_enable_compilation_cache"] == was
+
+
+def test_the_next_groups_program_is_built_while_the_one_before_it_compiles_and_trains():
+  """`ensemble.prepare_group` (what the sweep does for the group after the running one): the second
+  group's program is traced on the background thread, and its `run_group` counts it as its one compile."""
+  import threading
+
+  from conftest import TRACE_EVENT
+
+  import jaxlstm
+  from jaxlstm import compiled, ensemble
+  base = jaxlstm.Config().override({"model.cells": 2, "train.epochs": 2, "train.batch_size": 0})
+  first, second = ensemble.plan([base, base.override({"model.layers": 2})], 2)
+  traced_on = []
+
+  def listener(event, duration, **kwargs):
+    if event == TRACE_EVENT and kwargs.get("fun_name") == "run_chunk":
+      traced_on.append(threading.current_thread().name)
+
+  compiled.clear()
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    ensemble.prepare_group(second, seed=0)
+    _, info_first = ensemble.run_group(first, seed=0)
+    _join_builder()
+    _, info_second = ensemble.run_group(second, seed=0)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert sorted(traced_on) == ["MainThread", "jaxlstm-ahead"]
+  assert info_first.compiles == info_second.compiles == 1
