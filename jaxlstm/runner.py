@@ -154,7 +154,7 @@ def naive_baselines(config, dataset: Dataset) -> dict[str, Any]:
 # compiler), the largest call (members x `ensemble.estimate_member_bytes`), and the
 # group's results on the host (histories and final states, held a few times over
 # while they are gathered, sliced and written).
-BASE_BYTES = 520 * 2**20  # 550 before the sweep stopped importing matplotlib and scipy.stats (benchmarks/memory_model.py)
+BASE_BYTES = 440 * 2**20  # 550, then 520 (no matplotlib, scipy.stats), now 440 (leaner imports; benchmarks/memory_model.py)
 HISTORY_COPIES = 4
 STATE_COPIES = 6
 # With several groups the next group's program compiles while one trains (`ensemble.prepare_group`):
