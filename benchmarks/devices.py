@@ -87,7 +87,7 @@ def main(argv=None) -> None:
   p.add_argument("--load", type=float, default=0.7)
   p.add_argument("--max-wait", type=float, default=120, help="seconds to wait for a quiet machine per round")
   p.add_argument("--no-write", action="store_true",
-                 help="do not update RESULTS.md (the JSON under results/ is written either way)")
+                 help="do not update RESULTS.md; the JSON goes to results/devices_no_write.json, not devices.json")
   opts = p.parse_args(argv)
   counts = [int(d) for d in opts.devices.split(",")]
   only = [w.strip() for w in opts.only.split(",")]
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
           log(f"    {seconds(work, result):.3f} s, wall {result['wall_s']:.1f} s, "
               f"peak {result.get('child_peak_rss_mib', 0):.0f} MiB")
   report["finished"] = time.strftime("%Y-%m-%d %H:%M")
-  out = common.HERE / "results" / "devices.json"
+  out = common.HERE / "results" / ("devices_no_write.json" if opts.no_write else "devices.json")
   out.parent.mkdir(exist_ok=True)
   out.write_text(json.dumps(report, indent=1, default=str))
   text = render(report)

@@ -329,7 +329,7 @@ def main(argv=None) -> None:
   p.add_argument("--load", type=float, default=0.7, help="wait for the 1-minute load to drop below this")
   p.add_argument("--max-wait", type=float, default=900, help="seconds to wait for a quiet machine per round")
   p.add_argument("--no-write", action="store_true",
-                 help="do not rewrite RESULTS.md (the JSON under results/ is written either way)")
+                 help="do not rewrite RESULTS.md; the JSON goes to results/run_no_write.json, not run.json")
   p.add_argument("--render", metavar="JSON", help="only re-render RESULTS.md from a saved results/run.json")
   opts = p.parse_args(argv)
   if opts.render:
@@ -376,7 +376,9 @@ def main(argv=None) -> None:
   report["finished"] = time.strftime("%Y-%m-%d %H:%M")
   out_dir = common.HERE / "results"
   out_dir.mkdir(exist_ok=True)
-  (out_dir / ("run_quick.json" if opts.quick else "run.json")).write_text(json.dumps(report, indent=1, default=str))
+  # --no-write keeps the canonical run.json (what RESULTS.md's tables were rendered from) as it is.
+  name = "run_quick.json" if opts.quick else "run_no_write.json" if opts.no_write else "run.json"
+  (out_dir / name).write_text(json.dumps(report, indent=1, default=str))
   text = render(report)
   print(text)
   if "seeds" in report:

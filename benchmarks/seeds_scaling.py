@@ -242,7 +242,7 @@ def main(argv=None) -> None:
   p.add_argument("--sizes", help="comma-separated seed counts (default 1,10,30,100,300,1000)")
   p.add_argument("--ways", default="abc")
   p.add_argument("--no-write", action="store_true",
-                 help="do not update RESULTS.md (the JSON under results/ is written either way)")
+                 help="do not update RESULTS.md; the JSON goes to results/seeds_scaling_no_write.json")
   args = p.parse_args(argv)
   if args.child:
     child_main(args.child[0], int(args.child[1]), args.epochs, args.reps)
@@ -253,7 +253,7 @@ def main(argv=None) -> None:
   report = {"machine": common.machine(), "versions": common.versions(), "load_at_start": load,
             "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]), "rows": rows,
             "targets": targets(rows)}
-  out = common.HERE / "results" / "seeds_scaling.json"
+  out = common.HERE / "results" / ("seeds_scaling_no_write.json" if args.no_write else "seeds_scaling.json")
   out.parent.mkdir(exist_ok=True)
   out.write_text(json.dumps(report, indent=1))
   print(table(rows))

@@ -22,10 +22,11 @@ Two caches stand between a `fit` and XLA:
     again. The store keeps under `config.program_store_limit()` (1 GiB unless
     `JAXLSTM_STORE_LIMIT` says otherwise) by deleting its least recently used entries (`evict`).
 
-A program known to be needed later can be built ahead (`ahead`): on a background
-thread that starts when this one next waits in XLA's compiler (which releases
-Python's lock) or on a call (`start_ahead`), so its tracing and compiling overlap
-that wait instead of following it.
+A program known to be needed later can be built ahead (`ahead`, or any job with
+`later`): on one background thread that starts when this one next waits in XLA's
+compiler (which lets go of Python's lock) or on a call (`start_ahead`), so its
+tracing and compiling overlap that wait instead of following it. `program` is
+single-flight across threads: a program under way is waited for, not built twice.
 """
 from __future__ import annotations
 

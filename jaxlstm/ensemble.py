@@ -478,6 +478,13 @@ class GroupProgram:
     return compiled.program(("run", self.key, layout, n, mesh), sharded, (like, members, self.data, np.bool_(True)),
                             in_shardings=(spread, spread, copy, copy), out_shardings=(spread, spread))
 
+  def call_members(self, call: int) -> Member:
+    """The members of member chunk `call`, stacked."""
+    index = self.calls.member_index(call)
+    if index.size == self.calls.total and np.array_equal(index, np.arange(self.calls.total)):
+      return self.members  # the whole group in one call (the common case): no gather, a jitted indexing per key
+    return jax.tree.map(lambda a: a[index], self.members)
+
   def blank_states(self, members: Member) -> TrainState:
     """Zero states of a member chunk (any layout): the `states` argument of a fresh call
     (`boundary_states` form)."""
@@ -624,9 +631,7 @@ def prepare_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0
                             data_lib.resolve_all(group.configs)[data_lib.data_key(group.configs[0])],
                             seed=seed, memory_budget=memory_budget, max_members_per_call=max_members_per_call,
                             epoch_chunk=epoch_chunk, mesh=mesh, call_members=call_members)
-    index = program.calls.member_index(0)
-    part = jax.tree.map(lambda a: a[index], program.members) if index.size != program.calls.total else program.members
-    program.entry(program.calls.layouts[0], part)
+    program.entry(program.calls.layouts[0], program.call_members(0))
   compiled.later(build)
 
 
@@ -634,10 +639,7 @@ def _run_member_chunk(program: GroupProgram, group: Group, call: int, info: RunI
                       progress: Callable[[dict], None] | None, checkpointer: Checkpointer | None):
   """Train one member chunk through all its epoch chunks; returns host `(states, history)`."""
   calls, epochs, mesh = program.calls, program.train.shape.epochs, program.mesh
-  index = calls.member_index(call)
-  whole = index.size == calls.total and np.array_equal(index, np.arange(calls.total))
-  # The whole group in one call (the common case) needs no gather: it costs a jitted indexing per key stream.
-  part = program.members if whole else jax.tree.map(lambda a: a[index], program.members)
+  part = program.call_members(call)
   layout = calls.layouts[call]
   restored = checkpointer.restore() if checkpointer is not None else None
   if restored is not None:

@@ -525,10 +525,16 @@ def _checkpointer(folder: store.RunFolder, gp: GroupPlan, group: Group, seed: in
                                                       f"after epoch {epoch}"))
 
 
+def _scored(folder: store.RunFolder, config, repeats_done: int, dataset: Dataset) -> bool:
+  """Whether `_ensemble_scores` scores `config` once it has `repeats_done` repeats."""
+  return (repeats_done >= folder.repeats and not config.data.resplit and config.data.cv == "none"
+          and dataset.x_val.shape[0] > 0)
+
+
 def _scored_inputs(folder: store.RunFolder | None, group: Group, dataset: Dataset) -> Any:
   """The inputs `_ensemble_scores` will predict for the group's ensembles (None if it will not)."""
-  if (folder is None or group.first_repeat + group.repeats < folder.repeats or group.configs[0].data.resplit
-      or group.configs[0].data.cv != "none" or not dataset.x_val.shape[0]):
+  done = group.first_repeat + group.repeats
+  if folder is None or not any(_scored(folder, c, done, dataset) for c in group.configs):
     return None
   return dataset.x_val
 
@@ -550,8 +556,7 @@ def _ensemble_scores(folder: store.RunFolder, ensembles: Sequence[ensemble.Ensem
   out = {}
   for ens in ensembles:
     config_id = ens.config.config_id
-    complete = ens.repeat_indices[-1] + 1 >= folder.repeats
-    if not complete or ens.config.data.resplit or ens.config.data.cv != "none" or not dataset.x_val.shape[0]:
+    if not _scored(folder, ens.config, ens.repeat_indices[-1] + 1, dataset):
       continue
     diverged = np.asarray(ens.diverged)
     if ens.repeat_indices[0]:  # grown: every repeat's parameters, the committed ones from the folder
