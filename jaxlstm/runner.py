@@ -635,7 +635,8 @@ def run_plan(plan: Plan, folder: store.RunFolder | None, env: dict, *, log: Call
     todo: what to train (default: what the folder lacks, `_todo`).
     mesh: the devices (`jaxlstm.devices.make_mesh`).
     single_process: epoch checkpoints (`train.checkpoint_every`) only then: a
-      distributed run resumes per committed config.
+      distributed run resumes per committed config; and only then is the next
+      group's program built while a group runs (`ensemble.prepare_group`).
     group_offset: the index of the plan's first group among the folder's groups (a
       search adds each batch's groups after those of the batches before it).
     call_members: every call this many members (`ensemble.plan_calls`; a race's rounds).
