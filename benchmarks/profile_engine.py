@@ -34,7 +34,7 @@ def _structured_blank(train, members, layout):
 
 
 def _timed(fn, reps=3):
-  import jax  # noqa: F401  (timed: the import is the point)
+  import jax
   times = []
   for _ in range(reps):
     t = time.perf_counter()
@@ -45,7 +45,7 @@ def _timed(fn, reps=3):
 
 def w1(repeats: int = 30, opt_levels: bool = False) -> None:
   t = time.perf_counter()
-  import jax  # noqa: F401  (timed: the import is the point)
+  import jax
   t_jax = time.perf_counter() - t
   t = time.perf_counter()
   import numpy as np
@@ -99,13 +99,13 @@ def w1(repeats: int = 30, opt_levels: bool = False) -> None:
       t = time.perf_counter()
       c = jax.jit(run_chunk).lower(blank, members, data, fresh).compile(compiler_options=opts or None)
       tc = time.perf_counter() - t
-      calls = _timed(lambda: c(blank, members, data, fresh), 4)
+      calls = _timed(lambda c=c: c(blank, members, data, fresh), 4)
       print(f"| {opts or 'default'} | {tc:.2f} | {statistics.median(calls[1:]):.4f} |")
 
 
 def _patch_time_scan_unroll(unroll: int, time_steps: int = 50) -> None:
   """Experiment only: give the models' time scans (length `time_steps`) `unroll`; other scans unchanged."""
-  import jax  # noqa: F401  (timed: the import is the point)
+  import jax
   scan = jax.lax.scan
 
   def patched(f, init, xs=None, length=None, **kw):
@@ -118,12 +118,12 @@ def _patch_time_scan_unroll(unroll: int, time_steps: int = 50) -> None:
 
 def w2(repeats: int = 30, steps: int = 31, unroll: int = 1) -> None:
   """Per-minibatch cost of W2's pieces, each in a jitted lax.scan over `steps` minibatches."""
-  import jax  # noqa: F401  (timed: the import is the point)
+  import jax
   if unroll > 1:
     _patch_time_scan_unroll(unroll)
   import jax.numpy as jnp
-  import optax
   import numpy as np
+  import optax
 
   import jaxlstm
   from jaxlstm import ensemble
@@ -171,7 +171,7 @@ def w2(repeats: int = 30, steps: int = 31, unroll: int = 1) -> None:
   for name, piece, carry in (("forward (loss only)", fwd_only, False), ("forward + backward (grad)", grad_only, False),
                              ("train step (grad + Adam update)", train_step, True)):
     fn = scan_of(piece, carry).lower(params, opt_state, xb, yb).compile()
-    times = _timed(lambda: fn(params, opt_state, xb, yb), 4)
+    times = _timed(lambda fn=fn: fn(params, opt_state, xb, yb), 4)
     rows.append((name, statistics.median(times[1:]) / steps))
   fwd_flops = workers.lstm_forward_flops(1, [20, 20], 50, 5) * 32 * repeats
   # An engine epoch for comparison: 32 minibatches + validation, one member chunk.
@@ -253,7 +253,7 @@ def thunks(repeats: int = 30, top: int = 25) -> None:
 
 def cell(members: int = 30, batch: int = 32, units: int = 20) -> None:
   """Cost of one LSTM time step at W2's shape, piece by piece (a lax.scan of 50 steps, 20 times)."""
-  import jax  # noqa: F401  (timed: the import is the point)
+  import jax
   import jax.numpy as jnp
   key = jax.random.key(0)
   w = jax.random.normal(key, (members, units, 4 * units)) * 0.1
@@ -284,7 +284,7 @@ def cell(members: int = 30, batch: int = 32, units: int = 20) -> None:
       h0 = jnp.zeros((members, batch, units))
       return jax.lax.scan(lambda carry, _: (jax.lax.scan(step, carry, x)[0], None), (h0, h0), None, length=20)[0]
     compiled = run.lower(x).compile()
-    times = _timed(lambda: compiled(x), 4)
+    times = _timed(lambda compiled=compiled: compiled(x), 4)
     print(f"| {name} | {min(times[1:]) / 1000 * 1e6:.1f} |")
 
 
