@@ -593,9 +593,7 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
   Returns:
     One Ensemble per config of the group (in order), and what the run cost.
   """
-  if dataset is None:
-    dataset = data_lib.resolve_all(group.configs)[data_lib.data_key(group.configs[0])]
-  program = group_program(group, dataset, seed=seed, memory_budget=memory_budget,
+  program = group_program(group, _group_dataset(group, dataset), seed=seed, memory_budget=memory_budget,
                           max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk,
                           mesh=devices_lib.resolve_mesh(mesh, devices), call_members=call_members)
   calls = program.calls
@@ -616,6 +614,11 @@ def run_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0, ep
   return ensembles, info
 
 
+def _group_dataset(group: Group, dataset: Dataset | None) -> Dataset:
+  """`dataset`, or the group's data resolved from its configs."""
+  return dataset if dataset is not None else data_lib.resolve_all(group.configs)[data_lib.data_key(group.configs[0])]
+
+
 def prepare_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0,
                   memory_budget: int = DEFAULT_MEMORY_BUDGET, max_members_per_call: int | None = None,
                   epoch_chunk: int | None = None, mesh=None, call_members: int | None = None) -> None:
@@ -627,9 +630,7 @@ def prepare_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0
   The arguments are `run_group`'s.
   """
   def build():
-    program = group_program(group, dataset if dataset is not None else
-                            data_lib.resolve_all(group.configs)[data_lib.data_key(group.configs[0])],
-                            seed=seed, memory_budget=memory_budget, max_members_per_call=max_members_per_call,
+    program = group_program(group, _group_dataset(group, dataset), seed=seed, memory_budget=memory_budget, max_members_per_call=max_members_per_call,
                             epoch_chunk=epoch_chunk, mesh=mesh, call_members=call_members)
     program.entry(program.calls.layouts[0], program.call_members(0))
   compiled.later(build)
@@ -762,8 +763,7 @@ class Ensemble:
     return out
 
   def network(self) -> Network:
-    from jaxlstm.networks import Network
-    return Network(self.config.model, self.outputs, time_out=self.time_out, frame_shape=tuple(self.frame_shape))
+    return _network(self.config, self.outputs, self.time_out, self.frame_shape)
 
   def predict(self, x: np.ndarray) -> np.ndarray:
     """Predictions of every repeat: `[repeats, N, ...]` (after the output activation).
@@ -779,14 +779,18 @@ class Ensemble:
     return np.asarray(fn(self.params, x))
 
 
+def _network(config: Config, outputs: int, time_out: int, frame_shape: Sequence[int]) -> Network:
+  from jaxlstm.networks import Network  # flax: only when a network is built
+  return Network(config.model, outputs, time_out=time_out, frame_shape=tuple(frame_shape))
+
+
 def _predictor(config: Config, outputs: int, time_out: int, frame_shape: Sequence[int],
                folds: int) -> tuple[tuple, Callable]:
   """`(program key, predict_all(params, x))` of `Ensemble.predict` for a config's ensembles."""
   act = config.model.output_activation
 
   def predict_all(params, x):  # the network is built when traced: a stored program needs no flax
-    from jaxlstm.networks import Network
-    network = Network(config.model, outputs, time_out=time_out, frame_shape=tuple(frame_shape))
+    network = _network(config, outputs, time_out, frame_shape)
     one = lambda p: activate(network.apply({"params": p}, x), act)
     return jax.vmap(jax.vmap(one) if folds > 1 else one)(params)
 
