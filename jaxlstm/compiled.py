@@ -20,7 +20,8 @@ Two caches stand between a `fit` and XLA:
     stored: one JAX's cache loaded does not serialise whole on XLA:CPU (jaxlib 0.10.2;
     its first call in another process fails), and a stored one that fails is compiled
     again. The store keeps under `config.program_store_limit()` (1 GiB unless
-    `JAXLSTM_STORE_LIMIT` says otherwise) by deleting its least recently used entries (`evict`).
+    `JAXLSTM_STORE_LIMIT` says otherwise) by deleting its least recently used entries (`evict`),
+    and JAX's cache in `cache_dir()` under the same limit (`trim_jax_cache`).
 
 A program known to be needed later can be built ahead (`ahead`, or any job with
 `later`): on one background thread that starts when this one next waits in XLA's
@@ -56,7 +57,7 @@ from jaxlstm.config import program_store_limit
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 _PROGRAMS: dict[Hashable, Any] = {}
-_persistent: dict[str, Any] = {"configured": False, "path": None}
+_persistent: dict[str, Any] = {"configured": False, "path": None, "ours": False}
 # A program some thread is building now (full key -> its future): asked for again, it is waited for.
 _BUILDING: dict[Hashable, concurrent.futures.Future] = {}
 # Programs the background thread built that no caller has asked for yet.
@@ -184,7 +185,9 @@ def _build(full_key: Hashable, fn: Callable, args: tuple, in_shardings: Any, out
 
   file = _store_file(full_key)
   if file is None:
-    return compile_now()
+    executable = compile_now()
+    trim_jax_cache()  # JAX's cache may have grown by this program
+    return executable
   executable = _load(file, compile_now)
   return executable if executable is not None else _compile_and_store(file, compile_now)
 
@@ -199,6 +202,8 @@ _ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.(jaxexe|shapes\.json|unstorable)")
 _TEMP_NAME = re.compile(r"\.tmp-[A-Za-z0-9_]+\.(jaxexe|json)")
 # A temporary file this old is a write that died (kill -9, a full disk), not one under way.
 _STALE_TEMP_SECONDS = 3600
+# JAX's persistent cache entries (jax/_src/lru_cache.py): `<module name>-<sha256 hex>-cache`.
+_JAX_ENTRY_NAME = re.compile(r".+-[0-9a-f]{64}-cache")
 # Tests turn this off to store an executable JAX's cache loaded (an entry whose first call fails).
 _BYPASS_JAX_CACHE = True
 
@@ -275,24 +280,26 @@ def _store_write(file: Path, data: bytes) -> None:
   evict(file.parent, program_store_limit(), keep=file)
 
 
-def evict(root: Path, limit: int | None, *, keep: Path | None = None) -> int:
-  """Delete the store's least recently used entries until it holds at most `limit` bytes.
+def evict(root: Path, limit: int | None, *, keep: Path | None = None, entries: re.Pattern = _ENTRY_NAME) -> int:
+  """Delete a cache folder's least recently used entries until it holds at most `limit` bytes.
 
-  Loading an entry marks it used (its mtime). Only the store's own files are
-  touched: entries named by a sha256 and temporary files of writes that died an
-  hour ago or more; anything else in the folder is neither counted nor deleted.
-  Another process may evict an entry this one is about to read: it then compiles
-  again, which is all a missing entry costs.
+  Loading a store entry marks it used (its mtime); JAX's cache marks nothing, so
+  its entries go oldest written first. Only the cache's own files are touched:
+  entries named as `entries` says and temporary files of the store's writes that
+  died an hour ago or more; anything else in the folder is neither counted nor
+  deleted. Another process may evict an entry this one is about to read: it then
+  compiles again, which is all a missing entry costs.
 
   Args:
-    root: the store's folder (`store_dir()`).
+    root: the store's folder (`store_dir()`), or JAX's cache folder in `cache_dir()`.
     limit: bytes (`program_store_limit()`); None: no limit (only dead temporary files go).
     keep: an entry just written (never deleted here).
+    entries: the names of the folder's entries (the store's, or `_JAX_ENTRY_NAME`).
 
   Returns:
     The number of files deleted.
   """
-  entries, deleted, now = [], 0, time.time()
+  found, deleted, now = [], 0, time.time()
   with contextlib.suppress(OSError):
     for entry in os.scandir(root):
       if not entry.is_file(follow_symlinks=False):
@@ -303,10 +310,10 @@ def evict(root: Path, limit: int | None, *, keep: Path | None = None) -> int:
           with contextlib.suppress(OSError):
             os.unlink(entry.path)
             deleted += 1
-      elif _ENTRY_NAME.fullmatch(entry.name):
-        entries.append((status.st_mtime, status.st_size, entry.path))
-  total = sum(size for _, size, _ in entries)
-  for _, size, path in sorted(entries):
+      elif entries.fullmatch(entry.name):
+        found.append((status.st_mtime, status.st_size, entry.path))
+  total = sum(size for _, size, _ in found)
+  for _, size, path in sorted(found):
     if limit is None or total <= limit:
       break
     if keep is not None and path == str(keep):
@@ -612,4 +619,23 @@ def configure_persistent_cache(enabled: bool | None = None) -> Path | None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   _persistent["path"] = Path(path)
+  _persistent["ours"] = not os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  trim_jax_cache()
   return _persistent["path"]
+
+
+def trim_jax_cache() -> int:
+  """Keep JAX's cache under `program_store_limit()` too, when its folder is ours (`cache_dir()`).
+
+  JAX limits its cache only with the `filelock` package, and writes to it without
+  ever deleting: each process trims it as it turns the cache on, and after each
+  compile of its own that went through JAX's cache (a distributed run's programs).
+  A folder the user named (`JAX_COMPILATION_CACHE_DIR`) is never touched.
+
+  Returns:
+    The number of entries deleted.
+  """
+  path = _persistent["path"]
+  if path is None or not _persistent.get("ours"):
+    return 0
+  return evict(path, program_store_limit(), entries=_JAX_ENTRY_NAME)

@@ -281,6 +281,37 @@ def test_programs_stored_past_the_limit_push_out_the_least_recently_used(tmp_pat
   assert shapes_file.exists() and not program_file.exists() and len(list(root.glob("*.jaxexe"))) == 1
 
 
+def test_jaxs_cache_is_kept_under_the_limit_in_our_folder_and_never_in_the_users(tmp_path, monkeypatch):
+  """JAX writes its cache without deleting (its own limit needs `filelock`): turning the cache on trims
+  our folder to JAXLSTM_STORE_LIMIT, oldest written first, and leaves other files and a folder the user
+  named (JAX_COMPILATION_CACHE_DIR) alone."""
+  import numpy as np
+
+  from jaxlstm import compiled
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  for key, value in compiled._persistent.items():  # this process's cache settings come back afterwards
+    monkeypatch.setitem(compiled._persistent, key, value)
+  root = compiled.configure_persistent_cache(True)
+  assert root == tmp_path / "cache" / "jaxlstm" / "xla"
+  for scale in (2.0, 3.0):  # two real entries of JAX's, written through its cache (not the store)
+    jax.jit(lambda x, s=scale: x * s).lower(np.zeros(4, np.float32)).compile()
+  written = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime)
+  assert len(written) == 2 and all(compiled._JAX_ENTRY_NAME.fullmatch(p.name) for p in written), written
+  os.utime(written[0], (time.time() - 600, time.time() - 600))
+  foreign = _entry(root, "notes-" + "a" * 64 + ".txt", 10_000, 10_000)
+  monkeypatch.setenv("JAXLSTM_STORE_LIMIT", str(written[1].stat().st_size + 1))
+  compiled.configure_persistent_cache(True)
+  assert sorted(root.iterdir()) == sorted([foreign, written[1]])
+
+  theirs = tmp_path / "theirs"
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(theirs))
+  assert compiled.configure_persistent_cache(True) == theirs
+  for scale in (4.0, 5.0):
+    jax.jit(lambda x, s=scale: x * s).lower(np.zeros(4, np.float32)).compile()
+  assert compiled.trim_jax_cache() == 0 and len(list(theirs.iterdir())) == 2
+
+
 def _traced_by(threads: list):
   """A tiny program that records which thread traced it."""
   import threading
