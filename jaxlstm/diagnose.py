@@ -440,73 +440,95 @@ def _check_baseline_scores(baseline_scores: Any) -> dict[str, float] | None:
   return out
 
 
-def _finite_prefix(curve: np.ndarray) -> int:
-  bad = ~np.isfinite(curve)
-  return int(np.argmax(bad)) if bad.any() else len(curve)
+# Each measure below works on a block of repeats with the same number of finite epochs,
+# ``[rows, n]`` in C order, row by row in the same floating-point steps as on one curve:
+# a repeat's numbers do not depend on which other repeats share its block (a sum along
+# a C-ordered row is numpy's pairwise sum of that row, as for the row alone; dot products
+# are one BLAS call per row).
 
 
-def _moving_mean(curve: np.ndarray, half: int) -> np.ndarray:
+def _finite_prefixes(curves: np.ndarray) -> np.ndarray:
+  """``[repeats]`` number of leading finite epochs of each row."""
+  bad = ~np.isfinite(curves)
+  return np.where(bad.any(axis=1), bad.argmax(axis=1), curves.shape[1])
+
+
+def _moving_mean(curves: np.ndarray, half: int) -> np.ndarray:
   """Centred moving mean over ``2 * half + 1`` epochs, windows cut at the edges."""
   if half == 0:
-    return curve.copy()
-  csum = np.concatenate([[0.0], np.cumsum(curve)])
-  idx = np.arange(len(curve))
+    return curves.copy()
+  n = curves.shape[1]
+  csum = np.concatenate([np.zeros((len(curves), 1)), np.cumsum(curves, axis=1)], axis=1)
+  idx = np.arange(n)
   lo = np.maximum(idx - half, 0)
-  hi = np.minimum(idx + half + 1, len(curve))
-  return (csum[hi] - csum[lo]) / (hi - lo)
+  hi = np.minimum(idx + half + 1, n)
+  # C order (the gathers give columns-first): row sums below must run along each row.
+  return np.ascontiguousarray((csum[:, hi] - csum[:, lo]) / (hi - lo))
 
 
-def _tail_change(curve: np.ndarray, k: int) -> tuple[float, float]:
-  """Change across the last ``k`` epochs of the least-squares line, and its standard error."""
-  tail = curve[-k:]
+def _row_dots(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+  return np.array([np.dot(x, row) for row in rows], dtype=np.float64)
+
+
+def _tail_change(curves: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Change across the last ``k`` epochs of each row's least-squares line, and its standard error."""
+  tail = curves[:, -k:]
   x = np.arange(k, dtype=np.float64)
   x -= x.mean()
   sxx = float(np.dot(x, x))
-  slope = float(np.dot(x, tail - tail.mean()) / sxx)
-  residual = tail - tail.mean() - slope * x
-  se = float(np.sqrt(np.dot(residual, residual) / (k - 2) / sxx)) if k > 2 else 0.0
+  level = tail.mean(axis=1)[:, None]
+  slope = _row_dots(x, tail - level) / sxx
+  residual = tail - level - slope[:, None] * x
+  se = np.sqrt(_row_dots_self(residual) / (k - 2) / sxx) if k > 2 else np.zeros(len(curves))
   return slope * (k - 1), se * (k - 1)
 
 
-def _projected_floor(curve: np.ndarray, k: int) -> float:
-  """Where the fall of the last ``k`` epochs levels off (Aitken on three block means)."""
+def _row_dots_self(rows: np.ndarray) -> np.ndarray:
+  return np.array([np.dot(row, row) for row in rows], dtype=np.float64)
+
+
+def _projected_floor(curves: np.ndarray, k: int) -> np.ndarray:
+  """Where the fall of each row's last ``k`` epochs levels off (Aitken on three block means)."""
   block = k // 3
   if block < 1:
-    return float(curve[-1])  # too few epochs for three blocks: the last value is the floor
-  m1, m2, m3 = curve[len(curve) - 3 * block:].reshape(3, block).mean(axis=1)
+    return curves[:, -1].copy()  # too few epochs for three blocks: the last value is the floor
+  n = curves.shape[1]
+  means = curves[:, n - 3 * block:].reshape(len(curves), 3, block).mean(axis=2)
+  m1, m2, m3 = means[:, 0], means[:, 1], means[:, 2]
   d1, d2 = m2 - m1, m3 - m2
-  if d2 >= 0 or d1 >= 0:
-    return float(m3)  # not falling, or only since the last block: no trend to extend
-  q = d2 / d1
-  if q >= 1:
-    return 0.0  # the fall does not slow down: no floor in sight
-  return float(max(m3 + d2 * q / (1 - q), 0.0))
+  flat = (d2 >= 0) | (d1 >= 0)  # not falling, or only since the last block: no trend to extend
+  with np.errstate(divide="ignore", invalid="ignore"):
+    q = d2 / d1
+    ahead = m3 + d2 * q / (1 - q)
+  ahead = np.where(0.0 > ahead, 0.0, ahead)  # max(ahead, 0.0), as Python's max picks
+  # A fall that does not slow down (q >= 1) has no floor in sight.
+  return np.where(flat, m3, np.where(q >= 1, 0.0, ahead))
 
 
-def _ratio(num: float, den: float) -> float:
-  """num / |den|, with 0/0 = 0 and x/0 = +-inf (a rise from exactly zero is infinite)."""
-  den = abs(den)
-  if den > _TINY:
-    return num / den
-  if abs(num) <= _TINY:
-    return 0.0
-  return float(np.copysign(np.inf, num))
+def _ratio(num, den) -> np.ndarray:
+  """num / |den|, with 0/0 = 0 and x/0 = +-inf (a rise from exactly zero is infinite); elementwise."""
+  num, den = np.broadcast_arrays(np.asarray(num, np.float64), np.abs(np.asarray(den, np.float64)))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    quotient = num / den
+  at_zero = np.where(np.abs(num) <= _TINY, 0.0, np.copysign(np.inf, num))
+  return np.where(den > _TINY, quotient, at_zero)
 
 
-def _residual_rms(raw: np.ndarray, smooth: np.ndarray, half: int) -> float:
+def _residual_rms(raw: np.ndarray, smooth: np.ndarray, half: int) -> np.ndarray:
   # Interior only: at the cut edges the window is lopsided and a steep start
   # would read as oscillation.
-  inner = slice(half, len(raw) - half) if len(raw) - 2 * half >= 3 else slice(None)
-  return float(np.sqrt(np.mean((raw[inner] - smooth[inner]) ** 2)))
+  n = raw.shape[1]
+  inner = slice(half, n - half) if n - 2 * half >= 3 else slice(None)
+  return np.sqrt(np.mean((raw[:, inner] - smooth[:, inner]) ** 2, axis=1))
 
 
-def _oscillation(raw: np.ndarray, smooth: np.ndarray, half: int) -> float:
+def _oscillation(raw: np.ndarray, smooth: np.ndarray, half: int) -> np.ndarray:
   rms = _residual_rms(raw, smooth, half)
   # Against the larger of range and level: a curve that improved little (small
   # range) or sits near zero (small level) should not read as unstable for its
   # ordinary noise.
-  scale = max(float(smooth.max() - smooth.min()), float(np.mean(np.abs(smooth))))
-  return _ratio(rms, scale)
+  spread, level = smooth.max(axis=1) - smooth.min(axis=1), np.mean(np.abs(smooth), axis=1)
+  return _ratio(rms, np.where(level > spread, level, spread))
 
 
 def _direction(slope: float, flat: float) -> str:
@@ -518,41 +540,44 @@ def _direction(slope: float, flat: float) -> str:
 
 
 def _evidence(train: np.ndarray, val: np.ndarray, th: Thresholds,
-              baseline_loss: float | None) -> dict:
-  """Numbers behind the verdict for finite curves of equal length ``n >= 2``."""
-  n = len(train)
+              baseline_loss: float | None) -> dict[str, np.ndarray]:
+  """Numbers behind the verdict, ``{name: [rows]}``, for finite curves ``[rows, n]``, ``n >= 2``."""
+  train, val = np.ascontiguousarray(train), np.ascontiguousarray(val)
+  n = train.shape[1]
   half = int(round(th.smooth_fraction * n / 2))
   t_s, v_s = _moving_mean(train, half), _moving_mean(val, half)
   k = min(n, max(3, int(np.ceil(th.tail_fraction * n))))
-  best = int(np.argmin(v_s))
+  rows = np.arange(len(train))
+  best = np.argmin(v_s, axis=1)
   (t_change, _), (v_change, v_change_se) = _tail_change(train, k), _tail_change(val, k)
   t_osc, v_osc = _oscillation(train, t_s, half), _oscillation(val, v_s, half)
   floor = _projected_floor(train, min(n, max(3, int(np.ceil(th.floor_fraction * n)))))
   base = np.nan if baseline_loss is None else baseline_loss
+  v_range = v_s.max(axis=1) - v_s.min(axis=1)
   ev = {
-      "n_epochs": n,
+      "n_epochs": np.full(len(train), n),
       "best_epoch": best,
-      "best_val": float(v_s[best]),
-      "final_train": float(train[-1]),
-      "final_val": float(val[-1]),
-      "train_end_slope": _ratio(t_change, float(np.mean(np.abs(train[-k:])))),
-      "val_end_slope": _ratio(v_change, float(np.mean(np.abs(val[-k:])))),
-      "val_end_gain": _ratio(-v_change, float(v_s.max() - v_s.min())),
-      "val_gain_noise": _ratio(v_change_se, float(v_s.max() - v_s.min())),
-      "train_drop": _ratio(float(train[0] - t_s.min()), float(train[0])),
-      "train_left": _ratio(float(t_s[-1]), float(train[0])),
-      "val_left": _ratio(float(v_s[-1]), float(val[0])),
-      "val_rise": _ratio(float(v_s[-1] - v_s[best]), float(v_s[best])),
+      "best_val": v_s[rows, best],
+      "final_train": train[:, -1],
+      "final_val": val[:, -1],
+      "train_end_slope": _ratio(t_change, np.mean(np.abs(train[:, -k:]), axis=1)),
+      "val_end_slope": _ratio(v_change, np.mean(np.abs(val[:, -k:]), axis=1)),
+      "val_end_gain": _ratio(-v_change, v_range),
+      "val_gain_noise": _ratio(v_change_se, v_range),
+      "train_drop": _ratio(train[:, 0] - t_s.min(axis=1), train[:, 0]),
+      "train_left": _ratio(t_s[:, -1], train[:, 0]),
+      "val_left": _ratio(v_s[:, -1], val[:, 0]),
+      "val_rise": _ratio(v_s[:, -1] - v_s[rows, best], v_s[rows, best]),
       "after_best": (n - 1 - best) / (n - 1),
-      "train_fall": _ratio(float(t_s[best] - t_s[-1]), float(t_s[best])),
-      "gap": float(v_s[-1] - t_s[-1]),
-      "oscillation": max(t_osc, v_osc),
-      "train_noise": _ratio(_residual_rms(train, t_s, half), float(train[0])),
-      "rel_gap": _ratio(float(v_s[-1] - t_s[-1]), float(v_s[-1])),
+      "train_fall": _ratio(t_s[rows, best] - t_s[:, -1], t_s[rows, best]),
+      "gap": v_s[:, -1] - t_s[:, -1],
+      "oscillation": np.where(v_osc > t_osc, v_osc, t_osc),  # max(t_osc, v_osc), as Python's max picks
+      "train_noise": _ratio(_residual_rms(train, t_s, half), train[:, 0]),
+      "rel_gap": _ratio(v_s[:, -1] - t_s[:, -1], v_s[:, -1]),
       "train_oscillation": t_osc,
       "val_oscillation": v_osc,
       "train_floor": floor,
-      "train_vs_baseline": float(t_s[-1]) / base,
+      "train_vs_baseline": t_s[:, -1] / base,
       "floor_vs_baseline": floor / base,
   }
   return {name: ev[name] for name in _EVIDENCE}  # one column order, with or without evidence
@@ -595,35 +620,17 @@ def _reconcile(verdict: str, tail_trend: str | None) -> str | None:
   return tail_trend if tail_trend in allowed else allowed[0]
 
 
-def _diagnose_one(train: np.ndarray, val: np.ndarray, marked: bool, th: Thresholds,
-                  baseline_loss: float | None) -> dict:
-  n_t, n_v = _finite_prefix(train), _finite_prefix(val)
-  n = min(n_t, n_v)
-  if marked:
-    key = "diverged_flag"
-  elif np.isinf(train).any() or np.isinf(val).any():
-    key = "diverged_inf"
-  elif np.isfinite(train[n_t:]).any() or np.isfinite(val[n_v:]).any():
-    key = "diverged_hole"
-  elif n == 0:
-    key = "diverged_empty"
-  else:
-    key = None
-  ev = dict.fromkeys(_EVIDENCE, np.nan)
-  ev["n_epochs"] = n
-  if n >= 2:
-    ev = _evidence(train[:n], val[:n], th, baseline_loss)
-  if key is None:
-    key = _rule(ev, th, baseline_loss is not None)
-  verdict, reason, _ = _RULES[key]
-  if n >= 2:
-    train_dir = _direction(ev["train_end_slope"], th.flat_slope)
-    val_dir = _direction(ev["val_end_slope"], th.flat_slope)
-    tail = TRENDS.get((train_dir, val_dir), MIXED_TREND)
-  else:
-    train_dir = val_dir = tail = None
-  return {"verdict": verdict, "trend": _reconcile(verdict, tail), "reason": reason,
-          "train_trend": train_dir, "val_trend": val_dir, **ev, "tail_trend": tail}
+def _diverged_keys(train: np.ndarray, val: np.ndarray, marked: np.ndarray) -> list[str | None]:
+  """Each repeat's diverged rule (its reason key), or None for a curve the other rules judge."""
+  n_t, n_v = _finite_prefixes(train), _finite_prefixes(val)
+  after_t = np.arange(train.shape[1]) >= n_t[:, None]
+  after_v = np.arange(val.shape[1]) >= n_v[:, None]
+  inf = np.isinf(train).any(axis=1) | np.isinf(val).any(axis=1)
+  hole = (np.isfinite(train) & after_t).any(axis=1) | (np.isfinite(val) & after_v).any(axis=1)
+  empty = np.minimum(n_t, n_v) == 0
+  keys = np.select([marked, inf, hole, empty], ["diverged_flag", "diverged_inf", "diverged_hole", "diverged_empty"],
+                   default="")
+  return [key or None for key in keys.tolist()]
 
 
 def diagnose_repeats(
@@ -673,10 +680,35 @@ def diagnose_repeats(
   if marked.shape != (len(train),):
     raise ValueError(f"expected diverged of shape [repeats] = ({len(train)},), got {marked.shape}.")
   baseline_loss = _check_baseline_loss(baseline_loss)
-  rows = [{"repeat": i, **_diagnose_one(t, v, bool(m), thresholds, baseline_loss)}
-          for i, (t, v, m) in enumerate(zip(train, val, marked))]
+  count = len(train)
+  n = np.minimum(_finite_prefixes(train), _finite_prefixes(val))
+  evidence = {name: np.full(count, np.nan) for name in _EVIDENCE}
+  for length in np.unique(n[n >= 2]).tolist():  # one block per length of the finite prefix
+    rows = np.flatnonzero(n == length)
+    for name, values in _evidence(train[rows, :length], val[rows, :length], thresholds, baseline_loss).items():
+      evidence[name][rows] = values
+  evidence["n_epochs"] = n
+  if (n >= 2).all():
+    evidence["best_epoch"] = evidence["best_epoch"].astype(np.int64)  # epochs, as integers when every repeat has one
+  with_baseline = baseline_loss is not None
+  columns = {name: [] for name in ("verdict", "trend", "reason", "train_trend", "val_trend", "tail_trend")}
+  listed = {name: values.tolist() for name, values in evidence.items()}
+  for i, key in enumerate(_diverged_keys(train, val, marked)):
+    ev = {name: values[i] for name, values in listed.items()}
+    verdict, reason, _ = _RULES[key or _rule(ev, thresholds, with_baseline)]
+    if n[i] >= 2:
+      train_dir = _direction(ev["train_end_slope"], thresholds.flat_slope)
+      val_dir = _direction(ev["val_end_slope"], thresholds.flat_slope)
+      tail = TRENDS.get((train_dir, val_dir), MIXED_TREND)
+    else:
+      train_dir = val_dir = tail = None
+    for name, value in (("verdict", verdict), ("trend", _reconcile(verdict, tail)), ("reason", reason),
+                        ("train_trend", train_dir), ("val_trend", val_dir), ("tail_trend", tail)):
+      columns[name].append(value)
   import pandas as pd
-  frame = pd.DataFrame(rows)
+  frame = pd.DataFrame({"repeat": np.arange(count), **{k: columns[k] for k in ("verdict", "trend", "reason")},
+                        "train_trend": columns["train_trend"], "val_trend": columns["val_trend"],
+                        **evidence, "tail_trend": columns["tail_trend"]})
   frame["n_epochs"] = frame["n_epochs"].astype(int)
   return frame
 

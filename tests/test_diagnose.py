@@ -211,6 +211,34 @@ def test_mixed_stop_lengths_in_one_batch():
   assert (frame["verdict"] != "diverged").all()
 
 
+def test_a_repeats_diagnosis_does_not_depend_on_the_others_in_its_batch():
+  """Repeats are diagnosed together, in blocks of equal finite length: each row's numbers are the ones
+  it gets alone, bit for bit (sums run along its own row, in C order), whatever the block holds."""
+  rng = np.random.default_rng(7)
+  rows = []
+  for builder in (overfit, good_fit, still_improving, unstable, not_learning, high_and_flat):
+    train, val = builder()
+    for _ in range(3):
+      noise = 1 + rng.normal(0, 0.02, (2, len(train)))
+      rows.append(np.pad(np.stack([train, val]) * noise, ((0, 0), (0, 300 - len(train))), constant_values=np.nan))
+  curves = np.stack(rows)  # [repeats, train|val, 300]: prefixes of 100, 200 and 300 epochs
+  curves[4, :, 123:] = np.nan  # an early stop of its own length
+  curves[5, 0, 40] = np.inf  # a divergence
+  marked = np.zeros(len(curves), bool)
+  marked[6] = True
+  together = diagnose.diagnose_repeats(curves[:, 0], curves[:, 1], diverged=marked, baseline_loss=0.3)
+  for i in range(len(curves)):
+    alone = diagnose.diagnose_repeats(curves[i, 0], curves[i, 1], diverged=marked[i:i + 1], baseline_loss=0.3)
+    for column in together.columns.drop("repeat"):
+      a, b = together[column].iloc[i], alone[column].iloc[0]
+      if isinstance(a, (float, np.floating)):
+        assert np.float64(a).tobytes() == np.float64(b).tobytes() or (np.isnan(a) and np.isnan(b)), (i, column, a, b)
+      else:
+        assert a == b, (i, column, a, b)
+  assert together["n_epochs"].tolist()[3:7] == [200, 123, 40, 100]
+  assert together["verdict"].iloc[5] == together["verdict"].iloc[6] == "diverged"
+
+
 @pytest.mark.parametrize("where", ["inf_val", "ninf_train", "nan_hole", "all_nan"])
 def test_non_finite_curves_are_diverged(where):
   train, val = good_fit()
