@@ -799,10 +799,14 @@ def _prob_greater(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _prob_greater_resampled(a: np.ndarray, b: np.ndarray, pick_a: np.ndarray, pick_b: np.ndarray) -> np.ndarray:
   """`_prob_greater(a[pick_a], b[pick_b])` for many resamples, without a sort per resample.
 
-  A resample's U is `count_a @ W @ count_b`, with `W[i, j] = [a_i > b_j] + ½[a_i = b_j]` and
-  `count_a[i]` how often repeat i was drawn. Every product and partial sum is a half-integer
-  below 2^52, so the sums are exact in any order and equal the midrank sums bit for bit
-  (tests/test_cli_speed.py); the comparisons table of the default study costs ~35 ms less.
+  With a sorted, let `below[p]` count a resample's draws of a among the p smallest
+  repeats of a, and `p_j` / `q_j` the places where b_j sorts into a after / before
+  its ties. The resample's U, `Σ over drawn b_j of (#{drawn a > b_j} + ½ #{drawn a = b_j})`,
+  is then `n_a n_b - ½ Σ_p below[p] · (H[p] + L[p])`, where `H[p]` / `L[p]` count the
+  draws of b with `p_j = p` / `q_j = p`: O(n_a + n_b) per resample, not a sort or an
+  n_a × n_b product (1000 repeats a side: ~0.2 → ~0.02 s a pair). Every count, product
+  and partial sum is a half-integer below 2^52, so the sums are exact in any order and
+  equal the midrank sums bit for bit (tests/test_cli_speed.py).
 
   Args:
     a: `[task, n_a]`; b: `[task, n_b]`.
@@ -812,19 +816,28 @@ def _prob_greater_resampled(a: np.ndarray, b: np.ndarray, pick_a: np.ndarray, pi
     `[resample]` probabilities.
   """
   na, nb = a.shape[-1], b.shape[-1]
-  wins = (a[:, :, None] > b[:, None, :]) + 0.5 * (a[:, :, None] == b[:, None, :])  # [task, n_a, n_b]
-  count_a, count_b = _draw_counts(pick_a), _draw_counts(pick_b)  # [task, resample, n]
+  order = np.argsort(a, axis=-1, kind="stable")
+  place = np.empty_like(order)  # each repeat of a's place in sorted order
+  np.put_along_axis(place, order, np.arange(na)[None], axis=-1)
+  drawn = _draw_counts(np.take_along_axis(place[None], pick_a, axis=-1), na)  # [task, resample, n_a]
+  below = np.concatenate([np.zeros(drawn.shape[:-1] + (1,)), np.cumsum(drawn, axis=-1)], axis=-1)
+  sorted_a = np.take_along_axis(a, order, axis=-1)
+  after, before = (np.stack([np.searchsorted(s, v, side=side) for s, v in zip(sorted_a, b)]) for side in ("right", "left"))
+  # H + L: draws of b by the places after and before their ties in a (the same places where no b ties an a).
+  ties = _draw_counts(np.take_along_axis(after[None], pick_b, axis=-1), na + 1)
+  ties = 2 * ties if np.array_equal(after, before) else ties + _draw_counts(
+      np.take_along_axis(before[None], pick_b, axis=-1), na + 1)
+  u = na * nb - 0.5 * np.sum(below * ties, axis=-1)  # [task, resample]
   # [resample, task], contiguous as `_prob_greater`'s: the mean over tasks then sums in the same order.
-  u = np.ascontiguousarray(np.sum((count_a @ wins) * count_b, axis=-1).T)
-  return (u / (na * nb)).mean(axis=-1)
+  return (np.ascontiguousarray(u.T) / (na * nb)).mean(axis=-1)
 
 
-def _draw_counts(pick: np.ndarray) -> np.ndarray:
-  """`[resample, task, n]` indices -> `[task, resample, n]` float64 counts of each index per row."""
+def _draw_counts(pick: np.ndarray, size: int) -> np.ndarray:
+  """`[resample, task, n]` values in [0, size) -> `[task, resample, size]` float64 counts of each value per row."""
   resamples, tasks, n = pick.shape
   rows = pick.transpose(1, 0, 2).reshape(tasks * resamples, n)
-  flat = rows + (np.arange(tasks * resamples) * n)[:, None]
-  return np.bincount(flat.ravel(), minlength=tasks * resamples * n).reshape(tasks, resamples, n).astype(float)
+  flat = rows + (np.arange(tasks * resamples) * size)[:, None]
+  return np.bincount(flat.ravel(), minlength=tasks * resamples * size).reshape(tasks, resamples, size).astype(float)
 
 
 def _runs_by_task(x: ArrayLike, what: str) -> tuple[np.ndarray, int]:

@@ -213,7 +213,7 @@ def test_midranks_equal_scipy_rankdata():
       np.testing.assert_array_equal(stats._midranks(x), scipy.stats.rankdata(x, axis=-1))
 
 
-@pytest.mark.parametrize("shape", [(1, 30, 30), (3, 12, 7), (2, 5, 200), (19, 9, 11)])
+@pytest.mark.parametrize("shape", [(1, 30, 30), (3, 12, 7), (2, 5, 200), (19, 9, 11), (1, 400, 300)])
 @pytest.mark.parametrize("ties", [False, True])
 def test_bootstrap_prob_from_draw_counts_equals_midranks_bit_for_bit(shape, ties):
   """The PoI bootstrap counts wins per pair of repeats instead of ranking each resample; the
