@@ -131,8 +131,9 @@ def learning_curves(
 ) -> Axes:
   """Every repeat's train and validation curve with mean +- std bands.
 
-  Per-repeat curves are thin and translucent; the means (over the repeats still
-  running at each epoch) are thick, with +- one std (ddof=1) bands. A repeat
+  Per-repeat curves are thin and translucent (fainter as repeats grow, so that a
+  crowd reads as density); the means (over the repeats still running at each
+  epoch) are thick, edged in white, on top, with +- one std (ddof=1) bands. A repeat
   whose curve ends before the last epoch (stopped early) gets a marker at its
   last finite epoch.
 
@@ -146,8 +147,10 @@ def learning_curves(
     ax: Axes to draw on; a new figure if None.
 
   Returns:
-    The Axes: ``2 * repeats`` thin lines then the 2 mean lines (``ax.lines``),
-    2 bands, and one stop-marker collection per curve kind with stops.
+    The Axes: the thin curves as one ``LineCollection`` per curve kind (train,
+    then validation; one artist each, so a thousand repeats draw in a second),
+    the 2 mean lines (``ax.lines``), 2 bands, and one stop-marker collection per
+    curve kind with stops.
 
   Raises:
     ValueError: if the shapes differ or are not ``[repeats, epochs]``.
@@ -159,9 +162,18 @@ def learning_curves(
   ax = _new_axes(ax, (6.0, 4.0))
   epochs = np.arange(train.shape[1])
   kinds = ((train, _TRAIN_COLOR, "train"), (val, _VAL_COLOR, "validation"))
-  for curves, color, _ in kinds:
-    for curve in curves:
-      ax.plot(epochs, curve, color=color, lw=0.6, alpha=0.3)
+  import matplotlib.collections
+  import matplotlib.patheffects
+  # Fainter as repeats grow, so that where they crowd reads as density (0.3 up to 20 repeats, 0.02
+  # from 300); the means get a white edge to stay visible on top of a crowd of their own colour.
+  alpha = min(0.3, max(0.02, 6.0 / len(train)))
+  edge = [matplotlib.patheffects.withStroke(linewidth=3.5, foreground="white")]
+  for curves, color, name in kinds:
+    # Each repeat's finite epochs (a stopped repeat's NaN tail is not drawn; a curve with holes is
+    # one only when it diverged, and the report blanks those).
+    segments = [np.column_stack([epochs[ok], curve[ok]]) for curve in curves for ok in [np.isfinite(curve)] if ok.any()]
+    ax.add_collection(matplotlib.collections.LineCollection(segments, colors=color, linewidths=0.6, alpha=alpha,
+                                                            label=f"_{name} repeats"))
   for curves, color, name in kinds:
     mean, std = _nan_mean_std(curves)
     low = mean - std
@@ -169,7 +181,7 @@ def learning_curves(
       # mean - std often dips below zero; on a log axis clip it to the data.
       positive = curves[np.isfinite(curves) & (curves > 0)]
       low = np.maximum(low, positive.min() if positive.size else np.nan)
-    ax.plot(epochs, mean, color=color, lw=2.0, label=f"{name} mean")
+    ax.plot(epochs, mean, color=color, lw=2.0, label=f"{name} mean", zorder=3, path_effects=edge)
     ax.fill_between(epochs, low, mean + std, color=color, alpha=0.2, lw=0)
     # A stop shows as the last finite epoch before a NaN tail.
     finite = np.isfinite(curves)
@@ -181,6 +193,7 @@ def learning_curves(
                  edgecolor="k", zorder=3, label=f"{name} stopped")
   if log:
     ax.set_yscale("log")
+  ax.autoscale_view()  # the collections' extent counts too
   ax.set_xlabel("epoch")
   ax.set_ylabel(ylabel)
   if title is not None:

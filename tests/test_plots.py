@@ -78,10 +78,17 @@ def test_scores_box_accepts_a_wide_frame_and_is_reproducible():
 def test_learning_curves_lines_bands_and_stop_markers():
   train, val = curves(seeds=3, epochs=20, stop=12)
   ax = plots.learning_curves(train, val, title="cells=10")
-  assert len(ax.lines) == 2 * 3 + 2  # thin per-seed curves, then the two means
-  thin, means = ax.lines[:6], ax.lines[6:]
-  assert all(line.get_alpha() < 1 for line in thin)
-  assert all(line.get_linewidth() > thin[0].get_linewidth() for line in means)
+  # The thin per-repeat curves: one collection per kind, each repeat to its last finite epoch.
+  thin = [c for c in ax.collections if isinstance(c, matplotlib.collections.LineCollection)]
+  assert [len(c.get_segments()) for c in thin] == [3, 3]
+  for collection, drawn in zip(thin, (train, val)):
+    segments = collection.get_segments()
+    assert len(segments[0]) == 12 and len(segments[1]) == 20  # repeat 0 stopped after epoch 11
+    np.testing.assert_array_equal(segments[1], np.column_stack([np.arange(20), drawn[1]]))
+  assert all(c.get_alpha() < 1 for c in thin)
+  means = ax.lines
+  assert len(means) == 2
+  assert all(line.get_linewidth() > thin[0].get_linewidths()[0] for line in means)
   bands = [c for c in ax.collections if isinstance(c, matplotlib.collections.PolyCollection)]
   markers = [c for c in ax.collections if isinstance(c, matplotlib.collections.PathCollection)]
   assert len(bands) == 2
@@ -91,6 +98,18 @@ def test_learning_curves_lines_bands_and_stop_markers():
   # Mean over the seeds still running: after the stop only seeds 1 and 2 count.
   np.testing.assert_allclose(means[0].get_ydata()[15], train[1:, 15].mean())
   assert ax.get_title() == "cells=10"
+
+
+def test_learning_curves_of_many_repeats_stay_readable():
+  """A thousand repeats: one collection a kind (not 2000 lines), faint enough to read as density,
+  the means drawn on top of them."""
+  train, val = curves(seeds=1000, epochs=6)
+  ax = plots.learning_curves(train, val)
+  thin = [c for c in ax.collections if isinstance(c, matplotlib.collections.LineCollection)]
+  assert [len(c.get_segments()) for c in thin] == [1000, 1000]
+  assert all(c.get_alpha() == 0.02 for c in thin)
+  assert plots.learning_curves(*curves(seeds=20)).collections[0].get_alpha() == 0.3
+  assert len(ax.lines) == 2 and all(line.get_zorder() > thin[0].get_zorder() for line in ax.lines)
 
 
 def test_learning_curves_without_stops_has_no_markers_and_no_warnings():
@@ -118,7 +137,9 @@ def test_learning_curves_grid_one_panel_per_config(tmp_path):
   assert axes.shape == (2, 3)
   visible = [ax for ax in axes.flat if ax.get_visible()]
   assert [ax.get_title() for ax in visible] == list(histories)
-  assert all(len(ax.lines) == 2 * 2 + 2 for ax in visible)
+  assert all(len(ax.lines) == 2 for ax in visible)  # the means; the repeats are one collection a kind
+  assert all(sum(len(c.get_segments()) for c in ax.collections
+                 if isinstance(c, matplotlib.collections.LineCollection)) == 2 * 2 for ax in visible)
   plots.save(axes, tmp_path / "curves.png")
   assert_png(tmp_path / "curves.png")
 
