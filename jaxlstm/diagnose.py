@@ -466,8 +466,9 @@ def _moving_mean(curves: np.ndarray, half: int) -> np.ndarray:
   return np.ascontiguousarray((csum[:, hi] - csum[:, lo]) / (hi - lo))
 
 
-def _row_dots(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-  return np.array([np.dot(x, row) for row in rows], dtype=np.float64)
+def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """``[rows]`` dot products of the rows of ``a`` and ``b`` (``a`` may be one shared row), one call each."""
+  return np.array([np.dot(u, v) for u, v in zip(np.broadcast_to(a, b.shape), b)], dtype=np.float64)
 
 
 def _tail_change(curves: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -479,12 +480,8 @@ def _tail_change(curves: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
   level = tail.mean(axis=1)[:, None]
   slope = _row_dots(x, tail - level) / sxx
   residual = tail - level - slope[:, None] * x
-  se = np.sqrt(_row_dots_self(residual) / (k - 2) / sxx) if k > 2 else np.zeros(len(curves))
+  se = np.sqrt(_row_dots(residual, residual) / (k - 2) / sxx) if k > 2 else np.zeros(len(curves))
   return slope * (k - 1), se * (k - 1)
-
-
-def _row_dots_self(rows: np.ndarray) -> np.ndarray:
-  return np.array([np.dot(row, row) for row in rows], dtype=np.float64)
 
 
 def _projected_floor(curves: np.ndarray, k: int) -> np.ndarray:
