@@ -166,7 +166,7 @@ def learning_curves(
   import matplotlib.patheffects
   # Fainter as repeats grow, so that where they crowd reads as density (0.3 up to 20 repeats, 0.02
   # from 300); the means get a white edge to stay visible on top of a crowd of their own colour.
-  alpha = min(0.3, max(0.02, 6.0 / len(train)))
+  alpha = min(0.3, max(0.02, 6.0 / max(len(train), 1)))
   edge = [matplotlib.patheffects.withStroke(linewidth=3.5, foreground="white")]
   for curves, color, name in kinds:
     # Each repeat's finite epochs (a stopped repeat's NaN tail is not drawn; a curve with holes is
