@@ -468,7 +468,8 @@ def _moving_mean(curves: np.ndarray, half: int) -> np.ndarray:
 
 def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """``[rows]`` dot products of the rows of ``a`` and ``b`` (``a`` may be one shared row), one call each."""
-  return np.array([np.dot(u, v) for u, v in zip(np.broadcast_to(a, b.shape), b)], dtype=np.float64)
+  pairs = zip(a, b) if a.ndim == 2 else ((a, v) for v in b)
+  return np.array([np.dot(u, v) for u, v in pairs], dtype=np.float64)
 
 
 def _tail_change(curves: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -477,7 +478,7 @@ def _tail_change(curves: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
   x = np.arange(k, dtype=np.float64)
   x -= x.mean()
   sxx = float(np.dot(x, x))
-  level = tail.mean(axis=1)[:, None]
+  level = _row_mean(tail)[:, None]
   slope = _row_dots(x, tail - level) / sxx
   residual = tail - level - slope[:, None] * x
   se = np.sqrt(_row_dots(residual, residual) / (k - 2) / sxx) if k > 2 else np.zeros(len(curves))
@@ -490,7 +491,7 @@ def _projected_floor(curves: np.ndarray, k: int) -> np.ndarray:
   if block < 1:
     return curves[:, -1].copy()  # too few epochs for three blocks: the last value is the floor
   n = curves.shape[1]
-  means = curves[:, n - 3 * block:].reshape(len(curves), 3, block).mean(axis=2)
+  means = curves[:, n - 3 * block:].reshape(len(curves), 3, block).sum(axis=2) / block  # np.mean's steps
   m1, m2, m3 = means[:, 0], means[:, 1], means[:, 2]
   d1, d2 = m2 - m1, m3 - m2
   flat = (d2 >= 0) | (d1 >= 0)  # not falling, or only since the last block: no trend to extend
@@ -502,13 +503,17 @@ def _projected_floor(curves: np.ndarray, k: int) -> np.ndarray:
   return np.where(flat, m3, np.where(q >= 1, 0.0, ahead))
 
 
-def _ratio(num, den) -> np.ndarray:
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
   """num / |den|, with 0/0 = 0 and x/0 = +-inf (a rise from exactly zero is infinite); elementwise."""
-  num, den = np.broadcast_arrays(np.asarray(num, np.float64), np.abs(np.asarray(den, np.float64)))
-  with np.errstate(divide="ignore", invalid="ignore"):
-    quotient = num / den
-  at_zero = np.where(np.abs(num) <= _TINY, 0.0, np.copysign(np.inf, num))
-  return np.where(den > _TINY, quotient, at_zero)
+  den = np.abs(den)
+  usable = den > _TINY
+  quotient = np.divide(num, den, out=np.zeros_like(num), where=usable)
+  return np.where(usable, quotient, np.where(np.abs(num) <= _TINY, 0.0, np.copysign(np.inf, num)))
+
+
+def _row_mean(rows: np.ndarray) -> np.ndarray:
+  # What np.mean does (a row's pairwise sum, then one division), without its per-call overhead.
+  return rows.sum(axis=1) / rows.shape[1]
 
 
 def _residual_rms(raw: np.ndarray, smooth: np.ndarray, half: int) -> np.ndarray:
@@ -516,16 +521,16 @@ def _residual_rms(raw: np.ndarray, smooth: np.ndarray, half: int) -> np.ndarray:
   # would read as oscillation.
   n = raw.shape[1]
   inner = slice(half, n - half) if n - 2 * half >= 3 else slice(None)
-  return np.sqrt(np.mean((raw[:, inner] - smooth[:, inner]) ** 2, axis=1))
+  return np.sqrt(_row_mean((raw[:, inner] - smooth[:, inner]) ** 2))
 
 
-def _oscillation(raw: np.ndarray, smooth: np.ndarray, half: int) -> np.ndarray:
-  rms = _residual_rms(raw, smooth, half)
+def _oscillation(raw: np.ndarray, smooth: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+  """The oscillation's ``(rms, scale)``; it is their `_ratio`."""
   # Against the larger of range and level: a curve that improved little (small
   # range) or sits near zero (small level) should not read as unstable for its
   # ordinary noise.
-  spread, level = smooth.max(axis=1) - smooth.min(axis=1), np.mean(np.abs(smooth), axis=1)
-  return _ratio(rms, np.where(level > spread, level, spread))
+  spread, level = smooth.max(axis=1) - smooth.min(axis=1), _row_mean(np.abs(smooth))
+  return _residual_rms(raw, smooth, half), np.where(level > spread, level, spread)
 
 
 def _direction(slope: float, flat: float) -> str:
@@ -539,44 +544,53 @@ def _direction(slope: float, flat: float) -> str:
 def _evidence(train: np.ndarray, val: np.ndarray, th: Thresholds,
               baseline_loss: float | None) -> dict[str, np.ndarray]:
   """Numbers behind the verdict, ``{name: [rows]}``, for finite curves ``[rows, n]``, ``n >= 2``."""
-  train, val = np.ascontiguousarray(train), np.ascontiguousarray(val)
-  n = train.shape[1]
+  count, n = train.shape
+  both = np.concatenate([train, val])  # [2 rows, n], C order: every row-wise measure in one call for both kinds
+  train, val = both[:count], both[count:]
   half = int(round(th.smooth_fraction * n / 2))
-  t_s, v_s = _moving_mean(train, half), _moving_mean(val, half)
+  smooth = _moving_mean(both, half)
+  t_s, v_s = smooth[:count], smooth[count:]
   k = min(n, max(3, int(np.ceil(th.tail_fraction * n))))
-  rows = np.arange(len(train))
+  rows = np.arange(count)
   best = np.argmin(v_s, axis=1)
-  (t_change, _), (v_change, v_change_se) = _tail_change(train, k), _tail_change(val, k)
-  t_osc, v_osc = _oscillation(train, t_s, half), _oscillation(val, v_s, half)
+  change, change_se = _tail_change(both, k)
+  t_change, v_change, v_change_se = change[:count], change[count:], change_se[count:]
+  rms, scale = _oscillation(both, smooth, half)
   floor = _projected_floor(train, min(n, max(3, int(np.ceil(th.floor_fraction * n)))))
   base = np.nan if baseline_loss is None else baseline_loss
   v_range = v_s.max(axis=1) - v_s.min(axis=1)
-  ev = {
-      "n_epochs": np.full(len(train), n),
+  # Every ratio (numerator, denominator) at once: one `_ratio` call a block, not one per measure.
+  ratios = {
+      "train_end_slope": (t_change, _row_mean(np.abs(train[:, -k:]))),
+      "val_end_slope": (v_change, _row_mean(np.abs(val[:, -k:]))),
+      "val_end_gain": (-v_change, v_range),
+      "val_gain_noise": (v_change_se, v_range),
+      "train_drop": (train[:, 0] - t_s.min(axis=1), train[:, 0]),
+      "train_left": (t_s[:, -1], train[:, 0]),
+      "val_left": (v_s[:, -1], val[:, 0]),
+      "val_rise": (v_s[:, -1] - v_s[rows, best], v_s[rows, best]),
+      "train_fall": (t_s[rows, best] - t_s[:, -1], t_s[rows, best]),
+      "train_noise": (rms[:count], train[:, 0]),
+      "rel_gap": (v_s[:, -1] - t_s[:, -1], v_s[:, -1]),
+      "train_oscillation": (rms[:count], scale[:count]),
+      "val_oscillation": (rms[count:], scale[count:]),
+  }
+  ev = dict(zip(ratios, _ratio(np.stack([num for num, _ in ratios.values()]),
+                               np.stack([den for _, den in ratios.values()]))))
+  t_osc, v_osc = ev["train_oscillation"], ev["val_oscillation"]
+  ev.update({
+      "n_epochs": np.full(count, n),
       "best_epoch": best,
       "best_val": v_s[rows, best],
       "final_train": train[:, -1],
       "final_val": val[:, -1],
-      "train_end_slope": _ratio(t_change, np.mean(np.abs(train[:, -k:]), axis=1)),
-      "val_end_slope": _ratio(v_change, np.mean(np.abs(val[:, -k:]), axis=1)),
-      "val_end_gain": _ratio(-v_change, v_range),
-      "val_gain_noise": _ratio(v_change_se, v_range),
-      "train_drop": _ratio(train[:, 0] - t_s.min(axis=1), train[:, 0]),
-      "train_left": _ratio(t_s[:, -1], train[:, 0]),
-      "val_left": _ratio(v_s[:, -1], val[:, 0]),
-      "val_rise": _ratio(v_s[:, -1] - v_s[rows, best], v_s[rows, best]),
       "after_best": (n - 1 - best) / (n - 1),
-      "train_fall": _ratio(t_s[rows, best] - t_s[:, -1], t_s[rows, best]),
       "gap": v_s[:, -1] - t_s[:, -1],
       "oscillation": np.where(v_osc > t_osc, v_osc, t_osc),  # max(t_osc, v_osc), as Python's max picks
-      "train_noise": _ratio(_residual_rms(train, t_s, half), train[:, 0]),
-      "rel_gap": _ratio(v_s[:, -1] - t_s[:, -1], v_s[:, -1]),
-      "train_oscillation": t_osc,
-      "val_oscillation": v_osc,
       "train_floor": floor,
       "train_vs_baseline": t_s[:, -1] / base,
       "floor_vs_baseline": floor / base,
-  }
+  })
   return {name: ev[name] for name in _EVIDENCE}  # one column order, with or without evidence
 
 
