@@ -631,9 +631,12 @@ def _reconcile(verdict: str, tail_trend: str | None) -> str | None:
   return tail_trend if tail_trend in allowed else allowed[0]
 
 
-def _diverged_keys(train: np.ndarray, val: np.ndarray, marked: np.ndarray) -> list[str | None]:
-  """Each repeat's diverged rule (its reason key), or None for a curve the other rules judge."""
-  n_t, n_v = _finite_prefixes(train), _finite_prefixes(val)
+def _diverged_keys(train: np.ndarray, val: np.ndarray, n_t: np.ndarray, n_v: np.ndarray,
+                   marked: np.ndarray) -> list[str | None]:
+  """Each repeat's diverged rule (its reason key), or None for a curve the other rules judge.
+
+  ``n_t`` / ``n_v``: the curves' finite prefixes (`_finite_prefixes`).
+  """
   after_t = np.arange(train.shape[1]) >= n_t[:, None]
   after_v = np.arange(val.shape[1]) >= n_v[:, None]
   inf = np.isinf(train).any(axis=1) | np.isinf(val).any(axis=1)
@@ -692,7 +695,8 @@ def diagnose_repeats(
     raise ValueError(f"expected diverged of shape [repeats] = ({len(train)},), got {marked.shape}.")
   baseline_loss = _check_baseline_loss(baseline_loss)
   count = len(train)
-  n = np.minimum(_finite_prefixes(train), _finite_prefixes(val))
+  n_t, n_v = _finite_prefixes(train), _finite_prefixes(val)
+  n = np.minimum(n_t, n_v)
   evidence = {name: np.full(count, np.nan) for name in _EVIDENCE}
   for length in np.unique(n[n >= 2]).tolist():  # one block per length of the finite prefix
     rows = np.flatnonzero(n == length)
@@ -702,9 +706,10 @@ def diagnose_repeats(
   if (n >= 2).all():
     evidence["best_epoch"] = evidence["best_epoch"].astype(np.int64)  # epochs, as integers when every repeat has one
   with_baseline = baseline_loss is not None
-  columns = {name: [] for name in ("verdict", "trend", "reason", "train_trend", "val_trend", "tail_trend")}
+  leading = ("verdict", "trend", "reason", "train_trend", "val_trend")  # the columns before the evidence
+  columns = {name: [] for name in (*leading, "tail_trend")}
   listed = {name: values.tolist() for name, values in evidence.items()}
-  for i, key in enumerate(_diverged_keys(train, val, marked)):
+  for i, key in enumerate(_diverged_keys(train, val, n_t, n_v, marked)):
     ev = {name: values[i] for name, values in listed.items()}
     verdict, reason, _ = _RULES[key or _rule(ev, thresholds, with_baseline)]
     if n[i] >= 2:
@@ -717,9 +722,8 @@ def diagnose_repeats(
                         ("train_trend", train_dir), ("val_trend", val_dir), ("tail_trend", tail)):
       columns[name].append(value)
   import pandas as pd
-  frame = pd.DataFrame({"repeat": np.arange(count), **{k: columns[k] for k in ("verdict", "trend", "reason")},
-                        "train_trend": columns["train_trend"], "val_trend": columns["val_trend"],
-                        **evidence, "tail_trend": columns["tail_trend"]})
+  frame = pd.DataFrame({"repeat": np.arange(count), **{k: columns[k] for k in leading}, **evidence,
+                        "tail_trend": columns["tail_trend"]})
   frame["n_epochs"] = frame["n_epochs"].astype(int)
   return frame
 

@@ -630,8 +630,9 @@ def prepare_group(group: Group, dataset: Dataset | None = None, *, seed: int = 0
   The arguments are `run_group`'s.
   """
   def build():
-    program = group_program(group, _group_dataset(group, dataset), seed=seed, memory_budget=memory_budget, max_members_per_call=max_members_per_call,
-                            epoch_chunk=epoch_chunk, mesh=mesh, call_members=call_members)
+    program = group_program(group, _group_dataset(group, dataset), seed=seed, memory_budget=memory_budget,
+                            max_members_per_call=max_members_per_call, epoch_chunk=epoch_chunk, mesh=mesh,
+                            call_members=call_members)
     program.entry(program.calls.layouts[0], program.call_members(0))
   compiled.later(build)
 

@@ -171,7 +171,7 @@ def learning_curves(
   for curves, color, name in kinds:
     # Each repeat's finite epochs (a stopped repeat's NaN tail is not drawn; a curve with holes is
     # one only when it diverged, and the report blanks those).
-    segments = [np.column_stack([epochs[ok], curve[ok]]) for curve in curves for ok in [np.isfinite(curve)] if ok.any()]
+    segments = [np.column_stack([epochs[ok], curve[ok]]) for curve, ok in zip(curves, np.isfinite(curves)) if ok.any()]
     ax.add_collection(matplotlib.collections.LineCollection(segments, colors=color, linewidths=0.6, alpha=alpha,
                                                             label=f"_{name} repeats"))
   for curves, color, name in kinds:

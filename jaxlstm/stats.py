@@ -822,7 +822,8 @@ def _prob_greater_resampled(a: np.ndarray, b: np.ndarray, pick_a: np.ndarray, pi
   drawn = _draw_counts(np.take_along_axis(place[None], pick_a, axis=-1), na)  # [task, resample, n_a]
   below = np.concatenate([np.zeros(drawn.shape[:-1] + (1,)), np.cumsum(drawn, axis=-1)], axis=-1)
   sorted_a = np.take_along_axis(a, order, axis=-1)
-  after, before = (np.stack([np.searchsorted(s, v, side=side) for s, v in zip(sorted_a, b)]) for side in ("right", "left"))
+  after = np.stack([np.searchsorted(s, v, side="right") for s, v in zip(sorted_a, b)])
+  before = np.stack([np.searchsorted(s, v, side="left") for s, v in zip(sorted_a, b)])
   # H + L: draws of b by the places after and before their ties in a (the same places where no b ties an a).
   ties = _draw_counts(np.take_along_axis(after[None], pick_b, axis=-1), na + 1)
   ties = 2 * ties if np.array_equal(after, before) else ties + _draw_counts(
