@@ -297,14 +297,18 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
   if step_mask is not None:
     step = masked_step(step, zero_output)
     time_major = (time_major, jnp.swapaxes(step_mask, 0, 1))
-  if single_zero_step:
-    _, h = step(carry0, time_major[0])
-    hs = h[None]
-  elif cfg.tbptt and cfg.tbptt < time:
-    hs = scan_truncated(step, carry0, time_major, cfg.tbptt, reverse=reverse)
-  else:
-    _, hs = jax.lax.scan(step, carry0, time_major, reverse=reverse)
+  truncate = cfg.tbptt if cfg.tbptt and cfg.tbptt < time else 0
+  hs = _over_time(step, carry0, time_major, one_step=single_zero_step, truncate=truncate, reverse=reverse)
   return jnp.swapaxes(hs, 0, 1)
+
+
+def _over_time(step: Callable, carry0: Any, xs: Any, *, one_step: bool, truncate: int, reverse: bool) -> jax.Array:
+  """`step`'s outputs `[time, ...]` over time-major `xs`: one call, truncated BPTT (`truncate` > 0) or `lax.scan`."""
+  if one_step:
+    return step(carry0, xs[0])[1][None]
+  if truncate:
+    return scan_truncated(step, carry0, xs, truncate, reverse=reverse)
+  return jax.lax.scan(step, carry0, xs, reverse=reverse)[1]
 
 
 def masked_step(step: Callable, zero_output: bool) -> Callable:
