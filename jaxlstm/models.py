@@ -266,10 +266,11 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
     product = recur(h)
     i, f, g, o = jnp.split(x_t if product is None else x_t + product, 4, axis=-1)
     if single_zero_step and not cfg.layer_norm:
-      # `f * c` adds an exact zero, so the forget gate is not computed (its columns' gradient
-      # stays exactly 0). Not with layer norm: its backward sums over all gates, and XLA
-      # then sums them in another order (the last bit of some numbers moved).
-      c = gate_act(i) * act(g)
+      # From c = 0 the forget gate's sigmoid is not needed: its pre-activation times c is the
+      # same zero in the sum, and gives its columns the same gradient, d c * c (NaN where a
+      # diverged repeat's d c is NaN, as before). Not with layer norm: XLA then sums that
+      # backward over the gates in another order (the last bit of some numbers moved).
+      c = f * c + gate_act(i) * act(g)
     else:
       c = gate_act(f) * c + gate_act(i) * act(g)
     h = gate_act(o) * act(layer_norm(c, c_scale, c_bias) if cfg.layer_norm else c)
