@@ -138,7 +138,7 @@ def test_stacked_lstm_matches_hand_assembled_stack(x):
 def test_one_step_from_the_zero_state_leaves_the_recurrent_product_out(x, cell, layer_norm):
   # One time step from Keras' zero state (the default study's shape): h0 @ recurrent
   # is exactly zero, so `zero_initial` skips that matmul and its gradient's; so is
-  # the LSTM's f * c0, so (without layer norm) it skips the forget gate too. Values
+  # the LSTM's f * c0, so (without layer norm) it skips the forget gate's sigmoid. Values
   # and every gradient are the loop's, bit for bit; the recurrent kernel's is zero.
   from jaxlstm.models import GATES, scan_layer
   cfg = model(cell=cell, layer_norm=layer_norm)
