@@ -266,10 +266,9 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
     product = recur(h)
     i, f, g, o = jnp.split(x_t if product is None else x_t + product, 4, axis=-1)
     if single_zero_step and not cfg.layer_norm:
-      # From c = 0 the forget gate's sigmoid is not needed: its pre-activation times c is the
-      # same zero in the sum, and gives its columns the same gradient, d c * c (NaN where a
-      # diverged repeat's d c is NaN, as before). Not with layer norm: XLA then sums that
-      # backward over the gates in another order (the last bit of some numbers moved).
+      # From c = 0 the forget gate's sigmoid is not needed: its pre-activation times c is the same zero,
+      # with the same gradient d c * c for its columns (NaN where a diverged repeat's is). Not with layer
+      # norm, whose backward XLA would then sum over the gates in another order (last bits moved).
       c = f * c + gate_act(i) * act(g)
     else:
       c = gate_act(f) * c + gate_act(i) * act(g)
