@@ -268,7 +268,7 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
     if single_zero_step and not cfg.layer_norm:
       # From c = 0 the forget gate's sigmoid is not needed: its pre-activation times c is the same zero,
       # with the same gradient d c * c for its columns (NaN where a diverged repeat's is). Not with layer
-      # norm, whose backward XLA would then sum over the gates in another order (last bits moved).
+      # norm (it normalises over all gates): there the last bits of some numbers moved, in both forms tried.
       c = f * c + gate_act(i) * act(g)
     else:
       c = gate_act(f) * c + gate_act(i) * act(g)

@@ -34,7 +34,7 @@ def pytest_xdist_auto_num_workers(config):
 
   A test alone keeps ~1.3 of 2 cores busy (XLA's compiles and its thread pool), so two
   workers on 2 cores take ~0.78 of the serial time, not half. Each worker holds its
-  files' compiled programs (2-3 GB by the end), hence the cap.
+  files' compiled programs (1.7-2.7 GB by the end on 2 cores), hence the cap.
   """
   del config
   if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):

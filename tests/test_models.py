@@ -177,8 +177,8 @@ def test_one_step_from_the_zero_state_leaves_the_recurrent_product_out(x, cell, 
   np.testing.assert_array_equal(grads[0]["recurrent"], 0.0)
   # Gone: the forward product and both of its transposes (the kernel's and h0's gradients).
   assert count("dot_general", True) == count("dot_general", False) - 3
-  # The forget gate's sigmoid: gone from the LSTM without layer norm (whose backward
-  # sums over the gates, so XLA would sum them in another order).
+  # The forget gate's sigmoid: gone from the LSTM without layer norm (with it, leaving
+  # the gate out moved the last bits of some numbers).
   forget_gate_left_out = cell == "lstm" and not layer_norm
   assert count("logistic", True) == count("logistic", False) - forget_gate_left_out
 
