@@ -134,6 +134,24 @@ def test_the_store_fingerprint_follows_the_jax_settings_that_change_programs():
     jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+def test_the_store_fingerprint_holds_the_kind_of_cpu(monkeypatch):
+  # XLA:CPU compiles for the host's instruction set, and numbers differ by it (W2's mean validation MAE
+  # 0.0320963 on an avx2 host, 0.0320131 on an avx512 one, same code: benchmarks/RESULTS.md, "thirteenth
+  # session"). A store shared by machines (an NFS home) must not hand one kind's program to another.
+  from jaxlstm import compiled
+  before = compiled.fingerprint()
+  if os.path.exists("/proc/cpuinfo"):  # Linux: the instruction-set flags themselves are in it
+    assert "flags" in compiled._host_cpu() or "Features" in compiled._host_cpu()
+  monkeypatch.setattr(compiled, "_host_cpu", lambda: "x86_64;another CPU;flags: sse2 avx2 fma")
+  compiled._code_fingerprint.cache_clear()
+  try:
+    assert compiled.fingerprint() != before
+  finally:
+    monkeypatch.undo()
+    compiled._code_fingerprint.cache_clear()
+  assert compiled.fingerprint() == before
+
+
 def test_two_host_devices_asked_for_before_or_after_jax_share_the_store():
   # The command line asks through XLA_FLAGS before jax is imported; a script that imported jax
   # first gets the same devices through jax's setting. Same devices, same programs, same entries.
