@@ -500,7 +500,11 @@ class RunFolder:
       raise ForeignFolder(f"{file} is not a jaxlstm manifest (it cannot be read: {e}).") from None
     if not _is_ours(manifest):
       raise ForeignFolder(f"{file} is not a jaxlstm manifest (format {FORMAT}, written by jaxlstm).")
-    ids = list(manifest["study"]["configs"]) + list(manifest.get("configs", {}))
+    study, entries = manifest.get("study"), manifest.get("configs", {})
+    if not (isinstance(study, dict) and isinstance(study.get("configs"), list) and isinstance(entries, dict)):
+      raise ForeignFolder(f"{file} is a jaxlstm manifest without its study's config list (damaged); "
+                          "restore it from a copy or write to another folder.")
+    ids = list(study["configs"]) + list(entries)
     bad = [c for c in ids if not isinstance(c, str) or not CONFIG_ID.fullmatch(c)]
     if bad:
       raise ForeignFolder(f"{file} names config id {bad[0]!r}, which is not a jaxlstm id "

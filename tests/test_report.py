@@ -355,3 +355,16 @@ def test_a_failing_plot_is_a_warning_and_a_line_not_a_crash(built, tmp_path, mon
   assert not (copy / "plots").exists()
   for name in ("summary.csv", "diagnosis.csv", "comparisons.csv"):
     assert (copy / name).read_bytes() == (path / name).read_bytes()
+
+
+@pytest.mark.parametrize("entry", ["study", "configs"])
+def test_a_manifest_without_an_entry_the_report_reads_is_refused_by_name(built, tmp_path, capsys, entry):
+  folder = tmp_path / "run"
+  shutil.copytree(built[0], folder)
+  manifest = store.read_json(folder / store.MANIFEST)
+  del manifest[entry]
+  store.write_json(folder / store.MANIFEST, manifest)
+  assert report.main([str(folder)]) == 2
+  err = capsys.readouterr().err
+  assert len(err.strip().splitlines()) == 1 and err.startswith("jaxlstm.report: error: ")
+  assert f"missing entry '{entry}'" in err or "without its study's config list (damaged)" in err
