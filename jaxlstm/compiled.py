@@ -247,12 +247,11 @@ def _version(name: str) -> str:
 def _host_cpu() -> str:
   """The CPU XLA:CPU compiles for: a cache folder shared by machines (an NFS home) must not mix them."""
   import platform
-  text = f"{platform.machine()};{platform.processor()}"
-  with contextlib.suppress(OSError):
-    with open("/proc/cpuinfo") as f:  # Linux: the model and the instruction-set flags
-      lines = {line.split(":", 1)[0].strip(): line for line in f if ":" in line}
-    text += lines.get("model name", "") + lines.get("flags", "") + lines.get("Features", "")
-  return text
+
+  from jaxlstm import devices
+  lines = devices.cpuinfo_lines()  # Linux: the model and every instruction-set flag
+  return (f"{platform.machine()};{platform.processor()}"
+          + lines.get("model name", "") + lines.get("flags", "") + lines.get("Features", ""))
 
 
 # jax settings that do not change a compiled program: where caches live, what is logged,

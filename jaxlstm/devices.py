@@ -127,6 +127,45 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+# Vector extensions XLA:CPU compiles for when the host has them; numbers can differ by them.
+CPU_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni",
+                  "avx512_bf16", "amx_tile", "asimd", "sve", "sve2")
+
+
+def cpuinfo_lines() -> dict[str, str]:
+  """/proc/cpuinfo's lines by field name (the last processor's; empty off Linux)."""
+  lines: dict[str, str] = {}
+  try:
+    with open("/proc/cpuinfo") as f:
+      lines = {line.split(":", 1)[0].strip(): line for line in f if ":" in line}
+  except OSError:
+    pass
+  return lines
+
+
+def host_cpu() -> dict[str, Any]:
+  """The host CPU a run compiles for: model, architecture and vector extensions (the manifest records it).
+
+  The same command gives the same numbers on the same kind of CPU; across kinds the
+  last float32 bits can differ (README, "The engine's contract").
+  """
+  import platform
+  lines = cpuinfo_lines()
+  model = (lines.get("model name", "").split(":", 1)[-1].strip() or platform.processor()
+           or platform.machine() or "unknown")
+  flags = set((lines.get("flags") or lines.get("Features") or ":").split(":", 1)[1].split())
+  return {"model": model, "machine": platform.machine(),
+          "extensions": [name for name in CPU_EXTENSIONS if name in flags]}
+
+
+def cpu_words(cpu: dict[str, Any] | None) -> str:
+  """A recorded `host_cpu()` in a few words: "AMD EPYC (x86_64; avx2, fma, avx512f)"."""
+  if not cpu:
+    return "not recorded"
+  extensions = ", ".join(cpu.get("extensions") or []) or "no vector extensions recorded"
+  return f"{cpu.get('model', 'unknown')} ({cpu.get('machine', '?')}; {extensions})"
+
+
 def check_host_devices(mesh, requested: int | None) -> None:
   """Refuse a request for more CPU host devices than cores (they could only take turns on them).
 

@@ -45,7 +45,7 @@ import pandas as pd
 # A dotted import: it loads the submodule itself, never through the package's lazy
 # __getattr__ (which, as first committed, recursed on "stats").
 import jaxlstm.stats as stats
-from jaxlstm import diagnose, metrics, render, store, tables
+from jaxlstm import devices, diagnose, metrics, render, store, tables
 # The processes' names, where callers of the first versions look for them.
 from jaxlstm.render import (RENDER_LOG, RENDER_STATUS, missing_plots, render_status,  # noqa: F401
                             renderer_running, start_renderer)
@@ -531,6 +531,8 @@ def _what_ran(run: RunData) -> list[str]:
   lines.append(f"- score: {_score_words(run)} ({'higher' if run.higher_is_better else 'lower'} is better)")
   lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items())))
   lines.append(f"- device: {m.get('device', 'n/a')}")
+  if m.get("cpu"):  # numbers can differ in the last bits between kinds of CPU
+    lines.append(f"- CPU: {_md(devices.cpu_words(m['cpu']))}")
   lines.append("")
   return lines
 

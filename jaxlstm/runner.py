@@ -286,7 +286,7 @@ def describe_plan(plan: Plan, stream: TextIO) -> None:
 
 
 def environment(argv: Sequence[str], mesh=None) -> dict[str, Any]:
-  """The command, package versions, devices, processes and time of this run (recorded in the manifest)."""
+  """The command, package versions, devices, processes, host CPU and time of this run (recorded in the manifest)."""
   from importlib import metadata
 
   import jaxlstm
@@ -302,7 +302,7 @@ def environment(argv: Sequence[str], mesh=None) -> dict[str, Any]:
   device = (f"{used['platform']}: {used['kind']} ({n} device{'s' * (n > 1)}"
             + (f" over {p} processes" if p > 1 else "") + ")")
   return {"argv": ["python", "-m", PROG, *argv], "versions": versions, "device": device, "devices": used,
-          "time": now()}
+          "cpu": devices_lib.host_cpu(), "time": now()}
 
 
 def now() -> str:
@@ -829,6 +829,11 @@ def _tidy(folder: store.RunFolder, env: dict, log: Callable[[str], None]) -> Non
   if changed:
     log("versions differ from the folder's first run (results may not be bit-identical): "
         + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+  first_cpu = folder.manifest.get("cpu")  # None in folders written before it was recorded
+  if first_cpu and env.get("cpu") and first_cpu != env["cpu"]:
+    from jaxlstm.devices import cpu_words
+    log(f"this CPU differs from the folder's first run's (repeats trained here may differ from repeats "
+        f"trained there in float32's last bits): {cpu_words(first_cpu)} -> {cpu_words(env['cpu'])}")
 
 
 def _write_report(out: Path, log: Callable[[str], None], plots: str = "wait",

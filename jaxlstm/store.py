@@ -527,6 +527,7 @@ class RunFolder:
         "versions": environment["versions"],
         "device": environment["device"],
         "devices": environment.get("devices"),
+        "cpu": environment.get("cpu"),
         "configs": {
             cfg.config_id: {"index": i, "status": "pending", "repeats": 0,
                             "values": {key: jsonable(config_value(cfg, key)) for key in grid}}
@@ -652,7 +653,7 @@ class RunFolder:
   def start_session(self, environment: dict) -> None:
     self.manifest["sessions"].append({"argv": environment["argv"], "started": environment["time"],
                                       "versions": environment["versions"], "devices": environment.get("devices"),
-                                      "trained": []})
+                                      "cpu": environment.get("cpu"), "trained": []})
     self.write_manifest()
 
   def record(self, group_index: int, ensembles: Sequence[Any], info: Any, *,

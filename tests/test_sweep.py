@@ -207,6 +207,29 @@ def test_changed_study_is_refused_overwrite_replaces_and_rerun_trains_nothing(tm
   assert pd.read_csv(out / "scores.csv")["optim.learning_rate"].tolist() == [0.001, 0.001, 0.1, 0.1]
 
 
+def test_the_folder_records_the_cpu_and_a_rerun_on_another_kind_says_so(tmp_path, xla_cache, capsys):
+  # Numbers can differ in float32's last bits between kinds of CPU (README, "Machines"), so a folder
+  # records the CPU of its first run and of every session, and a rerun on another kind says so.
+  from jaxlstm import devices
+  out = tmp_path / "run"
+  args = [*TINY, "--set", "model.cells=2", "--out", str(out), "--plots", "wait"]
+  assert sweep.main(args) == 0
+  capsys.readouterr()
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert manifest["cpu"] == manifest["sessions"][0]["cpu"] == devices.host_cpu()
+  assert manifest["cpu"]["model"] and manifest["cpu"]["machine"]
+  from jaxlstm import report
+  assert f"- CPU: {report._md(devices.cpu_words(manifest['cpu']))}" in (out / "report.md").read_text()
+
+  other = {"model": "Another CPU", "machine": manifest["cpu"]["machine"], "extensions": ["sse4_2"]}
+  manifest["cpu"] = other
+  (out / "manifest.json").write_text(json.dumps(manifest))
+  assert sweep.main(args) == 0
+  err = capsys.readouterr().err
+  assert "this CPU differs from the folder's first run's" in err
+  assert f"{devices.cpu_words(other)} -> {devices.cpu_words(devices.host_cpu())}" in err
+
+
 def test_study_differences_name_every_changed_part():
   old = {"base": {"train": {"epochs": 5}}, "grid": {"model.cells": [1, 5]}, "random": None, "repeats": 2,
          "seed": 0, "configs": ["a", "b"], "data": {"a": "f1", "b": "f1"}}
