@@ -177,9 +177,7 @@ def load_folder(run_dir: str | Path) -> RunData:
   if manifest is None:
     raise ReportError(f"{path} has no {store.MANIFEST}: not a jaxlstm results folder.")
   try:
-    entries = manifest["configs"]
-    if "study" not in manifest:  # the page reads it: a manifest without it is incomplete
-      raise KeyError("study")
+    entries = manifest["configs"]  # the study is there: `read_manifest` refuses a manifest without it
     done = store.committed(manifest)
     metric, score = store.summary_metric(manifest), store.summary_score(manifest)
     configs = {c: store.read_json(store.config_path(path, c)) for c in done}
