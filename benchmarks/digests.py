@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("JAXLSTM_NO_CACHE", "1")  # compile what the revision under test builds
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two saved runs; exit 1 if any differs")
   args = p.parse_args(argv)
   if args.compare:
-    old, new = (json.load(open(path)) for path in args.compare)
+    old, new = (json.loads(Path(path).read_text()) for path in args.compare)
     differ = sorted(k for k in old.keys() & new.keys() if old[k] != new[k])
     for name in sorted(old.keys() | new.keys()):
       state = "missing" if name not in old or name not in new else "DIFFERS" if name in differ else "same"
@@ -100,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.error(f"--only: unknown family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
   digests = run(names)
   if args.out:
-    with open(args.out, "w") as f:
-      json.dump(digests, f, indent=1)
+    Path(args.out).write_text(json.dumps(digests, indent=1))
   print(json.dumps(digests, indent=1))
   return 0
 
