@@ -126,7 +126,7 @@ def test_default_config_keeps_the_scan_program_and_its_numbers():
     params = net.init(jax.random.key(0), xs)["params"]
     return str(jax.make_jaxpr(lambda p: net.apply({"params": p}, xs))(params))
 
-  assert "custom_vjp" not in trace(cfg.model) and "custom_vjp" in trace(fused.model)
+  assert "fused_scan" not in trace(cfg.model) and "fused_scan" in trace(fused.model)
   compiled.clear()
   a, b = jaxlstm.fit(cfg, repeats=2, seed=0), jaxlstm.fit(explicit, repeats=2, seed=0)
   for name, values in a.history.items():

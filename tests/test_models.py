@@ -183,6 +183,73 @@ def test_one_step_from_the_zero_state_leaves_the_recurrent_product_out(x, cell, 
   assert count("logistic", True) == count("logistic", False) - forget_gate_left_out
 
 
+def _plain_lstm_cell(z, c):
+  """The Keras LSTM cell as `scan_layer` writes it for other activations: autodiff's backward pass."""
+  i, f, g, o = jnp.split(z, 4, axis=-1)
+  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+  return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
+def test_lstm_cell_backward_is_autodiffs_bit_for_bit():
+  # Saturated gates, a large cell state, zeros and a NaN (a diverged repeat's): the
+  # hand-written transposes must round as autodiff's do (jax's rules: tanh's moved in 0.12).
+  from jaxlstm.models import lstm_cell
+  rng = np.random.default_rng(5)
+  z = (rng.normal(size=(3, 8, 24)) * np.array([1.0, 4.0, 30.0])[:, None, None]).astype(np.float32)
+  z[0, 0, :3] = [0.0, -0.0, np.nan]
+  c = (rng.normal(size=(3, 8, 6)) * 3).astype(np.float32)
+  cotangents = tuple(rng.normal(size=(3, 8, 6)).astype(np.float32) for _ in range(2))
+
+  def vjp(cell):
+    return jax.jit(lambda z, c, d: (cell(z, c), jax.vjp(cell, z, c)[1](d)))(z, c, cotangents)
+
+  (outputs, grads), (outputs_plain, grads_plain) = vjp(lstm_cell), vjp(_plain_lstm_cell)
+  for got, want in zip(jax.tree.leaves((outputs, grads)), jax.tree.leaves((outputs_plain, grads_plain))):
+    np.testing.assert_array_equal(got, want)
+  assert np.isnan(grads[0]).any() and (np.abs(np.nan_to_num(grads[0])) > 0).any()
+
+
+@pytest.mark.parametrize("masked,dropout,reverse", [(False, False, False), (True, True, True)])
+def test_scan_layer_keeps_its_numbers_with_the_lean_lstm_cell(masked, dropout, reverse):
+  # `scan_layer` takes `lstm_cell` for Keras' activations (sigmoid gates, `jnp.tanh`); an
+  # equal tanh that is not `jnp.tanh` takes the plain cell. Outputs and every gradient,
+  # vectorised over members as the engine runs them, must be the same bits, while the
+  # lean cell stacks fewer arrays for the backward pass (what it is for).
+  from jaxlstm.models import scan_layer
+  members, batch, time, features, units = 2, 3, 7, 2, 4
+  rng = np.random.default_rng(6)
+  shapes = {"xs": (members, batch, time, features), "kernel": (features, 4 * units), "bias": (4 * units,),
+            "recurrent": (units, 4 * units), "h0": (units,), "c0": (units,)}
+  w = {k: jnp.asarray(0.6 * rng.normal(size=s), jnp.float32) for k, s in shapes.items()}
+  masks = {}
+  if masked:
+    masks["step_mask"] = jnp.asarray(rng.random((members, batch, time)) < 0.7)
+  if dropout:
+    masks["input_mask"] = jnp.asarray(rng.random((members, 4, batch, features)) < 0.8, jnp.float32) / 0.8
+    masks["state_mask"] = jnp.asarray(rng.random((members, 4, batch, units)) < 0.8, jnp.float32) / 0.8
+
+  def loss(w, masks, act):
+    hs = scan_layer(model(cells=units), act, w["xs"], w["kernel"], w["bias"], w["recurrent"], None,
+                    (w["h0"], w["c0"]), None, reverse=reverse, zero_output=masked, **masks)
+    return jnp.sum(jnp.sin(hs) * jnp.arange(1, time + 1)[None, :, None]), hs  # uneven cotangents
+
+  def run(act):
+    grad = jax.value_and_grad(lambda w, m: loss(w, m, act), has_aux=True)
+    return jax.jit(jax.vmap(grad, in_axes=({"xs": 0, **{k: None for k in shapes if k != "xs"}}, 0)))(w, masks)
+
+  lean, plain = run(jnp.tanh), run(lambda v: jnp.tanh(v))
+  for got, want in zip(jax.tree.leaves(lean), jax.tree.leaves(plain)):
+    np.testing.assert_array_equal(got, want)
+  assert all(np.abs(g).max() > 0 for g in jax.tree.leaves(lean[1]))  # every gradient exercised
+  one = {**w, "xs": w["xs"][0]}
+  masks_one = {k: v[0] for k, v in masks.items()}
+  # A vjp function's leaves are the residuals autodiff keeps for the backward pass.
+  saved = [jax.eval_shape(lambda w, act=act: jax.tree.leaves(jax.vjp(lambda w: loss(w, masks_one, act)[0], w)[1]),
+                          one) for act in (jnp.tanh, lambda v: jnp.tanh(v))]
+  stacked = [sum(leaf.shape[:1] == (time,) for leaf in leaves) for leaves in saved]
+  assert stacked[0] <= stacked[1] - 5  # six derivative factors left to the backward pass, one state kept
+
+
 @pytest.mark.parametrize("merge_mode,return_sequences", [
     ("concat", False), ("sum", True), ("mul", False), ("ave", True)])
 def test_bidirectional_matches_hand_assembled_merge(x, merge_mode, return_sequences):
