@@ -50,6 +50,7 @@ FAMILIES: dict[str, dict] = {
     "sine_stacked": {**SINE, "model.layers": 2, "model.cells": 8, "train.loss": "mae"},
     "sine_gru_dropout": {**SINE, "model.cell": "gru", "model.dropout": 0.1, "model.recurrent_dropout": 0.1},
     "sine_layer_norm": {**SINE, "model.layer_norm": True},
+    "sine_gru_layer_norm": {**SINE, "model.cell": "gru", "model.layer_norm": True},
     "sine_tbptt": {**SINE, "model.tbptt": 4},
     "sine_fused": {**SINE, "model.kernel": "fused", "model.layers": 2, "model.cells": 8},
     "sine_bidirectional": {**SINE, "model.architecture": "bidirectional", "model.cells": 6},

@@ -261,9 +261,10 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
       r = r.reshape(batch, gates * units)
     return layer_norm(r, h_scale) if cfg.layer_norm else r
 
-  # Keras' own activations: the cell with a leaner backward pass, the same numbers (`lstm_cell`).
-  keras_cell = (is_lstm and not single_zero_step and not cfg.layer_norm and cfg.recurrent_activation == "sigmoid"
-                and act is jnp.tanh)
+  # Keras' own activations: the cell with a leaner backward pass, the same numbers (`lstm_cell`,
+  # `gru_cell`; the LSTM's layer norm acts inside the cell, the GRU's only on its inputs).
+  keras_cell = (not single_zero_step and cfg.recurrent_activation == "sigmoid" and act is jnp.tanh
+                and not (is_lstm and cfg.layer_norm))
 
   def lstm_step(carry, x_t):
     h, c = carry
@@ -289,6 +290,9 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
     r_bias = _along_last(recurrent_bias, 2)
     # Broadcast to the batch as `product + r_bias` is: its gradient then sums the same way.
     summed = jnp.broadcast_to(r_bias, x_t.shape) if product is None else product + r_bias
+    if keras_cell:
+      h = gru_cell(x_t, summed, h)
+      return (h,), h
     rz, rr, rh = jnp.split(summed, 3, axis=-1)
     z = gate_act(xz + rz)
     r = gate_act(xr + rr)
@@ -366,6 +370,43 @@ def _lstm_cell_bwd(saved, cotangents):
 
 
 lstm_cell.defvjp(_lstm_cell_fwd, _lstm_cell_bwd)
+
+
+@jax.custom_vjp
+def gru_cell(x: jax.Array, r: jax.Array, h: jax.Array) -> jax.Array:
+  """The Keras 3 GRU cell after its matmuls (reset_after, sigmoid gates, tanh): the new h.
+
+  Args:
+    x: `[..., 3 * units]` the input's share of the gates z, r, h (`x W + b`).
+    r: `[..., 3 * units]` the state's share (`h U + b_recurrent`).
+    h: `[..., units]` the state the step starts from.
+
+  As `lstm_cell`: autodiff's numbers bit for bit; inside a scan, autodiff of the
+  plain form stacks nine arrays per step besides h @ U's h (five values and four
+  derivative factors), this cell five.
+  """
+  return _gru_cell_fwd(x, r, h)[0]
+
+
+def _gru_cell_fwd(x, r, h):
+  xz, xr, xh = jnp.split(x, 3, axis=-1)
+  rz, rr, rh = jnp.split(r, 3, axis=-1)
+  z = jax.nn.sigmoid(xz + rz)
+  reset = jax.nn.sigmoid(xr + rr)
+  hh = jnp.tanh(xh + reset * rh)
+  return z * h + (1.0 - z) * hh, (h, rh, z, reset, hh)
+
+
+def _gru_cell_bwd(saved, d_new):
+  h, rh, z, reset, hh = saved
+  d_z = _sigmoid_transpose(-(d_new * hh) + d_new * h, z)
+  d_xh = _add_tanh_transpose(None, (1.0 - z) * d_new, hh)
+  d_reset = _sigmoid_transpose(d_xh * rh, reset)
+  return (jnp.concatenate([d_z, d_reset, d_xh], axis=-1), jnp.concatenate([d_z, d_reset, reset * d_xh], axis=-1),
+          z * d_new)
+
+
+gru_cell.defvjp(_gru_cell_fwd, _gru_cell_bwd)
 
 
 def _over_time(step: Callable, carry0: Any, xs: Any, *, one_step: bool, truncate: int, reverse: bool) -> jax.Array:

@@ -190,64 +190,91 @@ def _plain_lstm_cell(z, c):
   return jax.nn.sigmoid(o) * jnp.tanh(c), c
 
 
-def test_lstm_cell_backward_is_autodiffs_bit_for_bit():
-  # Saturated gates, a large cell state, zeros and a NaN (a diverged repeat's): the
-  # hand-written transposes must round as autodiff's do (jax's rules: tanh's moved in 0.12).
-  from jaxlstm.models import lstm_cell
+def _plain_gru_cell(x, r, h):
+  xz, xr, xh = jnp.split(x, 3, axis=-1)
+  rz, rr, rh = jnp.split(r, 3, axis=-1)
+  z, reset = jax.nn.sigmoid(xz + rz), jax.nn.sigmoid(xr + rr)
+  return z * h + (1.0 - z) * jnp.tanh(xh + reset * rh)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_keras_cell_backward_is_autodiffs_bit_for_bit(cell):
+  # Saturated gates, large states, zeros and a NaN (a diverged repeat's): the hand-written
+  # transposes must round as autodiff's do (jax's rules: tanh's moved in jax 0.12).
+  from jaxlstm.models import gru_cell, lstm_cell
   rng = np.random.default_rng(5)
-  z = (rng.normal(size=(3, 8, 24)) * np.array([1.0, 4.0, 30.0])[:, None, None]).astype(np.float32)
-  z[0, 0, :3] = [0.0, -0.0, np.nan]
-  c = (rng.normal(size=(3, 8, 6)) * 3).astype(np.float32)
-  cotangents = tuple(rng.normal(size=(3, 8, 6)).astype(np.float32) for _ in range(2))
+  units, gates = 6, 4 if cell == "lstm" else 3
+  scale = np.array([1.0, 4.0, 30.0])[:, None, None]
+  pre = (rng.normal(size=(3, 8, gates * units)) * scale).astype(np.float32)
+  pre[0, 0, :3] = [0.0, -0.0, np.nan]
+  state = (rng.normal(size=(3, 8, units)) * 3).astype(np.float32)
+  if cell == "lstm":
+    args, lean, plain = (pre, state), lstm_cell, _plain_lstm_cell
+    cotangents = tuple(rng.normal(size=(3, 8, units)).astype(np.float32) for _ in range(2))
+  else:
+    args, lean, plain = (pre, (rng.normal(size=pre.shape) * scale).astype(np.float32), state), gru_cell, _plain_gru_cell
+    cotangents = rng.normal(size=(3, 8, units)).astype(np.float32)
 
-  def vjp(cell):
-    return jax.jit(lambda z, c, d: (cell(z, c), jax.vjp(cell, z, c)[1](d)))(z, c, cotangents)
+  def vjp(fn):
+    return jax.jit(lambda args, d: (fn(*args), jax.vjp(fn, *args)[1](d)))(args, cotangents)
 
-  (outputs, grads), (outputs_plain, grads_plain) = vjp(lstm_cell), vjp(_plain_lstm_cell)
-  for got, want in zip(jax.tree.leaves((outputs, grads)), jax.tree.leaves((outputs_plain, grads_plain))):
-    np.testing.assert_array_equal(got, want)
-  assert np.isnan(grads[0]).any() and (np.abs(np.nan_to_num(grads[0])) > 0).any()
+  got, want = vjp(lean), vjp(plain)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(a, b)
+  d_first = got[1][0]
+  assert np.isnan(d_first).any() and (np.abs(np.nan_to_num(d_first)) > 0).any()
 
 
-@pytest.mark.parametrize("masked,dropout,reverse", [(False, False, False), (True, True, True)])
-def test_scan_layer_keeps_its_numbers_with_the_lean_lstm_cell(masked, dropout, reverse):
-  # `scan_layer` takes `lstm_cell` for Keras' activations (sigmoid gates, `jnp.tanh`); an
-  # equal tanh that is not `jnp.tanh` takes the plain cell. Outputs and every gradient,
-  # vectorised over members as the engine runs them, must be the same bits, while the
-  # lean cell stacks fewer arrays for the backward pass (what it is for).
-  from jaxlstm.models import scan_layer
+@pytest.mark.parametrize("cell,masked,dropout,reverse,layer_norm", [
+    ("lstm", False, False, False, False), ("lstm", True, True, True, False),
+    ("gru", False, False, False, False), ("gru", True, True, True, True)])
+def test_scan_layer_keeps_its_numbers_with_the_lean_keras_cell(cell, masked, dropout, reverse, layer_norm):
+  # `scan_layer` takes `lstm_cell` / `gru_cell` for Keras' activations (sigmoid gates,
+  # `jnp.tanh`); an equal tanh that is not `jnp.tanh` takes the plain cell. Outputs and
+  # every gradient, vectorised over members as the engine runs them, must be the same
+  # bits, while the lean cell stacks fewer arrays for the backward pass (what it is for).
+  from jaxlstm.models import GATES, scan_layer
   members, batch, time, features, units = 2, 3, 7, 2, 4
+  gates = GATES[cell]
   rng = np.random.default_rng(6)
-  shapes = {"xs": (members, batch, time, features), "kernel": (features, 4 * units), "bias": (4 * units,),
-            "recurrent": (units, 4 * units), "h0": (units,), "c0": (units,)}
+  shapes = {"xs": (members, batch, time, features), "kernel": (features, gates * units), "bias": (gates * units,),
+            "recurrent": (units, gates * units), "recurrent_bias": (gates * units,), "h0": (units,),
+            "c0": (units,), "x_scale": (gates * units,), "h_scale": (gates * units,)}
+  if cell == "lstm":
+    del shapes["recurrent_bias"]
+  if not layer_norm:
+    del shapes["x_scale"], shapes["h_scale"]
   w = {k: jnp.asarray(0.6 * rng.normal(size=s), jnp.float32) for k, s in shapes.items()}
   masks = {}
   if masked:
     masks["step_mask"] = jnp.asarray(rng.random((members, batch, time)) < 0.7)
   if dropout:
-    masks["input_mask"] = jnp.asarray(rng.random((members, 4, batch, features)) < 0.8, jnp.float32) / 0.8
-    masks["state_mask"] = jnp.asarray(rng.random((members, 4, batch, units)) < 0.8, jnp.float32) / 0.8
+    masks["input_mask"] = jnp.asarray(rng.random((members, gates, batch, features)) < 0.8, jnp.float32) / 0.8
+    masks["state_mask"] = jnp.asarray(rng.random((members, gates, batch, units)) < 0.8, jnp.float32) / 0.8
 
   def loss(w, masks, act):
-    hs = scan_layer(model(cells=units), act, w["xs"], w["kernel"], w["bias"], w["recurrent"], None,
-                    (w["h0"], w["c0"]), None, reverse=reverse, zero_output=masked, **masks)
+    norms = (w["x_scale"], w["h_scale"], None, None) if layer_norm else None
+    hs = scan_layer(model(cell=cell, cells=units, layer_norm=layer_norm), act, w["xs"], w["kernel"], w["bias"],
+                    w["recurrent"], w.get("recurrent_bias"), (w["h0"], w["c0"]), norms, reverse=reverse,
+                    zero_output=masked, **masks)
     return jnp.sum(jnp.sin(hs) * jnp.arange(1, time + 1)[None, :, None]), hs  # uneven cotangents
 
   def run(act):
     grad = jax.value_and_grad(lambda w, m: loss(w, m, act), has_aux=True)
-    return jax.jit(jax.vmap(grad, in_axes=({"xs": 0, **{k: None for k in shapes if k != "xs"}}, 0)))(w, masks)
+    return jax.jit(jax.vmap(grad, in_axes=({k: 0 if k == "xs" else None for k in shapes}, 0)))(w, masks)
 
   lean, plain = run(jnp.tanh), run(lambda v: jnp.tanh(v))
   for got, want in zip(jax.tree.leaves(lean), jax.tree.leaves(plain)):
     np.testing.assert_array_equal(got, want)
-  assert all(np.abs(g).max() > 0 for g in jax.tree.leaves(lean[1]))  # every gradient exercised
-  one = {**w, "xs": w["xs"][0]}
-  masks_one = {k: v[0] for k, v in masks.items()}
+  exercised = {k: g for k, g in lean[1].items() if k != "c0" or cell == "lstm"}
+  assert all(np.abs(g).max() > 0 for g in exercised.values())  # every gradient exercised
+  one, masks_one = {**w, "xs": w["xs"][0]}, {k: v[0] for k, v in masks.items()}
   # A vjp function's leaves are the residuals autodiff keeps for the backward pass.
   saved = [jax.eval_shape(lambda w, act=act: jax.tree.leaves(jax.vjp(lambda w: loss(w, masks_one, act)[0], w)[1]),
                           one) for act in (jnp.tanh, lambda v: jnp.tanh(v))]
   stacked = [sum(leaf.shape[:1] == (time,) for leaf in leaves) for leaves in saved]
-  assert stacked[0] <= stacked[1] - 5  # six derivative factors left to the backward pass, one state kept
+  # The derivative factors are left to the backward pass: LSTM 5 (and a state kept once), GRU 4.
+  assert stacked[0] <= stacked[1] - (5 if cell == "lstm" else 4)
 
 
 @pytest.mark.parametrize("merge_mode,return_sequences", [
