@@ -220,6 +220,34 @@ def _project(xs: jax.Array, kernel: jax.Array, input_mask: jax.Array | None, gat
   return projected.reshape(batch, time, gates * units)
 
 
+def _batch_major_input(xs, kernel, bias):
+  return xs @ kernel + _along_last(bias, 3)
+
+
+@jax.custom_vjp
+def _time_major_input(xs: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """`swapaxes(xs @ kernel + bias, 0, 1)` for one feature: `[time, batch, gates * units]`.
+
+  One feature's projection is a product per element, so it is formed time-major
+  from the start (no sum whose order could move): XLA writes it where the scan
+  reads it instead of copying the batch-major matmul's output over. The backward
+  pass is the batch-major form's own, so the kernel's and bias's gradients sum
+  over batch and time in the order they always have.
+  """
+  return jnp.swapaxes(xs, 0, 1) * _along_last(kernel[0], 3) + _along_last(bias, 3)
+
+
+def _time_major_input_fwd(xs, kernel, bias):
+  return _time_major_input(xs, kernel, bias), (xs, kernel, bias)
+
+
+def _time_major_input_bwd(saved, d_time_major):
+  return jax.vjp(_batch_major_input, *saved)[1](jnp.swapaxes(d_time_major, 0, 1))
+
+
+_time_major_input.defvjp(_time_major_input_fwd, _time_major_input_bwd)
+
+
 def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, recurrent_bias, initial, norms, *,
                input_mask=None, state_mask=None, step_mask=None, reverse: bool = False, zero_output: bool = False,
                zero_initial: bool = False):
@@ -240,10 +268,15 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
   units = recurrent.shape[0]
   h0, c0 = initial
   x_scale, h_scale, c_scale, c_bias = norms if norms is not None else (None,) * 4
-  projected = _project(xs, kernel, input_mask, gates, units)
-  if cfg.layer_norm:
-    projected = layer_norm(projected, x_scale)
-  projected = projected + _along_last(bias, 3)
+  one_feature = input_mask is None and xs.shape[-1] == 1 and not cfg.layer_norm
+  if one_feature:
+    time_major = _time_major_input(xs, kernel, bias)
+  else:
+    projected = _project(xs, kernel, input_mask, gates, units)
+    if cfg.layer_norm:
+      projected = layer_norm(projected, x_scale)
+    projected = projected + _along_last(bias, 3)
+    time_major = jnp.swapaxes(projected, 0, 1)
   gate_act = activation(cfg.recurrent_activation)
   # One unmasked step from the zero state: `h0 @ recurrent` is exactly zero, so the
   # step leaves the recurrent product (and its gradient, a batched matmul of the
@@ -304,7 +337,6 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
   carry0 = (jnp.broadcast_to(h0, (batch, units)),)
   if is_lstm:
     carry0 += (jnp.broadcast_to(c0, (batch, units)),)
-  time_major = jnp.swapaxes(projected, 0, 1)
   if step_mask is not None:
     step = masked_step(step, zero_output)
     time_major = (time_major, jnp.swapaxes(step_mask, 0, 1))

@@ -277,6 +277,30 @@ def test_scan_layer_keeps_its_numbers_with_the_lean_keras_cell(cell, masked, dro
   assert stacked[0] <= stacked[1] - (5 if cell == "lstm" else 4)
 
 
+def test_one_feature_input_is_projected_time_major_with_the_same_numbers():
+  # A one-feature layer input is projected straight into the scan's time-major order
+  # (a product per element); its values and the gradients of the input, kernel and bias
+  # (summed over batch and time in batch-major order, as the matmul's transpose does)
+  # are the batch-major form's, bit for bit, vectorised over members.
+  from jaxlstm.models import _along_last, _time_major_input
+  rng = np.random.default_rng(7)
+  xs = rng.normal(size=(3, 5, 9, 1)).astype(np.float32)
+  xs[0, 0, :2, 0] = [0.0, -0.0]
+  kernel, bias = (rng.normal(size=s).astype(np.float32) for s in ((3, 1, 16), (3, 16)))
+  d = rng.normal(size=(3, 9, 5, 16)).astype(np.float32)
+
+  def batch_major(xs, kernel, bias):
+    return jnp.swapaxes(xs @ kernel + _along_last(bias, 3), 0, 1)
+
+  def run(fn):
+    return jax.jit(jax.vmap(lambda *a: (fn(*a[:3]), jax.vjp(fn, *a[:3])[1](a[3]))))(xs, kernel, bias, d)
+
+  got, want = run(_time_major_input), run(batch_major)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("merge_mode,return_sequences", [
     ("concat", False), ("sum", True), ("mul", False), ("ave", True)])
 def test_bidirectional_matches_hand_assembled_merge(x, merge_mode, return_sequences):
