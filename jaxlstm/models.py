@@ -45,7 +45,10 @@ mask per gate for the inputs and for the carried state (and the GRU mixes the
 Two time loops (`ModelConfig.kernel`): "scan", autodiff of `lax.scan` over the
 cell (the default, and every number published before the choice existed), and
 "fused" (`fused_layer`), the same cell written out for speed with its own
-backward pass; it rounds differently, so it is opt-in.
+backward pass; it rounds differently, so it is opt-in. Within "scan", the Keras
+cells (`lstm_cell`, `gru_cell`) and a one-feature input's projection
+(`_time_major_input`) write out autodiff's own backward pass so that less is
+stacked and copied per step: the same numbers, bit for bit.
 
 Extras that are not Keras layers, each documented where it is built: layer
 normalisation in the cell (Ba et al. 2016), a learned initial state, and
