@@ -12,7 +12,9 @@ shapes); run it on two revisions and compare:
   python benchmarks/digests.py --compare /tmp/old.json /tmp/new.json
 
 Digests are per kind of CPU: another host may differ in the last bits
-(README, "Machines"), so compare runs on one machine. `--only a,b` picks families.
+(README, "Machines"), so compare runs on one machine; and per number of host
+devices (members split over them run at other shapes: README, "Devices"), so
+compare runs under the same `XLA_FLAGS`. `--only a,b` picks families.
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ FAMILIES: dict[str, dict] = {
     "echo": ECHO,
     # W2 itself (benchmarks/workers.py) at its 30 members, for 2 epochs: the shapes the time loop
     # is tuned on (XLA:CPU's elementwise code may round differently at another shape).
-    "w2": {**workers.W2_OVERRIDES},
+    "w2": dict(workers.W2_OVERRIDES),
 }
 EPOCHS, REPEATS = 6, 3
 SIZES = {"w2": (2, 30)}  # family -> (epochs, repeats) where not (EPOCHS, REPEATS)

@@ -271,7 +271,8 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
   units = recurrent.shape[0]
   h0, c0 = initial
   x_scale, h_scale, c_scale, c_bias = norms if norms is not None else (None,) * 4
-  one_feature = input_mask is None and xs.shape[-1] == 1 and not cfg.layer_norm
+  # Over several steps only: one step's swap moves nothing, and the custom rule costs compile time.
+  one_feature = input_mask is None and xs.shape[-1] == 1 and not cfg.layer_norm and time > 1
   if one_feature:
     time_major = _time_major_input(xs, kernel, bias)
   else:
