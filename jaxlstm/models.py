@@ -417,9 +417,9 @@ def gru_cell(x: jax.Array, r: jax.Array, h: jax.Array) -> jax.Array:
     r: `[..., 3 * units]` the state's share (`h U + b_recurrent`).
     h: `[..., units]` the state the step starts from.
 
-  As `lstm_cell`: autodiff's numbers bit for bit; inside a scan, autodiff of the
-  plain form stacks nine arrays per step besides h @ U's h (five values and four
-  derivative factors), this cell five.
+  As `lstm_cell`: autodiff's numbers bit for bit. Inside a scan, autodiff of the
+  plain form stacks nine arrays per step (h, the state's candidate share, z, r,
+  the candidate, and four derivative factors); this cell stacks the five values.
   """
   return _gru_cell_fwd(x, r, h)[0]
 
