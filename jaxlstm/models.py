@@ -251,6 +251,18 @@ def _time_major_input_bwd(saved, d_time_major):
 _time_major_input.defvjp(_time_major_input_fwd, _time_major_input_bwd)
 
 
+def _scan_inputs(cfg: ModelConfig, xs, kernel, bias, input_mask, x_scale, gates: int, units: int) -> jax.Array:
+  """`scan_layer`'s projected inputs `[time, batch, gates * units]`, bias (and layer norm) applied."""
+  # One feature over several steps: formed time-major (one step's swap moves nothing, and the
+  # custom rule would cost compile time); not before layer norm, which it would fuse into.
+  if input_mask is None and xs.shape[-1] == 1 and not cfg.layer_norm and xs.shape[1] > 1:
+    return _time_major_input(xs, kernel, bias)
+  projected = _project(xs, kernel, input_mask, gates, units)
+  if cfg.layer_norm:
+    projected = layer_norm(projected, x_scale)
+  return jnp.swapaxes(projected + _along_last(bias, 3), 0, 1)
+
+
 def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, recurrent_bias, initial, norms, *,
                input_mask=None, state_mask=None, step_mask=None, reverse: bool = False, zero_output: bool = False,
                zero_initial: bool = False):
@@ -271,16 +283,7 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
   units = recurrent.shape[0]
   h0, c0 = initial
   x_scale, h_scale, c_scale, c_bias = norms if norms is not None else (None,) * 4
-  # Over several steps only: one step's swap moves nothing, and the custom rule costs compile time.
-  one_feature = input_mask is None and xs.shape[-1] == 1 and not cfg.layer_norm and time > 1
-  if one_feature:
-    time_major = _time_major_input(xs, kernel, bias)
-  else:
-    projected = _project(xs, kernel, input_mask, gates, units)
-    if cfg.layer_norm:
-      projected = layer_norm(projected, x_scale)
-    projected = projected + _along_last(bias, 3)
-    time_major = jnp.swapaxes(projected, 0, 1)
+  time_major = _scan_inputs(cfg, xs, kernel, bias, input_mask, x_scale, gates, units)
   gate_act = activation(cfg.recurrent_activation)
   # One unmasked step from the zero state: `h0 @ recurrent` is exactly zero, so the
   # step leaves the recurrent product (and its gradient, a batched matmul of the
@@ -290,12 +293,7 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
   def recur(h):
     if single_zero_step:
       return None
-    if state_mask is None:
-      r = h @ recurrent
-    else:
-      masked = h[None] * state_mask  # [gates, batch, units]
-      r = jnp.einsum("gbu,ugv->bgv", masked, recurrent.reshape(units, gates, units))
-      r = r.reshape(batch, gates * units)
+    r = _product(h, recurrent, state_mask)
     return layer_norm(r, h_scale) if cfg.layer_norm else r
 
   # Keras' own activations: the cell with a leaner backward pass, the same numbers (`lstm_cell`,
@@ -338,9 +336,7 @@ def scan_layer(cfg: ModelConfig, act: Callable, xs, kernel, bias, recurrent, rec
     return (h,), h
 
   step = lstm_step if is_lstm else gru_step
-  carry0 = (jnp.broadcast_to(h0, (batch, units)),)
-  if is_lstm:
-    carry0 += (jnp.broadcast_to(c0, (batch, units)),)
+  carry0 = tuple(jnp.broadcast_to(s, (batch, units)) for s in ((h0, c0) if is_lstm else (h0,)))
   if step_mask is not None:
     step = masked_step(step, zero_output)
     time_major = (time_major, jnp.swapaxes(step_mask, 0, 1))
