@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -20,6 +19,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# jaxlstm's one reader of /proc/cpuinfo (it imports numpy only, not jax).
+from jaxlstm.devices import host_cpu
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -128,13 +130,7 @@ def wait_for_quiet(threshold: float = 0.7, max_wait: float = 600.0, poll: float 
 
 
 def cpu_model() -> str:
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
+  return host_cpu()["model"]
 
 
 def versions() -> dict:
@@ -157,12 +153,7 @@ def versions() -> dict:
 
 
 def machine() -> dict:
-  flags = ""
-  try:
-    flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags"))
-  except (OSError, StopIteration):
-    pass
-  simd = [f for f in ("avx2", "fma", "avx512f") if re.search(rf"\b{f}\b", flags)]
+  simd = [f for f in ("avx2", "fma", "avx512f") if f in host_cpu()["extensions"]]
   return {"cpu": cpu_model(), "cores": os.cpu_count(), "simd": simd,
           "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
           "kernel": platform.release(), "pjrt_nproc": os.environ.get("PJRT_NPROC")}
