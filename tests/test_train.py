@@ -226,6 +226,11 @@ def test_poisoned_seed_is_flagged_and_others_untouched():
   (clean, poisoned), _ = run_group(groups[0], resolve(cfg), seed=0)
   assert poisoned.diverged.all() and not clean.diverged.any()
   assert (poisoned.diverged_epoch >= 0).all()
+  # README, "Divergence is per repeat": a layer reading one step from the zero state never reads
+  # its recurrent kernel, so that kernel keeps its (finite) initial values while the rest turns NaN.
+  layer = poisoned.params["lstm_0"]
+  assert np.isfinite(np.asarray(layer["recurrent_kernel"])).all()
+  assert not np.isfinite(np.asarray(layer["kernel"])).any()
   alone = jaxlstm.fit(cfg, repeats=3, seed=0)
   for name in alone.history:
     np.testing.assert_allclose(clean.history[name], alone.history[name], rtol=1e-5, atol=1e-6)
