@@ -90,10 +90,6 @@ def prepare(study: Study, args: argparse.Namespace, out: Path) -> SearchPlan:
   from jaxlstm.space import require_optuna
   if getattr(args, "distributed", False):
     raise UsageError("--search runs in one process (its devices: --devices); drop --distributed")
-  try:
-    require_optuna()
-  except ImportError as e:
-    raise UsageError(f"--search {args.search}: {e}") from None
   if args.objective == "ucb" and study.repeats < 2:
     raise UsageError(f"--objective ucb needs at least 2 repeats per trial, got --repeats {study.repeats}; "
                      "raise --repeats or use --objective mean")
@@ -105,6 +101,10 @@ def prepare(study: Study, args: argparse.Namespace, out: Path) -> SearchPlan:
   race = race_run.settings(args)
   if race is not None:
     race_run.check(study, race)
+  try:  # after the flags' own checks: a wrong command says so whichever extras are installed
+    require_optuna()
+  except ImportError as e:
+    raise UsageError(f"--search {args.search}: {e}") from None
   plan = SearchPlan(study, out, args.search, args.trials, args.batch, args.objective, args.grid_points,
                     overwrite=args.overwrite, quiet=args.quiet, cache=not args.no_cache, plots=args.plots,
                     race=race, devices=args.devices)

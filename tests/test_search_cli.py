@@ -6,6 +6,7 @@ Building studies needs no jax and no training; the search and race runs train ti
 real process is the point (kill -9).
 """
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -28,6 +29,9 @@ LR = "optim.learning_rate=loguniform:1e-4:1e-1"
 
 
 pytestmark = pytest.mark.usefixtures("restore_cache_flags")  # sweep.main sets jax's cache flags
+# A search runs Optuna (the `search` extra); its bad-input checks and the races do not need it.
+needs_optuna = pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
+                                  reason='optuna is not installed (pip install -e ".[search]")')
 CELLS = "model.cells=int:1:16:log"
 
 
@@ -148,6 +152,7 @@ def test_bad_space_input_is_one_line_and_exit_2(tmp_path, args, message):
 TINY = ["--set", "model.cells=4", "--epochs", "5", "--repeats", "2", "--plots", "wait", "--quiet"]
 
 
+@needs_optuna
 def test_tpe_search_writes_the_folder_reuses_the_program_and_resumes(tmp_path):
   out = tmp_path / "run"
   args = ["--search", "tpe", "--trials", "8", "--batch", "4", "--space", LR, *TINY, "--out", str(out)]
@@ -198,6 +203,7 @@ def test_search_without_optuna_names_the_extra(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # two processes, two compiles: 20-40 s on the 2-core CPU
+@needs_optuna
 def test_kill_9_mid_search_then_rerun_trains_no_trial_twice(tmp_path):
   out = tmp_path / "run"
   args = [sys.executable, "-m", "jaxlstm.sweep", "--search", "random", "--trials", "8", "--batch", "2",
@@ -286,6 +292,7 @@ def test_bad_race_input_is_one_line_and_exit_2(tmp_path, args, message):
 
 
 @pytest.mark.slow
+@needs_optuna
 def test_tpe_finds_a_good_learning_rate_within_32_trials(tmp_path):
   # Measured on this problem (LSTM(4), 20 epochs, 3 repeats): mean val_loss 0.83 at 1e-5, 0.57 at 1e-3,
   # 0.09 at 1e-2, 0.05 at 0.1, 0.10 at 0.3, 0.49 at 1: the good range is about 5e-3 .. 0.5.
@@ -303,6 +310,7 @@ def test_tpe_finds_a_good_learning_rate_within_32_trials(tmp_path):
   assert len(groups) == 4 and sum(g["compiles"] for g in groups[1:]) == 0  # one program for every batch
 
 
+@needs_optuna
 def test_grid_search_covers_the_grid_once_crossed_with_a_grid(tmp_path):
   out = tmp_path / "run"
   status, _, err = run_main("--search", "grid", "--trials", "10", "--batch", "2",
@@ -318,6 +326,7 @@ def test_grid_search_covers_the_grid_once_crossed_with_a_grid(tmp_path):
   assert values == [(0.01, 2), (0.01, 4), (0.1, 2), (0.1, 4)]
 
 
+@needs_optuna
 def test_a_raced_search_batch_records_the_elimination_in_trials_csv(tmp_path):
   out = tmp_path / "run"
   status, _, err = run_main("--search", "grid", "--trials", "3", "--batch", "3", "--race", "--race-initial", "3",
