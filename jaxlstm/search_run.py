@@ -81,7 +81,7 @@ def _existing_manifest(out: Path) -> dict | None:
 
 
 def prepare(study: Study, args: argparse.Namespace, out: Path) -> SearchPlan:
-  """Check a `--search` command without jax: optuna, the space, the objective, the data, the folder.
+  """Check a `--search` command without jax: its flags, the space, the race, optuna, the data, the folder.
 
   Raises:
     UsageError / ConfigError: one line naming the field, the value and the fix.
