@@ -189,7 +189,10 @@ def test_tpe_search_writes_the_folder_reuses_the_program_and_resumes(tmp_path):
     (["--search", "tpe", "--space", LR, "--objective", "ucb", "--repeats", "1"], "needs at least 2 repeats"),
     (["--search", "tpe", "--space", LR, "--objective", "best"], "argument --objective: invalid choice"),
 ])
-def test_bad_search_input_is_one_line_and_exit_2(tmp_path, args, message):
+@pytest.mark.parametrize("without_optuna", [False, True])
+def test_bad_search_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, message, without_optuna):
+  if without_optuna:  # a wrong command is named as such whichever extras are installed
+    monkeypatch.setitem(sys.modules, "optuna", None)
   status, out, err = run_main(*args, "--out", str(tmp_path / "out"))
   assert status == 2 and out == "" and err.count("\n") == 1 and message in err, err
   assert not (tmp_path / "out").exists()
