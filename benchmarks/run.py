@@ -19,7 +19,9 @@ run through the library (`run_group` per static-shape group, with a fresh or a
 primed jax persistent compilation cache) for the compile/run split. jaxlstm's W2
 runs through the library on one host device (the reference row), on two (what
 the command line uses on 2 cores) and on two with the opt-in `model.kernel =
-"fused"`; `--w2-reference-only` keeps the first alone.
+"fused"`, and end to end as a user types it (`python -m jaxlstm.sweep --set ...`,
+cold, and warm: its second W2-shaped run, the program stored by the first);
+`--w2-reference-only` keeps the first alone.
 """
 from __future__ import annotations
 
@@ -81,14 +83,14 @@ def worker(name: str, *args, env: dict | None = None, timeout_scale: float = 1.0
   return r
 
 
-def cli(repeats: int, out: Path, env: dict) -> dict:
-  """`python -m jaxlstm.sweep --repeats R --out OUT` end to end in a fresh process, as a user runs it.
+def cli(repeats: int, out: Path, env: dict, extra: tuple[str, ...] = (), work: str = "W1") -> dict:
+  """`python -m jaxlstm.sweep --repeats R --out OUT [extra]` end to end in a fresh process, as a user runs it.
 
   Records the process wall (the command returning), its CPU seconds, when its first line
   (the plan) appeared, and when the background renderer had drawn the plots (waited
   for, so it never overlaps the next measurement).
   """
-  args = [sys.executable, "-m", "jaxlstm.sweep", "--repeats", str(repeats), "--out", str(out)]
+  args = [sys.executable, "-m", "jaxlstm.sweep", "--repeats", str(repeats), "--out", str(out), *extra]
   log(f"    {' '.join(args[1:])}  (load {common.loadavg():.2f})")
   t0 = time.perf_counter()
   try:
@@ -100,7 +102,7 @@ def cli(repeats: int, out: Path, env: dict) -> dict:
     log(f"    FAILED: {str(e)[-1500:]}")
     return {"worker": "cli", "error": str(e).splitlines()[0][:200]}
   r["plots_s"] = common.wait_for_plots(out, t0)
-  r.update(workers.cli_results(str(out)))
+  r.update(workers.cli_results(str(out), work))
   r["load_after"] = common.loadavg()
   log(f"      wall {r['wall_s']:.1f} s (first line {r['first_output_s']:.2f} s, compile {r['compile_s']:.1f} s, "
       f"run {r['run_s']:.2f} s, CPU {r['cpu_s']:.1f} s, plots at {r['plots_s'] or float('nan'):.1f} s), "
@@ -161,28 +163,53 @@ def run_w1(opts, data, skip) -> dict:
 # jaxlstm's W2 variants besides the reference (one host device, the default kernel): the command
 # line's default of one host device per core, and the opt-in fused kernel on top (`model.kernel`).
 W2_VARIANTS = {"jaxlstm, 2 host devices": ("scan", 2), "jaxlstm, 2 host devices, fused kernel": ("fused", 2)}
+# W2 as a user types it (`--set` per field of workers.W2_OVERRIDES), on the command line's own devices
+# (one per core): cold (a fresh XDG_CACHE_HOME) and warm (its second run of a W2-shaped study, the
+# program stored by the first).
+W2_CLI = ("jaxlstm CLI cold", "jaxlstm CLI warm")
 
 
 def _host_devices(n: int) -> dict:
   return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
 
 
+def w2_cli_args() -> tuple[str, ...]:
+  """`--set KEY=VALUE` per field of W2 (strings bare, other values as JSON, as a user types them)."""
+  text = lambda v: v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+  return tuple(a for key, value in workers.W2_OVERRIDES.items() for a in ("--set", f"{key}={text(value)}"))
+
+
 def run_w2(opts, data, skip) -> dict:
   repeats = opts.repeats
+  tmp = Path(tempfile.mkdtemp(prefix="jaxlstm-bench-w2-"))
   systems = {"jaxlstm": lambda: worker("jaxlstm_w2", "--repeats", repeats)}
+
+  def jax_cli(kind):
+    def go():
+      xdg = tmp / f"xdg-{kind}-{time.monotonic_ns()}"
+      env = {"XDG_CACHE_HOME": str(xdg)}
+      if kind == "warm":
+        cli(repeats, xdg / "prime", env, w2_cli_args(), "W2")
+      r = cli(repeats, xdg / "out", env, w2_cli_args(), "W2")
+      shutil.rmtree(xdg, ignore_errors=True)
+      return r
+    return go
+
   if not opts.w2_reference_only:
     for name, (kernel, n) in W2_VARIANTS.items():
       systems[name] = (lambda k=kernel, n=n: worker("jaxlstm_w2", "--repeats", repeats, "--kernel", k,
                                                     env=_host_devices(n)))
+    if common.have("jaxlstm.sweep"):
+      systems[W2_CLI[0]], systems[W2_CLI[1]] = jax_cli("cold"), jax_cli("warm")
   if not skip["torch"]:
     for threads in opts.torch_threads:
       systems[torch_name(threads)] = (lambda t=threads: worker("torch_w2", "--repeats", repeats, "--data", data["W2"],
                                                               "--threads", t))
   if not skip["keras"]:
     systems["Keras 3 loop"] = lambda: worker("keras_w2", "--repeats", repeats, "--data", data["W2"])
-  return {"repeats": repeats, "fits": repeats,
-          "systems": rounds(systems, opts, runs_for={n: opts.slow_runs for n in systems
-                                                     if not n.startswith("jaxlstm")})}
+  results = rounds(systems, opts, runs_for={n: opts.slow_runs for n in systems if not n.startswith("jaxlstm")})
+  shutil.rmtree(tmp, ignore_errors=True)
+  return {"repeats": repeats, "fits": repeats, "systems": results}
 
 
 def rounds(systems: dict, opts, runs_for: dict) -> dict:
@@ -294,7 +321,7 @@ def w2_targets(res: dict, ceiling: dict | None) -> list[tuple]:
   s = {n: summary(r) for n, r in res["systems"].items()}
   j, k, t = s["jaxlstm"], s.get("Keras 3 loop", {}), best_torch(s)
   out = []
-  for name in ["jaxlstm", *W2_VARIANTS]:  # issue 14: ≥ 3× Keras, ≥ 2× PyTorch at its best thread count
+  for name in ["jaxlstm", *W2_VARIANTS, *W2_CLI]:  # issue 14: ≥ 3× Keras, ≥ 2× PyTorch at its best thread count
     if s.get(name, {}).get("total_s"):
       what = f"W2 ({res['repeats']} repeats, {name})"
       out += [ratio_line(f"{what} ≥ 3× faster than the Keras 3 loop", k.get("total_s"), s[name]["total_s"], 3),

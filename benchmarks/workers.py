@@ -132,8 +132,10 @@ def jaxlstm_w2(repeats: int, cache_dir: str | None = None, kernel: str = "scan",
           "device": str(jax.devices()[0]), "devices": len(jax.devices()), "kernel": kernel}
 
 
-def cli_results(out: str) -> dict:
-  """Compile/run seconds (manifest.json) and final val_loss per cells (scores.csv) of a CLI results folder."""
+def cli_results(out: str, work: str = "W1") -> dict:
+  """Compile/run seconds (manifest.json) and final val_loss per cells (scores.csv) of a CLI results folder.
+
+  `work`: "W1" (the default study) or "W2" (its final val_loss is the validation MAE, W2's loss)."""
   import csv
   from pathlib import Path
   folder = Path(out)
@@ -142,12 +144,19 @@ def cli_results(out: str) -> dict:
   result = {"compiles": sum(g.get("compiles", 0) for g in groups),
             "compile_s": sum(g.get("compile_seconds", 0.0) for g in groups),
             "run_s": sum(g.get("run_seconds", 0.0) for g in groups), "groups": len(groups)}
-  by_cells: dict[str, list[float]] = {}
   with open(folder / "scores.csv") as f:
-    for row in csv.DictReader(f):
-      by_cells.setdefault(f"cells={row['model.cells']}", []).append(float(row["final_val_loss"]))
+    rows = list(csv.DictReader(f))
+  result["fits"] = len(rows)
+  if work == "W2":  # one config: no grid column
+    losses = [float(row["final_val_loss"]) for row in rows]
+    result["scores"] = {"val_mae": [statistics.fmean(losses), statistics.pstdev(losses)]}
+    if result["run_s"]:
+      result["gflops_run"] = w2_flops(result["fits"]) / 1e9 / result["run_s"]
+    return result
+  by_cells: dict[str, list[float]] = {}
+  for row in rows:
+    by_cells.setdefault(f"cells={row['model.cells']}", []).append(float(row["final_val_loss"]))
   result["scores"] = {k: [statistics.fmean(v), statistics.pstdev(v)] for k, v in by_cells.items()}
-  result["fits"] = sum(len(v) for v in by_cells.values())
   flops = sum(training_flops(1, [g["cells"]], 1, 1, n_train=5, n_val=5, epochs=500, members=g["members"])
               for g in groups if "cells" in g and "members" in g)
   if flops and result["run_s"]:
