@@ -110,6 +110,20 @@ def cli(repeats: int, out: Path, env: dict, extra: tuple[str, ...] = (), work: s
   return r
 
 
+def cli_system(kind: str, tmp: Path, repeats: int, extra: tuple[str, ...] = (), work: str = "W1"):
+  """A system running the command line (`cli`) cold (a fresh XDG_CACHE_HOME under `tmp`) or warm (the same
+  cache after a priming run); each run's cache and folders are removed after it."""
+  def go() -> dict:
+    xdg = tmp / f"xdg-{kind}-{time.monotonic_ns()}"
+    env = {"XDG_CACHE_HOME": str(xdg)}
+    if kind == "warm":
+      cli(repeats, xdg / "prime", env, extra, work)
+    result = cli(repeats, xdg / "out", env, extra, work)
+    shutil.rmtree(xdg, ignore_errors=True)
+    return result
+  return go
+
+
 def torch_name(threads: int) -> str:
   return "PyTorch loop" + (f" ({threads} thread{'s' if threads > 1 else ''})" if threads else " (torch default threads)")
 
@@ -135,18 +149,9 @@ def run_w1(opts, data, skip) -> dict:
       return worker("jaxlstm_w1", "--repeats", repeats, "--cache-dir", cache)
     return go
 
-  def jax_cli(kind):
-    def go():
-      xdg = tmp / f"xdg-{kind}-{time.monotonic_ns()}"
-      env = {"XDG_CACHE_HOME": str(xdg)}
-      if kind == "warm":
-        cli(repeats, xdg / "prime", env)
-      return cli(repeats, xdg / "out", env)
-    return go
-
   if have_cli:
-    systems["jaxlstm CLI cold"] = jax_cli("cold")
-    systems["jaxlstm CLI warm"] = jax_cli("warm")
+    systems["jaxlstm CLI cold"] = cli_system("cold", tmp, repeats)
+    systems["jaxlstm CLI warm"] = cli_system("warm", tmp, repeats)
   systems["jaxlstm API cold"] = jax_api("cold")
   systems["jaxlstm API warm"] = jax_api("warm")
   if not skip["torch"]:
@@ -183,24 +188,13 @@ def run_w2(opts, data, skip) -> dict:
   repeats = opts.repeats
   tmp = Path(tempfile.mkdtemp(prefix="jaxlstm-bench-w2-"))
   systems = {"jaxlstm": lambda: worker("jaxlstm_w2", "--repeats", repeats)}
-
-  def jax_cli(kind):
-    def go():
-      xdg = tmp / f"xdg-{kind}-{time.monotonic_ns()}"
-      env = {"XDG_CACHE_HOME": str(xdg)}
-      if kind == "warm":
-        cli(repeats, xdg / "prime", env, w2_cli_args(), "W2")
-      r = cli(repeats, xdg / "out", env, w2_cli_args(), "W2")
-      shutil.rmtree(xdg, ignore_errors=True)
-      return r
-    return go
-
   if not opts.w2_reference_only:
     for name, (kernel, n) in W2_VARIANTS.items():
       systems[name] = (lambda k=kernel, n=n: worker("jaxlstm_w2", "--repeats", repeats, "--kernel", k,
                                                     env=_host_devices(n)))
     if common.have("jaxlstm.sweep"):
-      systems[W2_CLI[0]], systems[W2_CLI[1]] = jax_cli("cold"), jax_cli("warm")
+      for name, kind in zip(W2_CLI, ("cold", "warm")):
+        systems[name] = cli_system(kind, tmp, repeats, w2_cli_args(), "W2")
   if not skip["torch"]:
     for threads in opts.torch_threads:
       systems[torch_name(threads)] = (lambda t=threads: worker("torch_w2", "--repeats", repeats, "--data", data["W2"],
