@@ -155,7 +155,8 @@ def parse_size(text: str) -> int:
 
 
 def _fail(section: str, name: str, value: Any, allowed: str) -> typing.NoReturn:
-  raise ConfigError(f"{section}.{name} = {value!r} is not allowed: {allowed}.")
+  end = "" if allowed.endswith((".", "?")) else "."  # `_choice`'s hint already ends its sentence
+  raise ConfigError(f"{section}.{name} = {value!r} is not allowed: {allowed}{end}")
 
 
 def _choice(section, name, value, options):
@@ -163,6 +164,27 @@ def _choice(section, name, value, options):
     hint = difflib.get_close_matches(str(value), options, n=1)
     extra = f" Did you mean {hint[0]!r}?" if hint else ""
     _fail(section, name, value, f"expected one of {', '.join(map(repr, options))}.{extra}")
+
+
+def _items(section, name, value, expected: str, *, one_name: bool = False) -> tuple:
+  """A list field's value as a tuple (`one_name`: a lone string is a list of one)."""
+  if one_name and isinstance(value, str):
+    return (value,)
+  if not isinstance(value, (str, bytes, Mapping)):
+    try:
+      return tuple(value)
+    except TypeError:
+      pass
+  _fail(section, name, value, f"expected {expected}")
+
+
+def _names(section, name, value, options) -> tuple:
+  """A name or a list of names, each one of `options`, as a tuple."""
+  names = _items(section, name, value, f"a name or a list of names from {', '.join(map(repr, options))}",
+                 one_name=True)
+  for item in names:
+    _choice(section, name, item, options)
+  return names
 
 
 def _positive_int(section, name, value, minimum=1):
@@ -548,8 +570,14 @@ class OptimConfig:
     _number(s, "decay_rate", self.decay_rate, low=0.0, low_open=True)
     _number(s, "alpha", self.alpha, low=0.0, high=1.0)
     _positive_int(s, "warmup_steps", self.warmup_steps, minimum=0)
-    object.__setattr__(self, "boundaries", tuple(self.boundaries))
-    object.__setattr__(self, "scales", tuple(self.scales))
+    steps = "a list of step numbers (integers >= 0, strictly increasing)"
+    object.__setattr__(self, "boundaries", _items(s, "boundaries", self.boundaries, steps))
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in self.boundaries):
+      _fail(s, "boundaries", self.boundaries, f"expected {steps}")
+    factors = "a list of finite numbers >= 0 (the learning rate's factor after each boundary)"
+    object.__setattr__(self, "scales", _items(s, "scales", self.scales, factors))
+    if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x < math.inf for x in self.scales):
+      _fail(s, "scales", self.scales, f"expected {factors}")
     if len(self.boundaries) != len(self.scales):
       _fail(s, "scales", self.scales,
             f"give one scale per boundary ({len(self.boundaries)} boundaries)")
@@ -657,13 +685,8 @@ class TrainConfig:
     if not isinstance(self.shuffle, bool):
       _fail(s, "shuffle", self.shuffle, "expected true or false")
     _choice(s, "loss", self.loss, LOSSES)
-    metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
-    for metric in metrics:
-      _choice(s, "metrics", metric, METRICS)
-    object.__setattr__(self, "metrics", metrics)
-    vary = (self.vary,) if isinstance(self.vary, str) else tuple(self.vary)
-    for stream in vary:
-      _choice(s, "vary", stream, STREAMS)
+    object.__setattr__(self, "metrics", _names(s, "metrics", self.metrics, METRICS))
+    vary = _names(s, "vary", self.vary, STREAMS)
     object.__setattr__(self, "vary", tuple(sorted(set(vary), key=STREAMS.index)))
     if isinstance(self.early_stopping, Mapping):
       object.__setattr__(self, "early_stopping", _section(EarlyStoppingConfig, self.early_stopping, "train.early_stopping"))

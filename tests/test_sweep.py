@@ -368,6 +368,25 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ar
   assert not out.exists()
 
 
+@pytest.mark.parametrize("setting, ending", [
+    ("model.cell=rnn", "model.cell = 'rnn' is not allowed: expected one of 'lstm', 'gru'."),
+    ("data.problem=lineer", "expected one of 'linear', 'echo', 'damped_sine', 'addition', 'moving_square', 'csv'. "
+                            "Did you mean 'linear'?"),
+])
+def test_a_bad_choice_ends_its_line_with_one_stop(tmp_path, capsys, setting, ending):
+  assert sweep.main([*TINY, "--set", setting, "--out", str(tmp_path / "out")]) == 2
+  assert capsys.readouterr().err.endswith(ending + "\n")
+
+
+def test_a_bad_list_in_a_config_file_is_one_line_before_jax_sees_it(tmp_path, capsys):
+  config = tmp_path / "bad.toml"
+  config.write_text('[optim]\nschedule = "piecewise"\nboundaries = ["a", "b"]\nscales = [0.5, 0.1]\n')
+  assert sweep.main([*TINY, "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+  assert capsys.readouterr().err == ("jaxlstm.sweep: error: optim.boundaries = ('a', 'b') is not allowed: expected a "
+                                     "list of step numbers (integers >= 0, strictly increasing).\n")
+  assert not (tmp_path / "out").exists()
+
+
 def test_unwritable_out_exits_2(tmp_path, capsys):
   (tmp_path / "a_file").write_text("")
   assert sweep.main([*TINY, "--out", str(tmp_path / "a_file" / "run")]) == 2

@@ -244,10 +244,26 @@ def test_poisoned_seed_is_flagged_and_others_untouched():
     ({"optim.name": "adamw"}, "optim.name"),
     ({"model.activation": "gelu"}, "model.activation"),
     ({"model.kernel_init": "xavier"}, "model.kernel_init"),
+    # List fields: each element is checked here, not first by jax while tracing the schedule.
+    ({"optim.schedule": "piecewise", "optim.boundaries": ["a"], "optim.scales": [0.5]}, "optim.boundaries"),
+    ({"optim.schedule": "piecewise", "optim.boundaries": [10.5], "optim.scales": [0.5]}, "optim.boundaries"),
+    ({"optim.schedule": "piecewise", "optim.boundaries": [-1], "optim.scales": [0.5]}, "optim.boundaries"),
+    ({"optim.schedule": "piecewise", "optim.boundaries": 7, "optim.scales": [0.5]}, "optim.boundaries"),
+    ({"optim.schedule": "piecewise", "optim.boundaries": [10], "optim.scales": [float("nan")]}, "optim.scales"),
+    ({"optim.schedule": "piecewise", "optim.boundaries": [10], "optim.scales": [-0.5]}, "optim.scales"),
+    ({"train.metrics": 5}, "train.metrics = 5 is not allowed: expected a name or a list of names"),
+    ({"train.vary": None}, "train.vary = None is not allowed: expected a name or a list of names"),
 ])
 def test_config_errors_name_the_field_before_any_compile(changes, field):
   with pytest.raises(jaxlstm.ConfigError, match=field.replace(".", r"\.")):
     Config().override(changes)
+
+
+def test_list_fields_keep_their_accepted_forms():
+  cfg = Config().override({"optim.schedule": "piecewise", "optim.boundaries": [0, 20], "optim.scales": [0.5, 0],
+                           "train.metrics": "mae", "train.vary": ["split", "init"]})
+  assert (cfg.optim.boundaries, cfg.optim.scales) == ((0, 20), (0.5, 0))
+  assert cfg.train.metrics == ("mae",) and cfg.train.vary == ("init", "split")
 
 
 def test_unknown_key_gets_did_you_mean():
