@@ -594,6 +594,12 @@ class OptimConfig:
       _fail(s, "nesterov", self.nesterov, "nesterov applies to optim.name = 'sgd' only")
 
 
+def _monitor(section: str, value: Any) -> None:
+  # Which keys exist depends on the data and metrics: `data.check_compatible` names them.
+  if not isinstance(value, str) or not value:
+    _fail(section, "monitor", value, "expected a history key such as 'val_loss'")
+
+
 def _min_delta(section: str, value: float) -> None:
   low, high = MIN_DELTA_RANGE
   if value != 0 and not low <= abs(value) <= high:
@@ -613,14 +619,15 @@ class EarlyStoppingConfig:
 
   def __post_init__(self):
     s = "train.early_stopping"
-    if not isinstance(self.monitor, str) or not self.monitor:
-      _fail(s, "monitor", self.monitor, "expected a history key such as 'val_loss'")
+    _monitor(s, self.monitor)
     _number(s, "min_delta", self.min_delta)
     _min_delta(s, self.min_delta)
     object.__setattr__(self, "min_delta", abs(self.min_delta))
     _positive_int(s, "patience", self.patience, minimum=0)
     _choice(s, "mode", self.mode, ES_MODES)
     _number(s, "baseline", self.baseline, allow_none=True)
+    if not isinstance(self.restore_best_weights, bool):
+      _fail(s, "restore_best_weights", self.restore_best_weights, "expected true or false")
     _positive_int(s, "start_from_epoch", self.start_from_epoch, minimum=0)
 
 
@@ -637,6 +644,7 @@ class ReduceLRConfig:
 
   def __post_init__(self):
     s = "train.reduce_lr"
+    _monitor(s, self.monitor)
     _number(s, "factor", self.factor, low=0.0, high=1.0, low_open=True, high_open=True)
     _positive_int(s, "patience", self.patience, minimum=0)
     _choice(s, "mode", self.mode, ES_MODES)

@@ -253,6 +253,8 @@ def test_poisoned_seed_is_flagged_and_others_untouched():
     ({"optim.schedule": "piecewise", "optim.boundaries": [10], "optim.scales": [-0.5]}, "optim.scales"),
     ({"train.metrics": 5}, "train.metrics = 5 is not allowed: expected a name or a list of names"),
     ({"train.vary": None}, "train.vary = None is not allowed: expected a name or a list of names"),
+    ({"train.reduce_lr.monitor": 5}, "train.reduce_lr.monitor = 5 is not allowed: expected a history key"),
+    ({"train.early_stopping": {"restore_best_weights": 5}}, "train.early_stopping.restore_best_weights = 5"),
 ])
 def test_config_errors_name_the_field_before_any_compile(changes, field):
   with pytest.raises(jaxlstm.ConfigError, match=field.replace(".", r"\.")):
