@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -568,7 +569,11 @@ def _in_date_order(frame, date_column: str, values, gaps, row_numbers, fill, pat
   """
   import pandas as pd
   raw_dates = frame[date_column]
-  dates = pd.to_datetime(raw_dates, errors="coerce")
+  with warnings.catch_warnings():
+    # pandas warns that it parses element by element when it cannot infer one format; a
+    # value that is no date is reported below in one line, and the parsing is the same.
+    warnings.simplefilter("ignore", UserWarning)
+    dates = pd.to_datetime(raw_dates, errors="coerce")
   bad = np.flatnonzero(dates.isna().to_numpy() & raw_dates.notna().to_numpy())
   if bad.size:
     i = int(bad[0])

@@ -231,7 +231,7 @@ def config_diagnoses(run: RunData) -> dict[str, diagnose.ConfigDiagnosis] | None
   for c in run.done:
     per_repeat = run.diagnosis[run.diagnosis["config_id"] == c]
     out[c] = diagnose.summarize_repeats(per_repeat, scores=np.where(run.diverged[c], np.nan, run.scores[c]),
-                                        config=c, baseline_loss=_baselines(run, c).get("train_mean_loss"),
+                                        config=c, baseline_loss=tables.capacity_reference(_baselines(run, c)),
                                         baseline_scores=_baseline_scores(run, c))
   return out
 

@@ -299,8 +299,17 @@ def diagnosis_frame(folder: Folder, thresholds: diagnose.Thresholds = diagnose.T
 
 def baseline_loss(folder: Folder, config_id: str) -> float | None:
   """The training loss of predicting the training mean: the capacity rule's reference (or None)."""
-  value = ((folder.manifest.get("baselines") or {}).get(config_id) or {}).get("train_mean_loss")
-  return float(value) if value is not None else None
+  return capacity_reference((folder.manifest.get("baselines") or {}).get(config_id) or {})
+
+
+def capacity_reference(baselines: dict[str, Any]) -> float | None:
+  """A config's recorded `train_mean_loss` when it can serve the capacity rule (> 0), else None.
+
+  A target the training mean predicts exactly (a constant series) records 0: no loss is
+  high against that, so the diagnosis falls back to its relative capacity rule.
+  """
+  value = baselines.get("train_mean_loss")
+  return float(value) if value is not None and 0 < float(value) < math.inf else None
 
 
 def baseline_scores(folder: Folder, config_id: str) -> dict[str, float] | None:

@@ -35,11 +35,18 @@ def test_csv_through_the_cli_end_to_end(tmp_path):
     ("text", ["--column", "temp"], "non-numeric|not a number|numeric"),
     (None, ["--column", "temp", "--set", "data.options.n_in=500"], "too short"),
     ("missing", ["--column", "temp"], "no such file"),
+    ("date", ["--column", "temp", "--date-column", "date"], "date column 'date' holds 'someday', not a date, in data row 1"),
 ])
+@pytest.mark.filterwarnings("error::UserWarning")  # one line: no warning of pandas' printed beside it
 def test_malformed_csv_exits_2_with_one_clear_line(tmp_path, capsys, edit, args, message):
   data = write_series(tmp_path / "series.csv")
+  if edit == "date":
+    frame = pd.read_csv(data)
+    frame.loc[0, "date"] = "someday"  # first: pandas then cannot infer the format, and warns
+    frame.to_csv(data, index=False)
   if edit == "text":
-    rows = list(csv.reader(open(data)))
+    with open(data, newline="") as f:
+      rows = list(csv.reader(f))
     rows[5][1] = "n/a?"
     with open(data, "w", newline="") as f:
       csv.writer(f).writerows(rows)
@@ -52,6 +59,19 @@ def test_malformed_csv_exits_2_with_one_clear_line(tmp_path, capsys, edit, args,
   assert len(err) == 1 and err[0].startswith("jaxlstm.sweep: error:")
   assert re.search(message, err[0]), err[0]
   assert not out.exists()
+
+
+def test_a_constant_series_trains_and_gets_its_report(tmp_path):
+  # Predicting the training mean is exact here, so the diagnosis has no capacity reference
+  # (a recorded train_mean_loss of 0) and uses its relative rule instead of failing.
+  data = tmp_path / "flat.csv"
+  pd.DataFrame({"level": np.full(80, 3.5)}).to_csv(data, index=False)
+  out = tmp_path / "run"
+  assert sweep.main(["--data", str(data), "--set", "data.options.n_in=6", "--repeats", "2", "--epochs", "2",
+                     "--out", str(out), "--quiet", "--plots", "wait"]) == 0
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert [b["train_mean_loss"] for b in manifest["baselines"].values()] == [0.0]
+  assert len(pd.read_csv(out / "diagnosis.csv")) == 2 and (out / "report.md").exists()
 
 
 def write_weekly_co2(path, weeks=150, blanks=(10, 11, 57, 103)):
