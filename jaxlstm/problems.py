@@ -718,9 +718,11 @@ def _numeric_column(frame: Any, name: str, path: str) -> np.ndarray:
   not_number = np.flatnonzero(np.isnan(numeric) & raw.notna().to_numpy())
   if not_number.size:
     i = int(not_number[0])
+    separator = next((sep for sep in (";", "\t") if sep in str(name) and sep in str(raw.iloc[i])), None)
+    fix = (f"the file seems separated by {separator!r}, and jaxlstm reads commas: save it as comma-separated"
+           if separator else "fix or remove it, or leave the column out with columns=[...]")
     raise ValueError(f"{path!r}: column {name!r} holds a non-numeric value {raw.iloc[i]!r} in data row {i + 1} "
-                     f"(row 1 = the line after the header); fix or remove it, or leave the column out "
-                     "with columns=[...].")
+                     f"(row 1 = the line after the header); {fix}.")
   infinite = np.flatnonzero(np.isinf(numeric))
   if infinite.size:
     i = int(infinite[0])

@@ -36,10 +36,13 @@ def test_csv_through_the_cli_end_to_end(tmp_path):
     (None, ["--column", "temp", "--set", "data.options.n_in=500"], "too short"),
     ("missing", ["--column", "temp"], "no such file"),
     ("date", ["--column", "temp", "--date-column", "date"], "date column 'date' holds 'someday', not a date, in data row 1"),
+    ("semicolons", [], "column 'date;temp;rain' .* seems separated by ';', and jaxlstm reads commas"),
 ])
 @pytest.mark.filterwarnings("error::UserWarning")  # one line: no warning of pandas' printed beside it
 def test_malformed_csv_exits_2_with_one_clear_line(tmp_path, capsys, edit, args, message):
   data = write_series(tmp_path / "series.csv")
+  if edit == "semicolons":
+    pd.read_csv(data).to_csv(data, index=False, sep=";")
   if edit == "date":
     frame = pd.read_csv(data)
     frame.loc[0, "date"] = "someday"  # first: pandas then cannot infer the format, and warns
