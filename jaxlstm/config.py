@@ -201,9 +201,11 @@ def _number(section, name, value, *, low=-math.inf, high=math.inf,
   too_low = value <= low if low_open else value < low
   too_high = value >= high if high_open else value > high
   if too_low or too_high:
+    if high == math.inf:  # one bound: say it as one ("> 0", not "(0.0, inf]")
+      _fail(section, name, value, f"expected a finite number {'>' if low_open else '>='} {low:g}")
     lo = "(" if low_open else "["
     hi = ")" if high_open else "]"
-    _fail(section, name, value, f"expected a value in {lo}{low}, {high}{hi}")
+    _fail(section, name, value, f"expected a value in {lo}{low:g}, {high:g}{hi}")
 
 
 def _all_finite(value: Any) -> bool:
@@ -896,6 +898,13 @@ def _reject_unknown(d: Mapping[str, Any], names: Sequence[str], prefix: str) -> 
     full = [prefix + n for n in names]
     hint = difflib.get_close_matches(prefix + str(bad), full, n=1)
     extra = f" Did you mean {hint[0]!r}?" if hint else ""
+    if not prefix and not hint:  # a field written outside its section, or a run option
+      owner = [n for n in all_fields() if n.endswith("." + str(bad))][:1]
+      if owner:
+        section, _, leaf = owner[0].rpartition(".")
+        extra = f" Did you mean {owner[0]!r} ({leaf} in a [{section}] table)?"
+      elif bad in ("repeats", "seed"):
+        extra = f" --{bad} is a command-line option, not a config field."
     raise ConfigError(f"Unknown config field {prefix + str(bad)!r}.{extra} "
                       f"Known fields: {', '.join(full)}.")
 

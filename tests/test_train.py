@@ -273,6 +273,14 @@ def test_unknown_key_gets_did_you_mean():
     Config().override({"model.cels": 3})
   with pytest.raises(jaxlstm.ConfigError, match="Did you mean 'model.cells'"):
     Config.from_dict({"model": {"celss": 3}})
+  # A config file's field outside its table, and a run option in a config file.
+  with pytest.raises(jaxlstm.ConfigError, match=r"Did you mean 'model.cells' \(cells in a \[model\] table\)\?"):
+    Config.from_dict({"cells": 3})
+  with pytest.raises(jaxlstm.ConfigError, match=r"'train.early_stopping.patience' \(patience in a "
+                     r"\[train.early_stopping\] table\)"):
+    Config.from_dict({"patience": 3})
+  with pytest.raises(jaxlstm.ConfigError, match="--repeats is a command-line option, not a config field"):
+    Config.from_dict({"repeats": 30})
 
 
 def test_data_errors_raise_before_compile():
