@@ -35,8 +35,8 @@ import numpy as np
 
 from jaxlstm import metrics, store
 from jaxlstm import study_space
-from jaxlstm.config import (PER_LAYER_FIELDS, WIDTH_FIELDS, Config, ConfigError, check_field, expand_grid,
-                            parse_value)
+from jaxlstm.config import (METRICS, PER_LAYER_FIELDS, WIDTH_FIELDS, Config, ConfigError, check_field,
+                            expand_grid, parse_value)
 from jaxlstm.space import Space
 
 DEFAULT_EXPERIMENT = "cells"
@@ -413,7 +413,8 @@ def make_study(args: argparse.Namespace) -> Study:
 
 
 def _scored(study: Study, args: argparse.Namespace, module_metric: str | None) -> Study:
-  return with_score(with_metric(study, args.metric or module_metric), getattr(args, "score", None))
+  source = "--metric" if args.metric or not module_metric else "the study's METRIC"
+  return with_score(with_metric(study, args.metric or module_metric, source), getattr(args, "score", None))
 
 
 def _grid_study(name: str, base: Config, grid: dict[str, list[Any]], args: argparse.Namespace,
@@ -509,8 +510,8 @@ def with_score(study: Study, score: str | None) -> Study:
   return dataclasses.replace(study, score=score)
 
 
-def with_metric(study: Study, metric: str | None) -> Study:
-  """Set the scored metric (default val_loss).
+def with_metric(study: Study, metric: str | None, source: str = "--metric") -> Study:
+  """Set the scored metric (default val_loss); `source` names where it came from in errors.
 
   Raises:
     UsageError: a config of the study does not record that metric.
@@ -521,6 +522,10 @@ def with_metric(study: Study, metric: str | None) -> Study:
     if metric not in known:
       hint = difflib.get_close_matches(metric, known, n=1)
       extra = f"; did you mean {hint[0]!r}" if hint else ""
-      raise UsageError(f"--metric {metric!r} is not recorded by config {cfg.config_id}{extra}. "
-                       f"Its history keys: {', '.join(known)}")
+      base = metric.removeprefix("val_")
+      recordable = base in METRICS and base not in cfg.train.metrics and not (
+          base == "accuracy" and cfg.model.output_activation == "linear")  # accuracy needs a classifier
+      record = f"; record it with --set train.metrics={','.join((*cfg.train.metrics, base))}" if recordable else ""
+      raise UsageError(f"{source} {metric!r} is not recorded by config {cfg.config_id}{extra}. "
+                       f"Its history keys: {', '.join(known)}{record}")
   return dataclasses.replace(study, metric=metric)

@@ -414,5 +414,18 @@ def test_metric_option_scores_the_summary_and_report(tmp_path, capsys):
   np.testing.assert_allclose(summary.set_index("config_id")["mean"], expected.loc[summary["config_id"]])
   assert "## Final val_mae per config" in (out / "report.md").read_text()
   bad = sweep.main(["--repeats", "2", "--epochs", "3", "--metric", "val_accuracy", "--out", str(tmp_path / "b")])
-  assert bad == 2 and "val_accuracy" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert bad == 2 and "val_accuracy" in err and "record it" not in err  # accuracy needs a classification head
   assert not (tmp_path / "b").exists()
+
+
+def test_a_metric_not_recorded_names_its_source_and_how_to_record_it(tmp_path, capsys):
+  assert sweep.main([*TINY, "--set", "train.metrics=mae", "--metric", "val_mse", "--out", str(tmp_path / "a")]) == 2
+  assert capsys.readouterr().err.rstrip().endswith("record it with --set train.metrics=mae,mse")
+  study = tmp_path / "study.py"
+  study.write_text("import jaxlstm\nMETRIC = 'val_mae'\n\ndef get_config():\n  return jaxlstm.Config()\n\n\n"
+                   "def get_grid():\n  return {'model.cells': [1, 2]}\n")
+  assert sweep.main([*TINY, "--experiment", str(study), "--out", str(tmp_path / "b")]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("jaxlstm.sweep: error: the study's METRIC 'val_mae' is not recorded") and err.count("\n") == 1
+  assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
