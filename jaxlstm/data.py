@@ -54,6 +54,10 @@ def resolve(config: Config, dataset: Dataset | None = None) -> Dataset:
   """
   if dataset is None:
     dataset = _generate(config.data.problem, config.data.options)
+  elif not isinstance(dataset, Dataset):
+    raise TypeError(f"expected the data as a jaxlstm.problems.Dataset, got {type(dataset).__name__}; "
+                    "wrap arrays as Dataset(x_train, y_train, x_val, y_val) ([samples, time, features] inputs), "
+                    "or pass None to generate config.data.problem.")
   if config.data.encoding == "integer":
     dataset = integer_encoded(dataset)
   split = config.data.validation_split

@@ -283,6 +283,12 @@ def test_unknown_key_gets_did_you_mean():
     Config.from_dict({"repeats": 30})
 
 
+def test_arrays_that_are_not_a_dataset_are_refused_with_the_fix():
+  data = jaxlstm.problems.make("linear")
+  with pytest.raises(TypeError, match=r"got tuple; wrap arrays as Dataset\(x_train, y_train, x_val, y_val\)"):
+    jaxlstm.fit(tiny(), (data.x_train, data.y_train), repeats=2)
+
+
 def test_data_errors_raise_before_compile():
   cfg = tiny(**{"train.early_stopping": {"monitor": "val_acc"}})
   with pytest.raises(jaxlstm.ConfigError, match="monitor"):
