@@ -164,6 +164,9 @@ def _run_queued() -> None:
   while True:
     with _LOCK:
       if not _QUEUE:
+        # Let go under the lock `start_ahead` takes: a thread still alive but past this check would
+        # otherwise leave a job queued after it unrun (start_ahead would see it alive and not start one).
+        _BUILDER["thread"] = None
         return
       job = _QUEUE.popleft()
     with contextlib.suppress(Exception):  # whoever needs it builds it again and sees the error

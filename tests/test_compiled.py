@@ -404,6 +404,27 @@ def test_a_program_under_way_on_the_builder_is_waited_for_and_counts_as_the_call
   assert compiled.program(key, slow, (x,))[1] == 0.0
 
 
+def test_the_builder_lets_go_when_its_queue_is_empty_so_a_later_job_gets_a_thread():
+  """A builder past its last look at the queue, but not yet ended, must not swallow the next job.
+
+  It clears `_BUILDER` under the lock before it ends; `start_ahead` then starts a new thread.
+  (Before, a job queued in that window stayed queued: a flake of the test below, once on Python 3.13.)
+  """
+  import threading
+
+  from jaxlstm import compiled
+  ran = [threading.Event(), threading.Event()]
+  compiled.later(ran[0].set)
+  compiled.start_ahead()
+  first = compiled._BUILDER["thread"]
+  assert ran[0].wait(60)
+  first.join(timeout=60)
+  assert compiled._BUILDER["thread"] is None
+  compiled.later(ran[1].set)
+  compiled.start_ahead()
+  assert ran[1].wait(60) and compiled._BUILDER["thread"] is not first
+
+
 def test_a_program_that_fails_ahead_fails_again_for_its_caller():
   """The builder keeps a failure to itself: the caller compiles again and meets the error first hand."""
   import numpy as np
